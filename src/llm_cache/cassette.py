@@ -1,0 +1,340 @@
+"""Entries and their YAML documents: the cassette format.
+
+One YAML file per key, keys in a fixed order, made to be read in review::
+
+    llm_cache: 1                  # format version
+    key: 9f2c...                  # the full sha256 key, checked on load
+    recorded_at: '2026-11-27T09:00:00Z'
+    model: gpt-4o                 # the model the request asked for
+    model_version: gpt-4o@2024-08-06
+    response_model: gpt-4o-2024-08-06
+    system_fingerprint: fp_...
+    duration_ms: 812.4            # the original call's duration
+    usage: {input_tokens: 12, output_tokens: 40}
+    request:  {method, path, query, headers, json | text | base64}
+    response: {status, headers, json | events | text | base64}
+
+A body is stored as ``json`` (a YAML mapping) when it parses as JSON, as
+``events`` (one string per server-sent event, every line kept) for
+``text/event-stream``, as ``text`` when it is other UTF-8 text, and as
+``base64`` otherwise. Bodies are stored decoded; replay sends them with
+``Content-Length`` recomputed and no ``Content-Encoding``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import http
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import yaml
+
+from .errors import CassetteError
+
+__all__ = ["FORMAT_VERSION", "Entry", "Body", "encode_body", "dump_entry", "load_entry", "parse_entry"]
+
+FORMAT_VERSION = 1
+BODY_KINDS = ("json", "events", "text", "base64")
+# Text with other control characters is stored as base64, so YAML never has to escape it.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+_Loader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BaseDumper: type[Any] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+class _Dumper(_BaseDumper):  # type: ignore[misc,valid-type]
+    """Safe dumper writing multi-line strings (SSE events) as literal blocks."""
+
+
+def _represent_str(dumper: Any, value: str) -> Any:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
+
+
+@dataclass(frozen=True)
+class Body:
+    """A decoded HTTP body in one of the stored kinds."""
+
+    kind: str
+    value: Any
+    # the separator between SSE lines, when it is not "\n"
+    newline: str = "\n"
+
+    def to_bytes(self) -> bytes:
+        if self.kind == "json":
+            return json.dumps(self.value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        if self.kind == "events":
+            nl = self.newline
+            return "".join(event.replace("\n", nl) + nl + nl for event in self.value).encode("utf-8")
+        if self.kind == "text":
+            return str(self.value).encode("utf-8")
+        return base64.b64decode(self.value)
+
+    def to_doc(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {self.kind: self.value}
+        if self.kind == "events" and self.newline != "\n":
+            doc["newline"] = self.newline
+        return doc
+
+    def json_values(self) -> list[Any]:
+        """The JSON values inside the body: itself, or each event's ``data:`` lines."""
+        if self.kind == "json":
+            return [self.value]
+        if self.kind != "events":
+            return []
+        out = []
+        for event in self.value:
+            for line in event.split("\n"):
+                if line.startswith("data:"):
+                    data = line[5:].strip()
+                    if data[:1] in ("{", "["):
+                        try:
+                            out.append(json.loads(data))
+                        except ValueError:
+                            pass
+        return out
+
+
+def encode_body(raw: bytes, content_type: str | None) -> Body:
+    """Choose the most readable kind that gives back exactly these bytes (JSON: this value)."""
+    ctype = (content_type or "").lower()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return Body("base64", base64.b64encode(raw).decode("ascii"))
+    if "event-stream" in ctype:
+        nl = "\r\n" if "\r\n" in text else "\n"
+        sep = nl + nl
+        if text.endswith(sep):
+            events = [event.replace(nl, "\n") for event in text[: -len(sep)].split(sep)]
+            body = Body("events", events, nl)
+            if body.to_bytes() == raw:
+                return body
+        return Body("text", text)
+    stripped = text.lstrip()
+    if stripped[:1] in ("{", "["):
+        try:
+            return Body("json", json.loads(text))
+        except ValueError:
+            pass
+    if not _CONTROL.search(text):
+        return Body("text", text)
+    return Body("base64", base64.b64encode(raw).decode("ascii"))
+
+
+@dataclass
+class Entry:
+    """One recorded request and its response."""
+
+    key: str
+    recorded_at: datetime
+    model: str | None
+    model_version: str
+    method: str
+    path: str
+    query: list[list[str]]
+    request_headers: dict[str, str]
+    request_body: Body
+    status: int
+    response_headers: dict[str, str]
+    response_body: Body
+    response_model: str | None = None
+    system_fingerprint: str | None = None
+    duration_ms: float | None = None
+    usage: dict[str, int] | None = None
+    # derived on first replay, not stored
+    _raw: bytes | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def endpoint(self) -> str:
+        return self.path
+
+    @property
+    def tokens(self) -> int:
+        return sum(self.usage.values()) if self.usage else 0
+
+    def response_bytes(self) -> bytes:
+        if self._raw is None:
+            self._raw = self.response_body.to_bytes()
+        return self._raw
+
+    def to_vcr_response(self) -> dict[str, Any]:
+        """The response in the form vcrpy's stubs replay."""
+        raw = self.response_bytes()
+        headers = {name: [value] for name, value in self.response_headers.items()}
+        headers["content-length"] = [str(len(raw))]
+        try:
+            reason = http.HTTPStatus(self.status).phrase
+        except ValueError:
+            reason = ""
+        return {"status": {"code": self.status, "message": reason}, "headers": headers, "body": {"string": raw}}
+
+    def to_doc(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "llm_cache": FORMAT_VERSION,
+            "key": self.key,
+            "recorded_at": self.recorded_at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "model": self.model,
+            "model_version": self.model_version,
+            "response_model": self.response_model,
+            "system_fingerprint": self.system_fingerprint,
+            "duration_ms": self.duration_ms,
+            "usage": self.usage,
+            "request": {
+                "method": self.method,
+                "path": self.path,
+                "query": self.query,
+                "headers": self.request_headers,
+                **self.request_body.to_doc(),
+            },
+            "response": {
+                "status": self.status,
+                "headers": self.response_headers,
+                **self.response_body.to_doc(),
+            },
+        }
+        for optional in ("response_model", "system_fingerprint", "duration_ms", "usage"):
+            if doc[optional] is None:
+                del doc[optional]
+        if not self.query:
+            del doc["request"]["query"]
+        return doc
+
+
+def dump_entry(entry: Entry) -> str:
+    """The YAML text of an entry."""
+    text: str = yaml.dump(
+        entry.to_doc(), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=4096
+    )
+    return text
+
+
+def _fail(path: str, reason: str) -> CassetteError:
+    return CassetteError(path=path, reason=reason)
+
+
+def _parse_time(value: Any, path: str) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if not isinstance(value, str):
+        raise _fail(path, f"recorded_at must be an ISO 8601 time, got {type(value).__name__}")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise _fail(path, f"recorded_at is not an ISO 8601 time: {value!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def _body(section: dict[str, Any], where: str, path: str) -> Body:
+    kinds = [k for k in BODY_KINDS if k in section]
+    if len(kinds) > 1:
+        raise _fail(path, f"{where} has more than one body ({', '.join(kinds)})")
+    if not kinds:
+        return Body("text", "")
+    kind = kinds[0]
+    value = section[kind]
+    if kind == "events":
+        if not isinstance(value, list) or not all(isinstance(e, str) for e in value):
+            raise _fail(path, f"{where}.events must be a list of strings")
+        newline = section.get("newline", "\n")
+        if newline not in ("\n", "\r\n"):
+            raise _fail(path, f"{where}.newline must be '\\n' or '\\r\\n'")
+        return Body("events", value, newline)
+    if kind in ("text", "base64") and not isinstance(value, str):
+        raise _fail(path, f"{where}.{kind} must be a string")
+    if kind == "base64":
+        try:
+            base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise _fail(path, f"{where}.base64 is not valid base64") from None
+    return Body(kind, value)
+
+
+def _str_map(value: Any, where: str, path: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise _fail(path, f"{where} must map names to strings")
+    return dict(value)
+
+
+def parse_entry(doc: Any, path: str, expected_key: str | None = None) -> Entry:
+    """Validate a loaded YAML document and build its entry."""
+    if not isinstance(doc, dict):
+        raise _fail(path, f"expected a mapping at the top, got {type(doc).__name__}")
+    version = doc.get("llm_cache")
+    if version != FORMAT_VERSION:
+        raise _fail(path, f"unknown format version {version!r} (this release reads {FORMAT_VERSION})")
+    key = doc.get("key")
+    if not isinstance(key, str) or not re.fullmatch(r"[0-9a-f]{64}", key):
+        raise _fail(path, "key must be a 64-character hex sha256")
+    if expected_key is not None and key != expected_key:
+        raise _fail(path, f"it holds key {key[:12]}..., not the key it was looked up by {expected_key[:12]}...")
+    request, response = doc.get("request"), doc.get("response")
+    if not isinstance(request, dict) or not isinstance(response, dict):
+        raise _fail(path, "request and response must be mappings")
+    method, req_path = request.get("method"), request.get("path")
+    if not isinstance(method, str) or not isinstance(req_path, str):
+        raise _fail(path, "request.method and request.path must be strings")
+    status = response.get("status")
+    if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
+        raise _fail(path, f"response.status must be an HTTP status code, got {status!r}")
+    query = request.get("query") or []
+    if not isinstance(query, list) or not all(
+        isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in query
+    ):
+        raise _fail(path, "request.query must be a list of [name, value] pairs")
+    usage = doc.get("usage")
+    if usage is not None and (
+        not isinstance(usage, dict)
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in usage.values())
+    ):
+        raise _fail(path, "usage must map token kinds to integers")
+    duration = doc.get("duration_ms")
+    if duration is not None and (not isinstance(duration, (int, float)) or isinstance(duration, bool)):
+        raise _fail(path, "duration_ms must be a number")
+    texts = {}
+    for name in ("model", "model_version", "response_model", "system_fingerprint"):
+        value = doc.get(name)
+        if value is not None and not isinstance(value, str):
+            raise _fail(path, f"{name} must be a string")
+        texts[name] = value
+    return Entry(
+        key=key,
+        recorded_at=_parse_time(doc.get("recorded_at"), path),
+        model=texts["model"],
+        model_version=texts["model_version"] or "_no_model",
+        method=method,
+        path=req_path,
+        query=[list(p) for p in query],
+        request_headers=_str_map(request.get("headers"), "request.headers", path),
+        request_body=_body(request, "request", path),
+        status=status,
+        response_headers=_str_map(response.get("headers"), "response.headers", path),
+        response_body=_body(response, "response", path),
+        response_model=texts["response_model"],
+        system_fingerprint=texts["system_fingerprint"],
+        duration_ms=float(duration) if duration is not None else None,
+        usage=dict(usage) if usage else None,
+    )
+
+
+def load_entry(text: str | bytes, path: str, expected_key: str | None = None) -> Entry:
+    """Parse a cassette's text with the safe loader; any failure is a CassetteError naming ``path``."""
+    try:
+        doc = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader, C or Python
+    except yaml.YAMLError as exc:
+        raise _fail(path, f"not valid YAML: {str(exc).splitlines()[0]}") from None
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise _fail(path, f"not valid YAML: {exc}") from None
+    return parse_entry(doc, path, expected_key)

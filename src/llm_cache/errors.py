@@ -1,0 +1,111 @@
+"""Exceptions raised by llm_cache.
+
+Each carries its data as attributes, builds its message from them, and
+pickles (pytest-xdist sends exceptions between processes).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["LLMCacheError", "CacheMiss", "CassetteError", "ConfigError", "LLMCacheWarning"]
+
+
+class LLMCacheError(Exception):
+    """Base class of every error raised by llm_cache."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuild from keyword attributes, so subclasses with keyword-only
+        # constructors survive pickling.
+        return (_rebuild, (type(self), self._state()))
+
+    def _state(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _rebuild(cls: type[LLMCacheError], state: dict[str, Any]) -> LLMCacheError:
+    return cls(**state)
+
+
+class ConfigError(LLMCacheError, ValueError):
+    """A setting has a value of the wrong form.
+
+    ``setting`` names where it came from (``--llm-cache-ttl``, ``llm_cache_ttl``,
+    ``@pytest.mark.llm_cache(ttl=...)``), ``expected`` the form it must take.
+    """
+
+    def __init__(self, *, setting: str, value: object, expected: str) -> None:
+        self.setting = setting
+        self.value = value
+        self.expected = expected
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return f"{self.setting} must be {self.expected}, got {self.value!r}"
+
+
+class CassetteError(LLMCacheError):
+    """A cassette file cannot be read, parsed or validated."""
+
+    def __init__(self, *, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return (
+            f"cassette {self.path} is unusable: {self.reason}\n"
+            "Delete it, or re-record it with --llm-cache=record "
+            "(record and refresh move a corrupt cassette aside to <name>.corrupt)."
+        )
+
+
+class CacheMiss(LLMCacheError):
+    """A request has no cassette and the mode does not allow recording it."""
+
+    def __init__(
+        self,
+        *,
+        method: str,
+        endpoint: str,
+        model: str | None,
+        key: str,
+        path: str,
+        mode: str,
+        test_id: str | None = None,
+        closest_path: str | None = None,
+        differences: list[str] | None = None,
+    ) -> None:
+        self.method = method
+        self.endpoint = endpoint
+        self.model = model
+        self.key = key
+        self.path = path
+        self.mode = mode
+        self.test_id = test_id
+        self.closest_path = closest_path
+        self.differences = list(differences or [])
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        lines = [
+            f"no cassette for {self.method} {self.endpoint} (model {self.model or '-'}) "
+            f"in {self.mode} mode",
+            f"  key:       {self.key}",
+            f"  looked in: {self.path}",
+        ]
+        if self.closest_path is None:
+            lines.append("  closest:   no stored request for this model and endpoint")
+        else:
+            lines.append(f"  closest:   {self.closest_path}")
+            shown = self.differences[:10]
+            more = len(self.differences) - len(shown)
+            lines.append(
+                "  differs in: " + ", ".join(shown) + (f" (+{more} more)" if more > 0 else "")
+            )
+        lines.append("  fix: record it with --llm-cache=record (or LLM_CACHE_MODE=record)")
+        return "\n".join(lines)
+
+
+class LLMCacheWarning(UserWarning):
+    """Something was recovered from, and the user should know (a corrupt cassette moved aside)."""

@@ -1,0 +1,212 @@
+"""Where a request becomes a key.
+
+A key is the sha256 of a canonical JSON form of the request. What goes in:
+
+- ``KEY_VERSION`` (bumped when these rules change, so old cassettes miss
+  instead of answering for a request they were not recorded for);
+- the HTTP method, the URL path and the sorted query, minus secret-looking
+  parameters; the host only when ``match_host`` is set;
+- the headers that select an API version (``API_VERSION_HEADERS``);
+- the JSON body with keys sorted, integral floats written as integers, and
+  volatile fields dropped (``DEFAULT_IGNORED_FIELDS`` plus the user's);
+  a body that is not JSON is hashed as raw bytes;
+- the model version label (the model, or ``model@version`` when pinned).
+
+Everything else (authorization, organisation and project headers, timeouts,
+retries, the SDK's own headers) stays out: it does not change the answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+__all__ = [
+    "KEY_VERSION",
+    "API_VERSION_HEADERS",
+    "DEFAULT_IGNORED_FIELDS",
+    "SECRET_QUERY_PARAMS",
+    "RequestKey",
+    "KeyRules",
+    "make_key",
+    "canonical_body",
+    "flatten",
+]
+
+KEY_VERSION = 1
+
+# Headers that choose which API answers: a different value may give a different response.
+API_VERSION_HEADERS = ("openai-beta", "anthropic-version", "anthropic-beta")
+
+# Fields that identify the caller or annotate the request, never change the output.
+DEFAULT_IGNORED_FIELDS = ("user", "safety_identifier", "prompt_cache_key", "metadata")
+
+# Query parameters that carry credentials: neither in the key nor in a cassette.
+SECRET_QUERY_PARAMS = frozenset({"key", "api-key", "api_key", "token", "access_token"})
+
+NO_MODEL = "_no_model"
+
+
+@dataclass(frozen=True)
+class KeyRules:
+    """What the user changed about the key: fields dropped, host matched, versions pinned."""
+
+    ignore_fields: tuple[str, ...] = ()
+    match_host: bool = False
+    # alias -> version label, from ini llm_cache_model_versions
+    model_versions: Mapping[str, str] = field(default_factory=dict)
+    # a pin for every model in one test, from the marker's model_version=
+    pinned_version: str | None = None
+
+    def version_label(self, model: str | None) -> str:
+        """The label that names the model's cassette directory and enters the key."""
+        if model is None:
+            return NO_MODEL
+        version = self.pinned_version or self.model_versions.get(model)
+        return f"{model}@{version}" if version else model
+
+
+@dataclass(frozen=True)
+class RequestKey:
+    """A request's key and what was read from the request to make it."""
+
+    key: str
+    method: str
+    path: str
+    model: str | None
+    model_version: str
+    # the canonical body (JSON value) or None when the body is not JSON
+    body: Any
+    query: tuple[tuple[str, str], ...]
+
+    @property
+    def prefix(self) -> str:
+        return self.key[:12]
+
+
+def _normalise(value: Any) -> Any:
+    # JSON says 1 and 1.0 are the same number; Python's json does not.
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _normalise(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_normalise(v) for v in value]
+    return value
+
+
+def _drop(value: Any, parts: list[str]) -> None:
+    """Remove the field at a dotted path; ``*`` matches every key or item."""
+    head, rest = parts[0], parts[1:]
+    if isinstance(value, dict):
+        targets = list(value) if head == "*" else [head]
+        for name in targets:
+            if name not in value:
+                continue
+            if rest:
+                _drop(value[name], rest)
+            else:
+                del value[name]
+    elif isinstance(value, list):
+        if head == "*":
+            indices = list(range(len(value)))
+        elif head.lstrip("-").isdigit():
+            indices = [int(head)]
+        else:
+            return
+        for index in sorted(indices, reverse=True):
+            if -len(value) <= index < len(value):
+                if rest:
+                    _drop(value[index], rest)
+                else:
+                    del value[index]
+
+
+def canonical_body(body: bytes, ignore_fields: Iterable[str] = ()) -> Any:
+    """The JSON value of a body with ignored fields removed, or None when it is not JSON."""
+    stripped = body.lstrip()
+    if not stripped or stripped[:1] not in (b"{", b"["):
+        return None
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return None
+    value = _normalise(value)
+    if isinstance(value, dict):
+        for name in DEFAULT_IGNORED_FIELDS:
+            value.pop(name, None)
+    for dotted in ignore_fields:
+        _drop(value, dotted.split("."))
+    return value
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def make_key(
+    method: str,
+    url: str,
+    body: bytes | None,
+    headers: Mapping[str, str],
+    rules: KeyRules = KeyRules(),
+) -> RequestKey:
+    """Compute the key of one HTTP request under ``rules``."""
+    parts = urlsplit(url)
+    query = tuple(
+        sorted(
+            (k, v)
+            for k, v in parse_qsl(parts.query, keep_blank_values=True)
+            if k.lower() not in SECRET_QUERY_PARAMS
+        )
+    )
+    raw = body or b""
+    canonical = canonical_body(raw, rules.ignore_fields)
+    model = canonical.get("model") if isinstance(canonical, dict) else None
+    if model is not None and not isinstance(model, str):
+        model = str(model)
+    version = rules.version_label(model)
+    lowered = {k.lower(): v for k, v in headers.items()}
+    material: dict[str, Any] = {
+        "v": KEY_VERSION,
+        "method": method.upper(),
+        "path": parts.path or "/",
+        "query": query,
+        "headers": {h: lowered[h] for h in API_VERSION_HEADERS if h in lowered},
+        "model_version": version,
+        "body": canonical if canonical is not None else {"sha256": hashlib.sha256(raw).hexdigest()},
+    }
+    if rules.match_host:
+        material["host"] = f"{parts.scheme}://{parts.netloc}"
+    digest = hashlib.sha256(_dumps(material).encode("utf-8")).hexdigest()
+    return RequestKey(
+        key=digest,
+        method=method.upper(),
+        path=parts.path or "/",
+        model=model,
+        model_version=version,
+        body=canonical,
+        query=query,
+    )
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Leaf paths of a JSON value, written like ``messages[1].content``."""
+    out: dict[str, Any] = {}
+    if isinstance(value, dict):
+        if not value and prefix:
+            out[prefix] = {}
+        for k, v in value.items():
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    elif isinstance(value, list):
+        if not value and prefix:
+            out[prefix] = []
+        for i, v in enumerate(value):
+            out.update(flatten(v, f"{prefix}[{i}]"))
+    else:
+        out[prefix] = value
+    return out

@@ -1,0 +1,151 @@
+"""The pytest plugin: hooks, options, the marker and the ``llm_cache`` fixture, nothing else.
+
+Everything these hooks do is delegated to the core: ``settings.resolve`` reads
+the options, ``session.CacheSession`` runs the cache, ``intercept.intercept``
+patches the clients, ``report`` builds the summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from .errors import ConfigError
+from .intercept import intercept
+from .modes import MODES
+from .report import Report, report_json, summary_lines
+from .session import CacheSession, Scope
+from .settings import parse_marker, resolve
+
+SESSION = pytest.StashKey[CacheSession]()
+
+# (option, dest, ini name, ini type, help). Every option has an ini twin.
+_OPTIONS: list[tuple[str, str, str, str | None, str]] = [
+    ("--llm-cache", "mode", "llm_cache_mode", None,
+     f"cache mode: {'|'.join(MODES)} (default replay; env LLM_CACHE_MODE)"),
+    ("--llm-cache-dir", "dir", "llm_cache_dir", None, "cassette directory (default: cassettes/ under rootdir)"),
+    ("--llm-cache-ttl", "ttl", "llm_cache_ttl", None,
+     "age after which a cassette is expired: 90s, 12h, 30d, 2w or never (default 30d)"),
+    ("--llm-cache-report", "report", "llm_cache_report", None, "write the session's cache figures as JSON to this path"),
+]
+_INI_ONLY: list[tuple[str, str, str, Any]] = [
+    ("llm_cache_ignore_fields", "linelist", "request fields left out of the key: dotted paths, one a line", []),
+    ("llm_cache_model_versions", "linelist", "pinned model versions: lines 'alias = version'", []),
+    ("llm_cache_match_host", "bool", "put scheme, host and port in the key", False),
+    ("llm_cache_record_errors", "bool", "record non-2xx responses too", False),
+    ("llm_cache_autouse", "bool", "intercept every test, not only those using the fixture or marker", False),
+]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("llm-cache", "record and replay LLM API calls")
+    for flag, dest, ini, _type, text in _OPTIONS:
+        group.addoption(flag, action="store", dest=f"llm_cache_{dest}", default=None, help=text)
+        parser.addini(ini, text)
+    for ini, kind, text, default in _INI_ONLY:
+        parser.addini(ini, text, type=kind, default=default)  # type: ignore[arg-type]
+
+
+@pytest.hookimpl
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "llm_cache(mode=None, ttl=None, model_version=None, ignore_fields=()): "
+        "record and replay this test's LLM API calls",
+    )
+    cli = {dest: config.getoption(f"llm_cache_{dest}") for _, dest, _, _, _ in _OPTIONS}
+    ini: dict[str, Any] = {dest: config.getini(ini) or None for _, dest, ini, _, _ in _OPTIONS}
+    for name, *_ in _INI_ONLY:
+        ini[name.removeprefix("llm_cache_")] = config.getini(name)
+    try:
+        settings = resolve(cli, ini, os.environ, config.rootpath)
+    except ConfigError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.stash[SESSION] = CacheSession(settings)
+
+
+def _scope(request: pytest.FixtureRequest) -> Scope:
+    session = request.config.stash[SESSION]
+    marker = request.node.get_closest_marker("llm_cache")
+    try:
+        options = parse_marker(marker.args, marker.kwargs) if marker else parse_marker((), {})
+    except ConfigError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    return session.scope(
+        request.node.nodeid,
+        mode=options.mode,
+        ttl=options.ttl,
+        model_version=options.model_version,
+        ignore_fields=options.ignore_fields,
+    )
+
+
+@pytest.fixture
+def llm_cache(request: pytest.FixtureRequest) -> Iterator[Scope]:
+    """Record and replay this test's LLM API calls; yields the test's cache scope
+    (``.mode``, ``.stats``, ``.cassettes``)."""
+    with intercept(_scope(request)) as scope:
+        yield scope
+
+
+@pytest.fixture(autouse=True)
+def _llm_cache_auto(request: pytest.FixtureRequest) -> None:
+    """Brings in ``llm_cache`` for marked tests, and for every test under llm_cache_autouse."""
+    if "llm_cache" in request.fixturenames:
+        return
+    if request.node.get_closest_marker("llm_cache") or request.config.stash[SESSION].settings.autouse:
+        request.getfixturevalue("llm_cache")
+
+
+def _report(config: pytest.Config) -> Report:
+    session = config.stash[SESSION]
+    entries, size = session.store.size() if session.stats.tests_used else (0, 0)
+    return Report(session.stats, session.settings.mode.value, str(session.settings.cassette_dir), entries, size)
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+@pytest.hookimpl
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    config = session.config
+    if SESSION not in config.stash:
+        return
+    if _is_worker(config):
+        config.workeroutput["llm_cache"] = config.stash[SESSION].stats.to_dict()  # type: ignore[attr-defined]
+        return
+    path = config.stash[SESSION].settings.report_path
+    if path is not None:
+        report = _report(config)
+        config.stash[REPORT] = report
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report_json(report), indent=2) + "\n", encoding="utf-8")
+
+
+REPORT = pytest.StashKey[Report]()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """On the pytest-xdist controller: add a finished worker's figures."""
+    data = getattr(node, "workeroutput", {}).get("llm_cache")
+    if data:
+        node.config.stash[SESSION].stats.merge(data)
+
+
+@pytest.hookimpl
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    if SESSION not in config.stash or _is_worker(config):
+        return
+    report = config.stash.get(REPORT, None) or _report(config)
+    lines = summary_lines(report)
+    if not lines:
+        return
+    terminalreporter.write_sep("-", "llm-cache")
+    for line in lines:
+        terminalreporter.write_line(line)

@@ -1,0 +1,312 @@
+"""One cache session (a pytest run, or an application's cache) and the scopes inside it.
+
+A ``Scope`` is what one test sees: its mode, TTL and key rules, its counts and
+the cassettes it used. The interception layer asks it three things about each
+request: can it be served, serve it, record its response.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, NoReturn
+
+from .cassette import Body, Entry, encode_body
+from .encoding import decode_content
+from .errors import CacheMiss, CassetteError, LLMCacheWarning
+from .key import KeyRules, RequestKey, canonical_body, flatten, make_key
+from .llm import read_response
+from .modes import Action, Found, Mode, decide
+from .redact import REQUEST_HEADERS, RESPONSE_HEADERS, keep_headers, redact, secret_values
+from .settings import Settings
+from .stats import Counts, Miss, SessionStats
+from .stores import FileStore, Store
+
+__all__ = ["CacheSession", "Scope", "Decision", "utcnow"]
+
+log = logging.getLogger("llm_cache")
+
+# How many stored requests a miss compares itself with to name the closest one.
+CLOSEST_SCAN_LIMIT = 2000
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class Decision:
+    """What was found for one request, and what to do with it."""
+
+    rk: RequestKey
+    found: Found
+    action: Action
+    location: str
+    entry: Entry | None
+    started: float
+    scope: Scope
+
+
+class CacheSession:
+    """Settings, a store, a clock and the session's stats."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.settings = settings
+        self.store: Store = store if store is not None else FileStore(settings.cassette_dir)
+        self.clock = clock
+        self.stats = SessionStats()
+        # Entries read or written in this session: a second hit parses nothing.
+        self._memory: dict[str, Entry] = {}
+        self._lock = threading.Lock()
+
+    def scope(
+        self,
+        test_id: str,
+        *,
+        mode: Mode | None = None,
+        ttl: timedelta | None | object = ...,
+        model_version: str | Mapping[str, str] | None = None,
+        ignore_fields: Iterable[str] = (),
+    ) -> Scope:
+        """A scope for one test; ``mode`` and ``ttl`` are the marker's, already validated."""
+        s = self.settings
+        # Mode: command line > marker > environment > ini > default (see settings.resolve).
+        effective_mode = s.mode if (s.mode_from_cli or mode is None) else mode
+        # TTL: marker > command line > ini > default.
+        effective_ttl = s.ttl if ttl is ... else ttl
+        rules = s.rules
+        if isinstance(model_version, Mapping):
+            rules = dataclasses.replace(rules, model_versions={**rules.model_versions, **model_version})
+        elif model_version:
+            rules = dataclasses.replace(rules, pinned_version=str(model_version))
+        if ignore_fields:
+            rules = dataclasses.replace(rules, ignore_fields=rules.ignore_fields + tuple(ignore_fields))
+        with self._lock:
+            self.stats.tests_used += 1
+        return Scope(self, test_id, effective_mode, effective_ttl, rules)  # type: ignore[arg-type]
+
+    # -- lookups ---------------------------------------------------------
+
+    def find(self, rk: RequestKey, mode: Mode, ttl: timedelta | None, counts: Counts) -> tuple[Found, Entry | None]:
+        entry = self._memory.get(rk.key)
+        if entry is None:
+            try:
+                entry = self.store.get(rk.key, rk.model_version)
+            except CassetteError as exc:
+                self.stats.bump(counts, "corrupt")
+                if mode is Mode.REPLAY:
+                    raise
+                moved = self.store.quarantine(rk.key, rk.model_version)
+                warnings.warn(
+                    LLMCacheWarning(f"{exc.path} is unusable ({exc.reason}); moved to {moved}, recording again"),
+                    stacklevel=2,
+                )
+                return Found.MISSING, None
+            if entry is None:
+                return Found.MISSING, None
+            self._memory[rk.key] = entry
+        if ttl is not None and self.clock() - entry.recorded_at > ttl:
+            return Found.EXPIRED, entry
+        return Found.FRESH, entry
+
+    def closest(self, rk: RequestKey, rules: KeyRules) -> tuple[str | None, list[str]]:
+        """The stored request of the same model version and endpoint that differs least."""
+        best: tuple[str | None, list[str]] = (None, [])
+        wanted = flatten(rk.body) if rk.body is not None else {}
+        for entry in self.store.entries(rk.model_version, limit=CLOSEST_SCAN_LIMIT):
+            if entry.path != rk.path or entry.method != rk.method:
+                continue
+            stored_raw = entry.request_body.to_bytes() if entry.request_body.kind == "json" else b""
+            stored = flatten(canonical_body(stored_raw, rules.ignore_fields)) if stored_raw else {}
+            diffs = sorted(
+                name
+                for name in wanted.keys() | stored.keys()
+                if wanted.get(name, _ABSENT) != stored.get(name, _ABSENT)
+            )
+            if not diffs:
+                diffs = ["query or API-version headers"]
+            if best[0] is None or len(diffs) < len(best[1]):
+                best = (self.store.location(entry.key, entry.model_version), diffs)
+        return best
+
+    def remember(self, entry: Entry) -> None:
+        self._memory[entry.key] = entry
+
+
+_ABSENT = object()
+
+
+def _headers(raw: Any) -> dict[str, str]:
+    """vcrpy's request headers as plain ``name -> value`` strings."""
+    out = {}
+    for name, value in (raw or {}).items():
+        if isinstance(value, (list, tuple)):
+            value = ", ".join(v.decode("latin-1") if isinstance(v, bytes) else str(v) for v in value)
+        elif isinstance(value, bytes):
+            value = value.decode("latin-1")
+        out[str(name)] = str(value)
+    return out
+
+
+def _body_bytes(request: Any) -> bytes:
+    body = getattr(request, "body_bytes", None)
+    if body is None:
+        body = request.body
+    if body is None:
+        return b""
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    if isinstance(body, (bytes, bytearray)):
+        return bytes(body)
+    if hasattr(body, "read"):
+        return bytes(body.read())
+    return b"".join(body)
+
+
+def _response_headers(raw: Mapping[str, Any]) -> dict[str, str]:
+    return {
+        str(k).lower(): ", ".join(str(x) for x in v) if isinstance(v, (list, tuple)) else str(v)
+        for k, v in raw.items()
+    }
+
+
+@dataclass
+class Scope:
+    """One test's view of the cache: the object the ``llm_cache`` fixture yields."""
+
+    session: CacheSession
+    test_id: str
+    mode: Mode
+    ttl: timedelta | None
+    rules: KeyRules
+    stats: Counts = field(default_factory=Counts)
+    cassettes: list[str] = field(default_factory=list)
+
+    # -- what the interception layer calls ----------------------------------
+
+    def decision(self, request: Any) -> Decision:
+        """The decision for a vcrpy request, made once and kept on the request."""
+        cached: Decision | None = getattr(request, "_llm_cache_decision", None)
+        if cached is not None and cached.scope is self:
+            return cached
+        headers = _headers(request.headers)
+        rk = make_key(request.method, request.uri, _body_bytes(request), headers, self.rules)
+        found, entry = self.session.find(rk, self.mode, self.ttl, self.stats)
+        action = decide(self.mode, found)
+        location = self.session.store.location(rk.key, rk.model_version)
+        made = Decision(rk, found, action, location, entry, time.perf_counter(), self)
+        request._llm_cache_decision = made
+        log.debug(
+            "%s %s model=%s endpoint=%s test=%s",
+            action.value, rk.prefix, rk.model, rk.path, self.test_id,
+        )
+        return made
+
+    def can_serve(self, request: Any) -> bool:
+        return self.decision(request).action in (Action.SERVE, Action.SERVE_STALE)
+
+    def serve(self, request: Any) -> dict[str, Any]:
+        made = self.decision(request)
+        entry = made.entry
+        assert entry is not None, "serve() called for a request with no cassette"
+        stats = self.session.stats
+        stats.bump(self.stats, "hits")
+        if made.action is Action.SERVE_STALE:
+            stats.bump(self.stats, "stale")
+        stats.add_tokens(entry.model_version, entry.tokens)
+        self._used(made.location)
+        return entry.to_vcr_response()
+
+    def refuse(self, request: Any) -> NoReturn:
+        """Fail a request that has no cassette in replay mode."""
+        made = self.decision(request)
+        rk = made.rk
+        self.session.stats.bump(self.stats, "misses")
+        self.session.stats.add_miss(Miss(self.test_id, rk.model, rk.path, rk.key))
+        closest, differences = self.session.closest(rk, self.rules)
+        raise CacheMiss(
+            method=rk.method,
+            endpoint=rk.path,
+            model=rk.model,
+            key=rk.key,
+            path=made.location,
+            mode=self.mode.value,
+            test_id=self.test_id,
+            closest_path=closest,
+            differences=differences,
+        )
+
+    def record(self, request: Any, response: Mapping[str, Any]) -> None:
+        """Write the cassette for a request that went upstream."""
+        made = self.decision(request)
+        status = int(response["status"]["code"])
+        stats = self.session.stats
+        if not 200 <= status < 300 and not self.session.settings.record_errors:
+            stats.bump(self.stats, "not_stored")
+            log.debug("not stored %s: status %s", made.rk.prefix, status)
+            return
+        try:
+            entry = self._entry(made, request, status, response)
+        except ValueError as exc:  # a Content-Encoding that cannot be decoded here
+            stats.bump(self.stats, "not_stored")
+            warnings.warn(LLMCacheWarning(f"not storing {made.rk.prefix}: {exc}"), stacklevel=2)
+            return
+        location = self.session.store.put(entry)
+        self.session.remember(entry)
+        stats.bump(self.stats, "refreshed" if made.action is Action.REFRESH else "recorded")
+        self._used(location)
+
+    # -- helpers -------------------------------------------------------------
+
+    def _entry(self, made: Decision, request: Any, status: int, response: Mapping[str, Any]) -> Entry:
+        rk = made.rk
+        headers = _response_headers(response.get("headers") or {})
+        raw = (response.get("body") or {}).get("string") or b""
+        if isinstance(raw, str):
+            raw = raw.encode("utf-8")
+        raw = decode_content(raw, headers.get("content-encoding"))
+        body = encode_body(raw, headers.get("content-type"))
+        request_headers = _headers(request.headers)
+        lowered = {k.lower(): v for k, v in request_headers.items()}
+        request_body = encode_body(_body_bytes(request), lowered.get("content-type"))
+        info = read_response(body)
+        secrets = secret_values(request_headers)
+        return Entry(
+            key=rk.key,
+            recorded_at=self.session.clock(),
+            model=rk.model,
+            model_version=rk.model_version,
+            method=rk.method,
+            path=rk.path,
+            query=[list(p) for p in rk.query],
+            request_headers=redact(keep_headers(lowered, REQUEST_HEADERS), secrets),
+            request_body=_redact_body(request_body, secrets),
+            status=status,
+            response_headers=redact(keep_headers(headers, RESPONSE_HEADERS), secrets),
+            response_body=_redact_body(body, secrets),
+            response_model=info.model,
+            system_fingerprint=info.system_fingerprint,
+            duration_ms=round((time.perf_counter() - made.started) * 1000, 1),
+            usage=info.usage,
+        )
+
+    def _used(self, location: str) -> None:
+        if location not in self.cassettes:
+            self.cassettes.append(location)
+
+
+def _redact_body(body: Body, secrets: list[str]) -> Body:
+    if not secrets or body.kind == "base64":
+        return body
+    return Body(body.kind, redact(body.value, secrets), body.newline)

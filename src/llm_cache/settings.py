@@ -1,0 +1,232 @@
+"""Reading setting values: modes, durations, booleans, lists and mappings.
+
+Every parser raises ``ConfigError`` naming the setting and the expected form;
+the pytest plugin turns that into ``pytest.UsageError``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from .errors import ConfigError
+from .key import KeyRules
+from .modes import MODES, Mode
+
+__all__ = [
+    "Settings",
+    "parse_mode",
+    "parse_duration",
+    "parse_bool",
+    "parse_lines",
+    "parse_mapping",
+    "format_duration",
+    "DEFAULT_TTL",
+    "resolve",
+]
+
+DEFAULT_TTL = timedelta(days=30)
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
+DURATION_FORM = "a duration like 90s, 30m, 12h, 30d or 2w, or 'never'"
+
+
+def parse_mode(value: object, setting: str) -> Mode:
+    """A mode name, case-insensitive."""
+    if isinstance(value, Mode):
+        return value
+    text = str(value).strip().lower()
+    try:
+        return Mode(text)
+    except ValueError:
+        raise ConfigError(setting=setting, value=value, expected="one of " + "|".join(MODES)) from None
+
+
+def parse_duration(value: object, setting: str) -> timedelta | None:
+    """A duration; ``never`` (or ``none``) gives None: cassettes never expire."""
+    if isinstance(value, timedelta):
+        return value
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    if text in ("never", "none", "inf"):
+        return None
+    match = _DURATION.match(text)
+    if not match or float(match.group(1)) <= 0:
+        raise ConfigError(setting=setting, value=value, expected=DURATION_FORM)
+    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def format_duration(value: timedelta | None) -> str:
+    """The shortest of the forms parse_duration reads."""
+    if value is None:
+        return "never"
+    seconds = value.total_seconds()
+    for unit in ("w", "d", "h", "m"):
+        if seconds >= _UNITS[unit] and seconds % _UNITS[unit] == 0:
+            return f"{int(seconds // _UNITS[unit])}{unit}"
+    return f"{seconds:g}s"
+
+
+def parse_bool(value: object, setting: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(setting=setting, value=value, expected="true or false")
+
+
+def parse_lines(value: object, setting: str) -> tuple[str, ...]:
+    """Dotted field paths, one a line (or a list of them)."""
+    if value is None:
+        return ()
+    items: Iterable[object]
+    if isinstance(value, str):
+        items = value.splitlines()
+    elif isinstance(value, (list, tuple)):
+        items = value
+    else:
+        raise ConfigError(setting=setting, value=value, expected="a list of dotted field paths")
+    out = []
+    for item in items:
+        text = str(item).strip()
+        if not text or text.startswith("#"):
+            continue
+        if not re.fullmatch(r"[^\s.]+(\.[^\s.]+)*", text):
+            raise ConfigError(
+                setting=setting, value=item, expected="dotted field paths like metadata.run_id"
+            )
+        out.append(text)
+    return tuple(out)
+
+
+def parse_mapping(value: object, setting: str) -> dict[str, str]:
+    """Lines ``alias = version`` (or a dict)."""
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return {str(k): str(v) for k, v in value.items()}
+    lines = value if isinstance(value, (list, tuple)) else str(value).splitlines()
+    out: dict[str, str] = {}
+    for line in lines:
+        text = str(line).strip()
+        if not text or text.startswith("#"):
+            continue
+        name, sep, version = text.partition("=")
+        if not sep or not name.strip() or not version.strip():
+            raise ConfigError(
+                setting=setting, value=line, expected="lines 'alias = version', e.g. gpt-4o = 2024-08-06"
+            )
+        out[name.strip()] = version.strip()
+    return out
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Session-wide settings, resolved once when pytest configures (or by LLMCache)."""
+
+    mode: Mode = Mode.REPLAY
+    # True when the mode came from the command line, which beats a marker.
+    mode_from_cli: bool = False
+    cassette_dir: Path = Path("cassettes")
+    ttl: timedelta | None = DEFAULT_TTL
+    rules: KeyRules = field(default_factory=KeyRules)
+    record_errors: bool = False
+    autouse: bool = False
+    report_path: Path | None = None
+
+
+def _first(*layers: tuple[str, object]) -> tuple[str, object] | None:
+    for name, value in layers:
+        if value is not None and value != "":
+            return name, value
+    return None
+
+
+def resolve(
+    cli: Mapping[str, object],
+    ini: Mapping[str, object],
+    environ: Mapping[str, str],
+    rootdir: Path,
+) -> Settings:
+    """Settings from their sources. Raises ConfigError naming the setting at fault.
+
+    Precedence, highest first:
+      mode: command line > marker (per test) > LLM_CACHE_MODE > ini > replay
+      ttl:  marker (per test) > command line > ini > 30d
+      dir, report: command line > ini > default
+    """
+    mode_source = _first(
+        ("--llm-cache", cli.get("mode")),
+        ("LLM_CACHE_MODE", environ.get("LLM_CACHE_MODE")),
+        ("llm_cache_mode", ini.get("mode")),
+    )
+    mode = parse_mode(mode_source[1], mode_source[0]) if mode_source else Mode.REPLAY
+    ttl_source = _first(("--llm-cache-ttl", cli.get("ttl")), ("llm_cache_ttl", ini.get("ttl")))
+    ttl = parse_duration(ttl_source[1], ttl_source[0]) if ttl_source else DEFAULT_TTL
+    dir_source = _first(("--llm-cache-dir", cli.get("dir")), ("llm_cache_dir", ini.get("dir")))
+    cassette_dir = rootdir / str(dir_source[1]) if dir_source else rootdir / "cassettes"
+    report_source = _first(("--llm-cache-report", cli.get("report")), ("llm_cache_report", ini.get("report")))
+    rules = KeyRules(
+        ignore_fields=parse_lines(ini.get("ignore_fields"), "llm_cache_ignore_fields"),
+        match_host=parse_bool(ini.get("match_host", False), "llm_cache_match_host"),
+        model_versions=parse_mapping(ini.get("model_versions"), "llm_cache_model_versions"),
+    )
+    return Settings(
+        mode=mode,
+        mode_from_cli=mode_source is not None and mode_source[0] == "--llm-cache",
+        cassette_dir=cassette_dir,
+        ttl=ttl,
+        rules=rules,
+        record_errors=parse_bool(ini.get("record_errors", False), "llm_cache_record_errors"),
+        autouse=parse_bool(ini.get("autouse", False), "llm_cache_autouse"),
+        report_path=Path(str(report_source[1])) if report_source else None,
+    )
+
+
+@dataclass(frozen=True)
+class MarkerOptions:
+    """The keyword arguments of ``@pytest.mark.llm_cache(...)``, validated."""
+
+    mode: Mode | None = None
+    ttl: timedelta | None | object = ...  # ... when not given; None means never expire
+    model_version: str | dict[str, str] | None = None
+    ignore_fields: tuple[str, ...] = ()
+
+
+MARKER_ARGS = ("mode", "ttl", "model_version", "ignore_fields")
+
+
+def parse_marker(args: tuple[object, ...], kwargs: Mapping[str, object]) -> MarkerOptions:
+    """Check a marker's arguments; a typo is a ConfigError listing what it takes."""
+    where = "@pytest.mark.llm_cache"
+    if args:
+        raise ConfigError(setting=where, value=args, expected="keyword arguments only: " + ", ".join(MARKER_ARGS))
+    unknown = sorted(set(kwargs) - set(MARKER_ARGS))
+    if unknown:
+        raise ConfigError(
+            setting=f"{where} argument {unknown[0]!r}",
+            value=kwargs[unknown[0]],
+            expected="one of the arguments " + ", ".join(MARKER_ARGS),
+        )
+    mode = parse_mode(kwargs["mode"], f"{where}(mode=...)") if "mode" in kwargs else None
+    ttl: timedelta | None | object = ...
+    if "ttl" in kwargs:
+        ttl = parse_duration(kwargs["ttl"], f"{where}(ttl=...)")
+    version = kwargs.get("model_version")
+    if version is not None and not isinstance(version, (str, dict)):
+        raise ConfigError(
+            setting=f"{where}(model_version=...)", value=version,
+            expected="a version label like '2024-08-06' or a dict {model: version}",
+        )
+    if isinstance(version, dict):
+        version = parse_mapping(version, f"{where}(model_version=...)")
+    fields = parse_lines(kwargs.get("ignore_fields"), f"{where}(ignore_fields=...)")
+    return MarkerOptions(mode=mode, ttl=ttl, model_version=version, ignore_fields=fields)

@@ -1,0 +1,97 @@
+"""Counters for one test and for a session; merged across pytest-xdist workers."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["Counts", "Miss", "SessionStats", "MAX_MISSES_KEPT"]
+
+MAX_MISSES_KEPT = 50
+
+
+@dataclass
+class Counts:
+    """What happened to a set of requests.
+
+    ``hits`` are requests answered from a cassette, ``stale`` the part of
+    them answered from an expired one; ``misses`` were refused (replay);
+    ``recorded`` were new and written, ``refreshed`` replaced an expired
+    cassette; ``not_stored`` went upstream but were not written (an error
+    status, say).
+    """
+
+    hits: int = 0
+    misses: int = 0
+    recorded: int = 0
+    refreshed: int = 0
+    stale: int = 0
+    not_stored: int = 0
+    corrupt: int = 0
+
+    @property
+    def lookups(self) -> int:
+        return self.hits + self.misses + self.recorded + self.refreshed + self.not_stored
+
+    @property
+    def hit_rate(self) -> float:
+        return self.hits / self.lookups if self.lookups else 0.0
+
+    def add(self, other: Counts) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass
+class Miss:
+    test_id: str
+    model: str | None
+    endpoint: str
+    key: str
+
+
+@dataclass
+class SessionStats:
+    """Everything the summary and the JSON report are made from."""
+
+    counts: Counts = field(default_factory=Counts)
+    tokens_saved: dict[str, int] = field(default_factory=dict)
+    misses_detail: list[Miss] = field(default_factory=list)
+    tests_used: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def bump(self, counts: Counts, name: str, n: int = 1) -> None:
+        """Count one event for a test's counts and the session's together."""
+        with self._lock:
+            setattr(counts, name, getattr(counts, name) + n)
+            setattr(self.counts, name, getattr(self.counts, name) + n)
+
+    def add_tokens(self, model: str, tokens: int) -> None:
+        if tokens:
+            with self._lock:
+                self.tokens_saved[model] = self.tokens_saved.get(model, 0) + tokens
+
+    def add_miss(self, miss: Miss) -> None:
+        with self._lock:
+            if len(self.misses_detail) < MAX_MISSES_KEPT:
+                self.misses_detail.append(miss)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data, for pytest-xdist's workeroutput."""
+        return {
+            "counts": asdict(self.counts),
+            "tokens_saved": dict(self.tokens_saved),
+            "misses_detail": [asdict(m) for m in self.misses_detail],
+            "tests_used": self.tests_used,
+        }
+
+    def merge(self, data: dict[str, Any]) -> None:
+        """Add a worker's ``to_dict()`` into these stats."""
+        with self._lock:
+            self.counts.add(Counts(**data["counts"]))
+            for model, tokens in data["tokens_saved"].items():
+                self.tokens_saved[model] = self.tokens_saved.get(model, 0) + tokens
+            room = MAX_MISSES_KEPT - len(self.misses_detail)
+            self.misses_detail.extend(Miss(**m) for m in data["misses_detail"][: max(room, 0)])
+            self.tests_used += data["tests_used"]

@@ -1,0 +1,139 @@
+"""The file store: ``<root>/<model-version>/<key prefix>.yaml``.
+
+Where a cassette is written: ``FileStore.put``. A write goes to a temporary
+file in the same directory, then ``os.replace`` puts it in place, so a crash
+never leaves a truncated cassette and a reader sees the old file or the new.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..cassette import Entry, dump_entry, load_entry
+from ..errors import CassetteError
+
+__all__ = ["FileStore", "safe_dirname", "KEY_PREFIX_LENGTH"]
+
+# 16 hex digits: 64 bits, no collision in any real cassette dir; the file holds the full key.
+KEY_PREFIX_LENGTH = 16
+SUFFIX = ".yaml"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]")
+
+
+def safe_dirname(label: str) -> str:
+    """A directory name for a model version label that cannot leave the cassette dir.
+
+    Labels made only of safe characters are used as they are; any other gets its
+    unsafe characters replaced and a hash of the original appended, so two
+    labels never share a directory after replacement.
+    """
+    cleaned = _UNSAFE.sub("_", label)
+    if cleaned == label and label and not label.startswith(".") and len(label) <= 100:
+        return label
+    cleaned = cleaned.lstrip(".")[:80] or "_"
+    return f"{cleaned}-{hashlib.sha256(label.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
+
+
+class FileStore:
+    """Cassettes as YAML files under ``root``."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"FileStore({str(self.root)!r})"
+
+    def path_for(self, key: str, model_version: str) -> Path:
+        return self.root / safe_dirname(model_version) / (key[:KEY_PREFIX_LENGTH] + SUFFIX)
+
+    def location(self, key: str, model_version: str) -> str:
+        return str(self.path_for(key, model_version))
+
+    def get(self, key: str, model_version: str) -> Entry | None:
+        path = self.path_for(key, model_version)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise CassetteError(path=str(path), reason=f"cannot be read: {exc.strerror}") from None
+        return load_entry(data, str(path), expected_key=key)
+
+    def _checked_dir(self, model_version: str) -> Path:
+        directory = self.root / safe_dirname(model_version)
+        directory.mkdir(parents=True, exist_ok=True)
+        root = self.root.resolve()
+        # A directory that is a symlink to elsewhere is never written through.
+        if directory.is_symlink() or directory.resolve().parent != root:
+            raise CassetteError(
+                path=str(directory), reason="is a symlink or lies outside the cassette dir; not writing there"
+            )
+        return directory
+
+    def put(self, entry: Entry) -> str:
+        directory = self._checked_dir(entry.model_version)
+        path = directory / (entry.key[:KEY_PREFIX_LENGTH] + SUFFIX)
+        text = dump_entry(entry)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        return str(path)
+
+    def quarantine(self, key: str, model_version: str) -> str | None:
+        path = self.path_for(key, model_version)
+        target = path.with_name(path.name + ".corrupt")
+        try:
+            os.replace(path, target)
+        except FileNotFoundError:
+            return None
+        return str(target)
+
+    def _files(self, model_version: str | None) -> Iterator[Path]:
+        dirs = [self.root / safe_dirname(model_version)] if model_version else self._dirs()
+        for directory in dirs:
+            try:
+                with os.scandir(directory) as it:
+                    for item in it:
+                        if item.name.endswith(SUFFIX) and not item.name.startswith("."):
+                            yield Path(item.path)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+
+    def _dirs(self) -> list[Path]:
+        try:
+            with os.scandir(self.root) as it:
+                return sorted(Path(d.path) for d in it if d.is_dir(follow_symlinks=False))
+        except FileNotFoundError:
+            return []
+
+    def entries(self, model_version: str | None = None, limit: int | None = None) -> Iterator[Entry]:
+        for count, path in enumerate(self._files(model_version)):
+            if limit is not None and count >= limit:
+                return
+            try:
+                yield load_entry(path.read_bytes(), str(path))
+            except (CassetteError, OSError):
+                continue
+
+    def size(self) -> tuple[int, int]:
+        entries = total = 0
+        for directory in self._dirs():
+            with os.scandir(directory) as it:
+                for item in it:
+                    if item.name.endswith(SUFFIX) and not item.name.startswith(".") and item.is_file():
+                        entries += 1
+                        total += item.stat().st_size
+        return entries, total

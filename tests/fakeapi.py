@@ -1,0 +1,487 @@
+"""A small OpenAI- and Anthropic-compatible HTTP server for tests and benchmarks.
+
+Deterministic given (request body, snapshot, fingerprint, generation); standard library only.
+Serves chat completions, embeddings, the Responses API, Anthropic messages and a model list,
+streamed (SSE over chunked transfer encoding) or not.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import json
+import os
+import re
+import socket
+import struct
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Iterable
+
+CREATED = 1722902400  # fixed "created" timestamp (2024-08-06)
+JsonDict = dict[str, Any]
+
+
+@dataclass
+class Call:
+    """One request received by the server (header names lowercased, path without query)."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    json: Any | None
+    query: str = ""
+
+
+class ApiError(Exception):
+    """Raised by an endpoint to answer with an error status."""
+
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind = status, message, kind
+
+
+def _sha(data: bytes | str, n: int = 12) -> str:
+    """Short hex sha256 of data."""
+    raw = data.encode() if isinstance(data, str) else data
+    return hashlib.sha256(raw).hexdigest()[:n]
+
+
+def _words(text: str) -> int:
+    """Crude token count: whitespace-separated words (at least 1)."""
+    return max(1, len(text.split()))
+
+
+def _text_of(content: Any) -> str:
+    """Text of a message content: a string, or a list of parts with a "text" field."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(_text_of(p.get("text", "")) for p in content if isinstance(p, dict))
+    return "" if content is None else str(content)
+
+
+def _pieces(text: str) -> list[str]:
+    """Split text into word deltas whose concatenation is exactly text."""
+    return [p for p in re.split(r"(?<=\s)(?=\S)", text) if p] or [""]
+
+
+def _thirds(text: str) -> list[str]:
+    """Split text into (up to) three pieces, for streaming tool-call arguments."""
+    step = max(1, -(-len(text) // 3))
+    return [text[i : i + step] for i in range(0, len(text), step)]
+
+
+def _embedding(text: str) -> list[float]:
+    """Eight float32-exact values in [-1, 1) derived from sha256(text)."""
+    ints = struct.unpack("<8I", hashlib.sha256(text.encode()).digest())
+    return list(struct.unpack("<8f", struct.pack("<8f", *(u / 2**31 - 1.0 for u in ints))))
+
+
+class FakeLLMServer:
+    """Background HTTP server speaking enough OpenAI and Anthropic for the official SDKs."""
+
+    def __init__(
+        self,
+        *,
+        snapshot: str = "2024-08-06",
+        fingerprint: str = "fp_aaa111",
+        generation: int = 0,
+        gzip_json: bool = True,
+    ) -> None:
+        self.snapshot = snapshot
+        self.fingerprint = fingerprint
+        self.generation = generation
+        self.gzip_json = gzip_json
+        self.calls: list[Call] = []
+        self.url = ""
+        self._lock = threading.Lock()
+        self._conns: set[socket.socket] = set()
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> FakeLLMServer:
+        """Bind 127.0.0.1 on a free port and serve in a daemon thread."""
+        self._httpd = _Server(("127.0.0.1", 0), _Handler)
+        self._httpd.fake = self
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+            name="fake-llm-server", daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, drop kept-alive connections and join the thread (bounded)."""
+        if self._httpd is None:
+            return
+        self._httpd.shutdown()
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._httpd, self._thread = None, None
+
+    def __enter__(self) -> FakeLLMServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def openai_base_url(self) -> str:
+        """Base URL for openai.OpenAI(base_url=...)."""
+        return self.url + "/v1"
+
+    @property
+    def anthropic_base_url(self) -> str:
+        """Base URL for anthropic.Anthropic(base_url=...); the SDK appends /v1/messages."""
+        return self.url
+
+    def count(self, path: str | None = None) -> int:
+        """Number of requests received, optionally only those to one path."""
+        with self._lock:
+            return sum(1 for c in self.calls if path is None or c.path == path)
+
+    def _record(self, call: Call) -> None:
+        with self._lock:
+            self.calls.append(call)
+
+    def _track(self, conn: socket.socket, add: bool) -> None:
+        with self._lock:
+            (self._conns.add if add else self._conns.discard)(conn)
+
+    # -- shared answer logic -------------------------------------------------------------------
+    def reply_for(self, text: str) -> str:
+        """The deterministic answer to a prompt."""
+        reply = f"echo: {text}"
+        return reply + (f" (gen {self.generation})" if self.generation else "")
+
+    def snap_model(self, model: str) -> str:
+        """Model name as OpenAI reports it: with the snapshot date appended."""
+        return f"{model}-{self.snapshot}"
+
+
+class _Server(ThreadingHTTPServer):
+    """ThreadingHTTPServer that knows its FakeLLMServer and keeps quiet about disconnects."""
+
+    daemon_threads = True
+    fake: FakeLLMServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Routes requests to the fake endpoints."""
+
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    # -- plumbing ----------------------------------------------------------------------------
+    def setup(self) -> None:
+        super().setup()
+        self.server.fake._track(self.connection, True)
+
+    def finish(self) -> None:
+        self.server.fake._track(self.connection, False)
+        super().finish()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            out = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return out
+                out += self.rfile.read(size)
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _common_headers(self) -> None:
+        self.send_header("x-request-id", "req_" + os.urandom(8).hex())
+        elapsed = int((time.perf_counter() - self._t0) * 1000)
+        self.send_header("openai-processing-ms", str(elapsed))
+
+    def _send_json(self, status: int, obj: Any) -> None:
+        body = json.dumps(obj).encode()
+        gz = self.server.fake.gzip_json and "gzip" in self.headers.get("Accept-Encoding", "")
+        if gz:
+            body = gzip.compress(body, mtime=0)
+        self._sent = True
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        if gz:
+            self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Length", str(len(body)))
+        self._common_headers()
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _send_sse(self, events: Iterable[tuple[str | None, Any]]) -> None:
+        """Stream (event name, data) pairs, one HTTP chunk per SSE event, then the last chunk."""
+        self._sent = True
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self._common_headers()
+        self.end_headers()
+        for name, data in events:
+            text = data if isinstance(data, str) else json.dumps(data)
+            event = (f"event: {name}\n" if name else "") + f"data: {text}\n\n"
+            raw = event.encode()
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(raw), raw))
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+    def _handle(self, method: str) -> None:
+        self._t0, self._sent = time.perf_counter(), False
+        path, _, query = self.path.partition("?")
+        body = self._read_body()
+        try:
+            data: Any = json.loads(body) if body else None
+        except ValueError:
+            data = None
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        self.server.fake._record(Call(method, path, headers, body, data, query))
+        anthropic = path == "/v1/messages"
+        try:
+            route = ROUTES.get((method, path))
+            if route is None:
+                raise ApiError(404, f"Unknown request URL: {method} {path}", "not_found_error")
+            if method == "POST" and not isinstance(data, dict):
+                raise ApiError(400, "We could not parse the JSON body of your request.")
+            model = (data or {}).get("model")
+            if model in ("error-500", "error-429"):
+                status = int(model[-3:])
+                kind = "server_error" if status == 500 else "rate_limit_error"
+                raise ApiError(status, f"Simulated error {status} from the fake server", kind)
+            route(self, data or {})
+        except ApiError as err:
+            if anthropic:
+                payload: JsonDict = {"type": "error", "error": {"type": err.kind, "message": err.message}}
+            else:
+                payload = {"error": {"message": err.message, "type": err.kind, "param": None,
+                                     "code": err.kind}}
+            self._send_json(err.status, payload)
+        except OSError:  # client went away
+            self.close_connection = True
+        except Exception as exc:  # a bug here: answer 500 if still possible, else hang up
+            traceback.print_exc()
+            if self._sent:
+                self.close_connection = True
+            else:
+                self._send_json(500, {"error": {"message": repr(exc), "type": "server_error"}})
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
+    def do_PUT(self) -> None:
+        self._handle("PUT")
+
+    # -- endpoints ---------------------------------------------------------------------------------
+    def ep_models(self, req: JsonDict) -> None:
+        names = [("gpt-4o", "openai"), ("gpt-4o-mini", "openai"),
+                 ("text-embedding-3-small", "openai"), ("claude-3-5-sonnet-latest", "anthropic")]
+        data = [{"id": n, "object": "model", "created": CREATED, "owned_by": o} for n, o in names]
+        self._send_json(200, {"object": "list", "data": data})
+
+    def ep_chat(self, req: JsonDict) -> None:
+        fake = self.server.fake
+        messages = req.get("messages") or []
+        last = _text_of(messages[-1].get("content")) if messages else ""
+        if req.get("model") == "echo-headers":
+            text = "\n".join(f"{k}: {v}" for k, v in self.headers.items())
+        else:
+            text = fake.reply_for(last)
+        tools = req.get("tools") or []
+        tool_call = None
+        if tools and "weather" in last:
+            name = (tools[0].get("function") or {}).get("name", "tool")
+            tool_call = {"id": "call_" + _sha(self._body_key(req), 24), "type": "function",
+                         "function": {"name": name, "arguments": json.dumps({"city": "Paris"})}}
+        limit = req.get("max_tokens", req.get("max_completion_tokens"))
+        finish = "tool_calls" if tool_call else "length" if limit == 1 else "stop"
+        prompt = sum(_words(_text_of(m.get("content"))) for m in messages)
+        completion = _words(tool_call["function"]["arguments"] if tool_call else text)
+        usage = {"prompt_tokens": prompt, "completion_tokens": completion,
+                 "total_tokens": prompt + completion}
+        head = {"id": "chatcmpl-" + _sha(self._body_key(req), 24), "created": CREATED,
+                "model": fake.snap_model(str(req.get("model"))),
+                "system_fingerprint": fake.fingerprint}
+        if not req.get("stream"):
+            msg: JsonDict = {"role": "assistant", "content": None if tool_call else text,
+                             "refusal": None}
+            if tool_call:
+                msg["tool_calls"] = [tool_call]
+            choice = {"index": 0, "message": msg, "logprobs": None, "finish_reason": finish}
+            self._send_json(200, {**head, "object": "chat.completion", "choices": [choice],
+                                  "usage": usage, "service_tier": "default"})
+            return
+        with_usage = bool((req.get("stream_options") or {}).get("include_usage"))
+
+        def chunk(delta: JsonDict, reason: str | None = None) -> tuple[None, JsonDict]:
+            c: JsonDict = {**head, "object": "chat.completion.chunk", "choices": [
+                {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}]}
+            return None, ({**c, "usage": None} if with_usage else c)
+
+        events = []
+        if tool_call:
+            fn = tool_call["function"]
+            events.append(chunk({"role": "assistant", "content": None, "tool_calls": [
+                {"index": 0, "id": tool_call["id"], "type": "function",
+                 "function": {"name": fn["name"], "arguments": ""}}]}))
+            events += [chunk({"tool_calls": [{"index": 0, "function": {"arguments": part}}]})
+                       for part in _thirds(fn["arguments"])]
+        else:
+            events.append(chunk({"role": "assistant", "content": "", "refusal": None}))
+            events += [chunk({"content": part}) for part in _pieces(text)]
+        events.append(chunk({}, finish))
+        if with_usage:
+            events.append((None, {**head, "object": "chat.completion.chunk", "choices": [],
+                                  "usage": usage}))
+        events.append((None, "[DONE]"))
+        self._send_sse(events)
+
+    def ep_embeddings(self, req: JsonDict) -> None:
+        raw = req.get("input")
+        texts = [raw] if isinstance(raw, str) or not isinstance(raw, list) else raw
+        if texts and isinstance(texts[0], int):  # a single list of token ids
+            texts = [texts]
+        strings = [t if isinstance(t, str) else json.dumps(t) for t in texts]
+        as_b64 = req.get("encoding_format") == "base64"
+        data = []
+        for i, text in enumerate(strings):
+            vec = _embedding(text)
+            emb: Any = base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode() if as_b64 else vec
+            data.append({"object": "embedding", "index": i, "embedding": emb})
+        tokens = sum(_words(s) for s in strings)
+        self._send_json(200, {"object": "list", "data": data, "model": req.get("model"),
+                              "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+    def ep_messages(self, req: JsonDict) -> None:
+        messages = req.get("messages") or []
+        last = _text_of(messages[-1].get("content")) if messages else ""
+        text = self.server.fake.reply_for(last)
+        stop = "max_tokens" if req.get("max_tokens") == 1 else "end_turn"
+        in_tok = sum(_words(_text_of(m.get("content"))) for m in messages)
+        out_tok = _words(text)
+        head = {"id": "msg_" + _sha(self._body_key(req), 24), "type": "message",
+                "role": "assistant", "model": req.get("model")}
+        if not req.get("stream"):
+            self._send_json(200, {**head, "content": [{"type": "text", "text": text}],
+                                  "stop_reason": stop, "stop_sequence": None,
+                                  "usage": {"input_tokens": in_tok, "output_tokens": out_tok}})
+            return
+        start = {**head, "content": [], "stop_reason": None, "stop_sequence": None,
+                 "usage": {"input_tokens": in_tok, "output_tokens": 1}}
+        events: list[tuple[str | None, Any]] = [
+            ("message_start", {"type": "message_start", "message": start}),
+            ("content_block_start", {"type": "content_block_start", "index": 0,
+                                     "content_block": {"type": "text", "text": ""}}),
+            ("ping", {"type": "ping"}),
+        ]
+        events += [("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                            "delta": {"type": "text_delta", "text": part}})
+                   for part in _pieces(text)]
+        events += [
+            ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            ("message_delta", {"type": "message_delta",
+                               "delta": {"stop_reason": stop, "stop_sequence": None},
+                               "usage": {"output_tokens": out_tok}}),
+            ("message_stop", {"type": "message_stop"}),
+        ]
+        self._send_sse(events)
+
+    def ep_responses(self, req: JsonDict) -> None:
+        fake = self.server.fake
+        raw = req.get("input")
+        items = [{"role": "user", "content": raw}] if isinstance(raw, str) else (raw or [])
+        last = _text_of(items[-1].get("content")) if items else ""
+        text = fake.reply_for(last)
+        key = _sha(self._body_key(req), 24)
+        in_tok = sum(_words(_text_of(i.get("content"))) for i in items if isinstance(i, dict))
+        out_tok = _words(text)
+        part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+        item = {"type": "message", "id": "msg_" + key, "status": "completed",
+                "role": "assistant", "content": [part]}
+        resp: JsonDict = {
+            "id": "resp_" + key, "object": "response", "created_at": CREATED,
+            "status": "completed", "completed_at": CREATED + 1, "error": None,
+            "incomplete_details": None, "instructions": req.get("instructions"),
+            "max_output_tokens": req.get("max_output_tokens"),
+            "model": fake.snap_model(str(req.get("model"))), "output": [item],
+            "parallel_tool_calls": True, "previous_response_id": None,
+            "reasoning": {"effort": None, "summary": None}, "service_tier": "default",
+            "store": True, "temperature": 1.0, "text": {"format": {"type": "text"}},
+            "tool_choice": "auto", "tools": req.get("tools") or [], "top_p": 1.0,
+            "truncation": "disabled", "user": None, "metadata": req.get("metadata") or {},
+            "usage": {"input_tokens": in_tok, "output_tokens": out_tok,
+                      "total_tokens": in_tok + out_tok,
+                      "input_tokens_details": {"cached_tokens": 0},
+                      "output_tokens_details": {"reasoning_tokens": 0}},
+        }
+        if not req.get("stream"):
+            self._send_json(200, resp)
+            return
+        pending = {**resp, "status": "in_progress", "completed_at": None, "output": [],
+                   "usage": None}
+        ids = {"item_id": item["id"], "output_index": 0, "content_index": 0}
+        steps: list[JsonDict] = [
+            {"type": "response.created", "response": pending},
+            {"type": "response.in_progress", "response": pending},
+            {"type": "response.output_item.added", "output_index": 0,
+             "item": {**item, "status": "in_progress", "content": []}},
+            {"type": "response.content_part.added", **ids, "part": {**part, "text": ""}},
+        ]
+        steps += [{"type": "response.output_text.delta", **ids, "delta": piece, "logprobs": []}
+                  for piece in _pieces(text)]
+        steps += [
+            {"type": "response.output_text.done", **ids, "text": text, "logprobs": []},
+            {"type": "response.content_part.done", **ids, "part": part},
+            {"type": "response.output_item.done", "output_index": 0, "item": item},
+            {"type": "response.completed", "response": resp},
+        ]
+        self._send_sse((s["type"], {**s, "sequence_number": n}) for n, s in enumerate(steps))
+
+    @staticmethod
+    def _body_key(req: JsonDict) -> str:
+        """Canonical form of the request body, for deterministic ids."""
+        return json.dumps(req, sort_keys=True)
+
+
+ROUTES = {
+    ("GET", "/v1/models"): _Handler.ep_models,
+    ("POST", "/v1/chat/completions"): _Handler.ep_chat,
+    ("POST", "/v1/embeddings"): _Handler.ep_embeddings,
+    ("POST", "/v1/messages"): _Handler.ep_messages,
+    ("POST", "/v1/responses"): _Handler.ep_responses,
+}
