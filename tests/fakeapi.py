@@ -1,13 +1,14 @@
 """A small OpenAI- and Anthropic-compatible HTTP server for tests and benchmarks.
 
-Deterministic given (request body, snapshot, fingerprint, generation); standard library only.
-Serves chat completions, embeddings, the Responses API, Anthropic messages and a model list,
-streamed (SSE over chunked transfer encoding) or not.
+Chat completions, embeddings, the Responses API, Anthropic messages and a model list, streamed
+(SSE over chunked transfer encoding) or not; deterministic given the request body and the
+server's snapshot, fingerprint and generation. Standard library only.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import hashlib
 import json
@@ -47,12 +48,6 @@ class ApiError(Exception):
         self.status, self.message, self.kind = status, message, kind
 
 
-def _sha(data: bytes | str, n: int = 12) -> str:
-    """Short hex sha256 of data."""
-    raw = data.encode() if isinstance(data, str) else data
-    return hashlib.sha256(raw).hexdigest()[:n]
-
-
 def _words(text: str) -> int:
     """Crude token count: whitespace-separated words (at least 1)."""
     return max(1, len(text.split()))
@@ -67,6 +62,13 @@ def _text_of(content: Any) -> str:
     return "" if content is None else str(content)
 
 
+def _last_text(items: Any) -> str:
+    """Text of the last message (dict with a "content") in a list of messages or input items."""
+    items = items if isinstance(items, list) else []
+    found = [i for i in items if isinstance(i, dict) and "content" in i]
+    return _text_of(found[-1]["content"]) if found else ""
+
+
 def _pieces(text: str) -> list[str]:
     """Split text into word deltas whose concatenation is exactly text."""
     return [p for p in re.split(r"(?<=\s)(?=\S)", text) if p] or [""]
@@ -75,7 +77,7 @@ def _pieces(text: str) -> list[str]:
 def _thirds(text: str) -> list[str]:
     """Split text into (up to) three pieces, for streaming tool-call arguments."""
     step = max(1, -(-len(text) // 3))
-    return [text[i : i + step] for i in range(0, len(text), step)]
+    return [text[i : i + step] for i in range(0, len(text), step)] or [""]
 
 
 def _embedding(text: str) -> list[float]:
@@ -113,7 +115,7 @@ class FakeLLMServer:
         self._httpd.fake = self
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01},
             name="fake-llm-server", daemon=True,
         )
         self._thread.start()
@@ -126,11 +128,9 @@ class FakeLLMServer:
         self._httpd.shutdown()
         with self._lock:
             conns = list(self._conns)
-        for conn in conns:
-            try:
+        for conn in conns:  # wake handler threads blocked on idle keep-alive connections
+            with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         self._httpd.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
@@ -156,14 +156,6 @@ class FakeLLMServer:
         """Number of requests received, optionally only those to one path."""
         with self._lock:
             return sum(1 for c in self.calls if path is None or c.path == path)
-
-    def _record(self, call: Call) -> None:
-        with self._lock:
-            self.calls.append(call)
-
-    def _track(self, conn: socket.socket, add: bool) -> None:
-        with self._lock:
-            (self._conns.add if add else self._conns.discard)(conn)
 
     # -- shared answer logic -------------------------------------------------------------------
     def reply_for(self, text: str) -> str:
@@ -196,27 +188,30 @@ class _Handler(BaseHTTPRequestHandler):
     # -- plumbing ----------------------------------------------------------------------------
     def setup(self) -> None:
         super().setup()
-        self.server.fake._track(self.connection, True)
+        # headers and body go out in separate writes: without this, Nagle + delayed ACK add ~40 ms
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self.server.fake._lock:
+            self.server.fake._conns.add(self.connection)
 
     def finish(self) -> None:
-        self.server.fake._track(self.connection, False)
+        with self.server.fake._lock:
+            self.server.fake._conns.discard(self.connection)
         super().finish()
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def _read_body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            out = b""
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return out
-                out += self.rfile.read(size)
-                self.rfile.readline()
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        """The request body, by Content-Length (or chunked, as requests sends generators)."""
+        if "chunked" not in self.headers.get("Transfer-Encoding", "").lower():
+            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        out = b""
+        while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+            out += self.rfile.read(size)
+            self.rfile.readline()
+        while self.rfile.readline() not in (b"\r\n", b"\n", b""):  # trailers
+            pass
+        return out
 
     def _common_headers(self) -> None:
         self.send_header("x-request-id", "req_" + os.urandom(8).hex())
@@ -260,28 +255,30 @@ class _Handler(BaseHTTPRequestHandler):
         self._t0, self._sent = time.perf_counter(), False
         path, _, query = self.path.partition("?")
         body = self._read_body()
+        self._key = hashlib.sha256(body).hexdigest()[:24]  # ids: short sha of the body
         try:
             data: Any = json.loads(body) if body else None
         except ValueError:
             data = None
         headers = {k.lower(): v for k, v in self.headers.items()}
-        self.server.fake._record(Call(method, path, headers, body, data, query))
-        anthropic = path == "/v1/messages"
+        with self.server.fake._lock:
+            self.server.fake.calls.append(Call(method, path, headers, body, data, query))
+        req: JsonDict = data if isinstance(data, dict) else {}
         try:
             route = ROUTES.get((method, path))
             if route is None:
                 raise ApiError(404, f"Unknown request URL: {method} {path}", "not_found_error")
             if method == "POST" and not isinstance(data, dict):
                 raise ApiError(400, "We could not parse the JSON body of your request.")
-            model = (data or {}).get("model")
-            if model in ("error-500", "error-429"):
-                status = int(model[-3:])
-                kind = "server_error" if status == 500 else "rate_limit_error"
+            if req.get("model") in ("error-500", "error-429"):
+                status = int(req["model"][-3:])
+                kind = "api_error" if status == 500 else "rate_limit_error"
                 raise ApiError(status, f"Simulated error {status} from the fake server", kind)
-            route(self, data or {})
+            route(self, req)
         except ApiError as err:
-            if anthropic:
-                payload: JsonDict = {"type": "error", "error": {"type": err.kind, "message": err.message}}
+            if path == "/v1/messages":
+                error = {"type": err.kind, "message": err.message}
+                payload: JsonDict = {"type": "error", "error": error}
             else:
                 payload = {"error": {"message": err.message, "type": err.kind, "param": None,
                                      "code": err.kind}}
@@ -301,12 +298,6 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._handle("POST")
 
-    def do_DELETE(self) -> None:
-        self._handle("DELETE")
-
-    def do_PUT(self) -> None:
-        self._handle("PUT")
-
     # -- endpoints ---------------------------------------------------------------------------------
     def ep_models(self, req: JsonDict) -> None:
         names = [("gpt-4o", "openai"), ("gpt-4o-mini", "openai"),
@@ -316,8 +307,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def ep_chat(self, req: JsonDict) -> None:
         fake = self.server.fake
-        messages = req.get("messages") or []
-        last = _text_of(messages[-1].get("content")) if messages else ""
+        messages = [m for m in req.get("messages") or [] if isinstance(m, dict)]
+        last = _last_text(messages)
         if req.get("model") == "echo-headers":
             text = "\n".join(f"{k}: {v}" for k, v in self.headers.items())
         else:
@@ -326,7 +317,7 @@ class _Handler(BaseHTTPRequestHandler):
         tool_call = None
         if tools and "weather" in last:
             name = (tools[0].get("function") or {}).get("name", "tool")
-            tool_call = {"id": "call_" + _sha(self._body_key(req), 24), "type": "function",
+            tool_call = {"id": "call_" + self._key, "type": "function",
                          "function": {"name": name, "arguments": json.dumps({"city": "Paris"})}}
         limit = req.get("max_tokens", req.get("max_completion_tokens"))
         finish = "tool_calls" if tool_call else "length" if limit == 1 else "stop"
@@ -334,7 +325,7 @@ class _Handler(BaseHTTPRequestHandler):
         completion = _words(tool_call["function"]["arguments"] if tool_call else text)
         usage = {"prompt_tokens": prompt, "completion_tokens": completion,
                  "total_tokens": prompt + completion}
-        head = {"id": "chatcmpl-" + _sha(self._body_key(req), 24), "created": CREATED,
+        head = {"id": "chatcmpl-" + self._key, "created": CREATED,
                 "model": fake.snap_model(str(req.get("model"))),
                 "system_fingerprint": fake.fingerprint}
         if not req.get("stream"):
@@ -381,20 +372,20 @@ class _Handler(BaseHTTPRequestHandler):
         data = []
         for i, text in enumerate(strings):
             vec = _embedding(text)
-            emb: Any = base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode() if as_b64 else vec
+            packed = base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode()
+            emb: Any = packed if as_b64 else vec
             data.append({"object": "embedding", "index": i, "embedding": emb})
         tokens = sum(_words(s) for s in strings)
         self._send_json(200, {"object": "list", "data": data, "model": req.get("model"),
                               "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
     def ep_messages(self, req: JsonDict) -> None:
-        messages = req.get("messages") or []
-        last = _text_of(messages[-1].get("content")) if messages else ""
-        text = self.server.fake.reply_for(last)
+        messages = [m for m in req.get("messages") or [] if isinstance(m, dict)]
+        text = self.server.fake.reply_for(_last_text(messages))
         stop = "max_tokens" if req.get("max_tokens") == 1 else "end_turn"
         in_tok = sum(_words(_text_of(m.get("content"))) for m in messages)
         out_tok = _words(text)
-        head = {"id": "msg_" + _sha(self._body_key(req), 24), "type": "message",
+        head = {"id": "msg_" + self._key, "type": "message",
                 "role": "assistant", "model": req.get("model")}
         if not req.get("stream"):
             self._send_json(200, {**head, "content": [{"type": "text", "text": text}],
@@ -425,9 +416,8 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.server.fake
         raw = req.get("input")
         items = [{"role": "user", "content": raw}] if isinstance(raw, str) else (raw or [])
-        last = _text_of(items[-1].get("content")) if items else ""
-        text = fake.reply_for(last)
-        key = _sha(self._body_key(req), 24)
+        text = fake.reply_for(_last_text(items))
+        key = self._key
         in_tok = sum(_words(_text_of(i.get("content"))) for i in items if isinstance(i, dict))
         out_tok = _words(text)
         part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
@@ -471,11 +461,6 @@ class _Handler(BaseHTTPRequestHandler):
             {"type": "response.completed", "response": resp},
         ]
         self._send_sse((s["type"], {**s, "sequence_number": n}) for n, s in enumerate(steps))
-
-    @staticmethod
-    def _body_key(req: JsonDict) -> str:
-        """Canonical form of the request body, for deterministic ids."""
-        return json.dumps(req, sort_keys=True)
 
 
 ROUTES = {

@@ -61,7 +61,7 @@ def test_chat_plain(server: FakeLLMServer, client: openai.OpenAI) -> None:
     assert call.json["messages"] == USER
 
 
-def test_chat_is_deterministic_and_follows_knobs(server: FakeLLMServer, client: openai.OpenAI) -> None:
+def test_chat_deterministic_and_knobs(server: FakeLLMServer, client: openai.OpenAI) -> None:
     a = client.chat.completions.create(model="gpt-4o", messages=USER)
     b = client.chat.completions.create(model="gpt-4o", messages=USER)
     assert a.model_dump() == b.model_dump()
@@ -138,6 +138,12 @@ def test_chat_errors_and_echo_headers(client: openai.OpenAI) -> None:
         client.chat.completions.create(model="error-429", messages=USER)
     r = client.chat.completions.create(model="echo-headers", messages=USER)
     assert "Bearer sk-test" in (r.choices[0].message.content or "")
+
+
+def test_anthropic_error(claude: anthropic.Anthropic) -> None:
+    with pytest.raises(anthropic.RateLimitError) as info:
+        claude.messages.create(model="error-429", max_tokens=10, messages=USER)
+    assert info.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
 
 
 def test_embeddings_float_and_base64(server: FakeLLMServer, client: openai.OpenAI) -> None:
@@ -234,6 +240,12 @@ def test_requests_post_and_gzip(server: FakeLLMServer) -> None:
     assert any(m["id"] == "gpt-4o" for m in models["data"])
     missing = requests.post(server.url + "/v1/nope", json={}, timeout=10)
     assert missing.status_code == 404 and "error" in missing.json()
+    # a chunked request body (requests streams generators that way) is read too
+    parts = [b'{"model": "gpt-4o", ', b'"messages": [{"role": "user", "content": "hi"}]}']
+    url = server.openai_base_url + "/chat/completions"
+    chunked = requests.post(url, data=iter(parts), timeout=10)
+    assert chunked.json()["choices"][0]["message"]["content"] == "echo: hi"
+    assert server.calls[-1].headers["transfer-encoding"] == "chunked"
 
 
 def test_raw_http_chunked_stream_and_counter(server: FakeLLMServer) -> None:
@@ -248,7 +260,8 @@ def test_raw_http_chunked_stream_and_counter(server: FakeLLMServer) -> None:
     text = resp.read().decode()
     assert text.endswith("data: [DONE]\n\n")
     # same connection again (keep-alive), non-streamed: gzip with Content-Length
-    conn.request("POST", "/v1/chat/completions", body=json.dumps({"model": "gpt-4o", "messages": USER}), headers=headers)
+    plain = json.dumps({"model": "gpt-4o", "messages": USER})
+    conn.request("POST", "/v1/chat/completions", body=plain, headers=headers)
     resp = conn.getresponse()
     raw = resp.read()
     assert resp.getheader("Content-Length") == str(len(raw))

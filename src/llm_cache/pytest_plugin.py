@@ -35,9 +35,10 @@ _OPTIONS: list[tuple[str, str, str, str | None, str]] = [
 _INI_ONLY: list[tuple[str, str, str, Any]] = [
     ("llm_cache_ignore_fields", "linelist", "request fields left out of the key: dotted paths, one a line", []),
     ("llm_cache_model_versions", "linelist", "pinned model versions: lines 'alias = version'", []),
-    ("llm_cache_match_host", "bool", "put scheme, host and port in the key", False),
-    ("llm_cache_record_errors", "bool", "record non-2xx responses too", False),
-    ("llm_cache_autouse", "bool", "intercept every test, not only those using the fixture or marker", False),
+    # booleans are read as strings so that a bad value gets our message, not pytest's
+    ("llm_cache_match_host", "string", "put scheme, host and port in the key (true/false)", ""),
+    ("llm_cache_record_errors", "string", "record non-2xx responses too (true/false)", ""),
+    ("llm_cache_autouse", "string", "intercept every test, not only those using the fixture or marker (true/false)", ""),
 ]
 
 

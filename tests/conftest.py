@@ -1,0 +1,112 @@
+"""Fixtures shared by the suite: the local LLM API server and pytester projects that call it."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from fakeapi import FakeLLMServer  # noqa: E402
+
+# Imported here so that pytester's in-process runs, which restore sys.modules
+# after each run, do not import the SDKs again every time (about 1 s each).
+import anthropic  # noqa: E402, F401
+import httpx  # noqa: E402, F401
+import openai  # noqa: E402, F401
+import requests  # noqa: E402, F401
+
+# The conftest every pytester project gets: SDK clients pointed at the local
+# server, and `save(name, value)` to hand results back to the outer test.
+PROJECT_CONFTEST = '''
+import json, os
+import pytest
+
+def _base():
+    return os.environ["FAKE_LLM_URL"]
+
+@pytest.fixture
+def client():
+    import openai
+    return openai.OpenAI(base_url=_base() + "/v1", api_key=os.environ.get("OPENAI_API_KEY", "sk-test-0000000000"), max_retries=0)
+
+@pytest.fixture
+def aclient():
+    import openai
+    return openai.AsyncOpenAI(base_url=_base() + "/v1", api_key=os.environ.get("OPENAI_API_KEY", "sk-test-0000000000"), max_retries=0)
+
+@pytest.fixture
+def anthropic_client():
+    import anthropic
+    return anthropic.Anthropic(base_url=_base(), api_key=os.environ.get("ANTHROPIC_API_KEY", "sk-ant-test-000000"), max_retries=0)
+
+@pytest.fixture
+def save(request):
+    def _save(name, value):
+        out = os.path.join(os.environ["LLM_TEST_OUT"], name + ".json")
+        with open(out, "w") as f:
+            json.dump(value, f, sort_keys=True, default=str)
+    return _save
+
+def chat(client, text, **kw):
+    return client.chat.completions.create(model=kw.pop("model", "gpt-4o"), messages=[{"role": "user", "content": text}], **kw)
+'''
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[FakeLLMServer]:
+    with FakeLLMServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def fake_api(server: FakeLLMServer) -> Iterator[FakeLLMServer]:
+    """The shared server, reset to its defaults for this test."""
+    server.snapshot, server.fingerprint, server.generation = "2024-08-06", "fp_aaa111", 0
+    server.calls.clear()
+    yield server
+
+
+class Project:
+    """A pytester project whose tests call the local server; runs chain (record, then replay)."""
+
+    def __init__(self, pytester: pytest.Pytester, server: FakeLLMServer, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.pytester = pytester
+        self.server = server
+        self.out = pytester.path / "_out"
+        self.out.mkdir()
+        monkeypatch.setenv("FAKE_LLM_URL", server.url)
+        monkeypatch.setenv("LLM_TEST_OUT", str(self.out))
+        monkeypatch.delenv("LLM_CACHE_MODE", raising=False)
+        pytester.makeconftest(PROJECT_CONFTEST)
+
+    @property
+    def cassettes(self) -> Path:
+        return self.pytester.path / "cassettes"
+
+    def files(self) -> list[Path]:
+        return sorted(self.cassettes.rglob("*.yaml")) if self.cassettes.exists() else []
+
+    def run(self, *args: str) -> pytest.RunResult:
+        # Plugins the inner runs do not need would be imported again on every run.
+        return self.pytester.runpytest(
+            "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:anyio", *args
+        )
+
+    def result(self, name: str) -> Any:
+        return json.loads((self.out / f"{name}.json").read_text())
+
+    def clear_results(self) -> None:
+        for path in self.out.iterdir():
+            path.unlink()
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester, fake_api: FakeLLMServer, monkeypatch: pytest.MonkeyPatch) -> Project:
+    return Project(pytester, fake_api, monkeypatch)

@@ -1,0 +1,63 @@
+"""Secrets never reach a cassette: a security property, checked by searching every file written."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from conftest import Project
+
+KEY = "sk-proj-SECRETSECRET1234567890abcdef"
+ANTHROPIC_KEY = "sk-ant-api03-ALSOSECRET0987654321"
+TOKEN = "tok_9f8e7d6c5b4a39281706"
+
+
+def _everything_under(project: Project) -> str:
+    return "\n".join(
+        p.read_bytes().decode("utf-8", "replace") for p in project.cassettes.rglob("*") if p.is_file()
+    )
+
+
+def test_api_keys_in_env_headers_query_and_echoed_bodies_are_never_written(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC_KEY)
+    monkeypatch.setenv("MY_SERVICE_TOKEN", TOKEN)
+    project.pytester.makepyfile(
+        test_s=f"""
+import httpx, os
+from conftest import chat
+def test_echo(client, llm_cache):
+    # the server echoes every request header, Authorization included, into its answer
+    r = chat(client, "show headers", model="echo-headers")
+    assert "{KEY}" in r.choices[0].message.content
+def test_anthropic(anthropic_client, llm_cache):
+    anthropic_client.messages.create(model="claude-x", max_tokens=50,
+        messages=[{{"role": "user", "content": "hi {TOKEN}"}}])
+def test_query_key(llm_cache):
+    url = os.environ["FAKE_LLM_URL"] + "/v1/models?api_key={KEY}&token={TOKEN}&api-version=2024-10-21"
+    httpx.get(url, headers={{"x-api-key": "{ANTHROPIC_KEY}", "Cookie": "session=abcdef123456789"}})
+"""
+    )
+    project.run("--llm-cache=record").assert_outcomes(passed=3)
+    assert len(project.files()) == 3
+    written = _everything_under(project)
+    for secret in (KEY, ANTHROPIC_KEY, TOKEN, "abcdef123456789"):
+        assert secret not in written
+    assert "<redacted>" in written  # the echoed key and the prompt's token were replaced
+    for path in project.files():
+        doc = yaml.safe_load(path.read_text())
+        assert set(doc["request"].get("headers", {})) <= {"content-type", "anthropic-version"}
+    assert "api-version" in written  # harmless query parameters stay
+    # and the cassettes still replay
+    project.run().assert_outcomes(passed=2, failed=1)  # test_echo asserts the live key
+
+
+def test_response_headers_only_from_the_allow_list(project: Project) -> None:
+    project.pytester.makepyfile(test_h="from conftest import chat\ndef test_it(client, llm_cache):\n    chat(client, 'h')\n")
+    project.run("--llm-cache=record").assert_outcomes(passed=1)
+    written = _everything_under(project).lower()
+    assert "x-request-id" not in written
+    assert "openai-processing-ms" not in written
+    assert "content-type: application/json" in written
