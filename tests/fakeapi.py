@@ -470,3 +470,14 @@ ROUTES = {
     ("POST", "/v1/messages"): _Handler.ep_messages,
     ("POST", "/v1/responses"): _Handler.ep_responses,
 }
+
+
+if __name__ == "__main__":
+    # Serve until interrupted (or for at most an hour), for recording the examples by hand:
+    #   python tests/fakeapi.py &  OPENAI_BASE_URL=<printed url>/v1 pytest examples --llm-cache=record
+    with FakeLLMServer() as _server:
+        print(_server.url, flush=True)
+        try:
+            time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
