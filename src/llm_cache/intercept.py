@@ -37,6 +37,7 @@ class ScopeCassette(Cassette):  # type: ignore[misc]
         """Nothing to save: each recorded response was written when it arrived."""
 
     def can_play_response_for(self, request: Any) -> bool:
+        __tracebackhide__ = True
         return self.scope.can_serve(request)
 
     def play_response(self, request: Any) -> dict[str, Any]:
@@ -49,6 +50,7 @@ class ScopeCassette(Cassette):  # type: ignore[misc]
     def filter_request(self, request: Any) -> Any:
         # vcrpy asks this only of write-protected cassettes, right before it
         # would raise its own error for an unplayable request: raise ours.
+        __tracebackhide__ = True
         if self.scope.mode is Mode.REPLAY:
             self.scope.refuse(request)
         return request

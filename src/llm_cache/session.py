@@ -99,6 +99,8 @@ class CacheSession:
     # -- lookups ---------------------------------------------------------
 
     def find(self, rk: RequestKey, mode: Mode, ttl: timedelta | None, counts: Counts) -> tuple[Found, Entry | None]:
+        """The entry for ``rk`` and whether it is fresh; a corrupt one is moved aside unless replaying."""
+        __tracebackhide__ = True
         entry = self._memory.get(rk.key)
         if entry is None:
             try:
@@ -197,6 +199,7 @@ class Scope:
 
     def decision(self, request: Any) -> Decision:
         """The decision for a vcrpy request, made once and kept on the request."""
+        __tracebackhide__ = True
         cached: Decision | None = getattr(request, "_llm_cache_decision", None)
         if cached is not None and cached.scope is self:
             return cached
@@ -230,6 +233,7 @@ class Scope:
 
     def refuse(self, request: Any) -> NoReturn:
         """Fail a request that has no cassette in replay mode."""
+        __tracebackhide__ = True  # pytest shows the error, not this frame
         made = self.decision(request)
         rk = made.rk
         self.session.stats.bump(self.stats, "misses")

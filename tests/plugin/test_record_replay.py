@@ -36,7 +36,7 @@ NAMES = ("plain", "stream", "async", "async_stream", "embed")
 
 
 def test_record_then_replay_offline_gives_equal_results(project: Project) -> None:
-    project.pytester.makepyfile(test_clients=CLIENT_TESTS)
+    project.pytester.makepyfile(test_sdk_calls=CLIENT_TESTS)
     recorded = project.run("--llm-cache=record")
     recorded.assert_outcomes(passed=4)
     first = {name: project.result(name) for name in NAMES}
@@ -56,7 +56,7 @@ def test_record_then_replay_offline_gives_equal_results(project: Project) -> Non
 
 
 def test_replay_with_server_stopped(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
-    project.pytester.makepyfile(test_clients=CLIENT_TESTS)
+    project.pytester.makepyfile(test_sdk_calls=CLIENT_TESTS)
     project.run("--llm-cache=record").assert_outcomes(passed=4)
     first = project.result("stream")
     # nothing listens on the discard port: any real connection would fail
