@@ -40,6 +40,7 @@ __all__ = ["FORMAT_VERSION", "Entry", "Body", "encode_body", "dump_entry", "load
 
 FORMAT_VERSION = 1
 BODY_KINDS = ("json", "events", "text", "base64")
+_FRAMING_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
 # Text with other control characters is stored as base64, so YAML never has to escape it.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -169,7 +170,13 @@ class Entry:
     def to_vcr_response(self) -> dict[str, Any]:
         """The response in the form vcrpy's stubs replay."""
         raw = self.response_bytes()
-        headers = {name: [value] for name, value in self.response_headers.items()}
+        # The body is stored decoded and whole: whatever a hand-edited cassette
+        # says about its encoding or length, replay states the truth.
+        headers = {
+            name: [value]
+            for name, value in self.response_headers.items()
+            if name.lower() not in _FRAMING_HEADERS
+        }
         headers["content-length"] = [str(len(raw))]
         try:
             reason = http.HTTPStatus(self.status).phrase

@@ -6,6 +6,7 @@ pickles (pytest-xdist sends exceptions between processes).
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 __all__ = ["LLMCacheError", "CacheMiss", "CassetteError", "ConfigError", "LLMCacheWarning"]
@@ -15,16 +16,18 @@ class LLMCacheError(Exception):
     """Base class of every error raised by llm_cache."""
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Rebuild from keyword attributes, so subclasses with keyword-only
-        # constructors survive pickling.
-        return (_rebuild, (type(self), self._state()))
+        # Rebuild from the constructor's keyword arguments (kept as attributes),
+        # then restore anything else set later, such as PEP 678 notes.
+        names = inspect.signature(type(self).__init__).parameters
+        state = dict(self.__dict__)
+        kwargs = {name: state.pop(name) for name in list(state) if name in names}
+        return (_rebuild, (type(self), kwargs, state))
 
-    def _state(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
-
-def _rebuild(cls: type[LLMCacheError], state: dict[str, Any]) -> LLMCacheError:
-    return cls(**state)
+def _rebuild(cls: type[LLMCacheError], kwargs: dict[str, Any], extra: dict[str, Any]) -> LLMCacheError:
+    error = cls(**kwargs)
+    error.__dict__.update(extra)
+    return error
 
 
 class ConfigError(LLMCacheError, ValueError):

@@ -178,8 +178,12 @@ def make_key(
         "query": query,
         "headers": {h: lowered[h] for h in API_VERSION_HEADERS if h in lowered},
         "model_version": version,
-        "body": canonical if canonical is not None else {"sha256": hashlib.sha256(raw).hexdigest()},
     }
+    # Two different fields, so a JSON body can never collide with a raw one.
+    if canonical is not None:
+        material["body"] = canonical
+    else:
+        material["raw_body_sha256"] = hashlib.sha256(raw).hexdigest()
     if rules.match_host:
         material["host"] = f"{parts.scheme}://{parts.netloc}"
     digest = hashlib.sha256(_dumps(material).encode("utf-8")).hexdigest()

@@ -1,0 +1,153 @@
+"""The file store: paths, atomic writes, safe directory names, housekeeping."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from llm_cache.cassette import Body, Entry, dump_entry
+from llm_cache.errors import CassetteError
+from llm_cache.stores.files import FileStore, safe_dirname
+
+
+def make_entry(key: str = "ab" * 32, model_version: str = "gpt-4o", text: str = "hello") -> Entry:
+    return Entry(
+        key=key,
+        recorded_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+        model="gpt-4o",
+        model_version=model_version,
+        method="POST",
+        path="/v1/chat/completions",
+        query=[],
+        request_headers={"content-type": "application/json"},
+        request_body=Body("json", {"model": "gpt-4o"}),
+        status=200,
+        response_headers={"content-type": "text/plain"},
+        response_body=Body("text", text),
+    )
+
+
+def test_put_then_get(tmp_path):
+    store = FileStore(tmp_path / "c")
+    entry = make_entry()
+    location = store.put(entry)
+    assert location == str(tmp_path / "c" / "gpt-4o" / ("ab" * 8 + ".yaml")) == store.location(entry.key, "gpt-4o")
+    assert Path(location).read_text(encoding="utf-8") == dump_entry(entry)
+    assert store.get(entry.key, "gpt-4o") == entry
+
+
+def test_get_missing_is_none(tmp_path):
+    assert FileStore(tmp_path).get("ab" * 32, "gpt-4o") is None
+
+
+def test_get_with_same_prefix_other_key_is_refused(tmp_path):
+    store = FileStore(tmp_path)
+    store.put(make_entry())
+    other = "ab" * 8 + "0" * 48
+    with pytest.raises(CassetteError, match="not the key it was looked up by"):
+        store.get(other, "gpt-4o")
+
+
+def test_put_replaces(tmp_path):
+    store = FileStore(tmp_path)
+    store.put(make_entry(text="old"))
+    store.put(make_entry(text="new"))
+    assert store.get("ab" * 32, "gpt-4o").response_body.value == "new"
+
+
+def test_put_is_atomic(tmp_path, monkeypatch):
+    store = FileStore(tmp_path)
+    path = Path(store.put(make_entry(text="old")))
+    before = path.read_bytes()
+
+    def boom(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        store.put(make_entry(text="new"))
+    assert path.read_bytes() == before
+    assert os.listdir(path.parent) == [path.name]
+
+
+@pytest.mark.parametrize("label", ["gpt-4o", "gpt-4o@2024-08-06", "claude-3-5-sonnet-20241022", "_no_model", "a+b.c"])
+def test_safe_dirname_keeps_safe_labels(label):
+    assert safe_dirname(label) == label
+
+
+UNSAFE = [
+    "../x", "..", ".", ".hidden", "/etc", "/", "a/b", "a\\b", "a:b", "a b", "", "a\x00b", "\x00",
+    "x" * 10_000, "x" * 10_001, "x" * 101, "modèle", "模型/../../x", "models/gemini-1.5-pro", "a\ud800b",
+]
+
+
+@pytest.mark.parametrize("label", UNSAFE, ids=range(len(UNSAFE)))
+def test_safe_dirname_is_one_safe_component(label):
+    name = safe_dirname(label)
+    assert name != label
+    assert name and name not in (".", "..") and not name.startswith(".")
+    assert "/" not in name and "\\" not in name and "\x00" not in name
+    assert Path(name).name == name and len(name.encode()) <= 255
+    assert safe_dirname(name) == name  # already safe
+
+
+def test_unsafe_labels_never_share_a_directory():
+    names = [safe_dirname(label) for label in UNSAFE]
+    assert len(set(names)) == len(UNSAFE)
+
+
+def test_unsafe_label_is_written_inside_root(tmp_path):
+    root = tmp_path / "root"
+    location = Path(FileStore(root).put(make_entry(model_version="../../escape")))
+    assert location.parent.parent == root
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["root"]
+
+
+def test_symlinked_model_dir_is_refused(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (root / "gpt-4o").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(CassetteError, match="symlink") as info:
+        FileStore(root).put(make_entry())
+    assert info.value.path == str(root / "gpt-4o")
+    assert list(outside.iterdir()) == []
+
+
+def test_quarantine_moves_aside(tmp_path):
+    store = FileStore(tmp_path)
+    path = store.put(make_entry())
+    moved = store.quarantine("ab" * 32, "gpt-4o")
+    assert moved == path + ".corrupt"
+    assert Path(moved).exists() and not Path(path).exists()
+    assert store.get("ab" * 32, "gpt-4o") is None
+    assert store.quarantine("ab" * 32, "gpt-4o") is None
+
+
+def test_size_counts_entries_only(tmp_path):
+    store = FileStore(tmp_path)
+    a = Path(store.put(make_entry("aa" * 32)))
+    b = Path(store.put(make_entry("bb" * 32, model_version="claude")))
+    (a.parent / ".tmpxyz.tmp").write_text("partial")
+    (a.parent / ".hidden.yaml").write_text("x")
+    (b.parent / "cc.yaml.corrupt").write_text("junk")
+    (tmp_path / "loose.yaml").write_text("not in a model dir")
+    assert store.size() == (2, a.stat().st_size + b.stat().st_size)
+
+
+def test_size_of_missing_root(tmp_path):
+    assert FileStore(tmp_path / "nothing").size() == (0, 0)
+
+
+def test_entries_skip_unusable_files(tmp_path):
+    store = FileStore(tmp_path)
+    good = make_entry("aa" * 32)
+    store.put(good)
+    store.put(make_entry("bb" * 32, model_version="claude"))
+    (tmp_path / "gpt-4o" / "0000000000000000.yaml").write_text("key: [broken\n")
+    (tmp_path / "gpt-4o" / "1111111111111111.yaml").write_text("- a list\n")
+    assert list(store.entries("gpt-4o")) == [good]
+    assert sorted(e.key for e in store.entries()) == ["aa" * 32, "bb" * 32]

@@ -1,0 +1,148 @@
+"""The session summary, the JSON report, and stats merged across workers."""
+
+from __future__ import annotations
+
+import json
+
+from llm_cache.report import Report, report_json, summary_lines
+from llm_cache.stats import Counts, Miss, SessionStats
+
+
+def miss(i: int) -> Miss:
+    return Miss(f"tests/test_x.py::test_{i}", "gpt-4o" if i % 2 else None, "/v1/chat/completions", f"{i:02d}" * 32)
+
+
+def stats(**counts) -> SessionStats:
+    return SessionStats(counts=Counts(**counts), tests_used=3)
+
+
+def test_no_summary_when_no_test_used_the_cache():
+    s = SessionStats(counts=Counts(hits=5))
+    assert summary_lines(Report(s, "replay", "cassettes", 3, 100)) == []
+
+
+def test_summary_lines_exact():
+    s = stats(hits=3, misses=1, stale=1)
+    s.tokens_saved = {"gpt-4o": 30, "claude-3-5-sonnet": 12}
+    s.misses_detail = [miss(1)]
+    assert summary_lines(Report(s, "replay", "/p/cassettes", 1, 2048)) == [
+        "mode: replay   store: /p/cassettes (1 entry, 2.0 KB)",
+        "hits: 3   misses: 1   recorded: 0   refreshed: 0   stale: 1   hit rate: 75%",
+        "tokens served from cassettes: 42 (claude-3-5-sonnet 12, gpt-4o 30)",
+        "misses (1):",
+        f"  tests/test_x.py::test_1  gpt-4o  /v1/chat/completions  {'01' * 6}",
+        "record them with --llm-cache=record",
+        "1 cassette past the TTL served; re-record with --llm-cache=refresh",
+    ]
+
+
+def test_summary_plurals_sizes_and_extra_counts():
+    lines = summary_lines(Report(stats(hits=1, recorded=2, not_stored=1, corrupt=2, stale=2), "record", "c", 2, 100))
+    assert lines == [
+        "mode: record   store: c (2 entries, 100 B)",
+        "hits: 1   misses: 0   recorded: 2   refreshed: 0   stale: 2   hit rate: 25%",
+        "not stored: 1   corrupt: 2",
+        "2 cassettes past the TTL served; re-record with --llm-cache=refresh",
+    ]
+
+
+def test_summary_sizes_in_mb():
+    assert summary_lines(Report(stats(), "off", "c", 0, 3_000_000))[0] == "mode: off   store: c (0 entries, 3.0 MB)"
+
+
+def test_summary_caps_misses_at_ten():
+    s = stats(misses=12)
+    s.misses_detail = [miss(i) for i in range(12)]
+    lines = summary_lines(Report(s, "replay", "c", 0, 0))
+    start = lines.index("misses (12):")
+    shown = lines[start + 1 : start + 11]
+    assert [line.split()[0] for line in shown] == [f"tests/test_x.py::test_{i}" for i in range(10)]
+    assert lines[start + 11] == "  ... and 2 more"
+    assert "  -  " in shown[0]  # no model
+
+
+def test_report_json():
+    s = stats(hits=3, misses=1, recorded=2, refreshed=1, stale=1)
+    s.tokens_saved = {"gpt-4o": 30, "claude": 12}
+    s.misses_detail = [miss(1)]
+    data = report_json(Report(s, "refresh", "/p/cassettes", 7, 4096))
+    assert json.loads(json.dumps(data)) == data
+    assert {k: data[k] for k in ["mode", "hits", "misses", "recorded", "refreshed", "stale", "hit_rate",
+                                 "tokens_saved", "entries", "bytes", "misses_detail"]} == {
+        "mode": "refresh",
+        "hits": 3,
+        "misses": 1,
+        "recorded": 2,
+        "refreshed": 1,
+        "stale": 1,
+        "hit_rate": 0.4286,
+        "tokens_saved": 42,
+        "entries": 7,
+        "bytes": 4096,
+        "misses_detail": [
+            {"test_id": "tests/test_x.py::test_1", "model": "gpt-4o", "endpoint": "/v1/chat/completions", "key": "01" * 32}
+        ],
+    }
+    assert data["tokens_saved_by_model"] == {"claude": 12, "gpt-4o": 30}
+
+
+def test_hit_rate_zero_without_lookups():
+    assert Counts().hit_rate == 0.0
+    assert Counts(hits=1, not_stored=1).hit_rate == 0.5
+
+
+# -- stats across workers --------------------------------------------------------------
+
+
+def _run(s: SessionStats, events: list[tuple]) -> None:
+    """Replay the same events into a session's stats, as a process would."""
+    for kind, *args in events:
+        test = Counts()
+        if kind == "test":
+            s.tests_used += 1
+        elif kind == "tokens":
+            s.add_tokens(*args)
+        elif kind == "miss":
+            s.bump(test, "misses")
+            s.add_miss(args[0])
+        else:
+            s.bump(test, kind, *args)
+
+
+WORKER_A = [("test",), ("hits", 2), ("stale",), ("tokens", "gpt-4o", 30), ("miss", miss(1)), ("corrupt",)]
+WORKER_B = [("test",), ("test",), ("hits",), ("recorded", 3), ("refreshed",), ("not_stored",),
+            ("tokens", "gpt-4o", 5), ("tokens", "claude", 7), ("miss", miss(2)), ("miss", miss(3))]
+
+
+def test_merge_of_workers_equals_one_process():
+    one = SessionStats()
+    _run(one, WORKER_A + WORKER_B)
+    a, b = SessionStats(), SessionStats()
+    _run(a, WORKER_A)
+    _run(b, WORKER_B)
+    controller = SessionStats()
+    for worker in (a, b):
+        controller.merge(json.loads(json.dumps(worker.to_dict())))  # what crosses the process boundary
+    assert controller.to_dict() == one.to_dict()
+    assert controller.to_dict()["counts"] == {
+        "hits": 3, "misses": 3, "recorded": 3, "refreshed": 1, "stale": 1, "not_stored": 1, "corrupt": 1
+    }
+    assert controller.tokens_saved == {"gpt-4o": 35, "claude": 7}
+    assert controller.tests_used == 3
+
+
+def test_merge_keeps_misses_cap():
+    worker = SessionStats()
+    for i in range(40):
+        worker.add_miss(miss(i))
+    controller = SessionStats()
+    controller.merge(worker.to_dict())
+    controller.merge(worker.to_dict())
+    assert len(controller.misses_detail) == 50
+    assert controller.misses_detail[40] == miss(0)
+
+
+def test_bump_counts_test_and_session():
+    s, test = SessionStats(), Counts()
+    s.bump(test, "hits", 2)
+    assert test.hits == 2 and s.counts.hits == 2
