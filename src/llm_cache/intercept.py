@@ -72,5 +72,8 @@ def intercept(scope: Scope) -> Iterator[Scope]:
         yield scope
         return
     label = str(scope.session.store).replace(" ", "")
-    with CassetteContextDecorator.from_args(ScopeCassette, path=label, scope=scope):
-        yield scope
+    try:
+        with CassetteContextDecorator.from_args(ScopeCassette, path=label, scope=scope):
+            yield scope
+    finally:
+        scope.close()

@@ -31,6 +31,11 @@ _OPTIONS: list[tuple[str, str, str, str | None, str]] = [
     ("--llm-cache-ttl", "ttl", "llm_cache_ttl", None,
      "age after which a cassette is expired: 90s, 12h, 30d, 2w or never (default 30d)"),
     ("--llm-cache-report", "report", "llm_cache_report", None, "write the session's cache figures as JSON to this path"),
+    ("--llm-cache-max-size", "max_size", "llm_cache_max_size", None,
+     "cap on the cassettes' total size, like 500KB, 50MB, 1GB; enforced after a session that recorded"),
+    ("--llm-cache-max-entries", "max_entries", "llm_cache_max_entries", None, "cap on the number of cassettes"),
+    ("--llm-cache-eviction", "eviction", "llm_cache_eviction", None,
+     "what goes first once expired cassettes are gone: lru (default), lfu or fifo"),
 ]
 _INI_ONLY: list[tuple[str, str, str, Any]] = [
     ("llm_cache_ignore_fields", "linelist", "request fields left out of the key: dotted paths, one a line", []),
@@ -105,7 +110,8 @@ def _llm_cache_auto(request: pytest.FixtureRequest) -> None:
 def _report(config: pytest.Config) -> Report:
     session = config.stash[SESSION]
     entries, size = session.store.size() if session.stats.tests_used else (0, 0)
-    return Report(session.stats, session.settings.mode.value, str(session.settings.cassette_dir), entries, size)
+    settings = session.settings
+    return Report(session.stats, settings.mode.value, str(settings.cassette_dir), entries, size, settings.cap)
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -120,10 +126,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if _is_worker(config):
         config.workeroutput["llm_cache"] = config.stash[SESSION].stats.to_dict()  # type: ignore[attr-defined]
         return
-    path = config.stash[SESSION].settings.report_path
+    cache = config.stash[SESSION]
+    cache.finish()
+    report = config.stash[REPORT] = _report(config)
+    path = cache.settings.report_path
     if path is not None:
-        report = _report(config)
-        config.stash[REPORT] = report
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(report_json(report), indent=2) + "\n", encoding="utf-8")
 
@@ -143,7 +150,9 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     if SESSION not in config.stash or _is_worker(config):
         return
-    report = config.stash.get(REPORT, None) or _report(config)
+    report = config.stash.get(REPORT, None)
+    if report is None:
+        return
     lines = summary_lines(report)
     if not lines:
         return

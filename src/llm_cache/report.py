@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .policy import Cap
 from .stats import SessionStats
 
 __all__ = ["Report", "summary_lines", "report_json", "MAX_MISSES_SHOWN"]
@@ -21,6 +22,7 @@ class Report:
     location: str
     entries: int
     bytes: int
+    cap: Cap = Cap()
 
 
 def _plural(n: int, word: str, many: str | None = None) -> str:
@@ -28,12 +30,22 @@ def _plural(n: int, word: str, many: str | None = None) -> str:
 
 
 def _size(n: int) -> str:
+    """Bytes in the units the size options read (KB = 1000 bytes)."""
     value = float(n)
     for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
+        if value < 1000 or unit == "GB":
             return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
+        value /= 1000
     raise AssertionError("unreachable")
+
+
+def _cap(cap: Cap) -> str:
+    parts = []
+    if cap.max_bytes is not None:
+        parts.append(_size(cap.max_bytes))
+    if cap.max_entries is not None:
+        parts.append(_plural(cap.max_entries, "entry", "entries"))
+    return ", ".join(parts) + f", {cap.policy.value}"
 
 
 def summary_lines(report: Report) -> list[str]:
@@ -50,6 +62,8 @@ def summary_lines(report: Report) -> list[str]:
         f"   stale: {c.stale}   hit rate: {c.hit_rate:.0%}",
     ]
     extra = []
+    if report.cap.active:
+        extra.append(f"evicted: {stats.evicted} (cap {_cap(report.cap)})")
     if c.not_stored:
         extra.append(f"not stored: {c.not_stored}")
     if c.corrupt:
@@ -68,6 +82,8 @@ def summary_lines(report: Report) -> list[str]:
         if c.misses > len(shown):
             lines.append(f"  ... and {c.misses - len(shown)} more")
         lines.append("record them with --llm-cache=record")
+    if stats.cap_short:
+        lines.append("the cap is smaller than what this session used; nothing it used was evicted")
     if c.stale:
         lines.append(f"{_plural(c.stale, 'cassette')} past the TTL served; re-record with --llm-cache=refresh")
     return lines
@@ -93,6 +109,12 @@ def report_json(report: Report) -> dict[str, Any]:
         "entries": report.entries,
         "bytes": report.bytes,
         "tests": stats.tests_used,
+        "evicted": stats.evicted,
+        "cap": {
+            "max_bytes": report.cap.max_bytes,
+            "max_entries": report.cap.max_entries,
+            "eviction": report.cap.policy.value,
+        },
         "misses_detail": [
             {"test_id": m.test_id, "model": m.model, "endpoint": m.endpoint, "key": m.key}
             for m in stats.misses_detail

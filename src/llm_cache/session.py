@@ -26,7 +26,9 @@ from .modes import Action, Found, Mode, decide
 from .redact import REQUEST_HEADERS, RESPONSE_HEADERS, keep_headers, redact, secret_values
 from .settings import Settings
 from .stats import Counts, Miss, SessionStats
+from .policy import plan_eviction
 from .stores import FileStore, Store
+from .stores.protocol import Lock
 
 __all__ = ["CacheSession", "Scope", "Decision", "utcnow"]
 
@@ -34,6 +36,8 @@ log = logging.getLogger("llm_cache")
 
 # How many stored requests a miss compares itself with to name the closest one.
 CLOSEST_SCAN_LIMIT = 2000
+# How long a recorder waits for another process recording the same key.
+LOCK_TIMEOUT = 120.0
 
 
 def utcnow() -> datetime:
@@ -51,6 +55,7 @@ class Decision:
     entry: Entry | None
     started: float
     scope: Scope
+    lock: Lock | None = None
 
 
 class CacheSession:
@@ -98,10 +103,16 @@ class CacheSession:
 
     # -- lookups ---------------------------------------------------------
 
-    def find(self, rk: RequestKey, mode: Mode, ttl: timedelta | None, counts: Counts) -> tuple[Found, Entry | None]:
-        """The entry for ``rk`` and whether it is fresh; a corrupt one is moved aside unless replaying."""
+    def find(
+        self, rk: RequestKey, mode: Mode, ttl: timedelta | None, counts: Counts, reread: bool = False
+    ) -> tuple[Found, Entry | None]:
+        """The entry for ``rk`` and whether it is fresh; a corrupt one is moved aside unless replaying.
+
+        ``reread`` skips the entries already read in this session: another
+        process may have recorded or refreshed the key since.
+        """
         __tracebackhide__ = True
-        entry = self._memory.get(rk.key)
+        entry = None if reread else self._memory.get(rk.key)
         if entry is None:
             try:
                 entry = self.store.get(rk.key, rk.model_version)
@@ -121,6 +132,58 @@ class CacheSession:
         if ttl is not None and self.clock() - entry.recorded_at > ttl:
             return Found.EXPIRED, entry
         return Found.FRESH, entry
+
+    def claim(
+        self, rk: RequestKey, mode: Mode, ttl: timedelta | None, counts: Counts
+    ) -> tuple[Lock | None, Found, Entry | None]:
+        """Take the key's lock before going upstream, then look again.
+
+        Whoever holds the lock records; the others wait, then find the
+        cassette it wrote and serve it: one upstream call per key, however
+        many workers ask at once. A lock left by a killed process is released
+        by the kernel (flock), so it never blocks a later run.
+        """
+        lock: Lock | None = self.store.lock(rk.key)
+        try:
+            lock.acquire(timeout=LOCK_TIMEOUT)  # type: ignore[union-attr]
+        except Exception as exc:  # noqa: BLE001 - a Timeout, or a store without working locks
+            log.warning("could not lock %s (%s); recording without the lock", rk.prefix, exc)
+            lock = None
+        found, entry = self.find(rk, mode, ttl, counts, reread=True)
+        return lock, found, entry
+
+    def finish(self) -> None:
+        """At session end (on the xdist controller): keep usage, then evict down to the cap."""
+        stats = self.stats
+        if not stats.tests_used:
+            return
+        now = self.clock()
+        cap = self.settings.cap
+        recorded = stats.counts.recorded + stats.counts.refreshed
+        if not (cap.active and recorded):
+            if stats.used:
+                self.store.record_usage(dict(stats.used))
+            return
+        metas = list(self.store.scan())
+        usage = self.store.usage()
+        for key, use in stats.used.items():
+            usage[key] = usage[key].merged(use) if key in usage else use
+        plan = plan_eviction(metas, cap, usage, now, self.settings.ttl, protected=set(stats.used))
+        for meta in plan.evict:
+            self.store.delete(meta)
+        stats.evicted += len(plan.evict)
+        stats.cap_short = plan.short
+        evicted = {m.location for m in plan.evict}
+        keep = {m.key for m in metas if m.location not in evicted}
+        self.store.record_usage(dict(stats.used), keep=keep)
+        if plan.short:
+            warnings.warn(
+                LLMCacheWarning(
+                    f"the cache cap ({cap.describe()}) is smaller than what this session used "
+                    f"({plan.entries_after} entries, {plan.bytes_after} bytes kept); raise it"
+                ),
+                stacklevel=2,
+            )
 
     def closest(self, rk: RequestKey, rules: KeyRules) -> tuple[str | None, list[str]]:
         """The stored request of the same model version and endpoint that differs least."""
@@ -194,6 +257,7 @@ class Scope:
     rules: KeyRules
     stats: Counts = field(default_factory=Counts)
     cassettes: list[str] = field(default_factory=list)
+    _held: list[Decision] = field(default_factory=list, repr=False)
 
     # -- what the interception layer calls ----------------------------------
 
@@ -207,8 +271,17 @@ class Scope:
         rk = make_key(request.method, request.uri, _body_bytes(request), headers, self.rules)
         found, entry = self.session.find(rk, self.mode, self.ttl, self.stats)
         action = decide(self.mode, found)
+        lock = None
+        if action in (Action.RECORD, Action.REFRESH):
+            lock, found, entry = self.session.claim(rk, self.mode, self.ttl, self.stats)
+            action = decide(self.mode, found)
+            if lock is not None and action not in (Action.RECORD, Action.REFRESH):
+                lock.release()
+                lock = None
         location = self.session.store.location(rk.key, rk.model_version)
-        made = Decision(rk, found, action, location, entry, time.perf_counter(), self)
+        made = Decision(rk, found, action, location, entry, time.perf_counter(), self, lock)
+        if lock is not None:
+            self._held.append(made)
         request._llm_cache_decision = made
         log.debug(
             "%s %s model=%s endpoint=%s test=%s",
@@ -228,6 +301,7 @@ class Scope:
         if made.action is Action.SERVE_STALE:
             stats.bump(self.stats, "stale")
         stats.add_tokens(entry.model_version, entry.tokens)
+        stats.use(entry.key, self.session.clock(), hit=True)
         self._used(made.location)
         return entry.to_vcr_response()
 
@@ -254,6 +328,12 @@ class Scope:
     def record(self, request: Any, response: Mapping[str, Any]) -> None:
         """Write the cassette for a request that went upstream."""
         made = self.decision(request)
+        try:
+            self._record(made, request, response)
+        finally:
+            self._release(made)
+
+    def _record(self, made: Decision, request: Any, response: Mapping[str, Any]) -> None:
         status = int(response["status"]["code"])
         stats = self.session.stats
         if not 200 <= status < 300 and not self.session.settings.record_errors:
@@ -269,7 +349,20 @@ class Scope:
         location = self.session.store.put(entry)
         self.session.remember(entry)
         stats.bump(self.stats, "refreshed" if made.action is Action.REFRESH else "recorded")
+        stats.use(entry.key, self.session.clock(), hit=False)
         self._used(location)
+
+    def close(self) -> None:
+        """Release the locks of requests that went upstream and never came back."""
+        for made in list(self._held):
+            self._release(made)
+
+    def _release(self, made: Decision) -> None:
+        if made.lock is not None:
+            made.lock.release()
+            made.lock = None
+        if made in self._held:
+            self._held.remove(made)
 
     # -- helpers -------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from .errors import ConfigError
 from .key import KeyRules
 from .modes import MODES, Mode
+from .policy import EVICTIONS, Cap, Eviction
 
 __all__ = [
     "Settings",
@@ -26,6 +27,9 @@ __all__ = [
     "format_duration",
     "DEFAULT_TTL",
     "resolve",
+    "parse_size",
+    "parse_count",
+    "parse_eviction",
 ]
 
 DEFAULT_TTL = timedelta(days=30)
@@ -69,7 +73,41 @@ def format_duration(value: timedelta | None) -> str:
     for unit in ("w", "d", "h", "m"):
         if seconds >= _UNITS[unit] and seconds % _UNITS[unit] == 0:
             return f"{int(seconds // _UNITS[unit])}{unit}"
-    return f"{seconds:g}s"
+    return f"{seconds:f}".rstrip("0").rstrip(".") + "s"
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
+               "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
+SIZE_FORM = "a size like 500KB, 50MB or 1GB (KB = 1000 bytes, KiB = 1024)"
+
+
+def parse_size(value: object, setting: str) -> int | None:
+    """A number of bytes with an optional unit; empty means no cap."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    match = _SIZE.match(str(value))
+    if not match or float(match.group(1)) <= 0:
+        raise ConfigError(setting=setting, value=value, expected=SIZE_FORM)
+    return int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()])
+
+
+def parse_count(value: object, setting: str) -> int | None:
+    """A positive whole number; empty means no cap."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    text = str(value).strip().replace("_", "").replace(",", "")
+    if not text.isdigit() or int(text) <= 0:
+        raise ConfigError(setting=setting, value=value, expected="a whole number above 0, like 1000")
+    return int(text)
+
+
+def parse_eviction(value: object, setting: str) -> Eviction:
+    text = str(value).strip().lower()
+    try:
+        return Eviction(text)
+    except ValueError:
+        raise ConfigError(setting=setting, value=value, expected="one of " + "|".join(EVICTIONS)) from None
 
 
 def parse_bool(value: object, setting: str) -> bool:
@@ -141,6 +179,7 @@ class Settings:
     record_errors: bool = False
     autouse: bool = False
     report_path: Path | None = None
+    cap: Cap = field(default_factory=Cap)
 
 
 def _first(*layers: tuple[str, object]) -> tuple[str, object] | None:
@@ -161,7 +200,7 @@ def resolve(
     Precedence, highest first:
       mode: command line > marker (per test) > LLM_CACHE_MODE > ini > replay
       ttl:  marker (per test) > command line > ini > 30d
-      dir, report: command line > ini > default
+      everything else (dir, report, cap, eviction): command line > ini > default
     """
     mode_source = _first(
         ("--llm-cache", cli.get("mode")),
@@ -174,6 +213,18 @@ def resolve(
     dir_source = _first(("--llm-cache-dir", cli.get("dir")), ("llm_cache_dir", ini.get("dir")))
     cassette_dir = rootdir / str(dir_source[1]) if dir_source else rootdir / "cassettes"
     report_source = _first(("--llm-cache-report", cli.get("report")), ("llm_cache_report", ini.get("report")))
+    size_source = _first(("--llm-cache-max-size", cli.get("max_size")), ("llm_cache_max_size", ini.get("max_size")))
+    entries_source = _first(
+        ("--llm-cache-max-entries", cli.get("max_entries")), ("llm_cache_max_entries", ini.get("max_entries"))
+    )
+    eviction_source = _first(
+        ("--llm-cache-eviction", cli.get("eviction")), ("llm_cache_eviction", ini.get("eviction"))
+    )
+    cap = Cap(
+        max_bytes=parse_size(size_source[1], size_source[0]) if size_source else None,
+        max_entries=parse_count(entries_source[1], entries_source[0]) if entries_source else None,
+        policy=parse_eviction(eviction_source[1], eviction_source[0]) if eviction_source else Eviction.LRU,
+    )
     rules = KeyRules(
         ignore_fields=parse_lines(ini.get("ignore_fields"), "llm_cache_ignore_fields"),
         match_host=parse_bool(ini.get("match_host", False), "llm_cache_match_host"),
@@ -187,7 +238,8 @@ def resolve(
         rules=rules,
         record_errors=parse_bool(ini.get("record_errors", False), "llm_cache_record_errors"),
         autouse=parse_bool(ini.get("autouse", False), "llm_cache_autouse"),
-        report_path=Path(str(report_source[1])) if report_source else None,
+        report_path=rootdir / str(report_source[1]) if report_source else None,
+        cap=cap,
     )
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import threading
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
+
+from .usage import Usage
 
 __all__ = ["Counts", "Miss", "SessionStats", "MAX_MISSES_KEPT"]
 
@@ -59,6 +62,10 @@ class SessionStats:
     tokens_saved: dict[str, int] = field(default_factory=dict)
     misses_detail: list[Miss] = field(default_factory=list)
     tests_used: int = 0
+    # key -> this session's use of it, for the usage index and eviction
+    used: dict[str, Usage] = field(default_factory=dict)
+    evicted: int = 0
+    cap_short: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def bump(self, counts: Counts, name: str, n: int = 1) -> None:
@@ -72,6 +79,12 @@ class SessionStats:
             with self._lock:
                 self.tokens_saved[model] = self.tokens_saved.get(model, 0) + tokens
 
+    def use(self, key: str, now: datetime, hit: bool) -> None:
+        stamp = now.timestamp()
+        with self._lock:
+            old = self.used.get(key)
+            self.used[key] = Usage(max(stamp, old.last_used) if old else stamp, (old.hits if old else 0) + hit)
+
     def add_miss(self, miss: Miss) -> None:
         with self._lock:
             if len(self.misses_detail) < MAX_MISSES_KEPT:
@@ -84,6 +97,7 @@ class SessionStats:
             "tokens_saved": dict(self.tokens_saved),
             "misses_detail": [asdict(m) for m in self.misses_detail],
             "tests_used": self.tests_used,
+            "used": {k: [u.last_used, u.hits] for k, u in self.used.items()},
         }
 
     def merge(self, data: dict[str, Any]) -> None:
@@ -95,3 +109,6 @@ class SessionStats:
             room = MAX_MISSES_KEPT - len(self.misses_detail)
             self.misses_detail.extend(Miss(**m) for m in data["misses_detail"][: max(room, 0)])
             self.tests_used += data["tests_used"]
+            for key, (last_used, hits) in data.get("used", {}).items():
+                use = Usage(last_used, hits)
+                self.used[key] = self.used[key].merged(use) if key in self.used else use

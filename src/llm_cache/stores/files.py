@@ -14,8 +14,14 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from datetime import datetime, timezone
+
+from filelock import FileLock
+
 from ..cassette import Entry, dump_entry, load_entry
 from ..errors import CassetteError
+from ..usage import Usage, UsageIndex, ensure_meta_dir
+from .protocol import EntryMeta
 
 __all__ = ["FileStore", "safe_dirname", "KEY_PREFIX_LENGTH"]
 
@@ -23,6 +29,9 @@ __all__ = ["FileStore", "safe_dirname", "KEY_PREFIX_LENGTH"]
 KEY_PREFIX_LENGTH = 16
 SUFFIX = ".yaml"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]")
+# The head of a cassette as dump_entry writes it: read without a YAML parse.
+_HEAD = re.compile(rb"\Allm_cache: 1\nkey: ([0-9a-f]{64})\nrecorded_at: '([^'\n]+)'\n")
+HEAD_BYTES = 160
 
 
 def safe_dirname(label: str) -> str:
@@ -36,7 +45,7 @@ def safe_dirname(label: str) -> str:
     if cleaned == label and label and not label.startswith(".") and len(label) <= 100:
         return label
     cleaned = cleaned.lstrip(".")[:80] or "_"
-    return f"{cleaned}-{hashlib.sha256(label.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
+    return f"{cleaned}-{hashlib.sha256(label.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}"
 
 
 class FileStore:
@@ -66,7 +75,8 @@ class FileStore:
 
     def _checked_dir(self, model_version: str) -> Path:
         directory = self.root / safe_dirname(model_version)
-        directory.mkdir(parents=True, exist_ok=True)
+        if not directory.is_symlink():
+            directory.mkdir(parents=True, exist_ok=True)
         root = self.root.resolve()
         # A directory that is a symlink to elsewhere is never written through.
         if directory.is_symlink() or directory.resolve().parent != root:
@@ -115,7 +125,9 @@ class FileStore:
     def _dirs(self) -> list[Path]:
         try:
             with os.scandir(self.root) as it:
-                return sorted(Path(d.path) for d in it if d.is_dir(follow_symlinks=False))
+                return sorted(
+                    Path(d.path) for d in it if d.is_dir(follow_symlinks=False) and not d.name.startswith(".")
+                )
         except FileNotFoundError:
             return []
 
@@ -137,3 +149,49 @@ class FileStore:
                         entries += 1
                         total += item.stat().st_size
         return entries, total
+
+    def scan(self) -> Iterator[EntryMeta]:
+        """Metadata from each file's first line or three; a full parse only for hand-edited files."""
+        for path in self._files(None):
+            try:
+                size = path.stat().st_size
+                with open(path, "rb") as handle:
+                    head = handle.read(HEAD_BYTES)
+            except OSError:
+                continue
+            match = _HEAD.match(head)
+            key: str | None = None
+            recorded: datetime | None = None
+            if match:
+                key = match.group(1).decode()
+                try:
+                    recorded = datetime.fromisoformat(match.group(2).decode().replace("Z", "+00:00"))
+                except ValueError:
+                    match = None
+            if not match:
+                try:
+                    entry = load_entry(path.read_bytes(), str(path))
+                    key, recorded = entry.key, entry.recorded_at
+                except (CassetteError, OSError):
+                    key, recorded = path.stem, None
+            if recorded is not None and recorded.tzinfo is None:
+                recorded = recorded.replace(tzinfo=timezone.utc)
+            yield EntryMeta(key, path.parent.name, recorded, size, str(path))
+
+    def delete(self, meta: EntryMeta) -> None:
+        try:
+            os.unlink(meta.location)
+        except FileNotFoundError:
+            pass
+
+    def lock(self, key: str) -> FileLock:
+        """A per-key lock file under .llm-cache/locks (flock: a killed holder releases it)."""
+        locks = ensure_meta_dir(self.root) / "locks"
+        locks.mkdir(exist_ok=True)
+        return FileLock(str(locks / f"{key[:KEY_PREFIX_LENGTH]}.lock"))
+
+    def usage(self) -> dict[str, Usage]:
+        return UsageIndex(self.root).load()
+
+    def record_usage(self, deltas: dict[str, Usage], keep: set[str] | None = None) -> dict[str, Usage]:
+        return UsageIndex(self.root).update(deltas, keep)

@@ -3,11 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from ..cassette import Entry
+from ..usage import Usage
 
-__all__ = ["Store"]
+__all__ = ["Store", "EntryMeta", "Lock"]
+
+
+@dataclass(frozen=True)
+class EntryMeta:
+    """What eviction, pruning and listing need of an entry, without parsing all of it."""
+
+    key: str
+    model_version: str
+    recorded_at: datetime | None  # None: the entry is unreadable
+    size: int
+    location: str
+
+
+class Lock(Protocol):
+    """A lock for one key, shared by every process using the store."""
+
+    def acquire(self, timeout: float = -1) -> object: ...
+
+    def release(self) -> None: ...
 
 
 class Store(Protocol):
@@ -30,3 +52,18 @@ class Store(Protocol):
 
     def size(self) -> tuple[int, int]:
         """(number of entries, bytes)."""
+
+    def scan(self) -> Iterator[EntryMeta]:
+        """Every entry's metadata: cheap enough to run over 100,000 entries."""
+
+    def delete(self, meta: EntryMeta) -> None:
+        """Remove one entry; a missing one is not an error."""
+
+    def lock(self, key: str) -> Lock:
+        """A lock (not yet acquired) that serialises recording ``key`` across processes."""
+
+    def usage(self) -> dict[str, Usage]:
+        """Last use and hit count per key, as kept between sessions."""
+
+    def record_usage(self, deltas: dict[str, Usage], keep: set[str] | None = None) -> dict[str, Usage]:
+        """Merge this session's use into the kept usage (dropping keys not in ``keep``)."""
