@@ -151,6 +151,9 @@ class Entry:
     system_fingerprint: str | None = None
     duration_ms: float | None = None
     usage: dict[str, int] | None = None
+    # the key rules beyond the defaults it was recorded under (ignore_fields, host), so
+    # `llm-cache verify` can recompute its key
+    key_rules: dict[str, Any] | None = None
     # derived on first replay, not stored
     _raw: bytes | None = field(default=None, repr=False, compare=False)
 
@@ -195,6 +198,7 @@ class Entry:
             "system_fingerprint": self.system_fingerprint,
             "duration_ms": self.duration_ms,
             "usage": self.usage,
+            "key_rules": self.key_rules,
             "request": {
                 "method": self.method,
                 "path": self.path,
@@ -208,7 +212,7 @@ class Entry:
                 **self.response_body.to_doc(),
             },
         }
-        for optional in ("response_model", "system_fingerprint", "duration_ms", "usage"):
+        for optional in ("response_model", "system_fingerprint", "duration_ms", "usage", "key_rules"):
             if doc[optional] is None:
                 del doc[optional]
         if not self.query:
@@ -310,6 +314,14 @@ def parse_entry(doc: Any, path: str, expected_key: str | None = None) -> Entry:
     duration = doc.get("duration_ms")
     if duration is not None and (not isinstance(duration, (int, float)) or isinstance(duration, bool)):
         raise _fail(path, "duration_ms must be a number")
+    rules = doc.get("key_rules")
+    if rules is not None and (
+        not isinstance(rules, dict)
+        or not set(rules) <= {"ignore_fields", "host"}
+        or not isinstance(rules.get("host", ""), str)
+        or not all(isinstance(f, str) for f in rules.get("ignore_fields", []) or [])
+    ):
+        raise _fail(path, "key_rules may hold ignore_fields (a list of strings) and host (a string)")
     texts = {}
     for name in ("model", "model_version", "response_model", "system_fingerprint"):
         value = doc.get(name)
@@ -333,6 +345,7 @@ def parse_entry(doc: Any, path: str, expected_key: str | None = None) -> Entry:
         system_fingerprint=texts["system_fingerprint"],
         duration_ms=float(duration) if duration is not None else None,
         usage=dict(usage) if usage else None,
+        key_rules=dict(rules) if rules else None,
     )
 
 

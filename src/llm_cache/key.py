@@ -82,6 +82,7 @@ class RequestKey:
     # the canonical body (JSON value) or None when the body is not JSON
     body: Any
     query: tuple[tuple[str, str], ...]
+    host: str = ""
 
     @property
     def prefix(self) -> str:
@@ -195,6 +196,7 @@ def make_key(
         model_version=version,
         body=canonical,
         query=query,
+        host=f"{parts.scheme}://{parts.netloc}",
     )
 
 

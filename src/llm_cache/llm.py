@@ -8,12 +8,20 @@ final output tokens in ``message_delta``; OpenAI sends usage in the last chunk).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 from .cassette import Body
 
-__all__ = ["ResponseInfo", "read_response"]
+__all__ = [
+    "ResponseInfo",
+    "read_response",
+    "prompt_messages",
+    "last_user_text",
+    "completion_text",
+    "tool_calls",
+]
 
 _INPUT = ("prompt_tokens", "input_tokens")
 _OUTPUT = ("completion_tokens", "output_tokens")
@@ -56,3 +64,98 @@ def read_response(body: Body) -> ResponseInfo:
                     if isinstance(count, int) and not isinstance(count, bool):
                         tokens[target] = count
     return ResponseInfo(model, fingerprint, tokens or None)
+
+
+def _content_text(content: Any) -> str:
+    """Text of a message's content: a string, or a list of parts with text."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            str(part.get("text", "")) for part in content if isinstance(part, dict) and part.get("text")
+        )
+    return ""
+
+
+def prompt_messages(request_json: Any) -> list[tuple[str, str]]:
+    """(role, text) of the prompt: chat ``messages``, Responses ``instructions``/``input``,
+    Anthropic ``system``, completions ``prompt``, embeddings ``input``."""
+    if not isinstance(request_json, dict):
+        return []
+    out: list[tuple[str, str]] = []
+    for field_name, role in (("system", "system"), ("instructions", "system")):
+        text = _content_text(request_json.get(field_name))
+        if text:
+            out.append((role, text))
+    for message in request_json.get("messages") or []:
+        if isinstance(message, dict):
+            out.append((str(message.get("role", "?")), _content_text(message.get("content"))))
+    for field_name in ("input", "prompt"):
+        value = request_json.get(field_name)
+        if isinstance(value, str):
+            out.append(("user", value))
+        elif isinstance(value, list):
+            for item in value:
+                if isinstance(item, str):
+                    out.append(("user", item))
+                elif isinstance(item, dict):
+                    out.append((str(item.get("role", "user")), _content_text(item.get("content"))))
+    return out
+
+
+def last_user_text(request_json: Any) -> str:
+    users = [text for role, text in prompt_messages(request_json) if role == "user"]
+    return users[-1] if users else ""
+
+
+def completion_text(body: Body) -> str:
+    """The answer's text, a stream assembled: OpenAI chat and Responses, Anthropic messages."""
+    parts: list[str] = []
+    for value in body.json_values():
+        if not isinstance(value, dict):
+            continue
+        for choice in value.get("choices") or []:
+            if not isinstance(choice, dict):
+                continue
+            message = choice.get("message") or choice.get("delta") or {}
+            if isinstance(message, dict) and isinstance(message.get("content"), str):
+                parts.append(message["content"])
+            elif isinstance(choice.get("text"), str):
+                parts.append(choice["text"])
+        kind = value.get("type")
+        if kind == "content_block_delta":
+            delta = value.get("delta") or {}
+            if isinstance(delta.get("text"), str):
+                parts.append(delta["text"])
+        elif kind == "response.output_text.delta" and isinstance(value.get("delta"), str):
+            parts.append(value["delta"])
+        elif kind == "message" or value.get("object") == "response":
+            for block in value.get("content") or []:
+                if isinstance(block, dict) and block.get("type") == "text":
+                    parts.append(str(block.get("text", "")))
+            for item in value.get("output") or []:
+                for block in (item.get("content") or []) if isinstance(item, dict) else []:
+                    if isinstance(block, dict) and block.get("type") == "output_text":
+                        parts.append(str(block.get("text", "")))
+    return "".join(parts)
+
+
+def tool_calls(body: Body) -> list[tuple[str, str]]:
+    """(name, arguments) of every tool call, streamed argument pieces joined."""
+    calls: dict[tuple[int, int], list[str]] = {}
+    for value in body.json_values():
+        if not isinstance(value, dict):
+            continue
+        for choice in value.get("choices") or []:
+            message = (choice.get("message") or choice.get("delta") or {}) if isinstance(choice, dict) else {}
+            for position, call in enumerate(message.get("tool_calls") or [] if isinstance(message, dict) else []):
+                index = (int(choice.get("index", 0)), int(call.get("index", position)))
+                function = call.get("function") or {}
+                slot = calls.setdefault(index, ["", ""])
+                if function.get("name"):
+                    slot[0] = function["name"]
+                slot[1] += function.get("arguments") or ""
+        for block in value.get("content") or []:  # anthropic tool_use
+            if isinstance(block, dict) and block.get("type") == "tool_use":
+                calls[(len(calls), 0)] = [str(block.get("name")), json.dumps(block.get("input"))]
+    return [(name, args) for name, args in calls.values()]

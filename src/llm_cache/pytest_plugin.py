@@ -40,6 +40,7 @@ _OPTIONS: list[tuple[str, str, str, str | None, str]] = [
 _INI_ONLY: list[tuple[str, str, str, Any]] = [
     ("llm_cache_ignore_fields", "linelist", "request fields left out of the key: dotted paths, one a line", []),
     ("llm_cache_model_versions", "linelist", "pinned model versions: lines 'alias = version'", []),
+    ("llm_cache_secret_allowlist", "linelist", "regexes of secret-looking values that may be written", []),
     # booleans are read as strings so that a bad value gets our message, not pytest's
     ("llm_cache_match_host", "string", "put scheme, host and port in the key (true/false)", ""),
     ("llm_cache_record_errors", "string", "record non-2xx responses too (true/false)", ""),

@@ -13,7 +13,9 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
@@ -24,6 +26,9 @@ __all__ = [
     "keep_headers",
     "secret_values",
     "redact",
+    "SECRET_PATTERNS",
+    "SecretFinding",
+    "find_secrets",
 ]
 
 REDACTED = "<redacted>"
@@ -87,3 +92,41 @@ def redact(value: Any, secrets: Iterable[str]) -> Any:
         return item
 
     return walk(value)
+
+
+# What a credential looks like, for values that did not come through the
+# environment or the request's own headers (a key pasted into a prompt, a
+# cassette from another tool). Checked before every write and by `llm-cache verify`.
+SECRET_PATTERNS: dict[str, re.Pattern[str]] = {
+    "openai or anthropic key": re.compile(r"\bsk-(?:ant-|proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}"),
+    "bearer token": re.compile(r"\b[Bb]earer\s+(?!<redacted>)[A-Za-z0-9._~+/=-]{16,}"),
+    "aws access key": re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
+    "jwt": re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
+    "google api key": re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b"),
+    "github token": re.compile(r"\bgh[pousr]_[A-Za-z0-9]{36,}\b"),
+}
+
+
+@dataclass(frozen=True)
+class SecretFinding:
+    kind: str
+    line: int
+    # the match with its middle masked, so the report itself leaks nothing
+    excerpt: str
+
+
+def _mask(text: str) -> str:
+    return text[:6] + "..." + text[-2:] if len(text) > 10 else "..."
+
+
+def find_secrets(text: str, allow: Iterable[str] = ()) -> list[SecretFinding]:
+    """Secret-looking values in ``text``, except those matching an ``allow`` regex."""
+    allowed = [re.compile(a) for a in allow]
+    found = []
+    for kind, pattern in SECRET_PATTERNS.items():
+        for match in pattern.finditer(text):
+            value = match.group(0)
+            if any(a.search(value) for a in allowed):
+                continue
+            found.append(SecretFinding(kind, text.count("\n", 0, match.start()) + 1, _mask(value)))
+    return sorted(found, key=lambda f: (f.line, f.kind))

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, NoReturn
 
-from .cassette import Body, Entry, encode_body
+from .cassette import Body, Entry, dump_entry, encode_body
 from .encoding import decode_content
 from .errors import CacheMiss, CassetteError, LLMCacheWarning
 from .key import KeyRules, RequestKey, canonical_body, flatten, make_key
 from .llm import read_response
 from .modes import Action, Found, Mode, decide
-from .redact import REQUEST_HEADERS, RESPONSE_HEADERS, keep_headers, redact, secret_values
+from .redact import REQUEST_HEADERS, RESPONSE_HEADERS, find_secrets, keep_headers, redact, secret_values
 from .settings import Settings
 from .stats import Counts, Miss, SessionStats
 from .policy import plan_eviction
@@ -346,7 +346,20 @@ class Scope:
             stats.bump(self.stats, "not_stored")
             warnings.warn(LLMCacheWarning(f"not storing {made.rk.prefix}: {exc}"), stacklevel=2)
             return
-        location = self.session.store.put(entry)
+        text = dump_entry(entry)
+        findings = find_secrets(text, self.session.settings.secret_allow)
+        if findings:
+            stats.bump(self.stats, "not_stored")
+            kinds = ", ".join(sorted({f"{f.kind} (line {f.line}: {f.excerpt})" for f in findings}))
+            warnings.warn(
+                LLMCacheWarning(
+                    f"not storing {made.location}: it would contain what looks like a secret: {kinds}. "
+                    "If it is not one, allow it with a regex in llm_cache_secret_allowlist."
+                ),
+                stacklevel=2,
+            )
+            return
+        location = self.session.store.put(entry, text)
         self.session.remember(entry)
         stats.bump(self.stats, "refreshed" if made.action is Action.REFRESH else "recorded")
         stats.use(entry.key, self.session.clock(), hit=False)
@@ -396,7 +409,16 @@ class Scope:
             system_fingerprint=info.system_fingerprint,
             duration_ms=round((time.perf_counter() - made.started) * 1000, 1),
             usage=info.usage,
+            key_rules=self._key_rules(rk),
         )
+
+    def _key_rules(self, rk: RequestKey) -> dict[str, Any] | None:
+        rules: dict[str, Any] = {}
+        if self.rules.ignore_fields:
+            rules["ignore_fields"] = list(self.rules.ignore_fields)
+        if self.rules.match_host:
+            rules["host"] = rk.host
+        return rules or None
 
     def _used(self, location: str) -> None:
         if location not in self.cassettes:

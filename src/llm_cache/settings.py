@@ -145,6 +145,24 @@ def parse_lines(value: object, setting: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def parse_regexes(value: object, setting: str) -> tuple[str, ...]:
+    """Regular expressions, one a line."""
+    if value is None:
+        return ()
+    lines = value if isinstance(value, (list, tuple)) else str(value).splitlines()
+    out = []
+    for line in lines:
+        text = str(line).strip()
+        if not text:
+            continue
+        try:
+            re.compile(text)
+        except re.error as exc:
+            raise ConfigError(setting=setting, value=line, expected=f"a regular expression ({exc})") from None
+        out.append(text)
+    return tuple(out)
+
+
 def parse_mapping(value: object, setting: str) -> dict[str, str]:
     """Lines ``alias = version`` (or a dict)."""
     if value is None:
@@ -180,6 +198,8 @@ class Settings:
     autouse: bool = False
     report_path: Path | None = None
     cap: Cap = field(default_factory=Cap)
+    # regexes of secret-looking values that are not secrets
+    secret_allow: tuple[str, ...] = ()
 
 
 def _first(*layers: tuple[str, object]) -> tuple[str, object] | None:
@@ -240,6 +260,7 @@ def resolve(
         autouse=parse_bool(ini.get("autouse", False), "llm_cache_autouse"),
         report_path=rootdir / str(report_source[1]) if report_source else None,
         cap=cap,
+        secret_allow=parse_regexes(ini.get("secret_allowlist"), "llm_cache_secret_allowlist"),
     )
 
 

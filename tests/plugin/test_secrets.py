@@ -61,3 +61,43 @@ def test_response_headers_only_from_the_allow_list(project: Project) -> None:
     assert "x-request-id" not in written
     assert "openai-processing-ms" not in written
     assert "content-type: application/json" in written
+
+
+PASTED = "sk-proj-PASTEDINTOPROMPT1234567890"
+
+PASTED_TEST = f"""
+from conftest import chat
+def test_it(client, llm_cache, save):
+    # a key that is in no environment variable and no header: only its shape gives it away
+    save("answer", chat(client, "my key is {PASTED}").choices[0].message.content)
+"""
+
+
+def test_a_secret_looking_value_is_refused_and_the_test_still_gets_its_answer(project: Project) -> None:
+    project.pytester.makepyfile(test_pasted=PASTED_TEST)
+    result = project.run("--llm-cache=record")
+    result.assert_outcomes(passed=1, warnings=1)
+    assert project.result("answer") == f"echo: my key is {PASTED}"
+    assert project.files() == []
+    result.stdout.fnmatch_lines(
+        [
+            "*LLMCacheWarning: not storing */gpt-4o/*.yaml: it would contain what looks like a secret: "
+            "openai or anthropic key (line *: sk-pro...90)*llm_cache_secret_allowlist*",
+            "not stored: 1",
+        ]
+    )
+    assert PASTED not in result.stdout.str()  # the warning masks it too
+
+
+def test_the_allow_list_lets_a_known_false_positive_through(project: Project) -> None:
+    project.pytester.makepyfile(test_pasted=PASTED_TEST)
+    project.pytester.makeini("[pytest]\nllm_cache_secret_allowlist =\n    sk-proj-PASTED\n")
+    project.run("--llm-cache=record").assert_outcomes(passed=1)
+    assert len(project.files()) == 1
+
+
+def test_a_bad_allow_list_regex_is_a_usage_error(project: Project) -> None:
+    project.pytester.makeini("[pytest]\nllm_cache_secret_allowlist =\n    sk-(unclosed\n")
+    result = project.run()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: llm_cache_secret_allowlist must be a regular expression (*), got 'sk-(unclosed'"])

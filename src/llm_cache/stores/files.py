@@ -85,10 +85,11 @@ class FileStore:
             )
         return directory
 
-    def put(self, entry: Entry) -> str:
+    def put(self, entry: Entry, text: str | None = None) -> str:
         directory = self._checked_dir(entry.model_version)
         path = directory / (entry.key[:KEY_PREFIX_LENGTH] + SUFFIX)
-        text = dump_entry(entry)
+        if text is None:
+            text = dump_entry(entry)
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".", suffix=".tmp")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:

@@ -41,8 +41,10 @@ class Store(Protocol):
     def get(self, key: str, model_version: str) -> Entry | None:
         """The entry, None when there is none; ``CassetteError`` when it is unusable."""
 
-    def put(self, entry: Entry) -> str:
-        """Store ``entry`` atomically, replacing any entry with its key; returns its location."""
+    def put(self, entry: Entry, text: str | None = None) -> str:
+        """Store ``entry`` atomically, replacing any entry with its key; returns its location.
+
+        ``text`` is the entry already serialised by ``dump_entry``, when the caller has it."""
 
     def quarantine(self, key: str, model_version: str) -> str | None:
         """Move an unusable entry aside; returns where it went."""
