@@ -1,31 +1,399 @@
-"""The ``llm-cache`` command."""
+"""The ``llm-cache`` command: list, inspect, prune, verify and compare cassettes.
+
+Exit status: 0 on success, 1 when a command found a problem (a missing
+directory, a bad cassette, an unknown key), 2 on bad usage.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
 
 from . import __version__
+from .cassette import Entry, load_entry
+from .errors import CassetteError, ConfigError
+from .key import flatten
+from .llm import completion_text, last_user_text, prompt_messages, tool_calls
+from .policy import Cap, is_expired, plan_eviction
+from .settings import DEFAULT_TTL, format_duration, parse_count, parse_duration, parse_eviction, parse_size
+from .stores.files import FileStore
+from .stores.protocol import EntryMeta
+from .verify import check_file
 
 __all__ = ["main", "build_parser"]
 
+OK, PROBLEM, USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad arguments: exit status 2."""
+
+
+class Problem(Exception):
+    """The command found a problem: exit status 1."""
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _age(then: datetime | None, now: datetime) -> str:
+    if then is None:
+        return "?"
+    seconds = max(0, int((now - then).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _store(args: argparse.Namespace) -> FileStore:
+    root = Path(args.dir)
+    if not root.is_dir():
+        raise Problem(f"no cassette directory at {root} (give one with --dir)")
+    return FileStore(root)
+
+
+def _parse(parser: Callable[[object, str], Any], value: object, flag: str) -> Any:
+    try:
+        return parser(value, flag)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _ttl(args: argparse.Namespace) -> timedelta | None:
+    return _parse(parse_duration, args.ttl, "--ttl") if args.ttl is not None else DEFAULT_TTL
+
+
+def _words(text: str, count: int = 8) -> str:
+    words = text.split()
+    return " ".join(words[:count]) + (" ..." if len(words) > count else "")
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in [header, *rows]]
+    return "\n".join(lines)
+
+
+def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
+    print(json.dumps(data, indent=2, default=str) if getattr(args, "json", False) else text)
+
+
+@dataclass
+class _Loaded:
+    path: Path
+    entry: Entry | None
+    error: str | None = None
+
+
+def _load_all(store: FileStore) -> list[_Loaded]:
+    out = []
+    for meta in store.scan():
+        path = Path(meta.location)
+        try:
+            out.append(_Loaded(path, load_entry(path.read_bytes(), str(path))))
+        except (CassetteError, OSError) as exc:
+            out.append(_Loaded(path, None, getattr(exc, "reason", str(exc))))
+    return sorted(out, key=lambda item: str(item.path))
+
+
+# -- commands ----------------------------------------------------------------
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    store, ttl, now = _store(args), _ttl(args), _now()
+    rows, data = [], []
+    for item in _load_all(store):
+        if item.entry is None:
+            rows.append([item.path.stem[:12], item.path.parent.name, "-", "-", "-", "-", "-", f"UNREADABLE: {item.error}"])
+            data.append({"path": str(item.path), "error": item.error})
+            continue
+        e = item.entry
+        expired = is_expired(e.recorded_at, ttl, now)
+        size = item.path.stat().st_size
+        prompt = _words(last_user_text(e.request_body.value if e.request_body.kind == "json" else None))
+        rows.append([e.key[:12], e.model_version, e.recorded_at.strftime("%Y-%m-%d %H:%M"), _age(e.recorded_at, now),
+                     "yes" if expired else "no", str(size), f"{e.method} {e.path}", prompt])
+        data.append({"key": e.key, "model_version": e.model_version, "recorded_at": e.recorded_at.isoformat(),
+                     "age_seconds": int((now - e.recorded_at).total_seconds()), "expired": expired, "size": size,
+                     "endpoint": e.path, "method": e.method, "prompt": prompt, "path": str(item.path)})
+    header = ["KEY", "MODEL VERSION", "RECORDED", "AGE", "EXPIRED", "SIZE", "ENDPOINT", "PROMPT"]
+    _emit(args, data, _table(rows, header) if rows else f"no cassettes in {store.root}")
+    return OK
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    store, ttl, now = _store(args), _ttl(args), _now()
+    usage = store.usage()
+    groups: dict[str, dict[str, Any]] = {}
+    for meta in store.scan():
+        g = groups.setdefault(meta.model_version, {"entries": 0, "bytes": 0, "expired": 0, "unreadable": 0,
+                                                   "oldest": None, "newest": None, "hits": 0})
+        g["entries"] += 1
+        g["bytes"] += meta.size
+        g["hits"] += usage[meta.key].hits if meta.key in usage else 0
+        if meta.recorded_at is None:
+            g["unreadable"] += 1
+            continue
+        g["expired"] += is_expired(meta.recorded_at, ttl, now)
+        g["oldest"] = min(filter(None, [g["oldest"], meta.recorded_at]))
+        g["newest"] = max(filter(None, [g["newest"], meta.recorded_at]))
+    total = {k: sum(g[k] for g in groups.values()) for k in ("entries", "bytes", "expired", "unreadable", "hits")}
+
+    def day(value: datetime | None) -> str:
+        return value.strftime("%Y-%m-%d") if value else "-"
+
+    rows = [[name, str(g["entries"]), str(g["bytes"]), str(g["expired"]), day(g["oldest"]), day(g["newest"]), str(g["hits"])]
+            for name, g in sorted(groups.items())]
+    rows.append(["total", str(total["entries"]), str(total["bytes"]), str(total["expired"]), "", "", str(total["hits"])])
+    text = _table(rows, ["MODEL VERSION", "ENTRIES", "BYTES", "EXPIRED", "OLDEST", "NEWEST", "HITS"])
+    text += f"\n(ttl {format_duration(ttl)}; hits from {store.root}/.llm-cache/usage.json)"
+    data = {"model_versions": {name: {**g, "oldest": g["oldest"] and g["oldest"].isoformat(),
+                                      "newest": g["newest"] and g["newest"].isoformat()}
+                               for name, g in sorted(groups.items())},
+            "total": total, "ttl": format_duration(ttl)}
+    _emit(args, data, text)
+    return OK
+
+
+def _find(store: FileStore, ref: str) -> Path:
+    """A cassette by path or by a unique key prefix."""
+    as_path = Path(ref)
+    if as_path.suffix == ".yaml" and as_path.is_file():
+        return as_path
+    prefix = ref.lower()
+    if len(prefix) < 4 or any(c not in "0123456789abcdef" for c in prefix):
+        raise UsageError(f"{ref!r} is neither a cassette file nor a key prefix of at least 4 hex digits")
+    matches = [Path(m.location) for m in store.scan() if m.key.startswith(prefix)]
+    if not matches:
+        raise Problem(f"no cassette whose key starts with {ref} in {store.root}")
+    if len(matches) > 1:
+        listed = ", ".join(str(p) for p in matches[:5])
+        raise UsageError(f"key prefix {ref} is ambiguous: {len(matches)} cassettes ({listed}); give more digits")
+    return matches[0]
+
+
+def _load(path: Path) -> Entry:
+    try:
+        return load_entry(path.read_bytes(), str(path))
+    except CassetteError as exc:
+        raise Problem(str(exc).splitlines()[0]) from None
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    store = _store(args)
+    path = _find(store, args.key)
+    e = _load(path)
+    now = _now()
+    request_json = e.request_body.value if e.request_body.kind == "json" else None
+    answered = f", answered by {e.response_model}" if e.response_model else ""
+    fingerprint = f", fingerprint {e.system_fingerprint}" if e.system_fingerprint else ""
+    lines = [
+        f"key:       {e.key}",
+        f"file:      {path}",
+        f"model:     {e.model or '-'} (version {e.model_version}{answered}{fingerprint})",
+        f"recorded:  {e.recorded_at.isoformat()} ({_age(e.recorded_at, now)} ago)",
+        f"endpoint:  {e.method} {e.path} -> {e.status}",
+    ]
+    if e.usage:
+        lines.append("usage:     " + ", ".join(f"{v} {k.replace('_tokens', '')}" for k, v in e.usage.items()))
+    prompt = prompt_messages(request_json)
+    if prompt:
+        lines.append("prompt:")
+        lines.extend(f"  [{role}] {text}" for role, text in prompt)
+    stream = e.response_body.kind == "events"
+    text = completion_text(e.response_body)
+    label = f"completion (streamed, {len(e.response_body.value)} events):" if stream else "completion:"
+    if text:
+        lines += [label, *("  " + line for line in text.splitlines())]
+    calls = tool_calls(e.response_body)
+    if calls:
+        lines.append("tool calls:")
+        lines.extend(f"  {name}({arguments})" for name, arguments in calls)
+    data = {"key": e.key, "path": str(path), "model": e.model, "model_version": e.model_version,
+            "response_model": e.response_model, "system_fingerprint": e.system_fingerprint,
+            "recorded_at": e.recorded_at.isoformat(), "endpoint": e.path, "status": e.status, "usage": e.usage,
+            "prompt": [{"role": r, "text": t} for r, t in prompt], "completion": text, "streamed": stream,
+            "tool_calls": [{"name": n, "arguments": a} for n, a in calls]}
+    _emit(args, data, "\n".join(lines))
+    return OK
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    store, now = _store(args), _now()
+    ttl = _ttl(args)
+    unused = _parse(parse_duration, args.unused_since, "--unused-since") if args.unused_since else None
+    cap = Cap(
+        max_bytes=_parse(parse_size, args.max_size, "--max-size") if args.max_size else None,
+        max_entries=_parse(parse_count, args.max_entries, "--max-entries") if args.max_entries else None,
+        policy=_parse(parse_eviction, args.eviction, "--eviction"),
+    )
+    if not (args.expired or unused or cap.active or args.model):
+        raise UsageError("prune needs at least one of --expired, --unused-since, --max-size, --max-entries, --model")
+    metas = list(store.scan())
+    usage = store.usage()
+    chosen: dict[str, tuple[EntryMeta, str]] = {}
+    selected = [m for m in metas if not args.model or m.model_version == args.model or
+                m.model_version.split("@")[0] == args.model]
+    only_model = args.model and not (args.expired or unused or cap.active)
+    for meta in selected:
+        if only_model:
+            chosen[meta.location] = (meta, f"model {meta.model_version}")
+        elif args.expired and is_expired(meta.recorded_at, ttl, now):
+            chosen[meta.location] = (meta, f"expired (older than {format_duration(ttl)})")
+        elif unused is not None:
+            last = usage[meta.key].last_used if meta.key in usage else (
+                meta.recorded_at.timestamp() if meta.recorded_at else 0.0)
+            if now.timestamp() - last > unused.total_seconds():
+                chosen[meta.location] = (meta, f"unused for {format_duration(unused)}")
+    if cap.active:
+        remaining = [m for m in metas if m.location not in chosen]
+        candidates = [m for m in remaining if m in selected]
+        protected = {m.key for m in remaining if m not in selected}
+        plan = plan_eviction(remaining, cap, usage, now, ttl, protected=protected)
+        for meta in plan.evict:
+            if meta in candidates:
+                chosen[meta.location] = (meta, f"over the cap ({cap.describe()})")
+    verb = "would remove" if args.dry_run else "removed"
+    removed = sorted(chosen.values(), key=lambda pair: pair[0].location)
+    if not args.dry_run:
+        for meta, _ in removed:
+            store.delete(meta)
+        gone = {meta.location for meta, _ in removed}
+        store.record_usage({}, keep={m.key for m in metas if m.location not in gone})
+    freed = sum(meta.size for meta, _ in removed)
+    lines = [f"{verb} {meta.location} ({reason})" for meta, reason in removed]
+    lines.append(f"{verb} {len(removed)} of {len(metas)} cassettes, {freed} bytes")
+    data = {"dry_run": args.dry_run, "removed": [{"path": m.location, "key": m.key, "reason": r, "size": m.size}
+                                                 for m, r in removed], "bytes": freed, "before": len(metas)}
+    _emit(args, data, "\n".join(lines))
+    return OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    store = _store(args)
+    problems = []
+    count = 0
+    for meta in store.scan():
+        count += 1
+        problems.extend(check_file(Path(meta.location), tuple(args.allow)))
+    lines = [f"{p.path}: {p.reason}" for p in problems]
+    bad = len({p.path for p in problems})
+    lines.append(f"{count} cassettes checked, {bad} with problems" if problems else f"{count} cassettes checked, all sound")
+    _emit(args, {"checked": count, "problems": [{"path": p.path, "reason": p.reason} for p in problems]}, "\n".join(lines))
+    return PROBLEM if problems else OK
+
+
+def _diff_values(a: Entry, b: Entry) -> list[tuple[str, Any, Any]]:
+    def fields(e: Entry) -> dict[str, Any]:
+        doc = e.to_doc()
+        flat = flatten({k: v for k, v in doc.items() if k not in ("request", "response")})
+        for side in ("request", "response"):
+            section = doc[side]
+            body = e.request_body if side == "request" else e.response_body
+            rest = {k: v for k, v in section.items() if k not in ("json", "events", "text", "base64", "newline")}
+            flat.update(flatten(rest, side))
+            if body.kind == "json":
+                flat.update(flatten(body.value, f"{side}.json"))
+            elif body.kind == "events":
+                flat.update(flatten(body.json_values(), f"{side}.events"))
+            else:
+                flat[f"{side}.{body.kind}"] = body.value
+        if e.response_body.kind == "events":
+            flat["response.text (assembled)"] = completion_text(e.response_body)
+        return flat
+
+    fa, fb = fields(a), fields(b)
+    missing = object()
+    out = []
+    for name in sorted(fa.keys() | fb.keys()):
+        va, vb = fa.get(name, missing), fb.get(name, missing)
+        if va != vb:
+            out.append((name, None if va is missing else va, None if vb is missing else vb))
+    return out
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    store = _store(args)
+    path_a, path_b = _find(store, args.a), _find(store, args.b)
+    differences = _diff_values(_load(path_a), _load(path_b))
+    lines = [f"--- {path_a}", f"+++ {path_b}"]
+    lines += [f"{name}: {json.dumps(va, default=str)} -> {json.dumps(vb, default=str)}" for name, va, vb in differences]
+    if not differences:
+        lines.append("(no differences)")
+    data = {"a": str(path_a), "b": str(path_b), "differences": [{"field": n, "a": va, "b": vb} for n, va, vb in differences]}
+    _emit(args, data, "\n".join(lines))
+    return OK
+
+
+# -- parser ------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse exits 2 on bad usage, as we want
+        self.print_usage(sys.stderr)
+        self.exit(USAGE, f"{self.prog}: error: {message}\n")
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="llm-cache",
-        description="Inspect and manage pytest-llm-cache cassettes.",
-    )
+    parser = _Parser(prog="llm-cache", description="Inspect and manage pytest-llm-cache cassettes.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], text: str, *, json_flag: bool = True,
+            ttl: bool = False) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("--dir", default="cassettes", help="the cassette directory (default: ./cassettes)")
+        if json_flag:
+            p.add_argument("--json", action="store_true", help="print JSON instead of text")
+        if ttl:
+            p.add_argument("--ttl", help="age after which a cassette is expired (default 30d)")
+        p.set_defaults(func=func)
+        return p
+
+    add("ls", cmd_ls, "list cassettes: key, model version, age, expiry, size, endpoint, prompt", ttl=True)
+    add("stats", cmd_stats, "entries, bytes, expired and hits per model version", ttl=True)
+    show = add("show", cmd_show, "one cassette made readable: prompt, completion, tool calls")
+    show.add_argument("key", help="a unique key prefix, or a cassette file")
+    prune = add("prune", cmd_prune, "remove cassettes: expired, unused, over a cap, or of one model", ttl=True)
+    prune.add_argument("--expired", action="store_true", help="remove cassettes older than the TTL")
+    prune.add_argument("--unused-since", metavar="DURATION", help="remove cassettes not used for this long")
+    prune.add_argument("--max-size", metavar="SIZE", help="evict down to this size (500KB, 50MB, 1GB)")
+    prune.add_argument("--max-entries", metavar="N", help="evict down to this many cassettes")
+    prune.add_argument("--eviction", default="lru", help="order for --max-size/--max-entries: lru, lfu or fifo")
+    prune.add_argument("--model", metavar="VERSION", help="only cassettes of this model (version)")
+    prune.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
+    verify = add("verify", cmd_verify, "check every cassette: parses, key matches, nothing secret-looking")
+    verify.add_argument("--allow", action="append", default=[], metavar="REGEX",
+                        help="a secret-looking value that is not a secret (repeatable)")
+    diff = add("diff", cmd_diff, "field-level differences of two cassettes")
+    diff.add_argument("a", help="key prefix or file")
+    diff.add_argument("b", help="key prefix or file")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 1 problem found, 2 bad usage)."""
     parser = build_parser()
-    parser.parse_args(argv)
-    parser.print_help()
-    return 0
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return OK
+    try:
+        return int(args.func(args))
+    except UsageError as exc:
+        print(f"llm-cache {args.command}: error: {exc}", file=sys.stderr)
+        return USAGE
+    except Problem as exc:
+        print(f"llm-cache {args.command}: {exc}", file=sys.stderr)
+        return PROBLEM
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,72 @@
+"""Checks of cassette files: they parse, validate, hold the key of their request, sit where
+that key puts them, and contain nothing secret-looking."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlencode
+
+from .cassette import Entry, load_entry
+from .errors import CassetteError
+from .key import KeyRules, make_key
+from .redact import REDACTED, find_secrets
+from .stores.files import KEY_PREFIX_LENGTH, SUFFIX, safe_dirname
+
+__all__ = ["Problem", "recompute_key", "check_file"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    reason: str
+
+
+def recompute_key(entry: Entry) -> str:
+    """The key of the request stored in ``entry``, under the rules it was recorded with."""
+    rules_doc = entry.key_rules or {}
+    pinned = None
+    if entry.model and entry.model_version.startswith(entry.model + "@"):
+        pinned = entry.model_version[len(entry.model) + 1 :]
+    rules = KeyRules(
+        ignore_fields=tuple(rules_doc.get("ignore_fields", ())),
+        match_host="host" in rules_doc,
+        pinned_version=pinned,
+    )
+    host = rules_doc.get("host", "http://localhost")
+    url = host + entry.path + ("?" + urlencode(entry.query) if entry.query else "")
+    return make_key(entry.method, url, entry.request_body.to_bytes(), entry.request_headers, rules).key
+
+
+def check_file(path: Path, allow: tuple[str, ...] = ()) -> list[Problem]:
+    """Every problem with one cassette file (empty when it is sound)."""
+    where = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return [Problem(where, f"cannot be read: {exc}")]
+    try:
+        entry = load_entry(text, where)
+    except CassetteError as exc:
+        return [Problem(where, exc.reason)]
+    problems = []
+    if path.name != entry.key[:KEY_PREFIX_LENGTH] + SUFFIX:
+        problems.append(Problem(where, f"file name does not match its key {entry.key[:KEY_PREFIX_LENGTH]}"))
+    if path.parent.name != safe_dirname(entry.model_version):
+        problems.append(
+            Problem(where, f"lies in {path.parent.name}/ but its model version {entry.model_version!r} "
+                    f"belongs in {safe_dirname(entry.model_version)}/")
+        )
+    actual = recompute_key(entry)
+    if actual != entry.key:
+        redacted = REDACTED in text
+        problems.append(
+            Problem(
+                where,
+                f"its key is not the key of its request ({actual[:12]}...)"
+                + ("; the request was redacted, so the stored request differs from the one sent" if redacted else ""),
+            )
+        )
+    for finding in find_secrets(text, allow):
+        problems.append(Problem(where, f"line {finding.line}: looks like a {finding.kind} ({finding.excerpt})"))
+    return problems

@@ -1,0 +1,237 @@
+"""The llm-cache command, run through its console script: each subcommand, its exit status, bad usage."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from llm_cache.cassette import Entry, encode_body
+from llm_cache.key import KeyRules, make_key
+from llm_cache.stores.files import FileStore
+from llm_cache.usage import Usage, UsageIndex
+
+NOW = datetime.now(timezone.utc)
+SCRIPT = shutil.which("llm-cache", path=os.path.dirname(sys.executable)) or "llm-cache"
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([SCRIPT, *args], capture_output=True, text=True, cwd=cwd, timeout=60)
+
+
+def chat_entry(prompt: str, answer: str, *, model: str = "gpt-4o", days_old: float = 0, stream: bool = False,
+               tool: bool = False, rules: KeyRules = KeyRules()) -> Entry:
+    body = {"model": model, "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": prompt}]}
+    if stream:
+        body["stream"] = True
+    raw = json.dumps(body).encode()
+    rk = make_key("POST", "https://api.example.test/v1/chat/completions", raw, {}, rules)
+    if stream:
+        chunks = [{"choices": [{"index": 0, "delta": {"content": word + " "}}]} for word in answer.split()]
+        if tool:
+            chunks += [
+                {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"name": "get_weather", "arguments": ""}}]}}]},
+                {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": '{"city": '}}]}}]},
+                {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": '"Paris"}'}}]}}]},
+            ]
+        text = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+        response = encode_body(text.encode(), "text/event-stream")
+    else:
+        response = encode_body(json.dumps({"model": model + "-2024-08-06", "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": answer}}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 4}}).encode(), "application/json")
+    return Entry(
+        key=rk.key, recorded_at=NOW - timedelta(days=days_old), model=model, model_version=rk.model_version,
+        method="POST", path=rk.path, query=[], request_headers={"content-type": "application/json"},
+        request_body=encode_body(raw, "application/json"), status=200, response_headers={}, response_body=response,
+        response_model=model + "-2024-08-06", usage={"input_tokens": 3, "output_tokens": 4},
+        key_rules={"ignore_fields": list(rules.ignore_fields)} if rules.ignore_fields else None,
+    )
+
+
+@pytest.fixture
+def cassettes(tmp_path: Path) -> tuple[Path, dict[str, Entry]]:
+    store = FileStore(tmp_path / "cassettes")
+    entries = {
+        "old": chat_entry("an old question about shipping", "old answer", days_old=40),
+        "new": chat_entry("a new question about refunds", "new answer"),
+        "stream": chat_entry("stream the weather please", "it is sunny today", stream=True, tool=True),
+        "mini": chat_entry("small model question", "tiny answer", model="gpt-4o-mini", days_old=10),
+        "pinned": chat_entry("pinned", "p", rules=KeyRules(pinned_version="2024-08-06"), days_old=1),
+        "ignored": chat_entry("with ignore rule", "i", rules=KeyRules(ignore_fields=("messages.0",))),
+    }
+    for entry in entries.values():
+        store.put(entry)
+    UsageIndex(store.root).update({entries["new"].key: Usage(NOW.timestamp(), 7), entries["mini"].key: Usage(NOW.timestamp(), 2)})
+    return store.root, entries
+
+
+def test_version_and_help() -> None:
+    assert run("--version").stdout.startswith("llm-cache ")
+    out = run("--help")
+    assert out.returncode == 0
+    for command in ("ls", "stats", "show", "prune", "verify", "diff"):
+        assert command in out.stdout
+
+
+def test_ls(cassettes: tuple[Path, dict[str, Entry]]) -> None:
+    root, entries = cassettes
+    out = run("ls", "--dir", str(root))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == ["KEY", "MODEL", "VERSION", "RECORDED", "AGE", "EXPIRED", "SIZE", "ENDPOINT", "PROMPT"]
+    old = next(line for line in lines if line.startswith(entries["old"].key[:12]))
+    assert "40d" in old and " yes " in old and "an old question about shipping" in old
+    new = next(line for line in lines if line.startswith(entries["new"].key[:12]))
+    assert " no " in new and "POST /v1/chat/completions" in new
+    data = json.loads(run("ls", "--dir", str(root), "--json").stdout)
+    assert len(data) == 6
+    assert {d["model_version"] for d in data} == {"gpt-4o", "gpt-4o-mini", "gpt-4o@2024-08-06"}
+    # a shorter TTL makes more of them expired
+    assert sum(d["expired"] for d in json.loads(run("ls", "--dir", str(root), "--json", "--ttl", "5d").stdout)) == 2
+
+
+def test_stats(cassettes: tuple[Path, dict[str, Entry]]) -> None:
+    root, _ = cassettes
+    out = run("stats", "--dir", str(root), "--json")
+    assert out.returncode == 0
+    data = json.loads(out.stdout)
+    assert data["model_versions"]["gpt-4o"]["entries"] == 4
+    assert data["model_versions"]["gpt-4o"]["expired"] == 1
+    assert data["model_versions"]["gpt-4o"]["hits"] == 7
+    assert data["model_versions"]["gpt-4o-mini"]["hits"] == 2
+    assert data["total"]["entries"] == 6
+    assert data["total"]["bytes"] == sum(p.stat().st_size for p in root.rglob("*.yaml"))
+    text = run("stats", "--dir", str(root)).stdout
+    assert text.splitlines()[0].split()[:3] == ["MODEL", "VERSION", "ENTRIES"]
+    assert any(line.startswith("total") for line in text.splitlines())
+
+
+def test_show_a_stream_with_tool_calls(cassettes: tuple[Path, dict[str, Entry]]) -> None:
+    root, entries = cassettes
+    out = run("show", entries["stream"].key[:8], "--dir", str(root))
+    assert out.returncode == 0, out.stderr
+    assert "  [system] be brief" in out.stdout
+    assert "  [user] stream the weather please" in out.stdout
+    assert "completion (streamed, 8 events):" in out.stdout
+    assert "  it is sunny today " in out.stdout
+    assert '  get_weather({"city": "Paris"})' in out.stdout
+    data = json.loads(run("show", entries["new"].key[:10], "--dir", str(root), "--json").stdout)
+    assert data["completion"] == "new answer" and data["response_model"] == "gpt-4o-2024-08-06"
+
+
+def test_show_unknown_ambiguous_and_bad_keys(cassettes: tuple[Path, dict[str, Entry]], tmp_path: Path) -> None:
+    root, _ = cassettes
+    missing = run("show", "ffffffff", "--dir", str(root))
+    assert missing.returncode == 1 and "no cassette whose key starts with ffffffff" in missing.stderr
+    assert run("show", "zz", "--dir", str(root)).returncode == 2
+    # make two keys share a prefix by copying a cassette under another name
+    store = FileStore(tmp_path / "twins")
+    a, b = chat_entry("a", "a"), chat_entry("b", "b")
+    b.key = a.key[:6] + b.key[6:]
+    store.put(a), store.put(b)
+    ambiguous = run("show", a.key[:6], "--dir", str(store.root))
+    assert ambiguous.returncode == 2 and "ambiguous" in ambiguous.stderr
+
+
+def test_prune_expired_dry_run_then_for_real(cassettes: tuple[Path, dict[str, Entry]]) -> None:
+    root, entries = cassettes
+    dry = run("prune", "--expired", "--dry-run", "--dir", str(root))
+    assert dry.returncode == 0
+    assert f"would remove {root}/gpt-4o/{entries['old'].key[:16]}.yaml (expired (older than 30d))" in dry.stdout
+    assert "would remove 1 of 6 cassettes" in dry.stdout
+    assert len(list(root.rglob("*.yaml"))) == 6
+    real = run("prune", "--expired", "--dir", str(root))
+    assert "removed 1 of 6 cassettes" in real.stdout
+    assert len(list(root.rglob("*.yaml"))) == 5
+
+
+def test_prune_by_model_unused_and_caps(cassettes: tuple[Path, dict[str, Entry]]) -> None:
+    root, entries = cassettes
+    out = run("prune", "--model", "gpt-4o-mini", "--dir", str(root), "--json")
+    assert [r["key"] for r in json.loads(out.stdout)["removed"]] == [entries["mini"].key]
+    # unused for 2 days: the 40-day-old one and the pinned one (1 day old) stays
+    out = run("prune", "--unused-since", "2d", "--dir", str(root), "--json")
+    assert [r["key"] for r in json.loads(out.stdout)["removed"]] == [entries["old"].key]
+    out = run("prune", "--max-entries", "2", "--eviction", "fifo", "--dir", str(root), "--json")
+    assert len(json.loads(out.stdout)["removed"]) == 2
+    assert len(list(root.rglob("*.yaml"))) == 2
+    keys_left = set(json.loads((root / ".llm-cache" / "usage.json").read_text())["keys"])
+    assert keys_left <= {e.key for e in entries.values()} and entries["mini"].key not in keys_left
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["prune"], "prune needs at least one of"),
+        (["prune", "--max-size", "huge"], "--max-size must be a size like 500KB"),
+        (["prune", "--expired", "--ttl", "soon"], "--ttl must be a duration like"),
+        (["prune", "--max-entries", "2", "--eviction", "random"], "--eviction must be one of lru|lfu|fifo"),
+        (["ls", "--bogus"], "unrecognized arguments: --bogus"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_bad_usage_exits_2(cassettes: tuple[Path, dict[str, Entry]], args: list[str], message: str) -> None:
+    root, _ = cassettes
+    out = run(*args, "--dir", str(root)) if args[0] != "frobnicate" else run(*args)
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert len(list(root.rglob("*.yaml"))) == 6
+
+
+@pytest.mark.parametrize("command", [["ls"], ["stats"], ["verify"], ["prune", "--expired"], ["show", "abcd"]])
+def test_missing_directory_exits_1_and_empty_directory_is_fine(tmp_path: Path, command: list[str]) -> None:
+    missing = run(*command, "--dir", str(tmp_path / "nope"))
+    assert missing.returncode == 1 and "no cassette directory at" in missing.stderr
+    (tmp_path / "empty").mkdir()
+    empty = run(*command, "--dir", str(tmp_path / "empty"))
+    assert empty.returncode == (1 if command[0] == "show" else 0), empty.stderr
+
+
+def test_default_dir_is_cassettes_in_the_current_directory(cassettes: tuple[Path, dict[str, Entry]]) -> None:
+    root, _ = cassettes
+    assert len(json.loads(run("ls", "--json", cwd=root.parent).stdout)) == 6
+
+
+def test_verify_sound_then_each_kind_of_problem(cassettes: tuple[Path, dict[str, Entry]]) -> None:
+    root, entries = cassettes
+    ok = run("verify", "--dir", str(root))
+    assert ok.returncode == 0 and "6 cassettes checked, all sound" in ok.stdout
+
+    path = lambda name: root / entries[name].model_version / f"{entries[name].key[:16]}.yaml"  # noqa: E731
+    path("old").write_text("{broken")
+    tampered = path("new").read_text().replace("a new question about refunds", "a different question")
+    path("new").write_text(tampered)
+    path("mini").write_text(path("mini").read_text().replace("tiny answer", "key sk-proj-LEAKEDLEAKED1234567890ab"))
+    moved = root / "gpt-4o" / f"{entries['pinned'].key[:16]}.yaml"
+    path("pinned").rename(moved)
+
+    out = run("verify", "--dir", str(root))
+    assert out.returncode == 1
+    lines = out.stdout.splitlines()
+    assert any(str(path("old")) in line and "not valid YAML" in line for line in lines)
+    assert any(str(path("new")) in line and "its key is not the key of its request" in line for line in lines)
+    assert any(str(path("mini")) in line and "looks like a openai or anthropic key (sk-pro...ab)" in line for line in lines)
+    assert any(str(moved) in line and "belongs in gpt-4o@2024-08-06/" in line for line in lines)
+    assert "LEAKED" not in out.stdout
+    assert lines[-1] == "6 cassettes checked, 4 with problems"
+    allowed = json.loads(run("verify", "--dir", str(root), "--json", "--allow", "sk-proj-LEAKED").stdout)
+    assert not any(str(path("mini")) == p["path"] for p in allowed["problems"])
+
+
+def test_diff(cassettes: tuple[Path, dict[str, Entry]]) -> None:
+    root, entries = cassettes
+    out = run("diff", entries["old"].key[:10], str(root / "gpt-4o" / f"{entries['new'].key[:16]}.yaml"), "--dir", str(root))
+    assert out.returncode == 0
+    assert 'request.json.messages[1].content: "an old question about shipping" -> "a new question about refunds"' in out.stdout
+    assert 'response.json.choices[0].message.content: "old answer" -> "new answer"' in out.stdout
+    same = run("diff", entries["old"].key[:10], entries["old"].key[:12], "--dir", str(root), "--json")
+    assert json.loads(same.stdout)["differences"] == []
+    stream_vs_plain = json.loads(run("diff", entries["stream"].key[:8], entries["new"].key[:8], "--dir", str(root), "--json").stdout)
+    assert any(d["field"] == "response.text (assembled)" for d in stream_vs_plain["differences"])
