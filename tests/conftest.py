@@ -73,10 +73,33 @@ def fake_api(server: FakeLLMServer) -> Iterator[FakeLLMServer]:
     yield server
 
 
+# Plugin scenarios in modules marked `all_xdist_modes` run three times: without
+# pytest-xdist, with -n 0 and with -n 2 (workers in subprocesses).
+XDIST_MODES = {"no-xdist": (), "n0": ("-n", "0"), "n2": ("-n", "2")}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "all_xdist_modes: run this module's pytester scenarios under no xdist, -n 0 and -n 2")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "project" in metafunc.fixturenames and metafunc.definition.get_closest_marker("all_xdist_modes"):
+        metafunc.parametrize("xdist_mode", list(XDIST_MODES), indirect=True)
+
+
+@pytest.fixture
+def xdist_mode(request: pytest.FixtureRequest) -> tuple[str, ...]:
+    return XDIST_MODES[getattr(request, "param", "no-xdist")]
+
+
 class Project:
     """A pytester project whose tests call the local server; runs chain (record, then replay)."""
 
-    def __init__(self, pytester: pytest.Pytester, server: FakeLLMServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(
+        self, pytester: pytest.Pytester, server: FakeLLMServer, monkeypatch: pytest.MonkeyPatch,
+        xdist_mode: tuple[str, ...] = (),
+    ) -> None:
+        self.xdist_mode = xdist_mode
         self.pytester = pytester
         self.server = server
         self.out = pytester.path / "_out"
@@ -95,8 +118,9 @@ class Project:
 
     def run(self, *args: str) -> pytest.RunResult:
         # Plugins the inner runs do not need would be imported again on every run.
+        mode = () if "-n" in args else self.xdist_mode
         return self.pytester.runpytest(
-            "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:anyio", *args
+            "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:anyio", *mode, *args
         )
 
     def result(self, name: str) -> Any:
@@ -108,5 +132,7 @@ class Project:
 
 
 @pytest.fixture
-def project(pytester: pytest.Pytester, fake_api: FakeLLMServer, monkeypatch: pytest.MonkeyPatch) -> Project:
-    return Project(pytester, fake_api, monkeypatch)
+def project(
+    pytester: pytest.Pytester, fake_api: FakeLLMServer, monkeypatch: pytest.MonkeyPatch, xdist_mode: tuple[str, ...]
+) -> Project:
+    return Project(pytester, fake_api, monkeypatch, xdist_mode)

@@ -6,6 +6,8 @@ import pytest
 
 from conftest import Project
 
+pytestmark = pytest.mark.all_xdist_modes
+
 TEST = """
 from conftest import chat
 def test_it(client, llm_cache, save):

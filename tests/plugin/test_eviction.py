@@ -42,6 +42,7 @@ def test_each_policy_evicts_in_its_order(project: Project, policy: str, evicted:
     assert _prompts(project) == set("abcd") - {evicted}
 
 
+@pytest.mark.all_xdist_modes
 def test_expired_entries_go_first_whatever_the_policy(project: Project) -> None:
     project.pytester.makepyfile(test_s1=_test_file({"a": 1, "b": 1, "c": 1}))
     project.run("--llm-cache=record", "test_s1.py").assert_outcomes(passed=3)
@@ -53,6 +54,7 @@ def test_expired_entries_go_first_whatever_the_policy(project: Project) -> None:
     assert _prompts(project) == set("abd")
 
 
+@pytest.mark.all_xdist_modes
 def test_size_cap_in_bytes_and_report(project: Project) -> None:
     project.pytester.makepyfile(test_s1=_test_file({"a": 1, "b": 1, "c": 1}))
     project.run("--llm-cache=record", "test_s1.py").assert_outcomes(passed=3)
@@ -69,6 +71,7 @@ def test_size_cap_in_bytes_and_report(project: Project) -> None:
     assert data["entries"] == 2
 
 
+@pytest.mark.all_xdist_modes
 def test_what_the_session_used_is_never_evicted_and_a_warning_says_so(project: Project) -> None:
     project.pytester.makepyfile(test_s1=_test_file({"a": 1, "b": 1, "c": 1}))
     result = project.run("--llm-cache=record", "--llm-cache-max-entries=1")
@@ -90,6 +93,7 @@ def test_no_eviction_after_a_session_that_only_replayed(project: Project) -> Non
     assert _prompts(project) == set("abc")
 
 
+@pytest.mark.all_xdist_modes
 def test_a_damaged_usage_index_is_rebuilt(project: Project) -> None:
     project.pytester.makepyfile(test_s1=_test_file({"a": 2}))
     project.run("--llm-cache=record").assert_outcomes(passed=1)

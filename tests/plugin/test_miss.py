@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from conftest import Project
+
+pytestmark = pytest.mark.all_xdist_modes
 
 ONE = """
 from conftest import chat

@@ -6,6 +6,8 @@ import pytest
 
 from conftest import Project
 
+pytestmark = pytest.mark.all_xdist_modes
+
 CLIENT_TESTS = '''
 import asyncio
 from conftest import chat

@@ -7,6 +7,8 @@ import yaml
 
 from conftest import Project
 
+pytestmark = pytest.mark.all_xdist_modes
+
 KEY = "sk-proj-SECRETSECRET1234567890abcdef"
 ANTHROPIC_KEY = "sk-ant-api03-ALSOSECRET0987654321"
 TOKEN = "tok_9f8e7d6c5b4a39281706"

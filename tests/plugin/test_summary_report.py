@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 
 from conftest import Project
@@ -18,6 +19,7 @@ def test_again(client, llm_cache):
 """
 
 
+@pytest.mark.all_xdist_modes
 def test_summary_section_after_record_and_replay(project: Project) -> None:
     project.pytester.makepyfile(test_sum=TESTS)
     project.run("--llm-cache=record").stdout.fnmatch_lines(
@@ -31,6 +33,7 @@ def test_summary_section_after_record_and_replay(project: Project) -> None:
     )
 
 
+@pytest.mark.all_xdist_modes
 def test_nothing_printed_when_no_test_used_the_cache(project: Project) -> None:
     project.pytester.makepyfile(test_none="def test_it():\n    pass\n")
     result = project.run("--llm-cache=record")
@@ -39,6 +42,7 @@ def test_nothing_printed_when_no_test_used_the_cache(project: Project) -> None:
     result.stdout.no_fnmatch_line("hits:*")
 
 
+@pytest.mark.all_xdist_modes
 def test_json_report(project: Project) -> None:
     project.pytester.makepyfile(test_sum=TESTS)
     project.run("--llm-cache=record").assert_outcomes(passed=2)
@@ -62,6 +66,7 @@ def test_json_report(project: Project) -> None:
     assert miss["model"] == "gpt-4o" and miss["endpoint"] == "/v1/chat/completions" and len(miss["key"]) == 64
 
 
+@pytest.mark.all_xdist_modes
 def test_report_path_from_ini(project: Project) -> None:
     project.pytester.makepyfile(test_sum=TESTS)
     project.pytester.makeini("[pytest]\nllm_cache_report = r.json\n")

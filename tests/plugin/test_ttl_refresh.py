@@ -5,7 +5,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from conftest import Project
+
+pytestmark = pytest.mark.all_xdist_modes
 
 TESTS = """
 from conftest import chat
