@@ -9,13 +9,14 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from .cassette import Entry, dump_entry, load_entry
-from .errors import CacheMiss, CassetteError, ConfigError, LLMCacheError, LLMCacheWarning
+from .errors import CacheMiss, CassetteError, ConfigError, LLMCacheError, LLMCacheWarning, StoreUnavailable
 from .intercept import intercept
+from .library import LLMCache, WarmReport
 from .key import KeyRules, RequestKey, make_key
 from .modes import Mode
 from .session import CacheSession, Scope
 from .settings import Settings
-from .stores import FileStore, Store
+from .stores import FileStore, MemoryStore, Store, open_store
 
 try:
     __version__ = version("pytest-llm-cache")
@@ -30,16 +31,21 @@ __all__ = [
     "Entry",
     "FileStore",
     "KeyRules",
+    "LLMCache",
     "LLMCacheError",
     "LLMCacheWarning",
     "Mode",
     "RequestKey",
     "Scope",
     "Settings",
+    "MemoryStore",
     "Store",
+    "StoreUnavailable",
+    "WarmReport",
     "__version__",
     "dump_entry",
     "intercept",
     "load_entry",
     "make_key",
+    "open_store",
 ]

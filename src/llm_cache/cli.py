@@ -267,7 +267,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         for meta, _ in removed:
             store.delete(meta)
         gone = {meta.location for meta, _ in removed}
-        store.record_usage({}, keep={m.key for m in metas if m.location not in gone})
+        store.touch({}, keep={m.key for m in metas if m.location not in gone})
     freed = sum(meta.size for meta, _ in removed)
     lines = [f"{verb} {meta.location} ({reason})" for meta, reason in removed]
     lines.append(f"{verb} {len(removed)} of {len(metas)} cassettes, {freed} bytes")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-__all__ = ["LLMCacheError", "CacheMiss", "CassetteError", "ConfigError", "LLMCacheWarning"]
+__all__ = ["LLMCacheError", "CacheMiss", "CassetteError", "ConfigError", "StoreUnavailable", "LLMCacheWarning"]
 
 
 class LLMCacheError(Exception):
@@ -108,6 +108,23 @@ class CacheMiss(LLMCacheError):
             )
         lines.append("  fix: record it with --llm-cache=record (or LLM_CACHE_MODE=record)")
         return "\n".join(lines)
+
+
+class StoreUnavailable(LLMCacheError):
+    """The store cannot be reached (a Redis server down, slow, or refusing)."""
+
+    def __init__(self, *, url: str, reason: str, timeout: float | None = None) -> None:
+        self.url = url
+        self.reason = reason
+        self.timeout = timeout
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        within = f" within {self.timeout:g} s" if self.timeout is not None else ""
+        return (
+            f"cache store {self.url} is unavailable{within}: {self.reason}\n"
+            "Start it, or choose another store with --llm-cache-store (file://cassettes, memory://)."
+        )
 
 
 class LLMCacheWarning(UserWarning):

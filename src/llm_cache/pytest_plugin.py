@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from .errors import ConfigError
+from .errors import ConfigError, StoreUnavailable
 from .intercept import intercept
 from .modes import MODES
 from .report import Report, report_json, summary_lines
@@ -36,11 +36,18 @@ _OPTIONS: list[tuple[str, str, str, str | None, str]] = [
     ("--llm-cache-max-entries", "max_entries", "llm_cache_max_entries", None, "cap on the number of cassettes"),
     ("--llm-cache-eviction", "eviction", "llm_cache_eviction", None,
      "what goes first once expired cassettes are gone: lru (default), lfu or fifo"),
+    ("--llm-cache-store", "store", "llm_cache_store", None,
+     "where entries live: file://PATH (default: the cassette dir), memory://, redis://host:port/db"),
+    ("--llm-cache-warm", "warm", "llm_cache_warm", None,
+     "load entries into memory at start: all, or model versions separated by commas"),
+    ("--llm-cache-memory-entries", "memory_entries", "llm_cache_memory_entries", None,
+     "how many parsed entries the memory tier keeps (default 4096)"),
 ]
 _INI_ONLY: list[tuple[str, str, str, Any]] = [
     ("llm_cache_ignore_fields", "linelist", "request fields left out of the key: dotted paths, one a line", []),
     ("llm_cache_model_versions", "linelist", "pinned model versions: lines 'alias = version'", []),
     ("llm_cache_secret_allowlist", "linelist", "regexes of secret-looking values that may be written", []),
+    ("llm_cache_log_every", "string", "log the hit rate at INFO every this many lookups", ""),
     # booleans are read as strings so that a bad value gets our message, not pytest's
     ("llm_cache_match_host", "string", "put scheme, host and port in the key (true/false)", ""),
     ("llm_cache_record_errors", "string", "record non-2xx responses too (true/false)", ""),
@@ -70,9 +77,9 @@ def pytest_configure(config: pytest.Config) -> None:
         ini[name.removeprefix("llm_cache_")] = config.getini(name)
     try:
         settings = resolve(cli, ini, os.environ, config.rootpath)
-    except ConfigError as exc:
+        config.stash[SESSION] = CacheSession(settings)
+    except (ConfigError, StoreUnavailable, ImportError) as exc:
         raise pytest.UsageError(str(exc)) from None
-    config.stash[SESSION] = CacheSession(settings)
 
 
 def _scope(request: pytest.FixtureRequest) -> Scope:
@@ -112,7 +119,8 @@ def _report(config: pytest.Config) -> Report:
     session = config.stash[SESSION]
     entries, size = session.store.size() if session.stats.tests_used else (0, 0)
     settings = session.settings
-    return Report(session.stats, settings.mode.value, str(settings.cassette_dir), entries, size, settings.cap)
+    location = settings.store_url or str(settings.cassette_dir)
+    return Report(session.stats, settings.mode.value, location, entries, size, settings.cap)
 
 
 def _is_worker(config: pytest.Config) -> bool:

@@ -70,6 +70,8 @@ def summary_lines(report: Report) -> list[str]:
         extra.append(f"corrupt: {c.corrupt}")
     if extra:
         lines.append("   ".join(extra))
+    if stats.warmed:
+        lines.append(f"warmed: {_plural(stats.warmed, 'entry', 'entries')} in {stats.warm_seconds:.2f} s")
     if tokens:
         per_model = ", ".join(f"{m} {t}" for m, t in sorted(stats.tokens_saved.items()))
         lines.append(f"tokens served from cassettes: {tokens} ({per_model})")
@@ -110,6 +112,8 @@ def report_json(report: Report) -> dict[str, Any]:
         "bytes": report.bytes,
         "tests": stats.tests_used,
         "evicted": stats.evicted,
+        "warmed": stats.warmed,
+        "warm_seconds": round(stats.warm_seconds, 3),
         "cap": {
             "max_bytes": report.cap.max_bytes,
             "max_entries": report.cap.max_entries,

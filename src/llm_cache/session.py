@@ -7,6 +7,7 @@ request: can it be served, serve it, record its response.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import threading
@@ -27,8 +28,9 @@ from .redact import REQUEST_HEADERS, RESPONSE_HEADERS, find_secrets, keep_header
 from .settings import Settings
 from .stats import Counts, Miss, SessionStats
 from .policy import plan_eviction
-from .stores import FileStore, Store
+from .stores import MemoryStore, Store
 from .stores.protocol import Lock
+from .stores.tier import MemoryTier
 
 __all__ = ["CacheSession", "Scope", "Decision", "utcnow"]
 
@@ -36,8 +38,18 @@ log = logging.getLogger("llm_cache")
 
 # How many stored requests a miss compares itself with to name the closest one.
 CLOSEST_SCAN_LIMIT = 2000
+# A scope lists at most this many cassettes it used (a test uses a few; an application's many).
+MAX_CASSETTES_LISTED = 1000
 # How long a recorder waits for another process recording the same key.
 LOCK_TIMEOUT = 120.0
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def utcnow() -> datetime:
@@ -68,12 +80,16 @@ class CacheSession:
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.settings = settings
-        self.store: Store = store if store is not None else FileStore(settings.cassette_dir)
+        self.store: Store = store if store is not None else settings.open_store()
         self.clock = clock
         self.stats = SessionStats()
-        # Entries read or written in this session: a second hit parses nothing.
-        self._memory: dict[str, Entry] = {}
+        # Entries read, written or warmed in this session: a second hit parses nothing.
+        # A memory store needs no tier in front of it.
+        self.tier = None if isinstance(self.store, MemoryStore) else MemoryTier(settings.memory_entries)
         self._lock = threading.Lock()
+        self._warmed = settings.warm is None
+        # keys this process is recording right now -> the thread recording them
+        self._inflight: dict[str, int] = {}
 
     def scope(
         self,
@@ -99,6 +115,8 @@ class CacheSession:
             rules = dataclasses.replace(rules, ignore_fields=rules.ignore_fields + tuple(ignore_fields))
         with self._lock:
             self.stats.tests_used += 1
+        if not self._warmed:
+            self.warm()
         return Scope(self, test_id, effective_mode, effective_ttl, rules)  # type: ignore[arg-type]
 
     # -- lookups ---------------------------------------------------------
@@ -112,7 +130,7 @@ class CacheSession:
         process may have recorded or refreshed the key since.
         """
         __tracebackhide__ = True
-        entry = None if reread else self._memory.get(rk.key)
+        entry = None if reread or self.tier is None else self.tier.get(rk.key)
         if entry is None:
             try:
                 entry = self.store.get(rk.key, rk.model_version)
@@ -128,7 +146,8 @@ class CacheSession:
                 return Found.MISSING, None
             if entry is None:
                 return Found.MISSING, None
-            self._memory[rk.key] = entry
+            if self.tier is not None:
+                self.tier.put(entry)
         if ttl is not None and self.clock() - entry.recorded_at > ttl:
             return Found.EXPIRED, entry
         return Found.FRESH, entry
@@ -144,25 +163,37 @@ class CacheSession:
         by the kernel (flock), so it never blocks a later run.
         """
         lock: Lock | None = self.store.lock(rk.key)
+        # Inside an event loop, a task waiting here would block the very loop on which
+        # the task holding the lock must finish: when this process holds the key
+        # already, go upstream without it (a duplicate call, never a deadlock).
+        timeout = 0.0 if rk.key in self._inflight and _in_event_loop() else LOCK_TIMEOUT
         try:
-            lock.acquire(timeout=LOCK_TIMEOUT)  # type: ignore[union-attr]
+            lock.acquire(timeout=timeout)  # type: ignore[union-attr]
         except Exception as exc:  # noqa: BLE001 - a Timeout, or a store without working locks
-            log.warning("could not lock %s (%s); recording without the lock", rk.prefix, exc)
+            if timeout:
+                log.warning("could not lock %s (%s); recording without the lock", rk.prefix, exc)
             lock = None
+        else:
+            self._inflight[rk.key] = threading.get_ident()
         found, entry = self.find(rk, mode, ttl, counts, reread=True)
         return lock, found, entry
 
-    def finish(self) -> None:
-        """At session end (on the xdist controller): keep usage, then evict down to the cap."""
+    def unclaim(self, key: str) -> None:
+        self._inflight.pop(key, None)
+
+    def finish(self, force: bool = False) -> None:
+        """At session end (on the xdist controller): keep usage, then evict down to the cap.
+
+        Eviction runs after a session that recorded, or whenever ``force`` is set."""
         stats = self.stats
         if not stats.tests_used:
             return
         now = self.clock()
         cap = self.settings.cap
         recorded = stats.counts.recorded + stats.counts.refreshed
-        if not (cap.active and recorded):
+        if not (cap.active and (recorded or force)):
             if stats.used:
-                self.store.record_usage(dict(stats.used))
+                self.store.touch(dict(stats.used))
             return
         metas = list(self.store.scan())
         usage = self.store.usage()
@@ -175,7 +206,7 @@ class CacheSession:
         stats.cap_short = plan.short
         evicted = {m.location for m in plan.evict}
         keep = {m.key for m in metas if m.location not in evicted}
-        self.store.record_usage(dict(stats.used), keep=keep)
+        self.store.touch(dict(stats.used), keep=keep)
         if plan.short:
             warnings.warn(
                 LLMCacheWarning(
@@ -205,8 +236,42 @@ class CacheSession:
                 best = (self.store.location(entry.key, entry.model_version), diffs)
         return best
 
+    def counted(self) -> None:
+        """After each lookup: every ``log_every`` lookups, an INFO line with the hit rate."""
+        every = self.settings.log_every
+        if every:
+            c = self.stats.counts
+            if c.lookups % every == 0:
+                log.info(
+                    "llm_cache: %d lookups, hit rate %.1f%% (hits %d, misses %d, recorded %d, refreshed %d)",
+                    c.lookups, 100 * c.hit_rate, c.hits, c.misses, c.recorded, c.refreshed,
+                )
+
     def remember(self, entry: Entry) -> None:
-        self._memory[entry.key] = entry
+        if self.tier is not None:
+            self.tier.put(entry)
+
+    def warm(self) -> None:
+        """Load the entries of the model versions in ``settings.warm`` (all when empty) into memory.
+
+        Runs once, when the first scope opens: on pytest-xdist that is in each
+        worker, and never on the controller, which serves nothing."""
+        with self._lock:
+            if self._warmed:
+                return
+            self._warmed = True
+        if self.tier is None:
+            return
+        wanted = self.settings.warm or (None,)
+        started = time.perf_counter()
+        count = 0
+        for model_version in wanted:
+            for entry in self.store.entries(model_version):
+                self.tier.grow(count + 1)
+                self.tier.put(entry)
+                count += 1
+        self.stats.warmed = count
+        self.stats.warm_seconds = time.perf_counter() - started
 
 
 _ABSENT = object()
@@ -258,6 +323,7 @@ class Scope:
     stats: Counts = field(default_factory=Counts)
     cassettes: list[str] = field(default_factory=list)
     _held: list[Decision] = field(default_factory=list, repr=False)
+    _seen: set[str] = field(default_factory=set, repr=False)
 
     # -- what the interception layer calls ----------------------------------
 
@@ -276,6 +342,7 @@ class Scope:
             lock, found, entry = self.session.claim(rk, self.mode, self.ttl, self.stats)
             action = decide(self.mode, found)
             if lock is not None and action not in (Action.RECORD, Action.REFRESH):
+                self.session.unclaim(rk.key)
                 lock.release()
                 lock = None
         location = self.session.store.location(rk.key, rk.model_version)
@@ -303,6 +370,7 @@ class Scope:
         stats.add_tokens(entry.model_version, entry.tokens)
         stats.use(entry.key, self.session.clock(), hit=True)
         self._used(made.location)
+        self.session.counted()
         return entry.to_vcr_response()
 
     def refuse(self, request: Any) -> NoReturn:
@@ -312,6 +380,7 @@ class Scope:
         rk = made.rk
         self.session.stats.bump(self.stats, "misses")
         self.session.stats.add_miss(Miss(self.test_id, rk.model, rk.path, rk.key))
+        self.session.counted()
         closest, differences = self.session.closest(rk, self.rules)
         raise CacheMiss(
             method=rk.method,
@@ -332,6 +401,7 @@ class Scope:
             self._record(made, request, response)
         finally:
             self._release(made)
+            self.session.counted()
 
     def _record(self, made: Decision, request: Any, response: Mapping[str, Any]) -> None:
         status = int(response["status"]["code"])
@@ -372,6 +442,7 @@ class Scope:
 
     def _release(self, made: Decision) -> None:
         if made.lock is not None:
+            self.session.unclaim(made.rk.key)
             made.lock.release()
             made.lock = None
         if made in self._held:
@@ -421,8 +492,16 @@ class Scope:
         return rules or None
 
     def _used(self, location: str) -> None:
-        if location not in self.cassettes:
+        # A long-lived scope (the library's) must not grow without bound.
+        if location not in self._seen and len(self._seen) < MAX_CASSETTES_LISTED:
+            self._seen.add(location)
             self.cassettes.append(location)
+
+    def abandon(self, request: Any) -> None:
+        """A request that went upstream and will not be recorded (a stream closed early)."""
+        made = getattr(request, "_llm_cache_decision", None)
+        if made is not None and made.scope is self:
+            self._release(made)
 
 
 def _redact_body(body: Body, secrets: list[str]) -> Body:

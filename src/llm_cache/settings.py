@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from .errors import ConfigError
 from .key import KeyRules
@@ -30,6 +31,7 @@ __all__ = [
     "parse_size",
     "parse_count",
     "parse_eviction",
+    "parse_warm",
 ]
 
 DEFAULT_TTL = timedelta(days=30)
@@ -108,6 +110,19 @@ def parse_eviction(value: object, setting: str) -> Eviction:
         return Eviction(text)
     except ValueError:
         raise ConfigError(setting=setting, value=value, expected="one of " + "|".join(EVICTIONS)) from None
+
+
+def parse_warm(value: object, setting: str) -> tuple[str, ...] | None:
+    """``all`` (or true): every model version; a list of model versions; empty or false: none."""
+    if value is None:
+        return None
+    items = value if isinstance(value, (list, tuple)) else str(value).replace(",", "\n").splitlines()
+    names = [str(v).strip() for v in items if str(v).strip()]
+    if not names or (len(names) == 1 and names[0].lower() in ("false", "no", "off", "0", "none")):
+        return None
+    if len(names) == 1 and names[0].lower() in ("all", "true", "yes", "on", "1", "*"):
+        return ()
+    return tuple(names)
 
 
 def parse_bool(value: object, setting: str) -> bool:
@@ -200,6 +215,24 @@ class Settings:
     cap: Cap = field(default_factory=Cap)
     # regexes of secret-looking values that are not secrets
     secret_allow: tuple[str, ...] = ()
+    # None: the file store at cassette_dir; else a store URL (file://, memory://, redis://)
+    store_url: str | None = None
+    # the directory relative paths are taken from (pytest's rootdir)
+    root: Path = Path(".")
+    # bound of the memory tier in front of the file and Redis stores
+    memory_entries: int = 4096
+    # None: no warming; (): every model version; else the model versions to load at start
+    warm: tuple[str, ...] | None = None
+    # log an INFO line with the hit rate every this many lookups (None: never)
+    log_every: int | None = None
+
+    def open_store(self) -> Any:
+        """The store these settings name."""
+        from .stores import FileStore, open_store
+
+        if self.store_url is None:
+            return FileStore(self.cassette_dir)
+        return open_store(self.store_url, self.root, self.ttl)
 
 
 def _first(*layers: tuple[str, object]) -> tuple[str, object] | None:
@@ -250,6 +283,18 @@ def resolve(
         match_host=parse_bool(ini.get("match_host", False), "llm_cache_match_host"),
         model_versions=parse_mapping(ini.get("model_versions"), "llm_cache_model_versions"),
     )
+    store_source = _first(("--llm-cache-store", cli.get("store")), ("llm_cache_store", ini.get("store")))
+    store_url = str(store_source[1]).strip() if store_source else None
+    if store_url is not None:
+        from .stores import STORE_FORM
+
+        if not re.match(r"^(file|memory|redis|rediss|unix)://", store_url):
+            raise ConfigError(setting=store_source[0], value=store_url, expected=STORE_FORM)  # type: ignore[index]
+    warm_source = _first(("--llm-cache-warm", cli.get("warm")), ("llm_cache_warm", ini.get("warm")))
+    memory_source = _first(
+        ("--llm-cache-memory-entries", cli.get("memory_entries")), ("llm_cache_memory_entries", ini.get("memory_entries"))
+    )
+    log_source = _first(("llm_cache_log_every", ini.get("log_every")),)
     return Settings(
         mode=mode,
         mode_from_cli=mode_source is not None and mode_source[0] == "--llm-cache",
@@ -261,6 +306,11 @@ def resolve(
         report_path=rootdir / str(report_source[1]) if report_source else None,
         cap=cap,
         secret_allow=parse_regexes(ini.get("secret_allowlist"), "llm_cache_secret_allowlist"),
+        store_url=store_url,
+        root=rootdir,
+        memory_entries=parse_count(memory_source[1], memory_source[0]) or 4096 if memory_source else 4096,
+        warm=parse_warm(warm_source[1], warm_source[0]) if warm_source else None,
+        log_every=parse_count(log_source[1], log_source[0]) if log_source else None,
     )
 
 

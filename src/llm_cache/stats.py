@@ -66,6 +66,8 @@ class SessionStats:
     used: dict[str, Usage] = field(default_factory=dict)
     evicted: int = 0
     cap_short: bool = False
+    warmed: int = 0
+    warm_seconds: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def bump(self, counts: Counts, name: str, n: int = 1) -> None:
@@ -98,6 +100,8 @@ class SessionStats:
             "misses_detail": [asdict(m) for m in self.misses_detail],
             "tests_used": self.tests_used,
             "used": {k: [u.last_used, u.hits] for k, u in self.used.items()},
+            "warmed": self.warmed,
+            "warm_seconds": self.warm_seconds,
         }
 
     def merge(self, data: dict[str, Any]) -> None:
@@ -109,6 +113,9 @@ class SessionStats:
             room = MAX_MISSES_KEPT - len(self.misses_detail)
             self.misses_detail.extend(Miss(**m) for m in data["misses_detail"][: max(room, 0)])
             self.tests_used += data["tests_used"]
+            # every worker warms its own memory: report the largest, not the sum
+            self.warmed = max(self.warmed, data.get("warmed", 0))
+            self.warm_seconds = max(self.warm_seconds, data.get("warm_seconds", 0.0))
             for key, (last_used, hits) in data.get("used", {}).items():
                 use = Usage(last_used, hits)
                 self.used[key] = self.used[key].merged(use) if key in self.used else use

@@ -194,5 +194,15 @@ class FileStore:
     def usage(self) -> dict[str, Usage]:
         return UsageIndex(self.root).load()
 
-    def record_usage(self, deltas: dict[str, Usage], keep: set[str] | None = None) -> dict[str, Usage]:
+    def touch(self, deltas: dict[str, Usage], keep: set[str] | None = None) -> dict[str, Usage]:
         return UsageIndex(self.root).update(deltas, keep)
+
+    def clear(self) -> int:
+        count = 0
+        for meta in list(self.scan()):
+            self.delete(meta)
+            count += 1
+        return count
+
+    def close(self) -> None:
+        """Nothing to release."""

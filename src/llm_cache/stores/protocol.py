@@ -67,5 +67,13 @@ class Store(Protocol):
     def usage(self) -> dict[str, Usage]:
         """Last use and hit count per key, as kept between sessions."""
 
-    def record_usage(self, deltas: dict[str, Usage], keep: set[str] | None = None) -> dict[str, Usage]:
-        """Merge this session's use into the kept usage (dropping keys not in ``keep``)."""
+    def touch(self, deltas: dict[str, Usage], keep: set[str] | None = None) -> dict[str, Usage]:
+        """Merge a batch of use (last used, hits) into the kept usage; drop keys not in ``keep``.
+
+        Called once per session, not per hit: a hit must not cost a write."""
+
+    def clear(self) -> int:
+        """Remove every entry of this store (and nothing else); returns how many."""
+
+    def close(self) -> None:
+        """Release connections."""

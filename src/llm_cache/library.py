@@ -1,0 +1,563 @@
+"""The cache for application code: ``LLMCache``.
+
+The same keys, entries, stores and modes as the pytest plugin, used three ways:
+
+- ``cache.transport()`` / ``cache.async_transport()``: an httpx (or httpx2) transport
+  that caches through it, for production use without global patching;
+- ``cache.intercept()``: vcrpy's patches, as the plugin uses them;
+- ``@cache.cached()``: any function whose result is JSON-serialisable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import inspect
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import ModuleType
+from typing import Any, TypeVar
+
+import yaml
+
+from .errors import ConfigError, StoreUnavailable
+from .intercept import intercept as _intercept
+from .key import KeyRules
+from .modes import Mode
+from .policy import Cap, Eviction
+from .report import Report, report_json
+from .session import CacheSession, Scope, utcnow
+from .settings import DEFAULT_TTL, Settings, parse_count, parse_duration, parse_eviction, parse_mode, parse_size
+from .stores import Store, open_store
+
+__all__ = ["LLMCache", "WarmReport"]
+
+log = logging.getLogger("llm_cache")
+
+F = TypeVar("F", bound=Callable[..., Any])
+FALLBACKS = ("error", "passthrough")
+
+
+class _Request:
+    """The request shape the session reads (vcrpy's Request has the same attributes)."""
+
+    def __init__(self, method: str, uri: str, body: bytes, headers: Mapping[str, str]) -> None:
+        self.method = method
+        self.uri = uri
+        self.body = body
+        self.headers = headers
+
+
+def _default_httpx() -> ModuleType:
+    try:
+        import httpx2
+
+        return httpx2
+    except ImportError:
+        import httpx
+
+        return httpx
+
+
+def _module_of(transport: object) -> ModuleType:
+    import importlib
+
+    return importlib.import_module(type(transport).__module__.split(".")[0])
+
+
+def _vcr_response(response: Any, raw: bytes) -> dict[str, Any]:
+    headers: dict[str, list[str]] = {}
+    for name, value in response.headers.multi_items():
+        headers.setdefault(name.lower(), []).append(value)
+    return {"status": {"code": response.status_code}, "headers": headers, "body": {"string": raw}}
+
+
+def _played(httpx: ModuleType, played: dict[str, Any]) -> Any:
+    headers = [(name, value) for name, values in played["headers"].items() for value in values]
+    return httpx.Response(played["status"]["code"], headers=headers, stream=httpx.ByteStream(played["body"]["string"]))
+
+
+@dataclass
+class WarmReport:
+    """What ``LLMCache.warm`` did with each request of its source."""
+
+    total: int = 0
+    fresh: int = 0  # already cached and fresh
+    recorded: int = 0
+    refreshed: int = 0
+    missing: int = 0  # not cached, and the mode does not allow recording
+    failed: int = 0
+    seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+
+class LLMCache:
+    """An LLM response cache for application code.
+
+    ``store`` is a URL (``memory://``, ``file://cassettes``, ``redis://host:6379/0``) or a
+    ``Store``. ``mode`` defaults to ``record``: serve what is cached, fetch and keep what
+    is not. ``fallback="passthrough"`` sends calls to the API, with a warning, when the
+    store is unavailable, instead of raising ``StoreUnavailable``.
+    """
+
+    def __init__(
+        self,
+        store: str | Store = "memory://",
+        *,
+        ttl: str | timedelta | None = DEFAULT_TTL,
+        max_size: str | int | None = None,
+        max_entries: int | None = None,
+        eviction: str = "lru",
+        mode: str | Mode = Mode.RECORD,
+        memory_entries: int = 4096,
+        log_every: int | None = 1000,
+        fallback: str = "error",
+        ignore_fields: tuple[str, ...] = (),
+        model_versions: Mapping[str, str] | None = None,
+        record_errors: bool = False,
+        root: str | os.PathLike[str] = ".",
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        if fallback not in FALLBACKS:
+            raise ConfigError(setting="fallback", value=fallback, expected="'error' or 'passthrough'")
+        self.fallback = fallback
+        ttl_value = parse_duration(ttl, "ttl")
+        settings = Settings(
+            mode=parse_mode(mode, "mode"),
+            mode_from_cli=True,  # the constructor's mode is what this cache does
+            cassette_dir=Path(root) / "cassettes",
+            ttl=ttl_value,
+            rules=KeyRules(ignore_fields=tuple(ignore_fields), model_versions=dict(model_versions or {})),
+            record_errors=record_errors,
+            cap=Cap(
+                max_bytes=parse_size(max_size, "max_size"),
+                max_entries=parse_count(max_entries, "max_entries"),
+                policy=Eviction(parse_eviction(eviction, "eviction")),
+            ),
+            store_url=store if isinstance(store, str) else None,
+            root=Path(root),
+            memory_entries=memory_entries,
+            log_every=log_every,
+        )
+        if isinstance(store, str):
+            try:
+                resolved = open_store(store, Path(root), ttl_value, setting="store")
+            except StoreUnavailable:
+                if fallback != "passthrough":
+                    raise
+                log.warning("llm_cache: store %s unavailable; passing every call through", store)
+                resolved = open_store("memory://?max_entries=1", Path(root), ttl_value)
+                self._down = True
+            else:
+                self._down = False
+        else:
+            resolved, self._down = store, False
+        self.session = CacheSession(settings, store=resolved, clock=clock)
+        self._scope = self.session.scope("llm_cache.transport")
+        self._flights = _Flights()
+
+    # -- transports --------------------------------------------------------------
+
+    def transport(self, wrapped: Any = None, *, httpx: ModuleType | None = None) -> Any:
+        """A transport that answers from the cache and sends misses to ``wrapped``.
+
+        ``wrapped`` defaults to the HTTP transport of ``httpx`` (httpx2 when installed,
+        else httpx), so retries, proxies and timeouts of the client keep working::
+
+            OpenAI(http_client=httpx2.Client(transport=cache.transport()))
+        """
+        module = httpx or (_module_of(wrapped) if wrapped is not None else _default_httpx())
+        inner = wrapped if wrapped is not None else module.HTTPTransport()
+        return _sync_transport_class(module)(self, inner, module)
+
+    def async_transport(self, wrapped: Any = None, *, httpx: ModuleType | None = None) -> Any:
+        """The asynchronous twin of ``transport()``, for ``AsyncOpenAI``/``AsyncAnthropic``."""
+        module = httpx or (_module_of(wrapped) if wrapped is not None else _default_httpx())
+        inner = wrapped if wrapped is not None else module.AsyncHTTPTransport()
+        return _async_transport_class(module)(self, inner, module)
+
+    def _lookup(self, request: _Request) -> dict[str, Any] | None:
+        """A cached response, or None when the request must go upstream. Raises CacheMiss in replay."""
+        if self._down:
+            return None
+        try:
+            if self._scope.can_serve(request):
+                return self._scope.serve(request)
+            if self._scope.mode is Mode.REPLAY:
+                self._scope.refuse(request)
+        except StoreUnavailable as exc:
+            if self.fallback != "passthrough":
+                raise
+            log.warning("llm_cache: %s; passing the call through", str(exc).splitlines()[0])
+            request._llm_cache_passthrough = True  # type: ignore[attr-defined]
+        return None
+
+    def _store_response(self, request: _Request, response: dict[str, Any]) -> None:
+        if self._down or getattr(request, "_llm_cache_passthrough", False):
+            return
+        try:
+            self._scope.record(request, response)
+        except StoreUnavailable as exc:
+            if self.fallback != "passthrough":
+                raise
+            log.warning("llm_cache: not stored: %s", str(exc).splitlines()[0])
+
+    @staticmethod
+    def _flight_key(request: _Request) -> str:
+        return hashlib.sha256(request.method.encode() + b" " + request.uri.encode() + b"\n" + request.body).hexdigest()
+
+    # -- interception and functions ----------------------------------------------
+
+    def intercept(self, mode: str | Mode | None = None) -> AbstractContextManager[Scope]:
+        """Patch the HTTP clients vcrpy knows (as the pytest plugin does) for a ``with`` block."""
+        scope = self.session.scope("llm_cache.intercept", mode=parse_mode(mode, "mode") if mode else None)
+        return _intercept(scope)
+
+    def cached(
+        self, fn: F | None = None, *, ttl: str | timedelta | None | object = ..., model_version: str | None = None
+    ) -> Any:
+        """Cache a function's JSON-serialisable result, keyed by its qualified name, its
+        arguments and ``model_version``. Works on sync and async functions::
+
+            @cache.cached(ttl="7d", model_version="gpt-4o-2024-08-06")
+            def summarize_document(document: str) -> str: ...
+        """
+        scope_ttl = ... if ttl is ... else parse_duration(ttl, "ttl")
+
+        def decorate(func: F) -> F:
+            qualname = f"{func.__module__}.{func.__qualname__}"
+            scope = self.session.scope(qualname, ttl=scope_ttl)
+            signature = inspect.signature(func)
+
+            def request_for(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Request:
+                bound = signature.bind(*args, **kwargs)
+                bound.apply_defaults()
+                payload: dict[str, Any] = {"function": qualname, "arguments": dict(bound.arguments)}
+                if model_version:
+                    payload["model"] = model_version
+                try:
+                    body = json.dumps(payload, sort_keys=True).encode("utf-8")
+                except TypeError as exc:
+                    raise TypeError(f"@cached {qualname}: arguments must be JSON-serialisable ({exc})") from None
+                return _Request("POST", f"function://local/{qualname}", body, {"content-type": "application/json"})
+
+            def answer(request: _Request) -> tuple[bool, Any]:
+                if scope.can_serve(request):
+                    played = scope.serve(request)
+                    return True, json.loads(played["body"]["string"])
+                if scope.mode is Mode.REPLAY:
+                    scope.refuse(request)
+                return False, None
+
+            def keep(request: _Request, result: Any) -> None:
+                try:
+                    raw = json.dumps(result).encode("utf-8")
+                except TypeError as exc:
+                    scope.abandon(request)
+                    raise TypeError(f"@cached {qualname}: the result must be JSON-serialisable ({exc})") from None
+                scope.record(request, {"status": {"code": 200}, "headers": {"content-type": ["application/json"]},
+                                       "body": {"string": raw}})
+
+            if inspect.iscoroutinefunction(func):
+
+                @functools.wraps(func)
+                async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                    if scope.mode is Mode.OFF:
+                        return await func(*args, **kwargs)
+                    request = request_for(args, kwargs)
+                    flight = self._flight_key(request)
+                    await self._flights.enter(flight)
+                    try:
+                        hit, value = answer(request)
+                        if hit:
+                            return value
+                        try:
+                            result = await func(*args, **kwargs)
+                        except BaseException:
+                            scope.abandon(request)
+                            raise
+                        keep(request, result)
+                        return result
+                    finally:
+                        self._flights.leave(flight)
+
+                return async_wrapper  # type: ignore[return-value]
+
+            @functools.wraps(func)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                if scope.mode is Mode.OFF:
+                    return func(*args, **kwargs)
+                request = request_for(args, kwargs)
+                hit, value = answer(request)
+                if hit:
+                    return value
+                try:
+                    result = func(*args, **kwargs)
+                except BaseException:
+                    scope.abandon(request)
+                    raise
+                keep(request, result)
+                return result
+
+            return wrapper  # type: ignore[return-value]
+
+        return decorate(fn) if fn is not None else decorate
+
+    # -- warming, stats, life cycle --------------------------------------------------
+
+    def warm(
+        self,
+        source: str | os.PathLike[str],
+        *,
+        base_url: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        transport: Any = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> WarmReport:
+        """Make sure each request listed in ``source`` is cached and fresh.
+
+        ``source`` is a YAML file (a list) or JSONL file (one object a line) of requests:
+        ``{"url": ..., "json": {...}}`` or ``{"path": "/v1/chat/completions", "json": ...}``
+        with ``base_url``; optional ``method`` (POST) and ``headers``. ``${VAR}`` in header
+        values is read from the environment, so keys stay out of the file. Requests go
+        through the cache: fresh ones are left alone, missing and expired ones are
+        recorded through the real API when the mode allows.
+        """
+        requests = _read_requests(Path(source))
+        report = WarmReport(total=len(requests))
+        started = time.perf_counter()
+        module = _module_of(transport) if transport is not None else _default_httpx()
+        client = module.Client(transport=self.transport(transport, httpx=module), timeout=60)
+        counts = self._scope.stats
+        try:
+            for index, item in enumerate(requests, 1):
+                before = (counts.hits, counts.recorded, counts.refreshed)
+                try:
+                    url = item.get("url") or (base_url or "").rstrip("/") + str(item.get("path", ""))
+                    sent = {**(headers or {}), **(item.get("headers") or {})}
+                    sent = {k: os.path.expandvars(str(v)) for k, v in sent.items()}
+                    response = client.request(item.get("method", "POST"), url, json=item.get("json"), headers=sent)
+                    response.read()
+                    if response.status_code >= 400:
+                        report.failed += 1
+                        report.errors.append(f"request {index}: HTTP {response.status_code}")
+                except Exception as exc:  # noqa: BLE001 - reported, the next request still runs
+                    if type(exc).__name__ == "CacheMiss":
+                        report.missing += 1
+                    else:
+                        report.failed += 1
+                        report.errors.append(f"request {index}: {str(exc).splitlines()[0]}")
+                after = (counts.hits, counts.recorded, counts.refreshed)
+                report.fresh += after[0] - before[0]
+                report.recorded += after[1] - before[1]
+                report.refreshed += after[2] - before[2]
+                if progress:
+                    progress(index, len(requests))
+        finally:
+            client.close()
+        report.seconds = time.perf_counter() - started
+        log.info("llm_cache: warmed %s: %s", source, report)
+        return report
+
+    def stats(self) -> dict[str, Any]:
+        """The cache's figures: hits, misses, recorded, hit_rate, tokens_saved, entries, bytes, ..."""
+        entries, size = self.session.store.size()
+        settings = self.session.settings
+        location = settings.store_url or repr(self.session.store)
+        return report_json(Report(self.session.stats, settings.mode.value, location, entries, size, settings.cap))
+
+    def evict(self) -> int:
+        """Keep usage and evict down to the cap now; returns how many entries went."""
+        before = self.session.stats.evicted
+        self.session.finish(force=True)
+        return self.session.stats.evicted - before
+
+    def close(self) -> None:
+        """Keep usage, evict down to the cap, release the store's connections."""
+        self.session.finish()
+        self.session.store.close()
+
+    def __enter__(self) -> LLMCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# The last event of each provider's stream: OpenAI chat, Anthropic, the Responses API.
+_STREAM_ENDS = (b"data: [DONE]", b"event: message_stop", b"event: response.completed", b"event: response.failed")
+
+
+def _stream_ended(chunks: list[bytes]) -> bool:
+    tail = b"".join(chunks[-4:])[-256:]
+    return any(marker in tail for marker in _STREAM_ENDS)
+
+
+class _Flights:
+    """Single flight for asyncio tasks: one lock per identical request while any task wants it.
+
+    A task blocked on a file or Redis lock would block its whole event loop, the
+    loop on which the holder must finish; these locks let tasks wait without that.
+    """
+
+    def __init__(self) -> None:
+        self._slots: dict[str, list[Any]] = {}
+        self._guard = threading.Lock()
+
+    async def enter(self, key: str) -> None:
+        with self._guard:
+            slot = self._slots.setdefault(key, [asyncio.Lock(), 0])
+            slot[1] += 1
+        await slot[0].acquire()
+
+    def leave(self, key: str) -> None:
+        with self._guard:
+            slot = self._slots[key]
+            slot[0].release()
+            slot[1] -= 1
+            if slot[1] == 0:
+                del self._slots[key]
+
+
+def _read_requests(path: Path) -> list[dict[str, Any]]:
+    text = path.read_text(encoding="utf-8")
+    if path.suffix in (".jsonl", ".ndjson"):
+        items = [json.loads(line) for line in text.splitlines() if line.strip()]
+    else:
+        items = yaml.safe_load(text) or []
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise ConfigError(setting=str(path), value=type(items).__name__,
+                          expected="a list of requests ({url or path, json, method, headers})")
+    return items
+
+
+@functools.lru_cache(maxsize=None)
+def _sync_transport_class(httpx: ModuleType) -> type:
+    class CachingTransport(httpx.BaseTransport):  # type: ignore[misc,name-defined]
+        """Answers from an LLMCache; sends misses to the wrapped transport and records them
+        as their stream is read, so the caller sees chunks as they arrive."""
+
+        def __init__(self, cache: LLMCache, wrapped: Any, module: ModuleType) -> None:
+            self.cache, self.wrapped, self.httpx = cache, wrapped, module
+
+        def handle_request(self, request: Any) -> Any:
+            shaped = _Request(request.method, str(request.url), request.read(), request.headers)
+            played = self.cache._lookup(shaped)
+            if played is not None:
+                return _played(self.httpx, played)
+            try:
+                response = self.wrapped.handle_request(request)
+            except BaseException:
+                self.cache._scope.abandon(shaped)
+                raise
+            return self.httpx.Response(
+                response.status_code, headers=response.headers, extensions=response.extensions,
+                stream=_SyncTee(self.cache, shaped, response),
+            )
+
+        def close(self) -> None:
+            self.wrapped.close()
+
+    class _SyncTee(httpx.SyncByteStream):  # type: ignore[misc,name-defined]
+        def __init__(self, cache: LLMCache, request: _Request, response: Any) -> None:
+            self.cache, self.request, self.response = cache, request, response
+            self.done = False
+
+        def __iter__(self) -> Iterator[bytes]:
+            self.chunks: list[bytes] = []
+            for chunk in self.response.stream:
+                self.chunks.append(chunk)
+                yield chunk
+            self._finish()
+
+        def _finish(self) -> None:
+            self.done = True
+            self.cache._store_response(self.request, _vcr_response(self.response, b"".join(self.chunks)))
+
+        def close(self) -> None:
+            if not self.done:
+                # SDKs stop reading at the stream's last event and close: what is left is
+                # its terminator, so read it and record. A stream dropped midway is not kept.
+                if _stream_ended(getattr(self, "chunks", [])):
+                    self.chunks.extend(self.response.stream)
+                    self._finish()
+                else:
+                    self.cache._scope.abandon(self.request)
+            self.response.stream.close()
+
+    return CachingTransport
+
+
+@functools.lru_cache(maxsize=None)
+def _async_transport_class(httpx: ModuleType) -> type:
+    class AsyncCachingTransport(httpx.AsyncBaseTransport):  # type: ignore[misc,name-defined]
+        """The asynchronous twin: concurrent identical requests wait for the first."""
+
+        def __init__(self, cache: LLMCache, wrapped: Any, module: ModuleType) -> None:
+            self.cache, self.wrapped, self.httpx = cache, wrapped, module
+
+        async def handle_async_request(self, request: Any) -> Any:
+            shaped = _Request(request.method, str(request.url), await request.aread(), request.headers)
+            flight = self.cache._flight_key(shaped)
+            await self.cache._flights.enter(flight)
+            try:
+                played = self.cache._lookup(shaped)
+                if played is not None:
+                    self.cache._flights.leave(flight)
+                    return _played(self.httpx, played)
+                response = await self.wrapped.handle_async_request(request)
+            except BaseException:
+                self.cache._scope.abandon(shaped)
+                self.cache._flights.leave(flight)
+                raise
+            return self.httpx.Response(
+                response.status_code, headers=response.headers, extensions=response.extensions,
+                stream=_AsyncTee(self.cache, shaped, response, flight),
+            )
+
+        async def aclose(self) -> None:
+            await self.wrapped.aclose()
+
+    class _AsyncTee(httpx.AsyncByteStream):  # type: ignore[misc,name-defined]
+        def __init__(self, cache: LLMCache, request: _Request, response: Any, flight: str) -> None:
+            self.cache, self.request, self.response, self.flight = cache, request, response, flight
+            self.done = self.landed = False
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            self.chunks: list[bytes] = []
+            async for chunk in self.response.stream:
+                self.chunks.append(chunk)
+                yield chunk
+            self._finish()
+
+        def _finish(self) -> None:
+            self.done = True
+            self.cache._store_response(self.request, _vcr_response(self.response, b"".join(self.chunks)))
+            self._land()
+
+        def _land(self) -> None:
+            if not self.landed:
+                self.landed = True
+                self.cache._flights.leave(self.flight)
+
+        async def aclose(self) -> None:
+            if not self.done:
+                if _stream_ended(getattr(self, "chunks", [])):
+                    self.chunks.extend([chunk async for chunk in self.response.stream])
+                    self._finish()
+                else:
+                    self.cache._scope.abandon(self.request)
+            self._land()
+            await self.response.stream.aclose()
+
+    return AsyncCachingTransport
+
