@@ -333,6 +333,43 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return OK
 
 
+def _progress(done: int, total: int) -> None:
+    width = 30
+    filled = width * done // max(total, 1)
+    end = "\n" if done == total else ""
+    print(f"\rwarming [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end=end, file=sys.stderr, flush=True)
+
+
+def cmd_warm(args: argparse.Namespace) -> int:
+    from .library import LLMCache
+
+    source = Path(args.file)
+    if not source.is_file():
+        raise Problem(f"no requests file at {source}")
+    headers = {}
+    for item in args.header:
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            raise UsageError(f"--header must look like 'Name: value', got {item!r}")
+        headers[name.strip()] = value.strip()
+    try:
+        cache = LLMCache(args.store or f"file://{args.dir}", mode=args.mode, ttl=args.ttl or "30d", log_every=None)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        report = cache.warm(source, base_url=args.base_url, headers=headers,
+                            progress=None if args.json else _progress)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        cache.close()
+    text = (f"{report.total} requests: {report.fresh} fresh, {report.recorded} recorded, "
+            f"{report.refreshed} refreshed, {report.missing} missing, {report.failed} failed "
+            f"in {report.seconds:.2f} s")
+    _emit(args, {**report.__dict__}, "\n".join([*report.errors, text]))
+    return PROBLEM if report.failed or report.missing else OK
+
+
 # -- parser ------------------------------------------------------------------
 
 
@@ -373,6 +410,13 @@ def build_parser() -> argparse.ArgumentParser:
     verify = add("verify", cmd_verify, "check every cassette: parses, key matches, nothing secret-looking")
     verify.add_argument("--allow", action="append", default=[], metavar="REGEX",
                         help="a secret-looking value that is not a secret (repeatable)")
+    warm = add("warm", cmd_warm, "make sure each request of a YAML/JSONL file is cached and fresh", ttl=True)
+    warm.add_argument("file", help="requests: a YAML list or JSONL of {url or path, json, method, headers}")
+    warm.add_argument("--store", help="store URL (default: file://DIR)")
+    warm.add_argument("--base-url", help="prefix for requests given by path, like https://api.openai.com/v1")
+    warm.add_argument("--mode", default="record", help="record (default), refresh, or replay to only check")
+    warm.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
+                      help="a header for every request; ${VAR} is read from the environment")
     diff = add("diff", cmd_diff, "field-level differences of two cassettes")
     diff.add_argument("a", help="key prefix or file")
     diff.add_argument("b", help="key prefix or file")

@@ -1,0 +1,279 @@
+"""LLMCache: the transports, @cached, warm, stats and logging, single flight, against the local server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import subprocess
+import sys
+import textwrap
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import httpx2
+import openai
+import pytest
+
+from fakeapi import FakeLLMServer
+from llm_cache import CacheMiss, ConfigError, LLMCache, LLMCacheWarning
+
+
+def chat(client: openai.OpenAI, text: str, **kw: Any) -> Any:
+    return client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": text}], **kw)
+
+
+def make_client(server: FakeLLMServer, cache: LLMCache) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.openai_base_url, api_key="sk-lib-test-00000000", max_retries=0,
+                         http_client=httpx2.Client(transport=cache.transport()))
+
+
+@pytest.fixture
+def srv(fake_api: FakeLLMServer) -> FakeLLMServer:
+    return fake_api
+
+
+@pytest.mark.parametrize("store", ["memory://", "file://cassettes"])
+def test_transport_records_then_serves(srv: FakeLLMServer, tmp_path: Path, store: str) -> None:
+    cache = LLMCache(store, root=tmp_path)
+    client = make_client(srv, cache)
+    first = chat(client, "hello").model_dump()
+    assert chat(client, "hello").model_dump() == first
+    assert srv.count() == 1
+    assert cache.stats()["hits"] == 1 and cache.stats()["recorded"] == 1
+    if store.startswith("file"):
+        assert len(list((tmp_path / "cassettes").rglob("*.yaml"))) == 1
+
+
+def test_transport_tees_a_stream_and_replays_it_equal(srv: FakeLLMServer) -> None:
+    cache = LLMCache()
+    client = make_client(srv, cache)
+    first = [c.model_dump() for c in chat(client, "a streamed answer", stream=True)]
+    again = [c.model_dump() for c in chat(client, "a streamed answer", stream=True)]
+    assert first == again and len(first) > 3
+    assert srv.count() == 1
+
+
+def test_a_stream_dropped_midway_is_not_recorded(srv: FakeLLMServer) -> None:
+    cache = LLMCache()
+    client = httpx2.Client(transport=cache.transport())
+    body = {"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "one two three four five"}]}
+    with client.stream("POST", srv.openai_base_url + "/chat/completions", json=body) as response:
+        next(response.iter_raw())  # read one piece, then leave
+    assert cache.stats()["recorded"] == 0
+    with client.stream("POST", srv.openai_base_url + "/chat/completions", json=body) as response:
+        response.read()
+    assert cache.stats()["recorded"] == 1 and srv.count() == 2
+
+
+def test_transport_wraps_the_given_transport(srv: FakeLLMServer) -> None:
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        return httpx.Response(200, json={"model": "gpt-4o", "choices": [{"message": {"content": "mocked"}}]})
+
+    cache = LLMCache()
+    client = httpx.Client(transport=cache.transport(httpx.MockTransport(handler)))
+    for _ in range(3):
+        r = client.post("http://api.test/v1/chat/completions", json={"model": "gpt-4o", "messages": []})
+        assert r.json()["choices"][0]["message"]["content"] == "mocked"
+    assert seen == ["/v1/chat/completions"]
+
+
+def test_sixteen_threads_make_one_upstream_call(srv: FakeLLMServer, tmp_path: Path) -> None:
+    for store in ("memory://", "file://cassettes"):
+        srv.calls.clear()
+        cache = LLMCache(store, root=tmp_path)
+        client = make_client(srv, cache)
+        with ThreadPoolExecutor(16) as pool:
+            answers = set(pool.map(lambda _: chat(client, "same").choices[0].message.content, range(16)))
+        assert answers == {"echo: same"}
+        assert srv.count() == 1, store
+
+
+def test_sixteen_tasks_make_one_upstream_call(srv: FakeLLMServer) -> None:
+    cache = LLMCache()
+    client = openai.AsyncOpenAI(base_url=srv.openai_base_url, api_key="sk-x", max_retries=0,
+                                http_client=httpx2.AsyncClient(transport=cache.async_transport()))
+
+    async def main() -> set[str]:
+        replies = await asyncio.gather(*[
+            client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "same"}], stream=stream)
+            for stream in [False] * 8 + [False] * 8
+        ])
+        return {r.choices[0].message.content for r in replies}
+
+    assert asyncio.run(main()) == {"echo: same"}
+    assert srv.count() == 1
+    assert cache.stats()["hits"] == 15
+
+
+def test_sixteen_processes_make_one_upstream_call(srv: FakeLLMServer, tmp_path: Path) -> None:
+    script = textwrap.dedent(f"""
+        import sys, httpx2, openai
+        from llm_cache import LLMCache
+        cache = LLMCache("file://cassettes", root={str(tmp_path)!r})
+        client = openai.OpenAI(base_url={srv.openai_base_url!r}, api_key="sk-x", max_retries=0,
+                               http_client=httpx2.Client(transport=cache.transport()))
+        sys.stdin.readline()  # start together
+        print(client.chat.completions.create(model="gpt-4o", messages=[{{"role": "user", "content": "procs"}}]).choices[0].message.content)
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+             for _ in range(16)]
+    try:
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        outputs = {p.communicate(timeout=120)[0].strip() for p in procs}
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert outputs == {"echo: procs"}
+    assert srv.count() == 1
+
+
+def test_replay_mode_raises_cache_miss_and_never_calls(srv: FakeLLMServer) -> None:
+    cache = LLMCache(mode="replay")
+    with pytest.raises(CacheMiss):
+        chat(make_client(srv, cache), "not cached")
+    assert srv.count() == 0
+
+
+def test_cached_sync_and_async_functions() -> None:
+    cache = LLMCache()
+    calls: list[str] = []
+
+    @cache.cached(model_version="gpt-4o-2024-08-06")
+    def summarize(document: str, words: int = 3) -> dict[str, str]:
+        calls.append(document)
+        return {"summary": " ".join(document.split()[:words])}
+
+    assert summarize("a b c d") == {"summary": "a b c"}
+    assert summarize("a b c d", 3) == summarize(document="a b c d") == {"summary": "a b c"}
+    assert summarize("a b c d", words=2) == {"summary": "a b"}
+    assert calls == ["a b c d", "a b c d"]
+
+    @cache.cached
+    async def shout(text: str) -> str:
+        calls.append(text)
+        await asyncio.sleep(0.01)
+        return text.upper()
+
+    async def main() -> set[str]:
+        return set(await asyncio.gather(*[shout("hey") for _ in range(16)]))
+
+    assert asyncio.run(main()) == {"HEY"}
+    assert calls.count("hey") == 1
+
+
+def test_cached_model_version_is_part_of_the_key() -> None:
+    cache = LLMCache()
+    calls: list[int] = []
+
+    def make(version: str) -> Any:
+        @cache.cached(model_version=version)
+        def f(x: int) -> int:
+            calls.append(x)
+            return x
+        return f
+
+    make("v1")(1), make("v1")(1), make("v2")(1)
+    assert calls == [1, 1]
+
+
+def test_cached_rejects_what_json_cannot_hold() -> None:
+    cache = LLMCache()
+
+    @cache.cached
+    def bad(x: int) -> object:
+        return object()
+
+    with pytest.raises(TypeError, match="the result must be JSON-serialisable"):
+        bad(1)
+    with pytest.raises(TypeError, match="arguments must be JSON-serialisable"):
+        cache.cached(lambda x: x)(object())
+
+
+def test_warm_from_yaml_and_jsonl(srv: FakeLLMServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WARM_TEST_KEY", "sk-warm-0000000000")
+    items = [
+        {"path": "/chat/completions", "json": {"model": "gpt-4o", "messages": [{"role": "user", "content": f"q{i}"}]},
+         "headers": {"Authorization": "Bearer ${WARM_TEST_KEY}"}}
+        for i in range(3)
+    ]
+    jsonl = tmp_path / "common.jsonl"
+    jsonl.write_text("\n".join(json.dumps(i) for i in items))
+    cache = LLMCache("file://cassettes", root=tmp_path)
+    report = cache.warm(jsonl, base_url=srv.openai_base_url)
+    assert (report.total, report.recorded, report.fresh, report.failed) == (3, 3, 0, 0)
+    assert all(c.headers["authorization"] == "Bearer sk-warm-0000000000" for c in srv.calls)
+    again = cache.warm(jsonl, base_url=srv.openai_base_url)
+    assert (again.recorded, again.fresh) == (0, 3)
+    assert srv.count() == 3
+    replay = LLMCache("memory://", mode="replay").warm(jsonl, base_url=srv.openai_base_url)
+    assert replay.missing == 3 and srv.count() == 3
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("just: a mapping\n")
+    with pytest.raises(ConfigError, match="a list of requests"):
+        cache.warm(bad)
+
+
+def test_periodic_info_line(srv: FakeLLMServer, caplog: pytest.LogCaptureFixture) -> None:
+    cache = LLMCache(log_every=4)
+    client = make_client(srv, cache)
+    with caplog.at_level(logging.INFO, logger="llm_cache"):
+        for _ in range(8):
+            chat(client, "logged")
+    lines = [r.getMessage() for r in caplog.records if r.name == "llm_cache"]
+    assert lines == [
+        "llm_cache: 4 lookups, hit rate 75.0% (hits 3, misses 0, recorded 1, refreshed 0)",
+        "llm_cache: 8 lookups, hit rate 87.5% (hits 7, misses 0, recorded 1, refreshed 0)",
+    ]
+
+
+def test_cap_enforced_by_evict_and_close(srv: FakeLLMServer, tmp_path: Path) -> None:
+    cache = LLMCache("file://cassettes", root=tmp_path, max_entries=2)
+    client = make_client(srv, cache)
+    for text in "abcd":
+        chat(client, text)
+    assert len(list((tmp_path / "cassettes").rglob("*.yaml"))) == 4
+    with pytest.warns(LLMCacheWarning, match=r"the cache cap \(2 entries, lru\) is smaller than what this session used"):
+        cache.close()
+    # the cache used all four in this session: none is evicted, a warning says so
+    assert len(list((tmp_path / "cassettes").rglob("*.yaml"))) == 4
+    later = LLMCache("file://cassettes", root=tmp_path, max_entries=2)
+    chat(make_client(srv, later), "a")
+    assert later.evict() == 2
+    assert len(list((tmp_path / "cassettes").rglob("*.yaml"))) == 2
+
+
+def test_intercept_context_manager(srv: FakeLLMServer, tmp_path: Path) -> None:
+    cache = LLMCache("file://cassettes", root=tmp_path)
+    plain = openai.OpenAI(base_url=srv.openai_base_url, api_key="sk-x", max_retries=0)
+    with cache.intercept(mode="record"):
+        chat(plain, "patched")
+    with cache.intercept(mode="replay") as scope:
+        chat(plain, "patched")
+        assert scope.stats.hits == 1
+    assert srv.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"ttl": "soon"}, "ttl must be a duration"),
+        ({"mode": "sometimes"}, "mode must be one of"),
+        ({"eviction": "random"}, "eviction must be one of"),
+        ({"max_size": "huge"}, "max_size must be a size"),
+        ({"fallback": "pray"}, "fallback must be 'error' or 'passthrough'"),
+        ({"store": "ftp://x"}, "store must be a store URL"),
+    ],
+)
+def test_bad_arguments(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        LLMCache(**kwargs)
