@@ -9,6 +9,7 @@ import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -235,3 +236,28 @@ def test_diff(cassettes: tuple[Path, dict[str, Entry]]) -> None:
     assert json.loads(same.stdout)["differences"] == []
     stream_vs_plain = json.loads(run("diff", entries["stream"].key[:8], entries["new"].key[:8], "--dir", str(root), "--json").stdout)
     assert any(d["field"] == "response.text (assembled)" for d in stream_vs_plain["differences"])
+
+
+def test_warm(tmp_path: Path, fake_api: Any) -> None:
+    requests = tmp_path / "common.yaml"
+    requests.write_text(
+        "- path: /chat/completions\n  json: {model: gpt-4o, messages: [{role: user, content: opening hours}]}\n"
+        "- path: /embeddings\n  json: {model: text-embedding-3-small, input: hours}\n"
+    )
+    base = ["warm", str(requests), "--dir", str(tmp_path / "c"), "--base-url", fake_api.openai_base_url,
+            "--header", "Authorization: Bearer sk-cli-warm-000000"]
+    first = run(*base)
+    assert first.returncode == 0, first.stderr
+    assert "2 requests: 0 fresh, 2 recorded, 0 refreshed, 0 missing, 0 failed" in first.stdout
+    assert "warming [##############################] 2/2" in first.stderr
+    again = json.loads(run(*base, "--json").stdout)
+    assert (again["fresh"], again["recorded"]) == (2, 0)
+    assert fake_api.count() == 2
+    assert len(list((tmp_path / "c").rglob("*.yaml"))) == 2
+    replay_only = run("warm", str(requests), "--dir", str(tmp_path / "empty"), "--mode", "replay",
+                      "--base-url", fake_api.openai_base_url)
+    assert replay_only.returncode == 1 and "2 missing" in replay_only.stdout
+    assert run("warm", str(tmp_path / "nope.yaml")).returncode == 1
+    bad_header = run("warm", str(requests), "--header", "no colon")
+    assert bad_header.returncode == 2 and "--header must look like 'Name: value'" in bad_header.stderr
+    assert run("warm", str(requests), "--store", "ftp://x").returncode == 2
