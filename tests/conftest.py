@@ -14,6 +14,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 from fakeapi import FakeLLMServer  # noqa: E402
+from redis_server import redis_server, redis_target, redis_url  # noqa: E402, F401 - fixtures
 
 # Imported here so that pytester's in-process runs, which restore sys.modules
 # after each run, do not import the SDKs again every time (about 1 s each).

@@ -277,3 +277,44 @@ def test_intercept_context_manager(srv: FakeLLMServer, tmp_path: Path) -> None:
 def test_bad_arguments(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         LLMCache(**kwargs)
+
+
+def test_redis_store_through_the_transport(srv: FakeLLMServer, redis_target: Any) -> None:
+    cache = LLMCache(redis_target.store_url)
+    chat(make_client(srv, cache), "shared")
+    other = LLMCache(redis_target.store_url)  # another application server, same Redis
+    chat(make_client(srv, other), "shared")
+    assert srv.count() == 1 and other.stats()["hits"] == 1
+
+
+def test_unreachable_store_raises_or_passes_through(srv: FakeLLMServer, caplog: pytest.LogCaptureFixture) -> None:
+    from redis_server import free_port
+
+    from llm_cache import StoreUnavailable
+
+    url = f"redis://127.0.0.1:{free_port()}/0?timeout=0.5"
+    with pytest.raises(StoreUnavailable, match=r"cache store redis://127\.0\.0\.1:\d+/0\?timeout=0\.5 is unavailable"):
+        LLMCache(url)
+    with caplog.at_level(logging.WARNING, logger="llm_cache"):
+        cache = LLMCache(url, fallback="passthrough")
+        assert chat(make_client(srv, cache), "through").choices[0].message.content == "echo: through"
+        chat(make_client(srv, cache), "through")
+    assert srv.count() == 2  # nothing cached, every call reached the API
+    assert any("unavailable; passing every call through" in r.getMessage() for r in caplog.records)
+
+
+def test_redis_going_down_mid_run_passes_through(srv: FakeLLMServer, redis_target: Any, caplog: pytest.LogCaptureFixture) -> None:
+    from redis_server import RedisServer
+
+    with RedisServer() as private:
+        url = private.url + "?timeout=0.5&prefix=mid:"
+        strict, lenient = LLMCache(url), LLMCache(url, fallback="passthrough")
+        chat(make_client(srv, lenient), "before")
+        private.kill()
+        with caplog.at_level(logging.WARNING, logger="llm_cache"):
+            assert chat(make_client(srv, lenient), "after").choices[0].message.content == "echo: after"
+        assert any("passing the call through" in r.getMessage() for r in caplog.records)
+        from llm_cache import StoreUnavailable
+
+        with pytest.raises(StoreUnavailable):
+            chat(make_client(srv, strict), "after")
