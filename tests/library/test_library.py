@@ -111,11 +111,13 @@ def test_sixteen_tasks_make_one_upstream_call(srv: FakeLLMServer) -> None:
     assert cache.stats()["hits"] == 15
 
 
-def test_sixteen_processes_make_one_upstream_call(srv: FakeLLMServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ["files", "redis"])
+def test_sixteen_processes_make_one_upstream_call(srv: FakeLLMServer, tmp_path: Path, where: str, request: pytest.FixtureRequest) -> None:
+    store = "file://cassettes" if where == "files" else request.getfixturevalue("redis_target").store_url
     script = textwrap.dedent(f"""
         import sys, httpx2, openai
         from llm_cache import LLMCache
-        cache = LLMCache("file://cassettes", root={str(tmp_path)!r})
+        cache = LLMCache({store!r}, root={str(tmp_path)!r})
         client = openai.OpenAI(base_url={srv.openai_base_url!r}, api_key="sk-x", max_retries=0,
                                http_client=httpx2.Client(transport=cache.transport()))
         sys.stdin.readline()  # start together

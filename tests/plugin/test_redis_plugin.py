@@ -84,3 +84,15 @@ def test_unreachable_redis_fails_the_session_at_start(project: Project) -> None:
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: cache store redis://:***@127.0.0.1:*/0?timeout=1 is unavailable within 1 s: *"])
     assert "hunter2" not in result.stderr.str()
+
+
+def test_cap_and_eviction_on_redis(project: Project, redis_target: RedisTarget) -> None:
+    store = f"--llm-cache-store={redis_target.store_url}"
+    project.pytester.makepyfile(test_r=TESTS)
+    project.run("--llm-cache=record", store).assert_outcomes(passed=8)
+    project.pytester.makepyfile(test_r="from conftest import chat\ndef test_new(client, llm_cache):\n    chat(client, 'new one')\n")
+    result = project.run("--llm-cache=record", store, "--llm-cache-max-entries=2", "--llm-cache-eviction=fifo")
+    result.stdout.fnmatch_lines(["evicted: 3 (cap 2 entries, fifo)"])
+    client = redis_target.client()
+    assert len(list(client.scan_iter(match=f"{redis_target.prefix}e:*"))) == 2
+    assert client.zcard(f"{redis_target.prefix}fifo") == 2
