@@ -42,11 +42,16 @@ def decoders() -> dict[str, Callable[[bytes], bytes]]:
         found["zstd"] = zstd.decompress
     except ImportError:
         try:
-            import zstandard  # type: ignore[import-not-found]
+            from backports import zstd as backport  # type: ignore[import-not-found]
 
-            found["zstd"] = lambda data: zstandard.ZstdDecompressor().decompressobj().decompress(data)
+            found["zstd"] = backport.decompress
         except ImportError:
-            pass
+            try:
+                import zstandard  # type: ignore[import-not-found]
+
+                found["zstd"] = lambda data: zstandard.ZstdDecompressor().decompressobj().decompress(data)
+            except ImportError:
+                pass
     return found
 
 
