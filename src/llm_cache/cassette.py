@@ -317,11 +317,12 @@ def parse_entry(doc: Any, path: str, expected_key: str | None = None) -> Entry:
     rules = doc.get("key_rules")
     if rules is not None and (
         not isinstance(rules, dict)
-        or not set(rules) <= {"ignore_fields", "host"}
+        or not set(rules) <= {"ignore_fields", "host", "sequence"}
         or not isinstance(rules.get("host", ""), str)
+        or not isinstance(rules.get("sequence", 1), int)
         or not all(isinstance(f, str) for f in rules.get("ignore_fields", []) or [])
     ):
-        raise _fail(path, "key_rules may hold ignore_fields (a list of strings) and host (a string)")
+        raise _fail(path, "key_rules may hold ignore_fields (a list of strings), host (a string) and sequence (a number)")
     texts = {}
     for name in ("model", "model_version", "response_model", "system_fingerprint"):
         value = doc.get(name)

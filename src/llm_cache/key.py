@@ -35,6 +35,7 @@ __all__ = [
     "make_key",
     "canonical_body",
     "flatten",
+    "sequenced",
 ]
 
 KEY_VERSION = 1
@@ -83,6 +84,8 @@ class RequestKey:
     body: Any
     query: tuple[tuple[str, str], ...]
     host: str = ""
+    # the n-th identical request of a test marked sequence=True (0: not sequenced)
+    occurrence: int = 0
 
     @property
     def prefix(self) -> str:
@@ -198,6 +201,11 @@ def make_key(
         query=query,
         host=f"{parts.scheme}://{parts.netloc}",
     )
+
+
+def sequenced(key: str, occurrence: int) -> str:
+    """The key of the n-th identical request within a test marked ``sequence=True``."""
+    return hashlib.sha256(f"{key}#{occurrence}".encode()).hexdigest()
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:

@@ -21,6 +21,8 @@ __all__ = [
     "last_user_text",
     "completion_text",
     "tool_calls",
+    "is_generation",
+    "refusal_reason",
 ]
 
 _INPUT = ("prompt_tokens", "input_tokens")
@@ -159,3 +161,58 @@ def tool_calls(body: Body) -> list[tuple[str, str]]:
             if isinstance(block, dict) and block.get("type") == "tool_use":
                 calls[(len(calls), 0)] = [str(block.get("name")), json.dumps(block.get("input"))]
     return [(name, args) for name, args in calls.values()]
+
+
+def is_generation(body: Body) -> bool:
+    """Whether a body is a model's answer (chat, Responses, Anthropic), not embeddings or a list."""
+    for value in body.json_values():
+        if not isinstance(value, dict):
+            continue
+        if "choices" in value or value.get("object") == "response" or value.get("type") == "message":
+            return True
+        kind = value.get("type")
+        if isinstance(kind, str) and (kind.startswith("response.") or kind.startswith(("message_", "content_block_"))):
+            return True
+    return False
+
+
+def refusal_reason(body: Body) -> str | None:
+    """Why an answer should not be kept: ``empty`` or ``truncated`` (cut off by the token limit)."""
+    if not is_generation(body):
+        return None
+    for value in body.json_values():
+        if not isinstance(value, dict):
+            continue
+        for choice in value.get("choices") or []:
+            if isinstance(choice, dict) and choice.get("finish_reason") == "length":
+                return "truncated"
+        delta = value.get("delta") if isinstance(value.get("delta"), dict) else {}
+        if "max_tokens" in (value.get("stop_reason"), delta.get("stop_reason")):
+            return "truncated"
+        for obj in (value, value.get("response")):
+            if isinstance(obj, dict) and obj.get("status") == "incomplete":
+                details = obj.get("incomplete_details") or {}
+                if isinstance(details, dict) and details.get("reason") == "max_output_tokens":
+                    return "truncated"
+    if not completion_text(body).strip() and not tool_calls(body) and not _has_other_output(body):
+        return "empty"
+    return None
+
+
+def _has_other_output(body: Body) -> bool:
+    """Output that is not text: a Responses function call, audio, a refusal message."""
+    for value in body.json_values():
+        if not isinstance(value, dict):
+            continue
+        for item in value.get("output") or []:
+            if isinstance(item, dict) and item.get("type") not in (None, "message"):
+                return True
+        for choice in value.get("choices") or []:
+            message = (choice.get("message") or choice.get("delta") or {}) if isinstance(choice, dict) else {}
+            if isinstance(message, dict) and (message.get("refusal") or message.get("audio")):
+                return True
+        if value.get("type") == "response.output_item.added":
+            item = value.get("item") or {}
+            if isinstance(item, dict) and item.get("type") not in (None, "message"):
+                return True
+    return False

@@ -48,6 +48,9 @@ _INI_ONLY: list[tuple[str, str, str, Any]] = [
     ("llm_cache_model_versions", "linelist", "pinned model versions: lines 'alias = version'", []),
     ("llm_cache_secret_allowlist", "linelist", "regexes of secret-looking values that may be written", []),
     ("llm_cache_log_every", "string", "log the hit rate at INFO every this many lookups", ""),
+    ("llm_cache_record_empty", "string", "keep answers with no content (true/false)", ""),
+    ("llm_cache_record_truncated", "string", "keep answers cut off by the token limit (true/false)", ""),
+    ("llm_cache_prices", "linelist", "dollars per million tokens: lines 'model = input, output'", []),
     # booleans are read as strings so that a bad value gets our message, not pytest's
     ("llm_cache_match_host", "string", "put scheme, host and port in the key (true/false)", ""),
     ("llm_cache_record_errors", "string", "record non-2xx responses too (true/false)", ""),
@@ -68,7 +71,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "llm_cache(mode=None, ttl=None, model_version=None, ignore_fields=()): "
+        "llm_cache(mode=None, ttl=None, model_version=None, ignore_fields=(), sequence=False): "
         "record and replay this test's LLM API calls",
     )
     cli = {dest: config.getoption(f"llm_cache_{dest}") for _, dest, _, _, _ in _OPTIONS}
@@ -95,6 +98,7 @@ def _scope(request: pytest.FixtureRequest) -> Scope:
         ttl=options.ttl,
         model_version=options.model_version,
         ignore_fields=options.ignore_fields,
+        sequence=options.sequence,
     )
 
 
@@ -120,7 +124,7 @@ def _report(config: pytest.Config) -> Report:
     entries, size = session.store.size() if session.stats.tests_used else (0, 0)
     settings = session.settings
     location = settings.store_url or str(settings.cassette_dir)
-    return Report(session.stats, settings.mode.value, location, entries, size, settings.cap)
+    return Report(session.stats, settings.mode.value, location, entries, size, settings.cap, settings.prices)
 
 
 def _is_worker(config: pytest.Config) -> bool:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from .policy import Cap
@@ -23,6 +24,26 @@ class Report:
     entries: int
     bytes: int
     cap: Cap = Cap()
+    # model (version) -> dollars per million (input, output) tokens, from llm_cache_prices
+    prices: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+
+
+def _price(prices: Mapping[str, tuple[float, float]], model: str) -> tuple[float, float] | None:
+    """The price of a model version label: the label itself, else its model (before '@')."""
+    return prices.get(model) or prices.get(model.split("@", 1)[0])
+
+
+def cost_saved(report: Report) -> tuple[float, dict[str, float], list[str]]:
+    """Dollars saved (total, per model) and the models served without a price."""
+    per_model: dict[str, float] = {}
+    unpriced = []
+    for model, (inp, out) in sorted(report.stats.tokens_io.items()):
+        price = _price(report.prices, model)
+        if price is None:
+            unpriced.append(model)
+            continue
+        per_model[model] = (inp * price[0] + out * price[1]) / 1_000_000
+    return sum(per_model.values()), per_model, unpriced
 
 
 def _plural(n: int, word: str, many: str | None = None) -> str:
@@ -65,7 +86,8 @@ def summary_lines(report: Report) -> list[str]:
     if report.cap.active:
         extra.append(f"evicted: {stats.evicted} (cap {_cap(report.cap)})")
     if c.not_stored:
-        extra.append(f"not stored: {c.not_stored}")
+        why = ", ".join(f"{reason} {n}" for reason, n in sorted(stats.not_stored_reasons.items()))
+        extra.append(f"not stored: {c.not_stored}" + (f" ({why})" if why else ""))
     if c.corrupt:
         extra.append(f"corrupt: {c.corrupt}")
     if extra:
@@ -75,6 +97,10 @@ def summary_lines(report: Report) -> list[str]:
     if tokens:
         per_model = ", ".join(f"{m} {t}" for m, t in sorted(stats.tokens_saved.items()))
         lines.append(f"tokens served from cassettes: {tokens} ({per_model})")
+        if report.prices:
+            total, _, unpriced = cost_saved(report)
+            note = f" ({len(unpriced)} without a price: {', '.join(unpriced)})" if unpriced else ""
+            lines.append(f"saved: ${total:.6f} at the llm_cache_prices given{note}")
     if stats.misses_detail:
         shown = stats.misses_detail[:MAX_MISSES_SHOWN]
         lines.append(f"misses ({c.misses}):")
@@ -84,6 +110,11 @@ def summary_lines(report: Report) -> list[str]:
         if c.misses > len(shown):
             lines.append(f"  ... and {c.misses - len(shown)} more")
         lines.append("record them with --llm-cache=record")
+    if stats.drift:
+        lines.append(f"drift ({len(stats.drift)}): re-recorded answers that changed")
+        lines.extend(f"  {d.test_id}  {d.key}  {d.field}: {d.old!r} -> {d.new!r}" for d in stats.drift[:MAX_MISSES_SHOWN])
+        if len(stats.drift) > MAX_MISSES_SHOWN:
+            lines.append(f"  ... and {len(stats.drift) - MAX_MISSES_SHOWN} more")
     if stats.cap_short:
         lines.append("the cap is smaller than what this session used; nothing it used was evicted")
     if c.stale:
@@ -108,6 +139,13 @@ def report_json(report: Report) -> dict[str, Any]:
         "hit_rate": round(c.hit_rate, 4),
         "tokens_saved": sum(stats.tokens_saved.values()),
         "tokens_saved_by_model": dict(sorted(stats.tokens_saved.items())),
+        "tokens_by_model": {m: {"input": io[0], "output": io[1]} for m, io in sorted(stats.tokens_io.items())},
+        "cost_saved": cost_saved(report)[0] if report.prices else None,
+        "cost_saved_by_model": cost_saved(report)[1],
+        "not_stored_reasons": dict(sorted(stats.not_stored_reasons.items())),
+        "drift": [
+            {"test_id": d.test_id, "key": d.key, "field": d.field, "old": d.old, "new": d.new} for d in stats.drift
+        ],
         "entries": report.entries,
         "bytes": report.bytes,
         "tests": stats.tests_used,

@@ -21,12 +21,12 @@ from typing import Any, NoReturn
 from .cassette import Body, Entry, dump_entry, encode_body
 from .encoding import decode_content
 from .errors import CacheMiss, CassetteError, LLMCacheWarning
-from .key import KeyRules, RequestKey, canonical_body, flatten, make_key
-from .llm import read_response
+from .key import KeyRules, RequestKey, canonical_body, flatten, make_key, sequenced
+from .llm import completion_text, read_response, refusal_reason
 from .modes import Action, Found, Mode, decide
 from .redact import REQUEST_HEADERS, RESPONSE_HEADERS, find_secrets, keep_headers, redact, secret_values
 from .settings import Settings
-from .stats import Counts, Miss, SessionStats
+from .stats import Counts, Drift, Miss, SessionStats
 from .policy import plan_eviction
 from .stores import MemoryStore, Store
 from .stores.protocol import Lock
@@ -99,6 +99,7 @@ class CacheSession:
         ttl: timedelta | None | object = ...,
         model_version: str | Mapping[str, str] | None = None,
         ignore_fields: Iterable[str] = (),
+        sequence: bool = False,
     ) -> Scope:
         """A scope for one test; ``mode`` and ``ttl`` are the marker's, already validated."""
         s = self.settings
@@ -117,7 +118,7 @@ class CacheSession:
             self.stats.tests_used += 1
         if not self._warmed:
             self.warm()
-        return Scope(self, test_id, effective_mode, effective_ttl, rules)  # type: ignore[arg-type]
+        return Scope(self, test_id, effective_mode, effective_ttl, rules, sequence=sequence)  # type: ignore[arg-type]
 
     # -- lookups ---------------------------------------------------------
 
@@ -320,8 +321,11 @@ class Scope:
     mode: Mode
     ttl: timedelta | None
     rules: KeyRules
+    # the marker's sequence=True: the n-th identical request is its own entry
+    sequence: bool = False
     stats: Counts = field(default_factory=Counts)
     cassettes: list[str] = field(default_factory=list)
+    _occurrences: dict[str, int] = field(default_factory=dict, repr=False)
     _held: list[Decision] = field(default_factory=list, repr=False)
     _seen: set[str] = field(default_factory=set, repr=False)
 
@@ -335,6 +339,9 @@ class Scope:
             return cached
         headers = _headers(request.headers)
         rk = make_key(request.method, request.uri, _body_bytes(request), headers, self.rules)
+        if self.sequence:
+            occurrence = self._occurrences[rk.key] = self._occurrences.get(rk.key, 0) + 1
+            rk = dataclasses.replace(rk, key=sequenced(rk.key, occurrence), occurrence=occurrence)
         found, entry = self.session.find(rk, self.mode, self.ttl, self.stats)
         action = decide(self.mode, found)
         lock = None
@@ -367,7 +374,8 @@ class Scope:
         stats.bump(self.stats, "hits")
         if made.action is Action.SERVE_STALE:
             stats.bump(self.stats, "stale")
-        stats.add_tokens(entry.model_version, entry.tokens)
+        usage = entry.usage or {}
+        stats.add_tokens(entry.model_version, usage.get("input_tokens", 0), usage.get("output_tokens", 0))
         stats.use(entry.key, self.session.clock(), hit=True)
         self._used(made.location)
         self.session.counted()
@@ -406,20 +414,26 @@ class Scope:
     def _record(self, made: Decision, request: Any, response: Mapping[str, Any]) -> None:
         status = int(response["status"]["code"])
         stats = self.session.stats
-        if not 200 <= status < 300 and not self.session.settings.record_errors:
-            stats.bump(self.stats, "not_stored")
+        settings = self.session.settings
+        if not 200 <= status < 300 and not settings.record_errors:
+            stats.not_stored(self.stats, "error status")
             log.debug("not stored %s: status %s", made.rk.prefix, status)
             return
         try:
             entry = self._entry(made, request, status, response)
         except ValueError as exc:  # a Content-Encoding that cannot be decoded here
-            stats.bump(self.stats, "not_stored")
+            stats.not_stored(self.stats, "undecodable")
             warnings.warn(LLMCacheWarning(f"not storing {made.rk.prefix}: {exc}"), stacklevel=2)
             return
+        reason = refusal_reason(entry.response_body) if 200 <= status < 300 else None
+        if (reason == "empty" and not settings.record_empty) or (reason == "truncated" and not settings.record_truncated):
+            stats.not_stored(self.stats, reason)
+            log.debug("not stored %s: %s response", made.rk.prefix, reason)
+            return
         text = dump_entry(entry)
-        findings = find_secrets(text, self.session.settings.secret_allow)
+        findings = find_secrets(text, settings.secret_allow)
         if findings:
-            stats.bump(self.stats, "not_stored")
+            stats.not_stored(self.stats, "secret-looking")
             kinds = ", ".join(sorted({f"{f.kind} (line {f.line}: {f.excerpt})" for f in findings}))
             warnings.warn(
                 LLMCacheWarning(
@@ -429,11 +443,26 @@ class Scope:
                 stacklevel=2,
             )
             return
+        if made.action is Action.REFRESH and made.entry is not None:
+            self._drift(made.entry, entry)
         location = self.session.store.put(entry, text)
         self.session.remember(entry)
         stats.bump(self.stats, "refreshed" if made.action is Action.REFRESH else "recorded")
         stats.use(entry.key, self.session.clock(), hit=False)
         self._used(location)
+
+    def _drift(self, old: Entry, new: Entry) -> None:
+        """Say what changed when a refresh replaced an entry: snapshot, fingerprint, text."""
+        pairs = [
+            ("response_model", old.response_model, new.response_model),
+            ("system_fingerprint", old.system_fingerprint, new.system_fingerprint),
+            ("text", completion_text(old.response_body), completion_text(new.response_body)),
+        ]
+        for name, before, after in pairs:
+            if (before or after) and before != after:
+                self.session.stats.add_drift(
+                    Drift(self.test_id, new.key[:12], name, _short(before or ""), _short(after or ""))
+                )
 
     def close(self) -> None:
         """Release the locks of requests that went upstream and never came back."""
@@ -485,6 +514,8 @@ class Scope:
 
     def _key_rules(self, rk: RequestKey) -> dict[str, Any] | None:
         rules: dict[str, Any] = {}
+        if rk.occurrence:
+            rules["sequence"] = rk.occurrence
         if self.rules.ignore_fields:
             rules["ignore_fields"] = list(self.rules.ignore_fields)
         if self.rules.match_host:
@@ -502,6 +533,11 @@ class Scope:
         made = getattr(request, "_llm_cache_decision", None)
         if made is not None and made.scope is self:
             self._release(made)
+
+
+def _short(text: str, width: int = 40) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _redact_body(body: Body, secrets: list[str]) -> Body:

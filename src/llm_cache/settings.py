@@ -32,6 +32,7 @@ __all__ = [
     "parse_count",
     "parse_eviction",
     "parse_warm",
+    "parse_prices",
 ]
 
 DEFAULT_TTL = timedelta(days=30)
@@ -178,6 +179,26 @@ def parse_regexes(value: object, setting: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def parse_prices(value: object, setting: str) -> dict[str, tuple[float, float]]:
+    """Lines ``model = input, output``: dollars per million tokens."""
+    out: dict[str, tuple[float, float]] = {}
+    for name, text in parse_mapping(value, setting).items():
+        parts = [p.strip().lstrip("$") for p in text.split(",")]
+        try:
+            if len(parts) != 2:
+                raise ValueError
+            inp, outp = float(parts[0]), float(parts[1])
+            if inp < 0 or outp < 0:
+                raise ValueError
+        except ValueError:
+            raise ConfigError(
+                setting=setting, value=f"{name} = {text}",
+                expected="lines 'model = input, output' in dollars per million tokens, e.g. gpt-4o = 2.50, 10.00",
+            ) from None
+        out[name] = (inp, outp)
+    return out
+
+
 def parse_mapping(value: object, setting: str) -> dict[str, str]:
     """Lines ``alias = version`` (or a dict)."""
     if value is None:
@@ -225,6 +246,11 @@ class Settings:
     warm: tuple[str, ...] | None = None
     # log an INFO line with the hit rate every this many lookups (None: never)
     log_every: int | None = None
+    # keep answers that are empty, or cut off by the token limit (refused by default)
+    record_empty: bool = False
+    record_truncated: bool = False
+    # model (version) -> (dollars per million input tokens, per million output tokens)
+    prices: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
     def open_store(self) -> Any:
         """The store these settings name."""
@@ -311,6 +337,9 @@ def resolve(
         memory_entries=parse_count(memory_source[1], memory_source[0]) or 4096 if memory_source else 4096,
         warm=parse_warm(warm_source[1], warm_source[0]) if warm_source else None,
         log_every=parse_count(log_source[1], log_source[0]) if log_source else None,
+        record_empty=parse_bool(ini.get("record_empty", False), "llm_cache_record_empty"),
+        record_truncated=parse_bool(ini.get("record_truncated", False), "llm_cache_record_truncated"),
+        prices=parse_prices(ini.get("prices"), "llm_cache_prices"),
     )
 
 
@@ -322,9 +351,10 @@ class MarkerOptions:
     ttl: timedelta | None | object = ...  # ... when not given; None means never expire
     model_version: str | dict[str, str] | None = None
     ignore_fields: tuple[str, ...] = ()
+    sequence: bool = False
 
 
-MARKER_ARGS = ("mode", "ttl", "model_version", "ignore_fields")
+MARKER_ARGS = ("mode", "ttl", "model_version", "ignore_fields", "sequence")
 
 
 def parse_marker(args: tuple[object, ...], kwargs: Mapping[str, object]) -> MarkerOptions:
@@ -352,4 +382,7 @@ def parse_marker(args: tuple[object, ...], kwargs: Mapping[str, object]) -> Mark
     if isinstance(version, dict):
         version = parse_mapping(version, f"{where}(model_version=...)")
     fields = parse_lines(kwargs.get("ignore_fields"), f"{where}(ignore_fields=...)")
-    return MarkerOptions(mode=mode, ttl=ttl, model_version=version, ignore_fields=fields)
+    sequence = kwargs.get("sequence", False)
+    if not isinstance(sequence, bool):
+        raise ConfigError(setting=f"{where}(sequence=...)", value=sequence, expected="True or False")
+    return MarkerOptions(mode=mode, ttl=ttl, model_version=version, ignore_fields=fields, sequence=sequence)

@@ -9,7 +9,7 @@ from typing import Any
 
 from .usage import Usage
 
-__all__ = ["Counts", "Miss", "SessionStats", "MAX_MISSES_KEPT"]
+__all__ = ["Counts", "Miss", "Drift", "SessionStats", "MAX_MISSES_KEPT"]
 
 MAX_MISSES_KEPT = 50
 
@@ -55,11 +55,27 @@ class Miss:
 
 
 @dataclass
+class Drift:
+    """A re-recorded response that differs from the one it replaced (refresh mode)."""
+
+    test_id: str
+    key: str
+    field: str  # response_model, system_fingerprint or text
+    old: str
+    new: str
+
+
+@dataclass
 class SessionStats:
     """Everything the summary and the JSON report are made from."""
 
     counts: Counts = field(default_factory=Counts)
     tokens_saved: dict[str, int] = field(default_factory=dict)
+    # model version -> [input tokens, output tokens] served from the cache
+    tokens_io: dict[str, list[int]] = field(default_factory=dict)
+    # why responses went unstored: reason -> count
+    not_stored_reasons: dict[str, int] = field(default_factory=dict)
+    drift: list[Drift] = field(default_factory=list)
     misses_detail: list[Miss] = field(default_factory=list)
     tests_used: int = 0
     # key -> this session's use of it, for the usage index and eviction
@@ -76,10 +92,23 @@ class SessionStats:
             setattr(counts, name, getattr(counts, name) + n)
             setattr(self.counts, name, getattr(self.counts, name) + n)
 
-    def add_tokens(self, model: str, tokens: int) -> None:
-        if tokens:
+    def add_tokens(self, model: str, input_tokens: int, output_tokens: int) -> None:
+        if input_tokens or output_tokens:
             with self._lock:
-                self.tokens_saved[model] = self.tokens_saved.get(model, 0) + tokens
+                self.tokens_saved[model] = self.tokens_saved.get(model, 0) + input_tokens + output_tokens
+                io = self.tokens_io.setdefault(model, [0, 0])
+                io[0] += input_tokens
+                io[1] += output_tokens
+
+    def not_stored(self, counts: Counts, reason: str) -> None:
+        self.bump(counts, "not_stored")
+        with self._lock:
+            self.not_stored_reasons[reason] = self.not_stored_reasons.get(reason, 0) + 1
+
+    def add_drift(self, drift: Drift) -> None:
+        with self._lock:
+            if len(self.drift) < MAX_MISSES_KEPT:
+                self.drift.append(drift)
 
     def use(self, key: str, now: datetime, hit: bool) -> None:
         stamp = now.timestamp()
@@ -97,6 +126,9 @@ class SessionStats:
         return {
             "counts": asdict(self.counts),
             "tokens_saved": dict(self.tokens_saved),
+            "tokens_io": {k: list(v) for k, v in self.tokens_io.items()},
+            "not_stored_reasons": dict(self.not_stored_reasons),
+            "drift": [asdict(d) for d in self.drift],
             "misses_detail": [asdict(m) for m in self.misses_detail],
             "tests_used": self.tests_used,
             "used": {k: [u.last_used, u.hits] for k, u in self.used.items()},
@@ -110,6 +142,13 @@ class SessionStats:
             self.counts.add(Counts(**data["counts"]))
             for model, tokens in data["tokens_saved"].items():
                 self.tokens_saved[model] = self.tokens_saved.get(model, 0) + tokens
+            for model, (inp, out) in data.get("tokens_io", {}).items():
+                io = self.tokens_io.setdefault(model, [0, 0])
+                io[0] += inp
+                io[1] += out
+            for reason, n in data.get("not_stored_reasons", {}).items():
+                self.not_stored_reasons[reason] = self.not_stored_reasons.get(reason, 0) + n
+            self.drift.extend(Drift(**d) for d in data.get("drift", [])[: max(MAX_MISSES_KEPT - len(self.drift), 0)])
             room = MAX_MISSES_KEPT - len(self.misses_detail)
             self.misses_detail.extend(Miss(**m) for m in data["misses_detail"][: max(room, 0)])
             self.tests_used += data["tests_used"]

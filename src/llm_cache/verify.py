@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 
 from .cassette import Entry, load_entry
 from .errors import CassetteError
-from .key import KeyRules, make_key
+from .key import KeyRules, make_key, sequenced
 from .redact import REDACTED, find_secrets
 from .stores.files import KEY_PREFIX_LENGTH, SUFFIX, safe_dirname
 
@@ -35,7 +35,10 @@ def recompute_key(entry: Entry) -> str:
     )
     host = rules_doc.get("host", "http://localhost")
     url = host + entry.path + ("?" + urlencode(entry.query) if entry.query else "")
-    return make_key(entry.method, url, entry.request_body.to_bytes(), entry.request_headers, rules).key
+    key = make_key(entry.method, url, entry.request_body.to_bytes(), entry.request_headers, rules).key
+    if "sequence" in rules_doc:
+        key = sequenced(key, int(rules_doc["sequence"]))
+    return key
 
 
 def check_file(path: Path, allow: tuple[str, ...] = ()) -> list[Problem]:

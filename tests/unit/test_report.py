@@ -109,9 +109,9 @@ def _run(s: SessionStats, events: list[tuple]) -> None:
             s.bump(test, kind, *args)
 
 
-WORKER_A = [("test",), ("hits", 2), ("stale",), ("tokens", "gpt-4o", 30), ("miss", miss(1)), ("corrupt",)]
+WORKER_A = [("test",), ("hits", 2), ("stale",), ("tokens", "gpt-4o", 10, 20), ("miss", miss(1)), ("corrupt",)]
 WORKER_B = [("test",), ("test",), ("hits",), ("recorded", 3), ("refreshed",), ("not_stored",),
-            ("tokens", "gpt-4o", 5), ("tokens", "claude", 7), ("miss", miss(2)), ("miss", miss(3))]
+            ("tokens", "gpt-4o", 2, 3), ("tokens", "claude", 3, 4), ("miss", miss(2)), ("miss", miss(3))]
 
 
 def test_merge_of_workers_equals_one_process():
@@ -128,6 +128,7 @@ def test_merge_of_workers_equals_one_process():
         "hits": 3, "misses": 3, "recorded": 3, "refreshed": 1, "stale": 1, "not_stored": 1, "corrupt": 1
     }
     assert controller.tokens_saved == {"gpt-4o": 35, "claude": 7}
+    assert controller.tokens_io == {"gpt-4o": [12, 23], "claude": [3, 4]}
     assert controller.tests_used == 3
 
 

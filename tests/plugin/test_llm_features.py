@@ -1,0 +1,206 @@
+"""LLM-aware behaviour: drift in refresh, what is not kept, tokens and dollars saved, sequences."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import Project
+
+DRIFT = """
+from conftest import chat
+def test_it(client, llm_cache):
+    chat(client, "drifting")
+def test_stable(client, llm_cache):
+    chat(client, "stable")
+"""
+
+
+def _age_all(project: Project) -> None:
+    import re
+
+    for path in project.files():
+        text = path.read_text()
+        if "drifting" in text:
+            path.write_text(re.sub(r"recorded_at: '[^']+'", "recorded_at: '2020-01-01T00:00:00Z'", text, count=1))
+
+
+@pytest.mark.all_xdist_modes
+def test_refresh_reports_a_new_snapshot_fingerprint_and_text(project: Project) -> None:
+    project.pytester.makepyfile(test_drift=DRIFT)
+    project.run("--llm-cache=record").assert_outcomes(passed=2)
+    _age_all(project)
+    project.server.snapshot, project.server.fingerprint, project.server.generation = "2024-11-20", "fp_bbb222", 2
+    report = project.pytester.path / "r.json"
+    result = project.run("--llm-cache=refresh", f"--llm-cache-report={report}")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "drift (3): re-recorded answers that changed",
+            "  test_drift.py::test_it  * response_model: 'gpt-4o-2024-08-06' -> 'gpt-4o-2024-11-20'",
+            "  test_drift.py::test_it  * system_fingerprint: 'fp_aaa111' -> 'fp_bbb222'",
+            "  test_drift.py::test_it  * text: 'echo: drifting' -> 'echo: drifting (gen 2)'",
+        ],
+        consecutive=True,
+    )
+    drift = json.loads(report.read_text())["drift"]
+    assert [d["field"] for d in drift] == ["response_model", "system_fingerprint", "text"]
+    assert drift[0]["old"] == "gpt-4o-2024-08-06" and drift[0]["new"] == "gpt-4o-2024-11-20"
+
+
+def test_a_refresh_that_changed_nothing_reports_no_drift(project: Project) -> None:
+    project.pytester.makepyfile(test_drift=DRIFT)
+    project.run("--llm-cache=record").assert_outcomes(passed=2)
+    _age_all(project)
+    result = project.run("--llm-cache=refresh")
+    result.stdout.fnmatch_lines(["*refreshed: 1*"])
+    result.stdout.no_fnmatch_line("drift*")
+
+
+NOT_KEPT = """
+import httpx2, openai, anthropic, os
+from conftest import chat
+
+def mock_client(payload):
+    transport = httpx2.MockTransport(lambda request: httpx2.Response(200, json=payload))
+    return openai.OpenAI(base_url="http://mock.test/v1", api_key="sk-x", max_retries=0,
+                         http_client=httpx2.Client(transport=transport))
+
+def test_truncated_chat(client, llm_cache, save):
+    save("truncated", chat(client, "long answer please", max_tokens=1).choices[0].finish_reason)
+
+def test_truncated_anthropic(anthropic_client, llm_cache, save):
+    r = anthropic_client.messages.create(model="claude-x", max_tokens=1, messages=[{"role": "user", "content": "hi"}])
+    save("anthropic", r.stop_reason)
+
+def test_empty_choices(llm_cache, save):
+    r = mock_client({"id": "x", "object": "chat.completion", "created": 1, "model": "gpt-4o", "choices": []}
+                    ).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "e1"}])
+    save("empty_choices", len(r.choices))
+
+def test_empty_content(llm_cache, save):
+    r = mock_client({"id": "x", "object": "chat.completion", "created": 1, "model": "gpt-4o", "choices": [
+        {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": ""}}]}
+                    ).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "e2"}])
+    save("empty_content", r.choices[0].message.content)
+
+def test_kept(client, llm_cache):
+    chat(client, "a normal answer")
+"""
+
+
+@pytest.mark.all_xdist_modes
+def test_empty_and_truncated_answers_are_not_kept_but_reach_the_test(project: Project) -> None:
+    project.pytester.makepyfile(test_notkept=NOT_KEPT)
+    report = project.pytester.path / "r.json"
+    result = project.run("--llm-cache=record", f"--llm-cache-report={report}")
+    result.assert_outcomes(passed=5)
+    assert (project.result("truncated"), project.result("anthropic")) == ("length", "max_tokens")
+    assert (project.result("empty_choices"), project.result("empty_content")) == (0, "")
+    assert len(project.files()) == 1  # only the normal answer
+    result.stdout.fnmatch_lines(["not stored: 4 (empty 2, truncated 2)"])
+    assert json.loads(report.read_text())["not_stored_reasons"] == {"empty": 2, "truncated": 2}
+
+
+def test_keeping_them_is_configurable(project: Project) -> None:
+    project.pytester.makepyfile(test_notkept=NOT_KEPT)
+    project.pytester.makeini("[pytest]\nllm_cache_record_empty = true\nllm_cache_record_truncated = true\n")
+    project.run("--llm-cache=record").assert_outcomes(passed=5)
+    assert len(project.files()) == 5
+    project.run().assert_outcomes(passed=5)  # and they replay
+
+
+def test_embeddings_are_never_taken_for_empty_answers(project: Project) -> None:
+    project.pytester.makepyfile(
+        test_emb="def test_it(client, llm_cache):\n    client.embeddings.create(model='text-embedding-3-small', input='x')\n"
+    )
+    project.run("--llm-cache=record").assert_outcomes(passed=1)
+    assert len(project.files()) == 1
+
+
+COSTLY = """
+from conftest import chat
+def test_a(client, llm_cache):
+    chat(client, "one two three")
+    chat(client, "one two three")
+def test_b(client, llm_cache):
+    chat(client, "four", model="gpt-4o-mini")
+    chat(client, "four", model="gpt-4o-mini")
+def test_c(client, llm_cache):
+    chat(client, "five", model="claude-x")
+    chat(client, "five", model="claude-x")
+"""
+
+
+@pytest.mark.all_xdist_modes
+def test_tokens_and_dollars_saved_from_the_prices_given(project: Project) -> None:
+    project.pytester.makepyfile(test_cost=COSTLY)
+    project.pytester.makeini("[pytest]\nllm_cache_prices =\n    gpt-4o = 2.50, 10.00\n    gpt-4o-mini = $0.15, $0.60\n")
+    report = project.pytester.path / "r.json"
+    result = project.run("--llm-cache=record", f"--llm-cache-report={report}")
+    result.assert_outcomes(passed=3)
+    data = json.loads(report.read_text())
+    io = data["tokens_by_model"]
+    # the server counts words: "one two three" is 3 in, "echo: one two three" 4 out
+    assert io["gpt-4o"] == {"input": 3, "output": 4} and io["gpt-4o-mini"] == {"input": 1, "output": 2}
+    expected = (3 * 2.50 + 4 * 10.00 + 1 * 0.15 + 2 * 0.60) / 1_000_000
+    assert data["cost_saved"] == pytest.approx(expected)
+    result.stdout.fnmatch_lines([f"saved: ${expected:.6f} at the llm_cache_prices given (1 without a price: claude-x)"])
+
+
+def test_no_prices_no_dollars(project: Project) -> None:
+    project.pytester.makepyfile(test_cost=COSTLY)
+    report = project.pytester.path / "r.json"
+    result = project.run("--llm-cache=record", f"--llm-cache-report={report}")
+    result.stdout.no_fnmatch_line("saved:*")
+    assert json.loads(report.read_text())["cost_saved"] is None
+
+
+def test_bad_prices_are_a_usage_error(project: Project) -> None:
+    project.pytester.makepyfile(test_cost=COSTLY)
+    project.pytester.makeini("[pytest]\nllm_cache_prices =\n    gpt-4o = cheap\n")
+    result = project.run()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: llm_cache_prices must be lines 'model = input, output' in dollars per million tokens*"])
+
+
+SEQUENCE = """
+import itertools, httpx2, openai, pytest
+
+def sampling_client():
+    counter = itertools.count(1)
+    def handler(request):
+        n = next(counter)
+        return httpx2.Response(200, json={"id": f"c{n}", "object": "chat.completion", "created": 1, "model": "gpt-4o",
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": f"answer {n}"}}]})
+    return openai.OpenAI(base_url="http://mock.test/v1", api_key="sk-x", max_retries=0,
+                         http_client=httpx2.Client(transport=httpx2.MockTransport(handler)))
+
+def sample(client):
+    return client.chat.completions.create(model="gpt-4o", temperature=1,
+        messages=[{"role": "user", "content": "pick a number"}]).choices[0].message.content
+
+@pytest.mark.llm_cache(sequence=True)
+def test_agent_loop(save):
+    client = sampling_client()
+    save("sequence", [sample(client) for _ in range(3)])
+
+def test_shared(llm_cache, save):
+    client = sampling_client()
+    save("shared", [sample(client) for _ in range(3)])
+"""
+
+
+@pytest.mark.all_xdist_modes
+def test_sequence_records_each_occurrence_and_replays_in_order(project: Project) -> None:
+    project.pytester.makepyfile(test_seq=SEQUENCE)
+    project.run("--llm-cache=record").assert_outcomes(passed=2)
+    assert project.result("sequence") == ["answer 1", "answer 2", "answer 3"]
+    # without sequence=True identical requests share one cassette: the first answer, three times
+    assert project.result("shared") == ["answer 1", "answer 1", "answer 1"]
+    assert len(project.files()) == 4
+    project.clear_results()
+    project.run().assert_outcomes(passed=2)
+    assert project.result("sequence") == ["answer 1", "answer 2", "answer 3"]
+    assert project.result("shared") == ["answer 1", "answer 1", "answer 1"]
