@@ -2,7 +2,8 @@
 
 Chat completions, embeddings, the Responses API, Anthropic messages and a model list, streamed
 (SSE over chunked transfer encoding) or not; deterministic given the request body and the
-server's snapshot, fingerprint and generation. Standard library only.
+server's snapshot, fingerprint and generation. Standard library only (brotli and
+zstandard only when ``force_encoding`` asks for br or zstd).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import sys
 import threading
 import time
 import traceback
+import zlib
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterable
@@ -86,6 +88,23 @@ def _embedding(text: str) -> list[float]:
     return list(struct.unpack("<8f", struct.pack("<8f", *(u / 2**31 - 1.0 for u in ints))))
 
 
+def _compress(body: bytes, encoding: str) -> bytes:
+    """body compressed with an HTTP content coding (br and zstd need brotli / zstandard)."""
+    if encoding == "gzip":
+        return gzip.compress(body, mtime=0)
+    if encoding == "deflate":
+        return zlib.compress(body)  # HTTP "deflate" is the zlib format
+    if encoding == "br":
+        import brotli  # type: ignore[import-not-found]
+
+        return bytes(brotli.compress(body))
+    if encoding == "zstd":
+        import zstandard  # type: ignore[import-not-found]
+
+        return bytes(zstandard.ZstdCompressor().compress(body))
+    raise ValueError(f"unknown content coding {encoding!r}")
+
+
 class FakeLLMServer:
     """Background HTTP server speaking enough OpenAI and Anthropic for the official SDKs."""
 
@@ -101,6 +120,9 @@ class FakeLLMServer:
         self.fingerprint = fingerprint
         self.generation = generation
         self.gzip_json = gzip_json
+        # "gzip", "deflate", "br" or "zstd": compress every non-streamed JSON answer with it,
+        # whatever the client accepts and whatever gzip_json says (read per request)
+        self.force_encoding: str | None = None
         self.calls: list[Call] = []
         self.url = ""
         self._lock = threading.Lock()
@@ -220,14 +242,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send_json(self, status: int, obj: Any) -> None:
         body = json.dumps(obj).encode()
-        gz = self.server.fake.gzip_json and "gzip" in self.headers.get("Accept-Encoding", "")
-        if gz:
-            body = gzip.compress(body, mtime=0)
+        fake = self.server.fake
+        encoding = fake.force_encoding
+        accepts_gzip = "gzip" in self.headers.get("Accept-Encoding", "")
+        if encoding is None and fake.gzip_json and accepts_gzip:
+            encoding = "gzip"
+        if encoding is not None:
+            body = _compress(body, encoding)
         self._sent = True
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
-        if gz:
-            self.send_header("Content-Encoding", "gzip")
+        if encoding is not None:
+            self.send_header("Content-Encoding", encoding)
         self.send_header("Content-Length", str(len(body)))
         self._common_headers()
         self.end_headers()

@@ -246,6 +246,11 @@ def test_requests_post_and_gzip(server: FakeLLMServer) -> None:
     chunked = requests.post(url, data=iter(parts), timeout=10)
     assert chunked.json()["choices"][0]["message"]["content"] == "echo: hi"
     assert server.calls[-1].headers["transfer-encoding"] == "chunked"
+    server.force_encoding = "deflate"  # whatever the client accepts
+    forced = requests.post(url, json={"model": "gpt-4o", "messages": USER},
+                           headers={"Accept-Encoding": "identity"}, timeout=10)
+    assert forced.headers["Content-Encoding"] == "deflate"
+    assert forced.json()["object"] == "chat.completion"
 
 
 def test_raw_http_chunked_stream_and_counter(server: FakeLLMServer) -> None:
