@@ -156,6 +156,7 @@ class Entry:
     key_rules: dict[str, Any] | None = None
     # derived on first replay, not stored
     _raw: bytes | None = field(default=None, repr=False, compare=False)
+    _headers: list[tuple[str, str]] | None = field(default=None, repr=False, compare=False)
 
     @property
     def endpoint(self) -> str:
@@ -169,6 +170,14 @@ class Entry:
         if self._raw is None:
             self._raw = self.response_body.to_bytes()
         return self._raw
+
+    def header_items(self) -> list[tuple[str, str]]:
+        """The replayed response's headers: stored ones (no framing) and the true length."""
+        if self._headers is None:
+            items = [(n, v) for n, v in self.response_headers.items() if n.lower() not in _FRAMING_HEADERS]
+            items.append(("content-length", str(len(self.response_bytes()))))
+            self._headers = items
+        return self._headers
 
     def to_vcr_response(self) -> dict[str, Any]:
         """The response in the form vcrpy's stubs replay."""

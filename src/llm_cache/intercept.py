@@ -10,15 +10,18 @@ one at exit, and ``CacheMiss`` instead of vcrpy's generic error.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import importlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from types import ModuleType
 from typing import Any
 
+import vcr.patch
 from vcr.cassette import Cassette, CassetteContextDecorator
 from vcr.record_mode import RecordMode
 
 from .modes import Mode
-from .session import Scope
+from .session import HTTPRequest, Scope
 
 __all__ = ["ScopeCassette", "intercept"]
 
@@ -65,6 +68,90 @@ class ScopeCassette(Cassette):  # type: ignore[misc]
         return self.scope.can_serve(request)
 
 
+# The transports the openai and anthropic SDKs use, and the originals vcrpy saved.
+_FAST_PATHS = (
+    ("httpx", "_HttpxHttpTransport_handle_request", "_HttpxAsyncHttpTransport_handle_async_request"),
+    ("httpx2", "_Httpx2HttpTransport_handle_request", "_Httpx2AsyncHttpTransport_handle_async_request"),
+)
+
+
+def _fast_patches(scope: Scope) -> list[tuple[Any, str, Callable[..., Any]]]:
+    """Patches for httpx's and httpx2's HTTP transports that skip vcrpy's generic request
+    and response objects: a hit goes from the transport's request to the cached bytes.
+    Given to vcrpy as ``custom_patches``, so they replace its own stubs for these two
+    methods and are undone with the rest."""
+    patches = []
+    for name, sync_original, async_original in _FAST_PATHS:
+        real_sync = getattr(vcr.patch, sync_original, None)
+        real_async = getattr(vcr.patch, async_original, None)
+        if real_sync is None or real_async is None:
+            continue
+        module = importlib.import_module(name)
+        patches.append((module.HTTPTransport, "handle_request", _sync_stub(scope, module, real_sync)))
+        patches.append((module.AsyncHTTPTransport, "handle_async_request", _async_stub(scope, module, real_async)))
+    return patches
+
+
+def _played(httpx: ModuleType, scope: Scope, shaped: HTTPRequest) -> Any:
+    entry = scope.serve_entry(shaped)
+    return httpx.Response(entry.status, headers=entry.header_items(), stream=httpx.ByteStream(entry.response_bytes()))
+
+
+def _recorded(response: Any, raw: bytes) -> dict[str, Any]:
+    headers: dict[str, list[str]] = {}
+    for key, value in response.headers.multi_items():
+        headers.setdefault(key.lower(), []).append(value)
+    return {"status": {"code": response.status_code}, "headers": headers, "body": {"string": raw}}
+
+
+def _sync_stub(scope: Scope, httpx: ModuleType, real: Callable[..., Any]) -> Callable[..., Any]:
+    def handle_request(transport: Any, request: Any) -> Any:
+        __tracebackhide__ = True
+        shaped = HTTPRequest(request.method, str(request.url), request.read(), request.headers)
+        if scope.can_serve(shaped):
+            return _played(httpx, scope, shaped)
+        if scope.mode is Mode.REPLAY:
+            scope.refuse(shaped)
+        try:
+            response = real(transport, request)
+            # read it all before recording, as vcrpy does: a stream the test reads only
+            # partly is still kept whole
+            raw = b"".join(response.stream)
+        except BaseException:
+            scope.abandon(shaped)
+            raise
+        with suppress(Exception):
+            response.stream.close()
+        response.stream = httpx.ByteStream(raw)
+        scope.record(shaped, _recorded(response, raw))
+        return response
+
+    return handle_request
+
+
+def _async_stub(scope: Scope, httpx: ModuleType, real: Callable[..., Any]) -> Callable[..., Any]:
+    async def handle_async_request(transport: Any, request: Any) -> Any:
+        __tracebackhide__ = True
+        shaped = HTTPRequest(request.method, str(request.url), await request.aread(), request.headers)
+        if scope.can_serve(shaped):
+            return _played(httpx, scope, shaped)
+        if scope.mode is Mode.REPLAY:
+            scope.refuse(shaped)
+        try:
+            response = await real(transport, request)
+            raw = b"".join([chunk async for chunk in response.stream])
+        except BaseException:
+            scope.abandon(shaped)
+            raise
+        with suppress(Exception):
+            await response.stream.aclose()
+        response.stream = httpx.ByteStream(raw)
+        scope.record(shaped, _recorded(response, raw))
+        return response
+
+    return handle_async_request
+
+
 @contextmanager
 def intercept(scope: Scope) -> Iterator[Scope]:
     """Patch the HTTP clients vcrpy knows for the duration, answering from ``scope``."""
@@ -73,7 +160,9 @@ def intercept(scope: Scope) -> Iterator[Scope]:
         return
     label = str(scope.session.store).replace(" ", "")
     try:
-        with CassetteContextDecorator.from_args(ScopeCassette, path=label, scope=scope):
+        with CassetteContextDecorator.from_args(
+            ScopeCassette, path=label, scope=scope, custom_patches=tuple(_fast_patches(scope))
+        ):
             yield scope
     finally:
         scope.close()

@@ -152,11 +152,29 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+def _text(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_text(v) for v in value)
+    return value.decode("latin-1") if isinstance(value, bytes) else str(value)
+
+
+def _api_version_headers(headers: Mapping[str, Any]) -> dict[str, str]:
+    """The API-version headers; ``headers`` is a dict, or a mapping whose get ignores case."""
+    if isinstance(headers, dict):
+        headers = {k.lower(): v for k, v in headers.items()}
+    found = {}
+    for name in API_VERSION_HEADERS:
+        value = headers.get(name)
+        if value is not None:
+            found[name] = _text(value)
+    return found
+
+
 def make_key(
     method: str,
     url: str,
     body: bytes | None,
-    headers: Mapping[str, str],
+    headers: Mapping[str, Any],
     rules: KeyRules = KeyRules(),
 ) -> RequestKey:
     """Compute the key of one HTTP request under ``rules``."""
@@ -174,13 +192,12 @@ def make_key(
     if model is not None and not isinstance(model, str):
         model = str(model)
     version = rules.version_label(model)
-    lowered = {k.lower(): v for k, v in headers.items()}
     material: dict[str, Any] = {
         "v": KEY_VERSION,
         "method": method.upper(),
         "path": parts.path or "/",
         "query": query,
-        "headers": {h: lowered[h] for h in API_VERSION_HEADERS if h in lowered},
+        "headers": _api_version_headers(headers),
         "model_version": version,
     }
     # Two different fields, so a JSON body can never collide with a raw one.

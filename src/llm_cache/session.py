@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -32,7 +33,7 @@ from .stores import MemoryStore, Store
 from .stores.protocol import Lock
 from .stores.tier import MemoryTier
 
-__all__ = ["CacheSession", "Scope", "Decision", "utcnow"]
+__all__ = ["CacheSession", "Scope", "Decision", "HTTPRequest", "utcnow"]
 
 log = logging.getLogger("llm_cache")
 
@@ -63,11 +64,27 @@ class Decision:
     rk: RequestKey
     found: Found
     action: Action
-    location: str
     entry: Entry | None
     started: float
     scope: Scope
     lock: Lock | None = None
+
+    @functools.cached_property
+    def location(self) -> str:
+        return self.scope.session.store.location(self.rk.key, self.rk.model_version)
+
+
+class HTTPRequest:
+    """A request as the session reads it: vcrpy's Request has the same four attributes.
+
+    ``headers`` is any mapping whose ``get`` ignores case (httpx's Headers, vcrpy's
+    HeadersDict), or a dict."""
+
+    def __init__(self, method: str, uri: str, body: bytes, headers: Any) -> None:
+        self.method = method
+        self.uri = uri
+        self.body = body
+        self.headers = headers
 
 
 class CacheSession:
@@ -337,8 +354,7 @@ class Scope:
         cached: Decision | None = getattr(request, "_llm_cache_decision", None)
         if cached is not None and cached.scope is self:
             return cached
-        headers = _headers(request.headers)
-        rk = make_key(request.method, request.uri, _body_bytes(request), headers, self.rules)
+        rk = make_key(request.method, request.uri, _body_bytes(request), request.headers, self.rules)
         if self.sequence:
             occurrence = self._occurrences[rk.key] = self._occurrences.get(rk.key, 0) + 1
             rk = dataclasses.replace(rk, key=sequenced(rk.key, occurrence), occurrence=occurrence)
@@ -352,8 +368,7 @@ class Scope:
                 self.session.unclaim(rk.key)
                 lock.release()
                 lock = None
-        location = self.session.store.location(rk.key, rk.model_version)
-        made = Decision(rk, found, action, location, entry, time.perf_counter(), self, lock)
+        made = Decision(rk, found, action, entry, time.perf_counter(), self, lock)
         if lock is not None:
             self._held.append(made)
         request._llm_cache_decision = made
@@ -367,6 +382,11 @@ class Scope:
         return self.decision(request).action in (Action.SERVE, Action.SERVE_STALE)
 
     def serve(self, request: Any) -> dict[str, Any]:
+        """The cached response in the form vcrpy's stubs replay."""
+        return self.serve_entry(request).to_vcr_response()
+
+    def serve_entry(self, request: Any) -> Entry:
+        """The cached entry for a request that can be served, counted as a hit."""
         made = self.decision(request)
         entry = made.entry
         assert entry is not None, "serve() called for a request with no cassette"
@@ -379,7 +399,7 @@ class Scope:
         stats.use(entry.key, self.session.clock(), hit=True)
         self._used(made.location)
         self.session.counted()
-        return entry.to_vcr_response()
+        return entry
 
     def refuse(self, request: Any) -> NoReturn:
         """Fail a request that has no cassette in replay mode."""

@@ -39,7 +39,7 @@ def test_error_responses_are_not_recorded_by_default(project: Project) -> None:
     project.pytester.makepyfile(test_err=ERROR_TEST)
     result = project.run("--llm-cache=record")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["not stored: 1"])
+    result.stdout.fnmatch_lines(["not stored: 1 (error status 1)"])
     assert project.files() == []
     assert project.result("stats") == [0, 0]
 

@@ -84,7 +84,7 @@ def test_bad_values_are_usage_errors(
 @pytest.mark.parametrize(
     ("marker", "message"),
     [
-        ('tll="1d"', "@pytest.mark.llm_cache argument 'tll' must be one of the arguments mode, ttl, model_version, ignore_fields, got '1d'"),
+        ('tll="1d"', "@pytest.mark.llm_cache argument 'tll' must be one of the arguments mode, ttl, model_version, ignore_fields, sequence, got '1d'"),
         ('"record"', "@pytest.mark.llm_cache must be keyword arguments only: *"),
         ('mode="sometimes"', "@pytest.mark.llm_cache(mode=...) must be one of replay|record|refresh|off, got 'sometimes'"),
         ('ttl="soon"', "@pytest.mark.llm_cache(ttl=...) must be a duration like *"),
@@ -102,7 +102,7 @@ def test_marker_is_registered(project: Project) -> None:
     project.pytester.makepyfile(test_reg="import pytest\n@pytest.mark.llm_cache(mode='off')\ndef test_it():\n    pass\n")
     project.run("--strict-markers").assert_outcomes(passed=1)
     result = project.pytester.runpytest("--markers")
-    result.stdout.fnmatch_lines(["@pytest.mark.llm_cache(mode=None, ttl=None, model_version=None, ignore_fields=()):*"])
+    result.stdout.fnmatch_lines(["@pytest.mark.llm_cache(mode=None, ttl=None, model_version=None, ignore_fields=(), sequence=False):*"])
 
 
 def test_help_lists_the_option_group(project: Project) -> None:

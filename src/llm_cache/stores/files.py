@@ -7,6 +7,7 @@ never leaves a truncated cassette and a reader sees the old file or the new.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -34,6 +35,7 @@ _HEAD = re.compile(rb"\Allm_cache: 1\nkey: ([0-9a-f]{64})\nrecorded_at: '([^'\n]
 HEAD_BYTES = 160
 
 
+@functools.lru_cache(maxsize=4096)
 def safe_dirname(label: str) -> str:
     """A directory name for a model version label that cannot leave the cassette dir.
 
