@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import pytest
 from openai import AsyncOpenAI, OpenAI
@@ -23,3 +24,12 @@ def client() -> OpenAI:
 @pytest.fixture
 def aclient() -> AsyncOpenAI:
     return AsyncOpenAI(api_key=_key(), max_retries=0)
+
+
+@pytest.fixture
+def anthropic_client() -> Any:
+    # imported here: the demo's examples of the openai SDK need only the openai extra
+    anthropic = pytest.importorskip("anthropic")
+    return anthropic.Anthropic(
+        api_key=os.environ.get("ANTHROPIC_API_KEY", "not-needed-for-replay"), max_retries=0
+    )

@@ -407,28 +407,42 @@ class _Handler(BaseHTTPRequestHandler):
 
     def ep_messages(self, req: JsonDict) -> None:
         messages = [m for m in req.get("messages") or [] if isinstance(m, dict)]
-        text = self.server.fake.reply_for(_last_text(messages))
-        stop = "max_tokens" if req.get("max_tokens") == 1 else "end_turn"
+        last = _last_text(messages)
+        text = self.server.fake.reply_for(last)
+        tools = [t for t in req.get("tools") or [] if isinstance(t, dict)]
+        # with tools, a message about the weather gets a tool_use block instead of text
+        tool_use = None
+        if tools and "weather" in last:
+            tool_use = {"type": "tool_use", "id": "toolu_" + self._key,
+                        "name": tools[0].get("name", "tool"), "input": {"city": "Paris"}}
+        stop = ("tool_use" if tool_use else "max_tokens" if req.get("max_tokens") == 1
+                else "end_turn")
         in_tok = sum(_words(_text_of(m.get("content"))) for m in messages)
-        out_tok = _words(text)
+        arguments = json.dumps(tool_use["input"]) if tool_use else ""
+        out_tok = _words(arguments if tool_use else text)
         head = {"id": "msg_" + self._key, "type": "message",
                 "role": "assistant", "model": req.get("model")}
         if not req.get("stream"):
-            self._send_json(200, {**head, "content": [{"type": "text", "text": text}],
+            block = tool_use or {"type": "text", "text": text}
+            self._send_json(200, {**head, "content": [block],
                                   "stop_reason": stop, "stop_sequence": None,
                                   "usage": {"input_tokens": in_tok, "output_tokens": out_tok}})
             return
         start = {**head, "content": [], "stop_reason": None, "stop_sequence": None,
                  "usage": {"input_tokens": in_tok, "output_tokens": 1}}
+        first = {**tool_use, "input": {}} if tool_use else {"type": "text", "text": ""}
         events: list[tuple[str | None, Any]] = [
             ("message_start", {"type": "message_start", "message": start}),
             ("content_block_start", {"type": "content_block_start", "index": 0,
-                                     "content_block": {"type": "text", "text": ""}}),
+                                     "content_block": first}),
             ("ping", {"type": "ping"}),
         ]
+        if tool_use:
+            deltas = [{"type": "input_json_delta", "partial_json": p} for p in _thirds(arguments)]
+        else:
+            deltas = [{"type": "text_delta", "text": part} for part in _pieces(text)]
         events += [("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                            "delta": {"type": "text_delta", "text": part}})
-                   for part in _pieces(text)]
+                                            "delta": delta}) for delta in deltas]
         events += [
             ("content_block_stop", {"type": "content_block_stop", "index": 0}),
             ("message_delta", {"type": "message_delta",

@@ -225,6 +225,20 @@ def test_anthropic_stream(claude: anthropic.Anthropic) -> None:
     assert final.stop_reason == "end_turn" and final.usage.output_tokens == 3
 
 
+def test_anthropic_tool_use(claude: anthropic.Anthropic) -> None:
+    tools = [{"name": "get_weather", "input_schema": {"type": "object", "properties": {}}}]
+    msgs = [{"role": "user", "content": "what's the weather in Paris?"}]
+    m = claude.messages.create(model="claude-x", max_tokens=100, messages=msgs, tools=tools)
+    assert m.stop_reason == "tool_use"
+    [block] = m.content
+    assert (block.type, block.name, block.input) == ("tool_use", "get_weather", {"city": "Paris"})
+    with claude.messages.stream(model="claude-x", max_tokens=100, messages=msgs, tools=tools) as s:
+        kinds = [e.delta.type for e in s if e.type == "content_block_delta"]
+        final = s.get_final_message()
+    assert kinds == ["input_json_delta"] * 3
+    assert final.content[0].input == {"city": "Paris"} and final.stop_reason == "tool_use"
+
+
 def test_requests_post_and_gzip(server: FakeLLMServer) -> None:
     r = requests.post(
         server.openai_base_url + "/chat/completions",

@@ -384,7 +384,7 @@ class LLMCache:
     def close(self) -> None:
         """Keep usage, evict down to the cap, release the store's connections."""
         self.session.finish()
-        self.session.store.close()
+        self.session.close()
 
     def __enter__(self) -> LLMCache:
         return self

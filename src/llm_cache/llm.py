@@ -143,23 +143,43 @@ def completion_text(body: Body) -> str:
 
 
 def tool_calls(body: Body) -> list[tuple[str, str]]:
-    """(name, arguments) of every tool call, streamed argument pieces joined."""
-    calls: dict[tuple[int, int], list[str]] = {}
+    """(name, arguments) of every tool call, streamed argument pieces joined: OpenAI chat
+    (``tool_calls`` and their deltas), Anthropic (``tool_use`` blocks, streamed as
+    ``content_block_start`` then ``input_json_delta`` pieces), Responses ``function_call`` items."""
+    calls: dict[tuple[str, int, int], list[str]] = {}
     for value in body.json_values():
         if not isinstance(value, dict):
             continue
         for choice in value.get("choices") or []:
             message = (choice.get("message") or choice.get("delta") or {}) if isinstance(choice, dict) else {}
             for position, call in enumerate(message.get("tool_calls") or [] if isinstance(message, dict) else []):
-                index = (int(choice.get("index", 0)), int(call.get("index", position)))
+                index = ("chat", int(choice.get("index", 0)), int(call.get("index", position)))
                 function = call.get("function") or {}
                 slot = calls.setdefault(index, ["", ""])
                 if function.get("name"):
                     slot[0] = function["name"]
                 slot[1] += function.get("arguments") or ""
-        for block in value.get("content") or []:  # anthropic tool_use
+        for position, block in enumerate(value.get("content") or []):  # anthropic, not streamed
             if isinstance(block, dict) and block.get("type") == "tool_use":
-                calls[(len(calls), 0)] = [str(block.get("name")), json.dumps(block.get("input"))]
+                calls[("anthropic", position, 0)] = [str(block.get("name")), json.dumps(block.get("input"))]
+        kind = value.get("type")
+        index = value.get("index", 0) if isinstance(value.get("index"), int) else 0
+        if kind == "content_block_start":  # anthropic, streamed
+            block = value.get("content_block") or {}
+            if isinstance(block, dict) and block.get("type") == "tool_use":
+                calls[("anthropic", index, 0)] = [str(block.get("name")), ""]
+        elif kind == "content_block_delta":
+            delta = value.get("delta") or {}
+            if isinstance(delta, dict) and delta.get("type") == "input_json_delta":
+                calls.setdefault(("anthropic", index, 0), ["", ""])[1] += str(delta.get("partial_json", ""))
+        for position, item in enumerate(value.get("output") or []):  # responses, not streamed
+            if isinstance(item, dict) and item.get("type") == "function_call":
+                calls[("responses", position, 0)] = [str(item.get("name")), str(item.get("arguments", ""))]
+        if kind == "response.output_item.done":  # responses, streamed: the finished item
+            item = value.get("item") or {}
+            if isinstance(item, dict) and item.get("type") == "function_call":
+                calls[("responses", int(value.get("output_index", 0)), 0)] = [
+                    str(item.get("name")), str(item.get("arguments", ""))]
     return [(name, args) for name, args in calls.values()]
 
 

@@ -136,12 +136,14 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
     if SESSION not in config.stash:
         return
-    if _is_worker(config):
-        config.workeroutput["llm_cache"] = config.stash[SESSION].stats.to_dict()  # type: ignore[attr-defined]
-        return
     cache = config.stash[SESSION]
+    if _is_worker(config):
+        config.workeroutput["llm_cache"] = cache.stats.to_dict()  # type: ignore[attr-defined]
+        cache.close()
+        return
     cache.finish()
     report = config.stash[REPORT] = _report(config)
+    cache.close()
     path = cache.settings.report_path
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

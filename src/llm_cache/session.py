@@ -254,6 +254,10 @@ class CacheSession:
                 best = (self.store.location(entry.key, entry.model_version), diffs)
         return best
 
+    def close(self) -> None:
+        """At the end of this process's part of the session: let the store write and release."""
+        self.store.close()
+
     def counted(self) -> None:
         """After each lookup: every ``log_every`` lookups, an INFO line with the hit rate."""
         every = self.settings.log_every

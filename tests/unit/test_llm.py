@@ -72,3 +72,24 @@ def test_responses_stream():
 
 def test_no_usage_in_text_body():
     assert read_response(encode_body(b"plain", "text/plain")) == ResponseInfo()
+
+
+def test_streamed_anthropic_tool_use_is_a_tool_call_not_an_empty_answer():
+    from llm_cache.cassette import encode_body
+    from llm_cache.llm import refusal_reason, tool_calls
+
+    events = [
+        ("message_start", {"type": "message_start", "message": {"model": "claude-x", "usage": {"input_tokens": 5}}}),
+        ("content_block_start", {"type": "content_block_start", "index": 0,
+                                 "content_block": {"type": "tool_use", "id": "t1", "name": "get_weather", "input": {}}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                 "delta": {"type": "input_json_delta", "partial_json": '{"city": '}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                 "delta": {"type": "input_json_delta", "partial_json": '"Paris"}'}}),
+        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}}),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+    raw = "".join(f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events).encode()
+    body = encode_body(raw, "text/event-stream")
+    assert tool_calls(body) == [("get_weather", '{"city": "Paris"}')]
+    assert refusal_reason(body) is None

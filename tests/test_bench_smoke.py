@@ -1,0 +1,74 @@
+"""The benchmark harness runs end to end: `benchmarks/bench.py --quick` exits 0, prints its
+table and writes JSON with every section. No timing is asserted: the machine is noisy."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks" / "bench.py"
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
+def test_bench_quick_runs_and_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_CACHE_", "PYTEST_"))}
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--json", str(out), "--workdir", str(tmp_path / "work")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + "\n" + proc.stderr[-4000:]
+    assert "pytest-llm-cache benchmarks" in proc.stdout
+    assert "Targets" in proc.stdout
+
+    data = json.loads(out.read_text())
+    assert data["quick"] is True
+    assert {"hit", "startup", "warm", "record", "evict", "stores", "targets", "machine"} <= set(data)
+
+    hit = data["hit"]
+    assert _positive(hit["floor"]["non_stream"]["median"]) and _positive(hit["floor"]["stream"]["median"])
+    assert {p["entries"] for p in hit["points"]} == {100, 1000}
+    for point in hit["points"]:
+        for which in ("cold", "warm"):
+            assert _positive(point[which]["median"]) and _positive(point[which]["ratio"])
+    assert {(v["interactions"], v["kind"]) for v in hit["vcrpy"]} == {
+        (100, "non_stream"), (100, "stream"), (1000, "non_stream"), (1000, "stream")
+    }
+    assert all(_positive(v["median"]) for v in hit["vcrpy"])
+    assert all(_positive(s["ratio"]) for s in hit["scale"])
+
+    startup = data["startup"]["points"]
+    assert {(p["entries"], p["warm"]) for p in startup} == {(0, False), (0, True), (1000, False), (1000, True)}
+    assert all(_positive(p["first_hit_s"]) for p in startup)
+
+    warm = data["warm"]["points"]
+    assert [p["entries"] for p in warm] == [1000]
+    assert warm[0]["warmed"] == 1000
+    assert _positive(warm[0]["seconds"]) and _positive(warm[0]["disk_bytes"]) and _positive(warm[0]["rss_after"])
+
+    record = data["record"]
+    assert record["calls"] == 100 and record["cassettes_written"] == 101
+    assert _positive(record["plain"]["calls_per_s"]) and _positive(record["record"]["calls_per_s"])
+    assert _positive(record["ratio"])
+
+    evict = data["evict"]
+    assert evict["entries"] == 1000 and evict["evicted"] == 10
+    assert _positive(evict["seconds"]) and _positive(evict["session_finish_s"])
+
+    stores = {p["store"]: p for p in data["stores"]["points"]}
+    assert set(stores) == {"file", "memory", "redis"}
+    # CI sets LLM_CACHE_REQUIRE_REDIS=1 and installs redis-server: there Redis is never skipped
+    with_redis = shutil.which("redis-server") is not None or os.environ.get("LLM_CACHE_REQUIRE_REDIS") == "1"
+    measured = ["file", "memory"] + (["redis"] if with_redis else [])
+    for name in measured:
+        assert _positive(stores[name]["cold"]["median"]) and _positive(stores[name]["warm"]["median"])
+
+    assert data["targets"] and all(isinstance(t["pass"], bool) for t in data["targets"])
