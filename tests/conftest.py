@@ -79,6 +79,19 @@ def fake_api(server: FakeLLMServer) -> Iterator[FakeLLMServer]:
 XDIST_MODES = {"no-xdist": (), "n0": ("-n", "0"), "n2": ("-n", "2")}
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--stress", action="store_true", default=False,
+        help="run the reliability tests at full size (many kills, more processes and examples); slow",
+    )
+
+
+@pytest.fixture(scope="session")
+def stress(request: pytest.FixtureRequest) -> bool:
+    """True under --stress: reliability tests use their long sizes."""
+    return bool(request.config.getoption("--stress"))
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "all_xdist_modes: run this module's pytester scenarios under no xdist, -n 0 and -n 2")
 
