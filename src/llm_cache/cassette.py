@@ -359,12 +359,40 @@ def parse_entry(doc: Any, path: str, expected_key: str | None = None) -> Entry:
     )
 
 
+# A cassette is read in bounded time and memory whatever it holds: a size limit before
+# parsing, and, when it defines anchors, a budget on the nodes its aliases expand to
+# ("billion laughs"), and on nesting depth.
+MAX_CASSETTE_BYTES = 64 * 1024 * 1024
+MAX_EXPANDED_NODES = 200_000
+MAX_DEPTH = 200
+
+
+def _check_expansion(doc: Any, path: str) -> None:
+    budget = MAX_EXPANDED_NODES
+    stack: list[tuple[Any, int]] = [(doc, 0)]
+    while stack:
+        node, depth = stack.pop()
+        budget -= 1
+        if budget < 0:
+            raise _fail(path, f"its aliases expand to more than {MAX_EXPANDED_NODES} nodes")
+        if depth > MAX_DEPTH:
+            raise _fail(path, f"it nests deeper than {MAX_DEPTH} levels")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+
+
 def load_entry(text: str | bytes, path: str, expected_key: str | None = None) -> Entry:
     """Parse a cassette's text with the safe loader; any failure is a CassetteError naming ``path``."""
+    if len(text) > MAX_CASSETTE_BYTES:
+        raise _fail(path, f"it is {len(text)} bytes, more than the {MAX_CASSETTE_BYTES} a cassette may hold")
     try:
         doc = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader, C or Python
     except yaml.YAMLError as exc:
         raise _fail(path, f"not valid YAML: {str(exc).splitlines()[0]}") from None
-    except (ValueError, TypeError, RecursionError) as exc:
-        raise _fail(path, f"not valid YAML: {exc}") from None
+    except (ValueError, TypeError, RecursionError, MemoryError) as exc:
+        raise _fail(path, f"not valid YAML: {type(exc).__name__}: {str(exc)[:200]}") from None
+    if (b"&" if isinstance(text, bytes) else "&") in text:  # anchors: aliases may expand
+        _check_expansion(doc, path)
     return parse_entry(doc, path, expected_key)

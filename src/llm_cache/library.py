@@ -370,7 +370,7 @@ class LLMCache:
 
     def stats(self) -> dict[str, Any]:
         """The cache's figures: hits, misses, recorded, hit_rate, tokens_saved, entries, bytes, ..."""
-        entries, size = self.session.store.size()
+        entries, size = self.session.size()
         settings = self.session.settings
         location = settings.store_url or repr(self.session.store)
         return report_json(Report(self.session.stats, settings.mode.value, location, entries, size, settings.cap))

@@ -121,7 +121,7 @@ def _llm_cache_auto(request: pytest.FixtureRequest) -> None:
 
 def _report(config: pytest.Config) -> Report:
     session = config.stash[SESSION]
-    entries, size = session.store.size() if session.stats.tests_used else (0, 0)
+    entries, size = session.size() if session.stats.tests_used else (0, 0)
     settings = session.settings
     location = settings.store_url or str(settings.cassette_dir)
     return Report(session.stats, settings.mode.value, location, entries, size, settings.cap, settings.prices)

@@ -8,6 +8,7 @@ request: can it be served, serve it, record its response.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -21,7 +22,7 @@ from typing import Any, NoReturn
 
 from .cassette import Body, Entry, dump_entry, encode_body
 from .encoding import decode_content
-from .errors import CacheMiss, CassetteError, LLMCacheWarning
+from .errors import CacheMiss, CassetteError, LLMCacheWarning, StoreUnavailable
 from .key import KeyRules, RequestKey, canonical_body, flatten, make_key, sequenced
 from .llm import completion_text, read_response, refusal_reason
 from .modes import Action, Found, Mode, decide
@@ -202,7 +203,21 @@ class CacheSession:
     def finish(self, force: bool = False) -> None:
         """At session end (on the xdist controller): keep usage, then evict down to the cap.
 
-        Eviction runs after a session that recorded, or whenever ``force`` is set."""
+        Eviction runs after a session that recorded, or whenever ``force`` is set. A store
+        that went away is reported, not raised: the tests have their results already."""
+        try:
+            self._finish(force)
+        except StoreUnavailable as exc:
+            warnings.warn(LLMCacheWarning(f"usage and eviction skipped: {str(exc).splitlines()[0]}"), stacklevel=2)
+
+    def size(self) -> tuple[int, int]:
+        """(entries, bytes) of the store, (0, 0) when it cannot be reached."""
+        try:
+            return self.store.size()
+        except StoreUnavailable:
+            return 0, 0
+
+    def _finish(self, force: bool) -> None:
         stats = self.stats
         if not stats.tests_used:
             return
@@ -256,7 +271,8 @@ class CacheSession:
 
     def close(self) -> None:
         """At the end of this process's part of the session: let the store write and release."""
-        self.store.close()
+        with contextlib.suppress(StoreUnavailable):
+            self.store.close()
 
     def counted(self) -> None:
         """After each lookup: every ``log_every`` lookups, an INFO line with the hit rate."""
@@ -349,6 +365,7 @@ class Scope:
     _occurrences: dict[str, int] = field(default_factory=dict, repr=False)
     _held: list[Decision] = field(default_factory=list, repr=False)
     _seen: set[str] = field(default_factory=set, repr=False)
+    _missed: set[str] = field(default_factory=set, repr=False)
 
     # -- what the interception layer calls ----------------------------------
 
@@ -410,9 +427,13 @@ class Scope:
         __tracebackhide__ = True  # pytest shows the error, not this frame
         made = self.decision(request)
         rk = made.rk
-        self.session.stats.bump(self.stats, "misses")
-        self.session.stats.add_miss(Miss(self.test_id, rk.model, rk.path, rk.key))
-        self.session.counted()
+        # An SDK that retries what it takes for a connection error (anthropic wraps any
+        # transport exception) asks again: one miss per request and test, however often.
+        if rk.key not in self._missed:
+            self._missed.add(rk.key)
+            self.session.stats.bump(self.stats, "misses")
+            self.session.stats.add_miss(Miss(self.test_id, rk.model, rk.path, rk.key))
+            self.session.counted()
         closest, differences = self.session.closest(rk, self.rules)
         raise CacheMiss(
             method=rk.method,
