@@ -151,3 +151,19 @@ def test_entries_skip_unusable_files(tmp_path):
     (tmp_path / "gpt-4o" / "1111111111111111.yaml").write_text("- a list\n")
     assert list(store.entries("gpt-4o")) == [good]
     assert sorted(e.key for e in store.entries()) == ["aa" * 32, "bb" * 32]
+
+
+def test_sweep_removes_old_temporary_files_only(tmp_path):
+    import os
+    import time
+
+    from llm_cache.stores.files import FileStore
+
+    store = FileStore(tmp_path)
+    (tmp_path / "gpt-4o").mkdir()
+    old, new, cassette = (tmp_path / "gpt-4o" / n for n in (".abc.tmp", ".def.tmp", "0123456789abcdef.yaml"))
+    for path in (old, new, cassette):
+        path.write_text("x")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    assert store.sweep() == 1
+    assert not old.exists() and new.exists() and cassette.exists()

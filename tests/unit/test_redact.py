@@ -85,3 +85,41 @@ def test_response_allow_list_drops_encoding_and_ids():
     headers = {"content-type": "text/event-stream", "content-encoding": "gzip", "x-request-id": "req_1",
                "set-cookie": "a=b", "openai-version": "2020-10-01"}
     assert keep_headers(headers, RESPONSE_HEADERS) == {"content-type": "text/event-stream", "openai-version": "2020-10-01"}
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("key: sk-proj-" + "A1b2C3d4" * 4, "openai or anthropic key"),
+        ("key: sk-ant-api03-" + "x" * 40, "openai or anthropic key"),
+        ("authorization: Bearer abcdefghijklmnop1234", "bearer token"),
+        ("aws: AKIAIOSFODNN7EXAMPLE", "aws access key"),
+        ("t: eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U", "jwt"),
+        ("g: AIza" + "B" * 35, "google api key"),
+        ("gh: ghp_" + "a1" * 18, "github token"),
+    ],
+)
+def test_find_secrets_by_shape(text, kind):
+    from llm_cache.redact import find_secrets
+
+    [finding] = find_secrets("first line\n" + text)
+    assert finding.kind == kind and finding.line == 2
+    assert text.split(": ", 1)[1][10:-3] not in finding.excerpt  # masked
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Bearer <redacted>", "chatcmpl-670846ad20ead5f9a53f093f", "sk-short", "task-manager-skills", "fp_aaa111"],
+)
+def test_find_secrets_leaves_ordinary_text(text):
+    from llm_cache.redact import find_secrets
+
+    assert find_secrets(text) == []
+
+
+def test_find_secrets_allow_list():
+    from llm_cache.redact import find_secrets
+
+    text = "sk-proj-" + "Z" * 30
+    assert find_secrets(text, allow=[r"sk-proj-Z+"]) == []
+    assert len(find_secrets(text, allow=[r"something-else"])) == 1

@@ -17,6 +17,7 @@ import functools
 import hashlib
 import json
 import os
+import time
 import re
 import tempfile
 from collections.abc import Iterator
@@ -191,8 +192,23 @@ class FileStore:
                         total += item.stat().st_size
         return entries, total
 
+    def sweep(self, older_than: float = 600.0) -> int:
+        """Remove temporary files left by writers that were killed mid-write; returns how many."""
+        removed = 0
+        cutoff = time.time() - older_than
+        for directory in self._dirs():
+            with suppress(OSError), os.scandir(directory) as it:
+                for item in it:
+                    if item.name.startswith(".") and item.name.endswith(".tmp"):
+                        with suppress(OSError):
+                            if item.stat(follow_symlinks=False).st_mtime < cutoff:
+                                os.unlink(item.path)
+                                removed += 1
+        return removed
+
     def scan(self) -> Iterator[EntryMeta]:
         """Metadata from each file's first line or three; a full parse only for hand-edited files."""
+        self.sweep()
         for path in self._files(None):
             try:
                 size = path.stat().st_size
