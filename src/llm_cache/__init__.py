@@ -9,10 +9,17 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from .cassette import Entry, dump_entry, load_entry
-from .errors import CacheMiss, CassetteError, ConfigError, LLMCacheError, LLMCacheWarning, StoreUnavailable
+from .errors import (
+    CacheMiss,
+    CassetteError,
+    ConfigError,
+    LLMCacheError,
+    LLMCacheWarning,
+    StoreUnavailable,
+)
 from .intercept import intercept
-from .library import LLMCache, WarmReport
 from .key import KeyRules, RequestKey, make_key
+from .library import LLMCache, WarmReport
 from .modes import Mode
 from .session import CacheSession, Scope
 from .settings import Settings

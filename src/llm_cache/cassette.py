@@ -48,7 +48,7 @@ _Loader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _BaseDumper: type[Any] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
-class _Dumper(_BaseDumper):  # type: ignore[misc,valid-type]
+class _Dumper(_BaseDumper):  # type: ignore[misc]
     """Safe dumper writing multi-line strings (SSE events) as literal blocks."""
 
 
@@ -393,6 +393,6 @@ def load_entry(text: str | bytes, path: str, expected_key: str | None = None) ->
         raise _fail(path, f"not valid YAML: {str(exc).splitlines()[0]}") from None
     except (ValueError, TypeError, RecursionError, MemoryError) as exc:
         raise _fail(path, f"not valid YAML: {type(exc).__name__}: {str(exc)[:200]}") from None
-    if (b"&" if isinstance(text, bytes) else "&") in text:  # anchors: aliases may expand
+    if (b"&" in text) if isinstance(text, bytes) else ("&" in text):  # anchors: aliases may expand
         _check_expansion(doc, path)
     return parse_entry(doc, path, expected_key)

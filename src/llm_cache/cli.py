@@ -21,7 +21,14 @@ from .errors import CassetteError, ConfigError
 from .key import flatten
 from .llm import completion_text, last_user_text, prompt_messages, tool_calls
 from .policy import Cap, is_expired, plan_eviction
-from .settings import DEFAULT_TTL, format_duration, parse_count, parse_duration, parse_eviction, parse_size
+from .settings import (
+    DEFAULT_TTL,
+    format_duration,
+    parse_count,
+    parse_duration,
+    parse_eviction,
+    parse_size,
+)
 from .stores.files import FileStore
 from .stores.protocol import EntryMeta
 from .verify import check_file
@@ -109,7 +116,8 @@ def _load_all(store: FileStore) -> list[_Loaded]:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     store, ttl, now = _store(args), _ttl(args), _now()
-    rows, data = [], []
+    rows: list[list[str]] = []
+    data: list[dict[str, Any]] = []
     for item in _load_all(store):
         if item.entry is None:
             rows.append([item.path.stem[:12], item.path.parent.name, "-", "-", "-", "-", "-", f"UNREADABLE: {item.error}"])

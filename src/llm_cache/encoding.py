@@ -26,28 +26,28 @@ def decoders() -> dict[str, Callable[[bytes], bytes]]:
         "identity": lambda data: data,
     }
     try:
-        import brotli  # type: ignore[import-not-found]
+        import brotli
 
         found["br"] = brotli.decompress
     except ImportError:
         try:
-            import brotlicffi  # type: ignore[import-not-found]
+            import brotlicffi
 
             found["br"] = brotlicffi.decompress
         except ImportError:
             pass
     try:
-        from compression import zstd  # type: ignore[import-not-found]  # Python 3.14
+        from compression import zstd  # Python 3.14
 
         found["zstd"] = zstd.decompress
     except ImportError:
         try:
-            from backports import zstd as backport  # type: ignore[import-not-found]
+            from backports import zstd as backport
 
             found["zstd"] = backport.decompress
         except ImportError:
             try:
-                import zstandard  # type: ignore[import-not-found]
+                import zstandard
 
                 found["zstd"] = lambda data: zstandard.ZstdDecompressor().decompressobj().decompress(data)
             except ImportError:

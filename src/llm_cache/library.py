@@ -36,7 +36,15 @@ from .modes import Mode
 from .policy import Cap, Eviction
 from .report import Report, report_json
 from .session import CacheSession, Scope, utcnow
-from .settings import DEFAULT_TTL, Settings, parse_count, parse_duration, parse_eviction, parse_mode, parse_size
+from .settings import (
+    DEFAULT_TTL,
+    Settings,
+    parse_count,
+    parse_duration,
+    parse_eviction,
+    parse_mode,
+    parse_size,
+)
 from .stores import Store, open_store
 
 __all__ = ["LLMCache", "WarmReport"]
@@ -440,7 +448,7 @@ def _read_requests(path: Path) -> list[dict[str, Any]]:
     return items
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sync_transport_class(httpx: ModuleType) -> type:
     class CachingTransport(httpx.BaseTransport):  # type: ignore[misc,name-defined]
         """Answers from an LLMCache; sends misses to the wrapped transport and records them
@@ -497,7 +505,7 @@ def _sync_transport_class(httpx: ModuleType) -> type:
     return CachingTransport
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _async_transport_class(httpx: ModuleType) -> type:
     class AsyncCachingTransport(httpx.AsyncBaseTransport):  # type: ignore[misc,name-defined]
         """The asynchronous twin: concurrent identical requests wait for the first."""

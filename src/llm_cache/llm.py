@@ -153,9 +153,9 @@ def tool_calls(body: Body) -> list[tuple[str, str]]:
         for choice in value.get("choices") or []:
             message = (choice.get("message") or choice.get("delta") or {}) if isinstance(choice, dict) else {}
             for position, call in enumerate(message.get("tool_calls") or [] if isinstance(message, dict) else []):
-                index = ("chat", int(choice.get("index", 0)), int(call.get("index", position)))
+                where = ("chat", int(choice.get("index", 0)), int(call.get("index", position)))
                 function = call.get("function") or {}
-                slot = calls.setdefault(index, ["", ""])
+                slot = calls.setdefault(where, ["", ""])
                 if function.get("name"):
                     slot[0] = function["name"]
                 slot[1] += function.get("arguments") or ""
@@ -206,8 +206,9 @@ def refusal_reason(body: Body) -> str | None:
         for choice in value.get("choices") or []:
             if isinstance(choice, dict) and choice.get("finish_reason") == "length":
                 return "truncated"
-        delta = value.get("delta") if isinstance(value.get("delta"), dict) else {}
-        if "max_tokens" in (value.get("stop_reason"), delta.get("stop_reason")):
+        delta = value.get("delta")
+        delta_stop = delta.get("stop_reason") if isinstance(delta, dict) else None
+        if "max_tokens" in (value.get("stop_reason"), delta_stop):
             return "truncated"
         for obj in (value, value.get("response")):
             if isinstance(obj, dict) and obj.get("status") == "incomplete":

@@ -26,10 +26,17 @@ from .errors import CacheMiss, CassetteError, LLMCacheWarning, StoreUnavailable
 from .key import KeyRules, RequestKey, canonical_body, flatten, make_key, sequenced
 from .llm import completion_text, read_response, refusal_reason
 from .modes import Action, Found, Mode, decide
-from .redact import REQUEST_HEADERS, RESPONSE_HEADERS, find_secrets, keep_headers, redact, secret_values
+from .policy import plan_eviction
+from .redact import (
+    REQUEST_HEADERS,
+    RESPONSE_HEADERS,
+    find_secrets,
+    keep_headers,
+    redact,
+    secret_values,
+)
 from .settings import Settings
 from .stats import Counts, Drift, Miss, SessionStats
-from .policy import plan_eviction
 from .stores import MemoryStore, Store
 from .stores.protocol import Lock
 from .stores.tier import MemoryTier

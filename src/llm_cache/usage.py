@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from filelock import FileLock
+
+from .atomic import write_atomic
 
 __all__ = ["Usage", "UsageIndex", "META_DIR", "ensure_meta_dir"]
 
@@ -84,14 +84,4 @@ class UsageIndex:
 
     def _write(self, index: Mapping[str, Usage]) -> None:
         data = {"format": FORMAT, "keys": {k: [round(u.last_used, 3), u.hits] for k, u in sorted(index.items())}}
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".usage.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(data, handle, separators=(",", ":"))
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        write_atomic(self.path, json.dumps(data, separators=(",", ":")))

@@ -34,7 +34,7 @@ def recompute_key(entry: Entry) -> str:
         pinned_version=pinned,
     )
     host = rules_doc.get("host", "http://localhost")
-    url = host + entry.path + ("?" + urlencode(entry.query) if entry.query else "")
+    url = host + entry.path + ("?" + urlencode([(k, v) for k, v in entry.query]) if entry.query else "")
     key = make_key(entry.method, url, entry.request_body.to_bytes(), entry.request_headers, rules).key
     if "sequence" in rules_doc:
         key = sequenced(key, int(rules_doc["sequence"]))

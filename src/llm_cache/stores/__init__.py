@@ -23,7 +23,11 @@ STORE_FORM = "a store URL: file://PATH, memory:// or redis://host:port/db"
 
 def open_store(url: str, root: Path, ttl: timedelta | None = None, setting: str = "--llm-cache-store") -> Store:
     """The store a URL names. Relative file paths are taken from ``root``."""
-    from ..settings import parse_count, parse_duration, parse_size  # settings imports the policy, not stores
+    from ..settings import (  # settings imports the policy, not stores
+        parse_count,
+        parse_duration,
+        parse_size,
+    )
 
     parts = urlsplit(url)
     query = dict(parse_qsl(parts.query))

@@ -17,17 +17,16 @@ import functools
 import hashlib
 import json
 import os
-import time
 import re
-import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import suppress
-from pathlib import Path
-
 from datetime import datetime, timezone
+from pathlib import Path
 
 from filelock import FileLock
 
+from ..atomic import write_atomic
 from ..cassette import Entry, dump_entry, load_entry, parse_entry
 from ..errors import CassetteError
 from ..usage import META_DIR, Usage, UsageIndex, ensure_meta_dir
@@ -126,19 +125,7 @@ class FileStore:
     def put(self, entry: Entry, text: str | None = None) -> str:
         directory = self._checked_dir(entry.model_version)
         path = directory / (entry.key[:KEY_PREFIX_LENGTH] + SUFFIX)
-        if text is None:
-            text = dump_entry(entry)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        write_atomic(path, dump_entry(entry) if text is None else text)
         with suppress(OSError):
             stat = os.stat(path)
             self._pending[self._parsed_copy(path)] = ((stat.st_size, stat.st_mtime_ns), entry)
@@ -233,7 +220,7 @@ class FileStore:
                     key, recorded = path.stem, None
             if recorded is not None and recorded.tzinfo is None:
                 recorded = recorded.replace(tzinfo=timezone.utc)
-            yield EntryMeta(key, path.parent.name, recorded, size, str(path))
+            yield EntryMeta(key or path.stem, path.parent.name, recorded, size, str(path))
 
     def delete(self, meta: EntryMeta) -> None:
         try:
@@ -272,8 +259,6 @@ class FileStore:
                     made.add(copy.parent)
                 body = json.dumps({"size": stamp[0], "mtime_ns": stamp[1], "doc": entry.to_doc()},
                                   ensure_ascii=False, separators=(",", ":"))
-                tmp = copy.with_name(f".{copy.name}.{os.getpid()}.tmp")
-                tmp.write_text(body, encoding="utf-8")
-                os.replace(tmp, copy)
+                write_atomic(copy, body)
             except (OSError, TypeError, ValueError):
                 continue  # derived data: a copy not written is only a slower next read

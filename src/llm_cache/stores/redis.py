@@ -371,7 +371,8 @@ class RedisStore:
             for field, value in raw.items():
                 try:
                     model_version, recorded, size = _text(value).rsplit("\t", 2)
-                    row = (_text(field), model_version, _from_posix(recorded), int(size))
+                    row: tuple[str, str, datetime | None, int] = (
+                        _text(field), model_version, _from_posix(recorded), int(size))
                 except ValueError:  # a damaged row: listed as unreadable, like a damaged file
                     row = (_text(field), "", None, 0)
                 rows.append(row)
