@@ -200,6 +200,23 @@ def verify_corpus(target: Path, count: int) -> None:
         raise RuntimeError(f"corpus {target}: expected {len(picks)} hits, got {scope.stats}")
 
 
+META_DIR = ".llm-cache"  # what the cache keeps beside the cassettes: usage index, locks, parsed copies
+
+
+def clean_derived(directory: Path) -> None:
+    """Remove what sessions left beside the cassettes, so the next read is a first read ever."""
+    if (directory / META_DIR).exists():
+        shutil.rmtree(directory / META_DIR, ignore_errors=True)
+
+
+def derived_files(directory: Path) -> int:
+    """How many files sessions left under ``.llm-cache/`` (parsed copies, mostly), bounded walk."""
+    count = 0
+    for _root, _dirs, files in os.walk(directory / META_DIR):
+        count += sum(1 for f in files if not f.startswith(".") and f != "usage.json" and not f.endswith(".lock"))
+    return count
+
+
 class Corpora:
     """Corpora by size, made once per run under ``workdir`` and reused."""
 
@@ -215,14 +232,14 @@ class Corpora:
             shutil.rmtree(target, ignore_errors=True)
             self.seconds[count] = write_corpus(self.templates, target, count)
             verify_corpus(target, count)
-            shutil.rmtree(target / ".llm-cache", ignore_errors=True)
+            clean_derived(target)
             self.made[count] = target
         return self.made[count]
 
     def clean(self, count: int) -> None:
-        """Remove what a session left beside the cassettes (the usage index, locks)."""
+        """Remove what sessions left beside the cassettes (usage index, locks, parsed copies)."""
         if count in self.made:
-            shutil.rmtree(self.made[count] / ".llm-cache", ignore_errors=True)
+            clean_derived(self.made[count])
 
 
 def link_copy(source: Path, target: Path) -> None:
