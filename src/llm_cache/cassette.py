@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import http
 import json
 import re
@@ -131,6 +132,9 @@ def encode_body(raw: bytes, content_type: str | None) -> Body:
     return Body("base64", base64.b64encode(raw).decode("ascii"))
 
 
+_SLIMMED = Body("text", "")
+
+
 @dataclass
 class Entry:
     """One recorded request and its response."""
@@ -157,6 +161,8 @@ class Entry:
     # derived on first replay, not stored
     _raw: bytes | None = field(default=None, repr=False, compare=False)
     _headers: list[tuple[str, str]] | None = field(default=None, repr=False, compare=False)
+    # True for a copy that keeps only what replay needs (see slim())
+    _slim: bool = field(default=False, repr=False, compare=False)
 
     @property
     def endpoint(self) -> str:
@@ -170,6 +176,16 @@ class Entry:
         if self._raw is None:
             self._raw = self.response_body.to_bytes()
         return self._raw
+
+    def slim(self) -> Entry:
+        """A copy for the memory tier: the response as the bytes replay sends, bodies
+        not kept as parsed values (they take several times their size in memory)."""
+        if self._slim:
+            return self
+        raw, headers = self.response_bytes(), self.header_items()
+        return dataclasses.replace(
+            self, request_body=_SLIMMED, response_body=_SLIMMED, _raw=raw, _headers=headers, _slim=True
+        )
 
     def header_items(self) -> list[tuple[str, str]]:
         """The replayed response's headers: stored ones (no framing) and the true length."""

@@ -496,7 +496,11 @@ class Scope:
             )
             return
         if made.action is Action.REFRESH and made.entry is not None:
-            self._drift(made.entry, entry)
+            old = made.entry
+            if old._slim:  # the memory tier keeps no parsed body: read the one being replaced
+                with contextlib.suppress(CassetteError):
+                    old = self.session.store.get(old.key, old.model_version) or old
+            self._drift(old, entry)
         location = self.session.store.put(entry, text)
         self.session.remember(entry)
         stats.bump(self.stats, "refreshed" if made.action is Action.REFRESH else "recorded")

@@ -167,3 +167,53 @@ def test_sweep_removes_old_temporary_files_only(tmp_path):
     os.utime(old, (time.time() - 3600, time.time() - 3600))
     assert store.sweep() == 1
     assert not old.exists() and new.exists() and cassette.exists()
+
+
+def test_scan_reuses_what_it_read_while_size_and_mtime_hold(tmp_path):
+    import os
+
+    from llm_cache.stores.files import FileStore
+
+    store = FileStore(tmp_path / "c")
+    entry = _scan_entry("one")
+    store.put(entry)
+    [first] = list(store.scan())
+    assert first.key == entry.key
+    path = store.path_for(entry.key, entry.model_version)
+    stat = os.stat(path)
+    text = path.read_text()
+    # same size and mtime, different content: the scan index answers, the file is not opened
+    path.write_text(text.replace(entry.key, "f" * 64))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert [m.key for m in store.scan()] == [entry.key]
+    # a change of mtime is seen
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert [m.key for m in store.scan()] == ["f" * 64]
+
+
+def _scan_entry(text):
+    import json
+    from datetime import datetime, timezone
+
+    from llm_cache.cassette import Body, Entry
+    from llm_cache.key import make_key
+
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": text}]}
+    rk = make_key("POST", "https://x/v1/chat/completions", json.dumps(body).encode(), {})
+    return Entry(key=rk.key, recorded_at=datetime.now(timezone.utc), model="gpt-4o", model_version="gpt-4o",
+                 method="POST", path=rk.path, query=[], request_headers={}, request_body=Body("json", body),
+                 status=200, response_headers={"content-type": "application/json"},
+                 response_body=Body("json", {"choices": [{"message": {"content": "x" * 200}}]}))
+
+
+def test_the_memory_tier_keeps_slim_entries_that_replay_the_same_bytes():
+    from llm_cache.stores.tier import MemoryTier
+
+    entry = _scan_entry("slim")
+    tier = MemoryTier(4)
+    tier.put(entry)
+    kept = tier.get(entry.key)
+    assert kept._slim and kept.response_body.value == "" and kept.request_body.value == ""
+    assert kept.response_bytes() == entry.response_bytes()
+    assert kept.header_items() == entry.header_items()
+    assert kept.to_vcr_response() == entry.to_vcr_response()

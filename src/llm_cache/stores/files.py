@@ -13,18 +13,19 @@ never leaves a truncated cassette and a reader sees the old file or the new.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import json
 import os
 import re
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import suppress
 from datetime import datetime, timezone
 from pathlib import Path
-
-from filelock import FileLock
+from typing import Any
 
 from ..atomic import write_atomic
 from ..cassette import Entry, dump_entry, load_entry, parse_entry
@@ -36,6 +37,10 @@ __all__ = ["FileStore", "safe_dirname", "KEY_PREFIX_LENGTH"]
 
 # 16 hex digits: 64 bits, no collision in any real cassette dir; the file holds the full key.
 KEY_PREFIX_LENGTH = 16
+# A temporary file older than this was left by a writer that died.
+SWEEP_AFTER = 600.0
+# Keys share 256 lock files, by their first two hex digits.
+LOCK_STRIPE_DIGITS = 2
 SUFFIX = ".yaml"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]")
 # The head of a cassette as dump_entry writes it: read without a YAML parse.
@@ -65,6 +70,9 @@ class FileStore:
         self.root = Path(root)
         # parsed copies to write at close: copy path -> ((size, mtime_ns), entry)
         self._pending: dict[Path, tuple[tuple[int, int], Entry]] = {}
+        self._stripes: dict[str, _Stripe] = {}
+        self._stripes_guard = threading.Lock()
+        self._checked: set[str] = set()
 
     def __repr__(self) -> str:
         return f"FileStore({str(self.root)!r})"
@@ -112,6 +120,8 @@ class FileStore:
 
     def _checked_dir(self, model_version: str) -> Path:
         directory = self.root / safe_dirname(model_version)
+        if model_version in self._checked and directory.is_dir() and not directory.is_symlink():
+            return directory
         if not directory.is_symlink():
             directory.mkdir(parents=True, exist_ok=True)
         root = self.root.resolve()
@@ -120,6 +130,7 @@ class FileStore:
             raise CassetteError(
                 path=str(directory), reason="is a symlink or lies outside the cassette dir; not writing there"
             )
+        self._checked.add(model_version)
         return directory
 
     def put(self, entry: Entry, text: str | None = None) -> str:
@@ -179,7 +190,7 @@ class FileStore:
                         total += item.stat().st_size
         return entries, total
 
-    def sweep(self, older_than: float = 600.0) -> int:
+    def sweep(self, older_than: float = SWEEP_AFTER) -> int:
         """Remove temporary files left by writers that were killed mid-write; returns how many."""
         removed = 0
         cutoff = time.time() - older_than
@@ -193,34 +204,73 @@ class FileStore:
                                 removed += 1
         return removed
 
-    def scan(self) -> Iterator[EntryMeta]:
-        """Metadata from each file's first line or three; a full parse only for hand-edited files."""
-        self.sweep()
-        for path in self._files(None):
+    def _head(self, path: Path) -> tuple[str, datetime | None]:
+        """Key and recording time from a cassette's first lines; a full parse only for hand-edited files."""
+        try:
+            with open(path, "rb") as handle:
+                head = handle.read(HEAD_BYTES)
+        except OSError:
+            return path.stem, None
+        match = _HEAD.match(head)
+        if match:
             try:
-                size = path.stat().st_size
-                with open(path, "rb") as handle:
-                    head = handle.read(HEAD_BYTES)
+                recorded = datetime.fromisoformat(match.group(2).decode().replace("Z", "+00:00"))
+                return match.group(1).decode(), recorded
+            except ValueError:
+                pass
+        try:
+            entry = load_entry(path.read_bytes(), str(path))
+        except (CassetteError, OSError):
+            return path.stem, None
+        return entry.key, entry.recorded_at
+
+    def scan(self) -> Iterator[EntryMeta]:
+        """Every cassette's metadata. What the last scan read is kept in ``.llm-cache/scan.json``
+        and reused while a file's size and mtime are unchanged, so a scan of 100,000
+        cassettes costs a directory listing, not 100,000 opens. Temporary files left
+        by killed writers are swept on the way."""
+        index_path = self.root / META_DIR / "scan.json"
+        try:
+            known = json.loads(index_path.read_text(encoding="utf-8"))["files"]
+            if not isinstance(known, dict):
+                known = {}
+        except (OSError, ValueError, KeyError, TypeError):
+            known = {}
+        seen: dict[str, list[Any]] = {}
+        cutoff = time.time() - SWEEP_AFTER
+        for directory in self._dirs():
+            try:
+                items = list(os.scandir(directory))
             except OSError:
                 continue
-            match = _HEAD.match(head)
-            key: str | None = None
-            recorded: datetime | None = None
-            if match:
-                key = match.group(1).decode()
+            for item in items:
+                name = item.name
                 try:
-                    recorded = datetime.fromisoformat(match.group(2).decode().replace("Z", "+00:00"))
-                except ValueError:
-                    match = None
-            if not match:
-                try:
-                    entry = load_entry(path.read_bytes(), str(path))
-                    key, recorded = entry.key, entry.recorded_at
-                except (CassetteError, OSError):
-                    key, recorded = path.stem, None
-            if recorded is not None and recorded.tzinfo is None:
-                recorded = recorded.replace(tzinfo=timezone.utc)
-            yield EntryMeta(key or path.stem, path.parent.name, recorded, size, str(path))
+                    if name.startswith("."):
+                        if name.endswith(".tmp") and item.stat(follow_symlinks=False).st_mtime < cutoff:
+                            os.unlink(item.path)
+                        continue
+                    if not name.endswith(SUFFIX):
+                        continue
+                    stat = item.stat()
+                except OSError:
+                    continue
+                rel = f"{directory.name}/{name}"
+                row = known.get(rel)
+                if isinstance(row, list) and len(row) == 4 and row[:2] == [stat.st_size, stat.st_mtime_ns]:
+                    key, stamp = row[2], row[3]
+                else:
+                    key, recorded = self._head(Path(item.path))
+                    if recorded is not None and recorded.tzinfo is None:
+                        recorded = recorded.replace(tzinfo=timezone.utc)
+                    stamp = recorded.timestamp() if recorded is not None else None
+                seen[rel] = [stat.st_size, stat.st_mtime_ns, key, stamp]
+                when = datetime.fromtimestamp(stamp, timezone.utc) if stamp is not None else None
+                yield EntryMeta(key, directory.name, when, stat.st_size, item.path)
+        if seen != known:
+            with suppress(OSError):
+                ensure_meta_dir(self.root)
+                write_atomic(index_path, json.dumps({"format": 1, "files": seen}, separators=(",", ":")))
 
     def delete(self, meta: EntryMeta) -> None:
         try:
@@ -228,11 +278,18 @@ class FileStore:
         except FileNotFoundError:
             pass
 
-    def lock(self, key: str) -> FileLock:
-        """A per-key lock file under .llm-cache/locks (flock: a killed holder releases it)."""
-        locks = ensure_meta_dir(self.root) / "locks"
-        locks.mkdir(exist_ok=True)
-        return FileLock(str(locks / f"{key[:KEY_PREFIX_LENGTH]}.lock"))
+    def lock(self, key: str) -> FlockLock:
+        """The lock of ``key``'s stripe, under .llm-cache/locks (flock: a killed holder releases it)."""
+        stripe_name = key[:LOCK_STRIPE_DIGITS]
+        stripe = self._stripes.get(stripe_name)
+        if stripe is None:
+            with self._stripes_guard:
+                stripe = self._stripes.get(stripe_name)
+                if stripe is None:
+                    locks = ensure_meta_dir(self.root) / "locks"
+                    locks.mkdir(exist_ok=True)
+                    stripe = self._stripes[stripe_name] = _Stripe(str(locks / f"{stripe_name}.lock"))
+        return FlockLock(stripe)
 
     def usage(self) -> dict[str, Usage]:
         return UsageIndex(self.root).load()
@@ -248,7 +305,13 @@ class FileStore:
         return count
 
     def close(self) -> None:
-        """Write the parsed copies of the cassettes read or written since the last close."""
+        """Write the parsed copies of the cassettes read or written since the last close;
+        close the lock files."""
+        with self._stripes_guard:
+            stripes, self._stripes = self._stripes, {}
+        for stripe in stripes.values():
+            with suppress(OSError):
+                os.close(stripe.fd)
         pending, self._pending = self._pending, {}
         made: set[Path] = set()
         for copy, (stamp, entry) in pending.items():
@@ -262,3 +325,52 @@ class FileStore:
                 write_atomic(copy, body)
             except (OSError, TypeError, ValueError):
                 continue  # derived data: a copy not written is only a slower next read
+
+
+class _Stripe:
+    """One of the store's lock files, opened once per process, with a thread lock in front
+    (an ``flock`` belongs to the open file, so threads sharing it need their own lock)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.thread_lock = threading.Lock()
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+
+
+class FlockLock:
+    """An exclusive lock on one key's stripe: a thread lock, then ``flock`` on a lock file.
+
+    Recording takes one per request, so it is kept cheap: filelock's portable lock, and
+    creating a lock file per key, measured about a millisecond each here. Keys share
+    ``LOCK_STRIPES`` lock files by their first hex digits; the kernel drops an ``flock``
+    when its holder dies, so a killed process never leaves a key locked.
+    """
+
+    POLL = 0.005
+
+    def __init__(self, stripe: _Stripe) -> None:
+        self.stripe = stripe
+        self.held = False
+
+    def acquire(self, timeout: float = -1) -> bool:
+        deadline = None if timeout < 0 else time.monotonic() + timeout
+        if not self.stripe.thread_lock.acquire(timeout=timeout):
+            raise TimeoutError(f"{self.stripe.path} still locked after {timeout} s")
+        while True:
+            try:
+                fcntl.flock(self.stripe.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    self.stripe.thread_lock.release()
+                    raise TimeoutError(f"{self.stripe.path} still locked after {timeout} s") from None
+                time.sleep(self.POLL)
+                continue
+            self.held = True
+            return True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            with suppress(OSError):
+                fcntl.flock(self.stripe.fd, fcntl.LOCK_UN)
+            self.stripe.thread_lock.release()

@@ -1,7 +1,8 @@
 """The memory tier: a bounded LRU of parsed entries in front of the file and Redis stores.
 
 A hit on an entry already in the tier parses nothing and touches no disk or
-network; warming fills it at start-up.
+network; warming fills it at start-up. Entries are kept slim (``Entry.slim``): the
+response's bytes, not its parsed body, so memory stays near the size on disk.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class MemoryTier:
         return entry
 
     def put(self, entry: Entry) -> None:
+        entry = entry.slim()
         with self._lock:
             self._entries[entry.key] = entry
             self._entries.move_to_end(entry.key)
