@@ -192,7 +192,10 @@ class CacheSession:
         # Inside an event loop, a task waiting here would block the very loop on which
         # the task holding the lock must finish: when this process holds the key
         # already, go upstream without it (a duplicate call, never a deadlock).
-        timeout = 0.0 if rk.key in self._inflight and _in_event_loop() else LOCK_TIMEOUT
+        # The same holds for a thread asking again for a key it is recording itself.
+        holder = self._inflight.get(rk.key)
+        mine = holder is not None and (holder == threading.get_ident() or _in_event_loop())
+        timeout = 0.0 if mine else LOCK_TIMEOUT
         try:
             lock.acquire(timeout=timeout)  # type: ignore[union-attr]
         except Exception as exc:  # noqa: BLE001 - a Timeout, or a store without working locks
