@@ -26,14 +26,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # fakeapi.FakeLLMServer, redis_server.RedisServer
 
-import openai  # noqa: E402
+import openai
 
-from llm_cache.cassette import load_entry  # noqa: E402
-from llm_cache.intercept import intercept  # noqa: E402
-from llm_cache.key import KeyRules, make_key  # noqa: E402
-from llm_cache.modes import Mode  # noqa: E402
-from llm_cache.session import CacheSession  # noqa: E402
-from llm_cache.settings import Settings  # noqa: E402
+from llm_cache.cassette import load_entry
+from llm_cache.intercept import intercept
+from llm_cache.key import KeyRules, make_key
+from llm_cache.modes import Mode
+from llm_cache.session import CacheSession
+from llm_cache.settings import Settings
 
 BASE_URL = "http://bench.test/v1"
 URL = BASE_URL + "/chat/completions"
