@@ -97,7 +97,8 @@ def _played(httpx: ModuleType, scope: Scope, shaped: HTTPRequest) -> Any:
     return httpx.Response(entry.status, headers=entry.header_items(), stream=httpx.ByteStream(entry.response_bytes()))
 
 
-def _recorded(response: Any, raw: bytes) -> dict[str, Any]:
+def recorded_response(response: Any, raw: bytes) -> dict[str, Any]:
+    """An httpx/httpx2 response and its body bytes in the form ``Scope.record`` takes."""
     headers: dict[str, list[str]] = {}
     for key, value in response.headers.multi_items():
         headers.setdefault(key.lower(), []).append(value)
@@ -123,7 +124,7 @@ def _sync_stub(scope: Scope, httpx: ModuleType, real: Callable[..., Any]) -> Cal
         with suppress(Exception):
             response.stream.close()
         response.stream = httpx.ByteStream(raw)
-        scope.record(shaped, _recorded(response, raw))
+        scope.record(shaped, recorded_response(response, raw))
         return response
 
     return handle_request
@@ -146,7 +147,7 @@ def _async_stub(scope: Scope, httpx: ModuleType, real: Callable[..., Any]) -> Ca
         with suppress(Exception):
             await response.stream.aclose()
         response.stream = httpx.ByteStream(raw)
-        scope.record(shaped, _recorded(response, raw))
+        scope.record(shaped, recorded_response(response, raw))
         return response
 
     return handle_async_request

@@ -31,6 +31,7 @@ import yaml
 
 from .errors import ConfigError, StoreUnavailable
 from .intercept import intercept as _intercept
+from .intercept import recorded_response
 from .key import KeyRules
 from .modes import Mode
 from .policy import Cap, Eviction
@@ -80,13 +81,6 @@ def _module_of(transport: object) -> ModuleType:
     import importlib
 
     return importlib.import_module(type(transport).__module__.split(".")[0])
-
-
-def _vcr_response(response: Any, raw: bytes) -> dict[str, Any]:
-    headers: dict[str, list[str]] = {}
-    for name, value in response.headers.multi_items():
-        headers.setdefault(name.lower(), []).append(value)
-    return {"status": {"code": response.status_code}, "headers": headers, "body": {"string": raw}}
 
 
 def _played(httpx: ModuleType, played: dict[str, Any]) -> Any:
@@ -489,7 +483,7 @@ def _sync_transport_class(httpx: ModuleType) -> type:
 
         def _finish(self) -> None:
             self.done = True
-            self.cache._store_response(self.request, _vcr_response(self.response, b"".join(self.chunks)))
+            self.cache._store_response(self.request, recorded_response(self.response, b"".join(self.chunks)))
 
         def close(self) -> None:
             if not self.done:
@@ -549,7 +543,7 @@ def _async_transport_class(httpx: ModuleType) -> type:
 
         def _finish(self) -> None:
             self.done = True
-            self.cache._store_response(self.request, _vcr_response(self.response, b"".join(self.chunks)))
+            self.cache._store_response(self.request, recorded_response(self.response, b"".join(self.chunks)))
             self._land()
 
         def _land(self) -> None:
