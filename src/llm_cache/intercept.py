@@ -20,6 +20,7 @@ import vcr.patch
 from vcr.cassette import Cassette, CassetteContextDecorator
 from vcr.record_mode import RecordMode
 
+from .cassette import Entry
 from .modes import Mode
 from .session import HTTPRequest, Scope
 
@@ -92,8 +93,8 @@ def _fast_patches(scope: Scope) -> list[tuple[Any, str, Callable[..., Any]]]:
     return patches
 
 
-def _played(httpx: ModuleType, scope: Scope, shaped: HTTPRequest) -> Any:
-    entry = scope.serve_entry(shaped)
+def played_response(httpx: ModuleType, entry: Entry) -> Any:
+    """The httpx/httpx2 response that replays ``entry``."""
     return httpx.Response(entry.status, headers=entry.header_items(), stream=httpx.ByteStream(entry.response_bytes()))
 
 
@@ -110,7 +111,7 @@ def _sync_stub(scope: Scope, httpx: ModuleType, real: Callable[..., Any]) -> Cal
         __tracebackhide__ = True
         shaped = HTTPRequest(request.method, str(request.url), request.read(), request.headers)
         if scope.can_serve(shaped):
-            return _played(httpx, scope, shaped)
+            return played_response(httpx, scope.serve_entry(shaped))
         if scope.mode is Mode.REPLAY:
             scope.refuse(shaped)
         try:
@@ -135,7 +136,7 @@ def _async_stub(scope: Scope, httpx: ModuleType, real: Callable[..., Any]) -> Ca
         __tracebackhide__ = True
         shaped = HTTPRequest(request.method, str(request.url), await request.aread(), request.headers)
         if scope.can_serve(shaped):
-            return _played(httpx, scope, shaped)
+            return played_response(httpx, scope.serve_entry(shaped))
         if scope.mode is Mode.REPLAY:
             scope.refuse(shaped)
         try:

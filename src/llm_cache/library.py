@@ -29,14 +29,15 @@ from typing import Any, TypeVar
 
 import yaml
 
+from .cassette import Entry
 from .errors import ConfigError, StoreUnavailable
 from .intercept import intercept as _intercept
-from .intercept import recorded_response
+from .intercept import played_response, recorded_response
 from .key import KeyRules
 from .modes import Mode
 from .policy import Cap, Eviction
 from .report import Report, report_json
-from .session import CacheSession, Scope, utcnow
+from .session import CacheSession, HTTPRequest, Scope, utcnow
 from .settings import (
     DEFAULT_TTL,
     Settings,
@@ -56,16 +57,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 FALLBACKS = ("error", "passthrough")
 
 
-class _Request:
-    """The request shape the session reads (vcrpy's Request has the same attributes)."""
-
-    def __init__(self, method: str, uri: str, body: bytes, headers: Mapping[str, str]) -> None:
-        self.method = method
-        self.uri = uri
-        self.body = body
-        self.headers = headers
-
-
 def _default_httpx() -> ModuleType:
     try:
         import httpx2
@@ -81,11 +72,6 @@ def _module_of(transport: object) -> ModuleType:
     import importlib
 
     return importlib.import_module(type(transport).__module__.split(".")[0])
-
-
-def _played(httpx: ModuleType, played: dict[str, Any]) -> Any:
-    headers = [(name, value) for name, values in played["headers"].items() for value in values]
-    return httpx.Response(played["status"]["code"], headers=headers, stream=httpx.ByteStream(played["body"]["string"]))
 
 
 @dataclass
@@ -187,13 +173,13 @@ class LLMCache:
         inner = wrapped if wrapped is not None else module.AsyncHTTPTransport()
         return _async_transport_class(module)(self, inner, module)
 
-    def _lookup(self, request: _Request) -> dict[str, Any] | None:
+    def _lookup(self, request: HTTPRequest) -> Entry | None:
         """A cached response, or None when the request must go upstream. Raises CacheMiss in replay."""
         if self._down:
             return None
         try:
             if self._scope.can_serve(request):
-                return self._scope.serve(request)
+                return self._scope.serve_entry(request)
             if self._scope.mode is Mode.REPLAY:
                 self._scope.refuse(request)
         except StoreUnavailable as exc:
@@ -203,7 +189,7 @@ class LLMCache:
             request._llm_cache_passthrough = True  # type: ignore[attr-defined]
         return None
 
-    def _store_response(self, request: _Request, response: dict[str, Any]) -> None:
+    def _store_response(self, request: HTTPRequest, response: dict[str, Any]) -> None:
         if self._down or getattr(request, "_llm_cache_passthrough", False):
             return
         try:
@@ -214,7 +200,7 @@ class LLMCache:
             log.warning("llm_cache: not stored: %s", str(exc).splitlines()[0])
 
     @staticmethod
-    def _flight_key(request: _Request) -> str:
+    def _flight_key(request: HTTPRequest) -> str:
         return hashlib.sha256(request.method.encode() + b" " + request.uri.encode() + b"\n" + request.body).hexdigest()
 
     # -- interception and functions ----------------------------------------------
@@ -240,7 +226,7 @@ class LLMCache:
             scope = self.session.scope(qualname, ttl=scope_ttl)
             signature = inspect.signature(func)
 
-            def request_for(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Request:
+            def request_for(args: tuple[Any, ...], kwargs: dict[str, Any]) -> HTTPRequest:
                 bound = signature.bind(*args, **kwargs)
                 bound.apply_defaults()
                 payload: dict[str, Any] = {"function": qualname, "arguments": dict(bound.arguments)}
@@ -250,17 +236,16 @@ class LLMCache:
                     body = json.dumps(payload, sort_keys=True).encode("utf-8")
                 except TypeError as exc:
                     raise TypeError(f"@cached {qualname}: arguments must be JSON-serialisable ({exc})") from None
-                return _Request("POST", f"function://local/{qualname}", body, {"content-type": "application/json"})
+                return HTTPRequest("POST", f"function://local/{qualname}", body, {"content-type": "application/json"})
 
-            def answer(request: _Request) -> tuple[bool, Any]:
+            def answer(request: HTTPRequest) -> tuple[bool, Any]:
                 if scope.can_serve(request):
-                    played = scope.serve(request)
-                    return True, json.loads(played["body"]["string"])
+                    return True, json.loads(scope.serve_entry(request).response_bytes())
                 if scope.mode is Mode.REPLAY:
                     scope.refuse(request)
                 return False, None
 
-            def keep(request: _Request, result: Any) -> None:
+            def keep(request: HTTPRequest, result: Any) -> None:
                 try:
                     raw = json.dumps(result).encode("utf-8")
                 except TypeError as exc:
@@ -452,10 +437,10 @@ def _sync_transport_class(httpx: ModuleType) -> type:
             self.cache, self.wrapped, self.httpx = cache, wrapped, module
 
         def handle_request(self, request: Any) -> Any:
-            shaped = _Request(request.method, str(request.url), request.read(), request.headers)
+            shaped = HTTPRequest(request.method, str(request.url), request.read(), request.headers)
             played = self.cache._lookup(shaped)
             if played is not None:
-                return _played(self.httpx, played)
+                return played_response(self.httpx, played)
             try:
                 response = self.wrapped.handle_request(request)
             except BaseException:
@@ -470,7 +455,7 @@ def _sync_transport_class(httpx: ModuleType) -> type:
             self.wrapped.close()
 
     class _SyncTee(httpx.SyncByteStream):  # type: ignore[misc,name-defined]
-        def __init__(self, cache: LLMCache, request: _Request, response: Any) -> None:
+        def __init__(self, cache: LLMCache, request: HTTPRequest, response: Any) -> None:
             self.cache, self.request, self.response = cache, request, response
             self.done = False
 
@@ -508,14 +493,14 @@ def _async_transport_class(httpx: ModuleType) -> type:
             self.cache, self.wrapped, self.httpx = cache, wrapped, module
 
         async def handle_async_request(self, request: Any) -> Any:
-            shaped = _Request(request.method, str(request.url), await request.aread(), request.headers)
+            shaped = HTTPRequest(request.method, str(request.url), await request.aread(), request.headers)
             flight = self.cache._flight_key(shaped)
             await self.cache._flights.enter(flight)
             try:
                 played = self.cache._lookup(shaped)
                 if played is not None:
                     self.cache._flights.leave(flight)
-                    return _played(self.httpx, played)
+                    return played_response(self.httpx, played)
                 response = await self.wrapped.handle_async_request(request)
             except BaseException:
                 self.cache._scope.abandon(shaped)
@@ -530,7 +515,7 @@ def _async_transport_class(httpx: ModuleType) -> type:
             await self.wrapped.aclose()
 
     class _AsyncTee(httpx.AsyncByteStream):  # type: ignore[misc,name-defined]
-        def __init__(self, cache: LLMCache, request: _Request, response: Any, flight: str) -> None:
+        def __init__(self, cache: LLMCache, request: HTTPRequest, response: Any, flight: str) -> None:
             self.cache, self.request, self.response, self.flight = cache, request, response, flight
             self.done = self.landed = False
 

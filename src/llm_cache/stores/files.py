@@ -194,12 +194,7 @@ class FileStore:
         cutoff = time.time() - older_than
         for directory in self._dirs():
             with suppress(OSError), os.scandir(directory) as it:
-                for item in it:
-                    if item.name.startswith(".") and item.name.endswith(".tmp"):
-                        with suppress(OSError):
-                            if item.stat(follow_symlinks=False).st_mtime < cutoff:
-                                os.unlink(item.path)
-                                removed += 1
+                removed += sum(_swept(item, cutoff) for item in it)
         return removed
 
     def _head(self, path: Path) -> tuple[str, datetime | None]:
@@ -245,8 +240,7 @@ class FileStore:
                 name = item.name
                 try:
                     if name.startswith("."):
-                        if name.endswith(".tmp") and item.stat(follow_symlinks=False).st_mtime < cutoff:
-                            os.unlink(item.path)
+                        _swept(item, cutoff)
                         continue
                     if not name.endswith(SUFFIX):
                         continue
@@ -314,6 +308,17 @@ class FileStore:
                 write_atomic(copy, body)
             except (OSError, TypeError, ValueError):
                 continue  # derived data: a copy not written is only a slower next read
+
+
+def _swept(item: os.DirEntry[str], cutoff: float) -> bool:
+    """Remove ``item`` if it is a temporary file older than ``cutoff``."""
+    if not (item.name.startswith(".") and item.name.endswith(".tmp")):
+        return False
+    with suppress(OSError):
+        if item.stat(follow_symlinks=False).st_mtime < cutoff:
+            os.unlink(item.path)
+            return True
+    return False
 
 
 class _LockTable:
