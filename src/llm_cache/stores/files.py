@@ -13,15 +13,15 @@ never leaves a truncated cassette and a reader sees the old file or the new.
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import hashlib
+import importlib
 import json
 import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,7 +33,7 @@ from ..errors import CassetteError
 from ..usage import META_DIR, Usage, UsageIndex, ensure_meta_dir
 from .protocol import EntryMeta
 
-__all__ = ["FileStore", "safe_dirname", "KEY_PREFIX_LENGTH"]
+__all__ = ["KEY_PREFIX_LENGTH", "FileStore", "KeyLock", "lock_kind", "safe_dirname"]
 
 # 16 hex digits: 64 bits, no collision in any real cassette dir; the file holds the full key.
 KEY_PREFIX_LENGTH = 16
@@ -270,15 +270,17 @@ class FileStore:
         except FileNotFoundError:
             pass
 
-    def lock(self, key: str) -> FlockLock:
-        """``key``'s recording lock: a byte of ``.llm-cache/locks/keys.lock`` (a killed holder releases it)."""
+    def lock(self, key: str) -> KeyLock:
+        """``key``'s recording lock, under ``.llm-cache/locks/``: a byte of ``keys.lock``, or a
+        lock file of its own where the system has no byte locks (see ``lock_kind``). A killed
+        holder never keeps it."""
         if self._locks is None:
             with self._locks_guard:
                 if self._locks is None:
                     locks = ensure_meta_dir(self.root) / "locks"
                     locks.mkdir(exist_ok=True)
-                    self._locks = _LockTable(str(locks / "keys.lock"))
-        return FlockLock(self._locks, key)
+                    self._locks = _LockTable(locks)
+        return KeyLock(self._locks, key)
 
     def usage(self) -> dict[str, Usage]:
         return UsageIndex(self.root).load()
@@ -321,34 +323,152 @@ def _swept(item: os.DirEntry[str], cutoff: float) -> bool:
     return False
 
 
-class _LockTable:
-    """A store's recording locks in one process: one lock file, a byte of it per key.
+def _posix_module() -> Any | None:
+    """``fcntl`` where the system has it (imported here: it does not exist on Windows)."""
+    try:
+        return importlib.import_module("fcntl")
+    except ImportError:
+        return None
 
-    Each key locks its own byte (POSIX record locks, ``lockf``) for other processes, and
-    takes its own thread lock for other threads of this one (record locks belong to the
-    process). Keys never wait for one another; the kernel releases a dead process's
-    locks. Opening or creating a lock file per key, or filelock's portable lock, measured
-    about a millisecond per recorded call here; this costs two system calls.
-    """
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+def _windows_module() -> Any | None:
+    try:
+        return importlib.import_module("msvcrt")
+    except ImportError:
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def lock_kind() -> str:
+    """How this process locks a key, chosen once: ``fcntl`` (POSIX record locks on a byte of
+    one file), ``msvcrt`` (Windows byte-range locks on the same file) or ``filelock``
+    (filelock's ``FileLock``, one file per key, where neither exists)."""
+    if _posix_module() is not None:
+        return "fcntl"
+    if _windows_module() is not None:
+        return "msvcrt"
+    return "filelock"
+
+
+class _PosixBytes:
+    """One byte per key of ``keys.lock``, locked with ``lockf``: two system calls per lock."""
+
+    def __init__(self, directory: Path) -> None:
+        self.fcntl: Any = importlib.import_module("fcntl")
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
         # opened once and never closed while locks may be held: closing any descriptor
         # of the file would drop every record lock this process holds on it
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        self.fd = os.open(directory / "keys.lock", flags, 0o644)
+
+    def try_lock(self, key: str) -> bool:
+        fcntl = self.fcntl
+        try:
+            fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, int(key[:12], 16))
+        except OSError:  # held by another process
+            return False
+        return True
+
+    def unlock(self, key: str) -> None:
+        with suppress(OSError):
+            self.fcntl.lockf(self.fd, self.fcntl.LOCK_UN, 1, int(key[:12], 16))
+
+
+class _WindowsBytes:
+    """One byte per key of ``keys.lock``, locked with ``msvcrt.locking``; Windows releases
+    the locks of a process that ends, however it ends."""
+
+    def __init__(self, directory: Path) -> None:
+        self.msvcrt: Any = importlib.import_module("msvcrt")
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOINHERIT", 0)
+        self.fd = os.open(directory / "keys.lock", flags, 0o644)
+        # locking() acts at the descriptor's position, which every thread shares
+        self.seek = threading.Lock()
+
+    @staticmethod
+    def _offset(key: str) -> int:
+        # below 2**31, for any C runtime; two keys sharing a byte only wait for each other
+        return int(key[:7], 16)
+
+    def try_lock(self, key: str) -> bool:
+        with self.seek:
+            os.lseek(self.fd, self._offset(key), os.SEEK_SET)
+            try:
+                self.msvcrt.locking(self.fd, self.msvcrt.LK_NBLCK, 1)
+            except OSError:  # held by another process
+                return False
+        return True
+
+    def unlock(self, key: str) -> None:
+        with self.seek, suppress(OSError):
+            os.lseek(self.fd, self._offset(key), os.SEEK_SET)
+            self.msvcrt.locking(self.fd, self.msvcrt.LK_UNLCK, 1)
+
+
+class _LockFiles:
+    """filelock's ``FileLock`` on ``<key prefix>.lock``: a lock file per key. Where the system
+    has no native lock it is filelock's soft lock, whose marker names the holding process, so
+    a holder that died is found dead and its lock taken over."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        # the lock a thread of this process holds, by key; the key's slot lock guards its entry
+        self.held: dict[str, Any] = {}
+
+    def try_lock(self, key: str) -> bool:
+        from filelock import FileLock, Timeout
+
+        # not thread-local: a lock taken in one thread may be released in another
+        lock = FileLock(str(self.directory / f"{key[:KEY_PREFIX_LENGTH]}.lock"), thread_local=False)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            return False
+        self.held[key] = lock
+        return True
+
+    def unlock(self, key: str) -> None:
+        lock = self.held.pop(key, None)
+        if lock is not None:
+            with suppress(OSError):
+                lock.release()
+
+
+_BACKENDS: dict[str, Callable[[Path], _PosixBytes | _WindowsBytes | _LockFiles]] = {
+    "fcntl": _PosixBytes,
+    "msvcrt": _WindowsBytes,
+    "filelock": _LockFiles,
+}
+
+
+class _LockTable:
+    """A store's recording locks in one process.
+
+    Each key takes its own thread lock for the other threads of this process (record locks
+    belong to the process, not the thread), then its own lock for other processes: a byte
+    of one lock file (``lockf`` or ``msvcrt.locking``), or a lock file of its own. Keys never
+    wait for one another, and a dead process's locks are released by the system (byte locks)
+    or taken over (filelock). Opening or creating a lock file per key, or filelock's portable
+    lock, measured about a millisecond per recorded call here; a byte lock costs two system
+    calls, which is why it is used wherever the system has one.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.kind = lock_kind()
+        self.backend = _BACKENDS[self.kind](directory)
         self.guard = threading.Lock()
+        # key -> [its thread lock, how many KeyLocks are using the slot]
         self.slots: dict[str, list[Any]] = {}
 
 
-class FlockLock:
-    """The recording lock of one key (see ``_LockTable``)."""
+class KeyLock:
+    """The recording lock of one key (see ``_LockTable``). Its holder is this object, which
+    one thread uses: never a thread id, which Python gives again to a later thread."""
 
     POLL = 0.005
 
     def __init__(self, table: _LockTable, key: str) -> None:
         self.table = table
         self.key = key
-        self.offset = int(key[:12], 16)
         self.held = False
 
     def acquire(self, timeout: float = -1) -> bool:
@@ -360,26 +480,26 @@ class FlockLock:
         if not slot[0].acquire(timeout=timeout):
             self._leave()
             raise TimeoutError(f"{self.key[:12]} still locked after {timeout} s")
-        while True:
-            try:
-                fcntl.lockf(table.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, self.offset)
-            except OSError:  # held by another process
+        try:
+            while not table.backend.try_lock(self.key):
                 if deadline is not None and time.monotonic() >= deadline:
-                    slot[0].release()
-                    self._leave()
-                    raise TimeoutError(f"{self.key[:12]} still locked after {timeout} s") from None
+                    raise TimeoutError(f"{self.key[:12]} still locked after {timeout} s")
                 time.sleep(self.POLL)
-                continue
-            self.held = True
-            return True
+        except BaseException:
+            slot[0].release()
+            self._leave()
+            raise
+        self.held = True
+        return True
 
     def release(self) -> None:
         if self.held:
             self.held = False
-            with suppress(OSError):
-                fcntl.lockf(self.table.fd, fcntl.LOCK_UN, 1, self.offset)
-            self.table.slots[self.key][0].release()
-            self._leave()
+            try:
+                self.table.backend.unlock(self.key)
+            finally:
+                self.table.slots[self.key][0].release()
+                self._leave()
 
     def _leave(self) -> None:
         with self.table.guard:
