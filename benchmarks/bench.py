@@ -40,10 +40,10 @@ import bench_corpus as bc
 import httpx2
 import openai
 
-from llm_cache.intercept import intercept
+from llm_cache.adapters.patches import intercept
 from llm_cache.modes import Mode
 from llm_cache.policy import Cap, Eviction, plan_eviction
-from llm_cache.session import CacheSession
+from llm_cache.engine.session import CacheSession, open_settings_store
 from llm_cache.settings import Settings
 from llm_cache.stores import FileStore
 
@@ -564,13 +564,13 @@ def section_stores(cfg: Config, corpora: bc.Corpora, templates: bc.Templates, wo
         else:
             skipped["file, parsed copies"] = "the file store left no parsed copies"
         memory_settings = Settings(mode=Mode.REPLAY, store_url="memory://")
-        memory = memory_settings.open_store()
+        memory = open_settings_store(memory_settings)
         _fill(memory, directory)
         shared: dict[str, tuple[Settings, Any]] = {"memory": (memory_settings, memory)}
         redis_store = None
         if redis_url is not None:
             redis_settings = Settings(mode=Mode.REPLAY, store_url=redis_url + "?prefix=bench:")
-            redis_store = redis_settings.open_store()
+            redis_store = open_settings_store(redis_settings)
             _fill(redis_store, directory)
             shared["redis"] = (redis_settings, redis_store)
         else:
@@ -780,7 +780,7 @@ WARM_SCRIPT = textwrap.dedent("""
         return 0
 
     from llm_cache.modes import Mode
-    from llm_cache.session import CacheSession
+    from llm_cache.engine.session import CacheSession, open_settings_store
     from llm_cache.settings import Settings
 
     session = CacheSession(Settings(mode=Mode.REPLAY, cassette_dir=Path(sys.argv[1]), warm=()))
@@ -901,7 +901,7 @@ def section_startup(cfg: Config, corpora: bc.Corpora, workdir: Path) -> dict[str
     def launch(size: int, warm: bool) -> dict[str, float]:
         project, hit_file, _ = projects[size]
         hit_file.unlink(missing_ok=True)
-        command = [sys.executable, "-m", "pytest", "-p", "llm_cache.pytest_plugin", "-p", "no:cacheprovider", "-q",
+        command = [sys.executable, "-m", "pytest", "-p", "llm_cache.pytest.plugin", "-p", "no:cacheprovider", "-q",
                    "test_startup.py"]
         if warm:
             command.append("--llm-cache-warm=all")

@@ -29,10 +29,10 @@ sys.path.insert(0, str(ROOT / "tests"))  # fakeapi.FakeLLMServer, redis_server.R
 import openai
 
 from llm_cache.cassette import load_entry
-from llm_cache.intercept import intercept
+from llm_cache.adapters.patches import intercept
 from llm_cache.key import KeyRules, make_key
 from llm_cache.modes import Mode
-from llm_cache.session import CacheSession
+from llm_cache.engine.session import CacheSession
 from llm_cache.settings import Settings
 
 BASE_URL = "http://bench.test/v1"

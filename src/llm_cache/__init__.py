@@ -1,58 +1,82 @@
 """llm_cache: record and replay LLM API calls, keyed by a canonical hash of each request.
 
-Importing this package never imports pytest; the pytest plugin lives in
-``llm_cache.pytest_plugin`` and is loaded through the ``pytest11`` entry point.
+Importing this package imports nothing heavy: not pytest, not vcrpy, not an HTTP
+client, not PyYAML. The public names are loaded when first used (PEP 562); the
+pytest plugin lives in ``llm_cache.pytest.plugin`` (the ``pytest11`` entry point).
 """
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from .cassette import Entry, dump_entry, load_entry
-from .errors import (
-    CacheMiss,
-    CassetteError,
-    ConfigError,
-    LLMCacheError,
-    LLMCacheWarning,
-    StoreUnavailable,
-)
-from .intercept import intercept
-from .key import KeyRules, RequestKey, make_key
-from .library import LLMCache, WarmReport
-from .modes import Mode
-from .session import CacheSession, Scope
-from .settings import Settings
-from .stores import FileStore, MemoryStore, Store, open_store
+if TYPE_CHECKING:
+    from .adapters.patches import intercept
+    from .cassette import Entry, dump_entry, load_entry
+    from .engine.scope import Scope
+    from .engine.session import CacheSession
+    from .errors import (
+        CacheMiss,
+        CassetteError,
+        ConfigError,
+        LLMCacheError,
+        LLMCacheWarning,
+        StoreUnavailable,
+    )
+    from .exchange import Request, Response
+    from .key import KeyRules, RequestKey, make_key
+    from .library import LLMCache, WarmReport
+    from .modes import Mode
+    from .settings import Settings
+    from .stores import FileStore, MemoryStore, Store, open_store
 
-try:
-    __version__ = version("pytest-llm-cache")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0"
+# public name -> the module that defines it
+_NAMES = {
+    "CacheMiss": "errors",
+    "CassetteError": "errors",
+    "ConfigError": "errors",
+    "LLMCacheError": "errors",
+    "LLMCacheWarning": "errors",
+    "StoreUnavailable": "errors",
+    "CacheSession": "engine.session",
+    "Scope": "engine.scope",
+    "Entry": "cassette",
+    "dump_entry": "cassette",
+    "load_entry": "cassette",
+    "FileStore": "stores",
+    "MemoryStore": "stores",
+    "Store": "stores",
+    "open_store": "stores",
+    "KeyRules": "key",
+    "RequestKey": "key",
+    "make_key": "key",
+    "LLMCache": "library",
+    "WarmReport": "library",
+    "Mode": "modes",
+    "Request": "exchange",
+    "Response": "exchange",
+    "Settings": "settings",
+    "intercept": "adapters.patches",
+}
 
-__all__ = [
-    "CacheMiss",
-    "CacheSession",
-    "CassetteError",
-    "ConfigError",
-    "Entry",
-    "FileStore",
-    "KeyRules",
-    "LLMCache",
-    "LLMCacheError",
-    "LLMCacheWarning",
-    "Mode",
-    "RequestKey",
-    "Scope",
-    "Settings",
-    "MemoryStore",
-    "Store",
-    "StoreUnavailable",
-    "WarmReport",
-    "__version__",
-    "dump_entry",
-    "intercept",
-    "load_entry",
-    "make_key",
-    "open_store",
-]
+__all__ = sorted([*_NAMES, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            value: Any = version("pytest-llm-cache")
+        except PackageNotFoundError:  # running from a source tree that is not installed
+            value = "0.0.0"
+    elif name in _NAMES:
+        value = getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
+    else:
+        raise AttributeError(f"module 'llm_cache' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

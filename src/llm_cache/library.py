@@ -10,16 +10,13 @@ The same keys, entries, stores and modes as the pytest plugin, used three ways:
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import hashlib
-import inspect
+import importlib
 import json
 import logging
 import os
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -29,15 +26,13 @@ from typing import Any, TypeVar
 
 import yaml
 
-from .cassette import Entry
+from .engine.scope import Scope
+from .engine.session import CacheSession, utcnow
 from .errors import ConfigError, StoreUnavailable
-from .intercept import intercept as _intercept
-from .intercept import played_response, recorded_response
 from .key import KeyRules
 from .modes import Mode
 from .policy import Cap, Eviction
-from .report import Report, report_json
-from .session import CacheSession, HTTPRequest, Scope, utcnow
+from .report import build_report, report_json
 from .settings import (
     DEFAULT_TTL,
     Settings,
@@ -45,6 +40,7 @@ from .settings import (
     parse_duration,
     parse_eviction,
     parse_mode,
+    parse_seconds,
     parse_size,
 )
 from .stores import Store, open_store
@@ -69,8 +65,6 @@ def _default_httpx() -> ModuleType:
 
 
 def _module_of(transport: object) -> ModuleType:
-    import importlib
-
     return importlib.import_module(type(transport).__module__.split(".")[0])
 
 
@@ -112,6 +106,7 @@ class LLMCache:
         ignore_fields: tuple[str, ...] = (),
         model_versions: Mapping[str, str] | None = None,
         record_errors: bool = False,
+        lock_timeout: str | float | timedelta = 120.0,
         root: str | os.PathLike[str] = ".",
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
@@ -121,7 +116,6 @@ class LLMCache:
         ttl_value = parse_duration(ttl, "ttl")
         settings = Settings(
             mode=parse_mode(mode, "mode"),
-            mode_from_cli=True,  # the constructor's mode is what this cache does
             cassette_dir=Path(root) / "cassettes",
             ttl=ttl_value,
             rules=KeyRules(ignore_fields=tuple(ignore_fields), model_versions=dict(model_versions or {})),
@@ -135,6 +129,7 @@ class LLMCache:
             root=Path(root),
             memory_entries=memory_entries,
             log_every=log_every,
+            lock_timeout=parse_seconds(lock_timeout, "lock_timeout"),
         )
         if isinstance(store, str):
             try:
@@ -149,9 +144,9 @@ class LLMCache:
                 self._down = False
         else:
             resolved, self._down = store, False
-        self.session = CacheSession(settings, store=resolved, clock=clock)
-        self._scope = self.session.scope("llm_cache.transport")
-        self._flights = _Flights()
+        self.session = CacheSession(settings, store=resolved, clock=clock, passthrough=fallback == "passthrough")
+        # a store that could not be reached at start: every call goes to the API
+        self._scope = self.session.scope("llm_cache.transport", mode=Mode.OFF if self._down else None)
 
     # -- transports --------------------------------------------------------------
 
@@ -173,42 +168,15 @@ class LLMCache:
         inner = wrapped if wrapped is not None else module.AsyncHTTPTransport()
         return _async_transport_class(module)(self, inner, module)
 
-    def _lookup(self, request: HTTPRequest) -> Entry | None:
-        """A cached response, or None when the request must go upstream. Raises CacheMiss in replay."""
-        if self._down:
-            return None
-        try:
-            if self._scope.can_serve(request):
-                return self._scope.serve_entry(request)
-            if self._scope.mode is Mode.REPLAY:
-                self._scope.refuse(request)
-        except StoreUnavailable as exc:
-            if self.fallback != "passthrough":
-                raise
-            log.warning("llm_cache: %s; passing the call through", str(exc).splitlines()[0])
-            request._llm_cache_passthrough = True  # type: ignore[attr-defined]
-        return None
-
-    def _store_response(self, request: HTTPRequest, response: dict[str, Any]) -> None:
-        if self._down or getattr(request, "_llm_cache_passthrough", False):
-            return
-        try:
-            self._scope.record(request, response)
-        except StoreUnavailable as exc:
-            if self.fallback != "passthrough":
-                raise
-            log.warning("llm_cache: not stored: %s", str(exc).splitlines()[0])
-
-    @staticmethod
-    def _flight_key(request: HTTPRequest) -> str:
-        return hashlib.sha256(request.method.encode() + b" " + request.uri.encode() + b"\n" + request.body).hexdigest()
-
     # -- interception and functions ----------------------------------------------
 
     def intercept(self, mode: str | Mode | None = None) -> AbstractContextManager[Scope]:
-        """Patch the HTTP clients vcrpy knows (as the pytest plugin does) for a ``with`` block."""
+        """Answer the requests of every client the cache can see (as the pytest plugin does)
+        from this cache for a ``with`` block; ``mode`` overrides the cache's for the block."""
+        from .adapters.patches import intercept
+
         scope = self.session.scope("llm_cache.intercept", mode=parse_mode(mode, "mode") if mode else None)
-        return _intercept(scope)
+        return intercept(scope)
 
     def cached(
         self, fn: F | None = None, *, ttl: str | timedelta | None | object = ..., model_version: str | None = None
@@ -219,83 +187,14 @@ class LLMCache:
             @cache.cached(ttl="7d", model_version="gpt-4o-2024-08-06")
             def summarize_document(document: str) -> str: ...
         """
+        from .adapters.functions import cached_function
+
         scope_ttl = ... if ttl is ... else parse_duration(ttl, "ttl")
 
         def decorate(func: F) -> F:
-            qualname = f"{func.__module__}.{func.__qualname__}"
-            scope = self.session.scope(qualname, ttl=scope_ttl)
-            signature = inspect.signature(func)
-
-            def request_for(args: tuple[Any, ...], kwargs: dict[str, Any]) -> HTTPRequest:
-                bound = signature.bind(*args, **kwargs)
-                bound.apply_defaults()
-                payload: dict[str, Any] = {"function": qualname, "arguments": dict(bound.arguments)}
-                if model_version:
-                    payload["model"] = model_version
-                try:
-                    body = json.dumps(payload, sort_keys=True).encode("utf-8")
-                except TypeError as exc:
-                    raise TypeError(f"@cached {qualname}: arguments must be JSON-serialisable ({exc})") from None
-                return HTTPRequest("POST", f"function://local/{qualname}", body, {"content-type": "application/json"})
-
-            def answer(request: HTTPRequest) -> tuple[bool, Any]:
-                if scope.can_serve(request):
-                    return True, json.loads(scope.serve_entry(request).response_bytes())
-                if scope.mode is Mode.REPLAY:
-                    scope.refuse(request)
-                return False, None
-
-            def keep(request: HTTPRequest, result: Any) -> None:
-                try:
-                    raw = json.dumps(result).encode("utf-8")
-                except TypeError as exc:
-                    scope.abandon(request)
-                    raise TypeError(f"@cached {qualname}: the result must be JSON-serialisable ({exc})") from None
-                scope.record(request, {"status": {"code": 200}, "headers": {"content-type": ["application/json"]},
-                                       "body": {"string": raw}})
-
-            if inspect.iscoroutinefunction(func):
-
-                @functools.wraps(func)
-                async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                    if scope.mode is Mode.OFF:
-                        return await func(*args, **kwargs)
-                    request = request_for(args, kwargs)
-                    flight = self._flight_key(request)
-                    await self._flights.enter(flight)
-                    try:
-                        hit, value = answer(request)
-                        if hit:
-                            return value
-                        try:
-                            result = await func(*args, **kwargs)
-                        except BaseException:
-                            scope.abandon(request)
-                            raise
-                        keep(request, result)
-                        return result
-                    finally:
-                        self._flights.leave(flight)
-
-                return async_wrapper  # type: ignore[return-value]
-
-            @functools.wraps(func)
-            def wrapper(*args: Any, **kwargs: Any) -> Any:
-                if scope.mode is Mode.OFF:
-                    return func(*args, **kwargs)
-                request = request_for(args, kwargs)
-                hit, value = answer(request)
-                if hit:
-                    return value
-                try:
-                    result = func(*args, **kwargs)
-                except BaseException:
-                    scope.abandon(request)
-                    raise
-                keep(request, result)
-                return result
-
-            return wrapper  # type: ignore[return-value]
+            scope = self.session.scope(f"{func.__module__}.{func.__qualname__}", ttl=scope_ttl,
+                                       mode=Mode.OFF if self._down else None)
+            return cached_function(scope, func, model_version)
 
         return decorate(fn) if fn is not None else decorate
 
@@ -357,10 +256,7 @@ class LLMCache:
 
     def stats(self) -> dict[str, Any]:
         """The cache's figures: hits, misses, recorded, hit_rate, tokens_saved, entries, bytes, ..."""
-        entries, size = self.session.size()
-        settings = self.session.settings
-        location = settings.store_url or repr(self.session.store)
-        return report_json(Report(self.session.stats, settings.mode.value, location, entries, size, settings.cap))
+        return report_json(build_report(self.session))
 
     def evict(self) -> int:
         """Keep usage and evict down to the cap now; returns how many entries went."""
@@ -380,41 +276,6 @@ class LLMCache:
         self.close()
 
 
-# The last event of each provider's stream: OpenAI chat, Anthropic, the Responses API.
-_STREAM_ENDS = (b"data: [DONE]", b"event: message_stop", b"event: response.completed", b"event: response.failed")
-
-
-def _stream_ended(chunks: list[bytes]) -> bool:
-    tail = b"".join(chunks[-4:])[-256:]
-    return any(marker in tail for marker in _STREAM_ENDS)
-
-
-class _Flights:
-    """Single flight for asyncio tasks: one lock per identical request while any task wants it.
-
-    A task blocked on a file or Redis lock would block its whole event loop, the
-    loop on which the holder must finish; these locks let tasks wait without that.
-    """
-
-    def __init__(self) -> None:
-        self._slots: dict[str, list[Any]] = {}
-        self._guard = threading.Lock()
-
-    async def enter(self, key: str) -> None:
-        with self._guard:
-            slot = self._slots.setdefault(key, [asyncio.Lock(), 0])
-            slot[1] += 1
-        await slot[0].acquire()
-
-    def leave(self, key: str) -> None:
-        with self._guard:
-            slot = self._slots[key]
-            slot[0].release()
-            slot[1] -= 1
-            if slot[1] == 0:
-                del self._slots[key]
-
-
 def _read_requests(path: Path) -> list[dict[str, Any]]:
     text = path.read_text(encoding="utf-8")
     if path.suffix in (".jsonl", ".ndjson"):
@@ -429,6 +290,8 @@ def _read_requests(path: Path) -> list[dict[str, Any]]:
 
 @functools.cache
 def _sync_transport_class(httpx: ModuleType) -> type:
+    from .adapters.httpx import handle
+
     class CachingTransport(httpx.BaseTransport):  # type: ignore[misc,name-defined]
         """Answers from an LLMCache; sends misses to the wrapped transport and records them
         as their stream is read, so the caller sees chunks as they arrive."""
@@ -437,55 +300,18 @@ def _sync_transport_class(httpx: ModuleType) -> type:
             self.cache, self.wrapped, self.httpx = cache, wrapped, module
 
         def handle_request(self, request: Any) -> Any:
-            shaped = HTTPRequest(request.method, str(request.url), request.read(), request.headers)
-            played = self.cache._lookup(shaped)
-            if played is not None:
-                return played_response(self.httpx, played)
-            try:
-                response = self.wrapped.handle_request(request)
-            except BaseException:
-                self.cache._scope.abandon(shaped)
-                raise
-            return self.httpx.Response(
-                response.status_code, headers=response.headers, extensions=response.extensions,
-                stream=_SyncTee(self.cache, shaped, response),
-            )
+            return handle(self.cache._scope, self.httpx, request, lambda: self.wrapped.handle_request(request))
 
         def close(self) -> None:
             self.wrapped.close()
-
-    class _SyncTee(httpx.SyncByteStream):  # type: ignore[misc,name-defined]
-        def __init__(self, cache: LLMCache, request: HTTPRequest, response: Any) -> None:
-            self.cache, self.request, self.response = cache, request, response
-            self.done = False
-
-        def __iter__(self) -> Iterator[bytes]:
-            self.chunks: list[bytes] = []
-            for chunk in self.response.stream:
-                self.chunks.append(chunk)
-                yield chunk
-            self._finish()
-
-        def _finish(self) -> None:
-            self.done = True
-            self.cache._store_response(self.request, recorded_response(self.response, b"".join(self.chunks)))
-
-        def close(self) -> None:
-            if not self.done:
-                # SDKs stop reading at the stream's last event and close: what is left is
-                # its terminator, so read it and record. A stream dropped midway is not kept.
-                if _stream_ended(getattr(self, "chunks", [])):
-                    self.chunks.extend(self.response.stream)
-                    self._finish()
-                else:
-                    self.cache._scope.abandon(self.request)
-            self.response.stream.close()
 
     return CachingTransport
 
 
 @functools.cache
 def _async_transport_class(httpx: ModuleType) -> type:
+    from .adapters.httpx import ahandle
+
     class AsyncCachingTransport(httpx.AsyncBaseTransport):  # type: ignore[misc,name-defined]
         """The asynchronous twin: concurrent identical requests wait for the first."""
 
@@ -493,58 +319,11 @@ def _async_transport_class(httpx: ModuleType) -> type:
             self.cache, self.wrapped, self.httpx = cache, wrapped, module
 
         async def handle_async_request(self, request: Any) -> Any:
-            shaped = HTTPRequest(request.method, str(request.url), await request.aread(), request.headers)
-            flight = self.cache._flight_key(shaped)
-            await self.cache._flights.enter(flight)
-            try:
-                played = self.cache._lookup(shaped)
-                if played is not None:
-                    self.cache._flights.leave(flight)
-                    return played_response(self.httpx, played)
-                response = await self.wrapped.handle_async_request(request)
-            except BaseException:
-                self.cache._scope.abandon(shaped)
-                self.cache._flights.leave(flight)
-                raise
-            return self.httpx.Response(
-                response.status_code, headers=response.headers, extensions=response.extensions,
-                stream=_AsyncTee(self.cache, shaped, response, flight),
+            return await ahandle(
+                self.cache._scope, self.httpx, request, lambda: self.wrapped.handle_async_request(request)
             )
 
         async def aclose(self) -> None:
             await self.wrapped.aclose()
 
-    class _AsyncTee(httpx.AsyncByteStream):  # type: ignore[misc,name-defined]
-        def __init__(self, cache: LLMCache, request: HTTPRequest, response: Any, flight: str) -> None:
-            self.cache, self.request, self.response, self.flight = cache, request, response, flight
-            self.done = self.landed = False
-
-        async def __aiter__(self) -> AsyncIterator[bytes]:
-            self.chunks: list[bytes] = []
-            async for chunk in self.response.stream:
-                self.chunks.append(chunk)
-                yield chunk
-            self._finish()
-
-        def _finish(self) -> None:
-            self.done = True
-            self.cache._store_response(self.request, recorded_response(self.response, b"".join(self.chunks)))
-            self._land()
-
-        def _land(self) -> None:
-            if not self.landed:
-                self.landed = True
-                self.cache._flights.leave(self.flight)
-
-        async def aclose(self) -> None:
-            if not self.done:
-                if _stream_ended(getattr(self, "chunks", [])):
-                    self.chunks.extend([chunk async for chunk in self.response.stream])
-                    self._finish()
-                else:
-                    self.cache._scope.abandon(self.request)
-            self._land()
-            await self.response.stream.aclose()
-
     return AsyncCachingTransport
-

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from .stores.protocol import EntryMeta
+from .meta import EntryMeta
 from .usage import Usage
 
 __all__ = ["Eviction", "Cap", "EvictionPlan", "plan_eviction", "is_expired", "EVICTIONS"]

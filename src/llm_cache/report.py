@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .policy import Cap
 from .stats import SessionStats
 
-__all__ = ["Report", "summary_lines", "report_json", "MAX_MISSES_SHOWN"]
+if TYPE_CHECKING:
+    from .engine.session import CacheSession
+
+__all__ = ["Report", "build_report", "summary_lines", "report_json", "MAX_MISSES_SHOWN"]
 
 MAX_MISSES_SHOWN = 10
 
@@ -26,6 +29,15 @@ class Report:
     cap: Cap = Cap()
     # model (version) -> dollars per million (input, output) tokens, from llm_cache_prices
     prices: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+
+
+def build_report(session: CacheSession) -> Report:
+    """The one report model of a session, for the terminal summary, the JSON report and stats()."""
+    entries, size = session.size() if session.stats.tests_used else (0, 0)
+    settings = session.settings
+    root = getattr(session.store, "root", None)
+    location = settings.store_url or (str(root) if root == settings.cassette_dir else repr(session.store))
+    return Report(session.stats, settings.mode.value, location, entries, size, settings.cap, settings.prices)
 
 
 def _price(prices: Mapping[str, tuple[float, float]], model: str) -> tuple[float, float] | None:

@@ -14,6 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .values import (  # noqa: F401 - re-exported: settings is where users look
+    DURATION_FORM,
+    STORE_FORM,
+    SIZE_FORM,
+    format_duration,
+    parse_bool,
+    parse_count,
+    parse_duration,
+    parse_seconds,
+    parse_size,
+)
 from .key import KeyRules
 from .modes import MODES, Mode
 from .policy import EVICTIONS, Cap, Eviction
@@ -37,11 +48,6 @@ __all__ = [
 
 DEFAULT_TTL = timedelta(days=30)
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
-DURATION_FORM = "a duration like 90s, 30m, 12h, 30d or 2w, or 'never'"
-
-
 def parse_mode(value: object, setting: str) -> Mode:
     """A mode name, case-insensitive."""
     if isinstance(value, Mode):
@@ -53,64 +59,22 @@ def parse_mode(value: object, setting: str) -> Mode:
         raise ConfigError(setting=setting, value=value, expected="one of " + "|".join(MODES)) from None
 
 
-def parse_duration(value: object, setting: str) -> timedelta | None:
-    """A duration; ``never`` (or ``none``) gives None: cassettes never expire."""
-    if isinstance(value, timedelta):
-        return value
-    if value is None:
-        return None
-    text = str(value).strip().lower()
-    if text in ("never", "none", "inf"):
-        return None
-    match = _DURATION.match(text)
-    if not match or float(match.group(1)) <= 0:
-        raise ConfigError(setting=setting, value=value, expected=DURATION_FORM)
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2).lower()])
-
-
-def format_duration(value: timedelta | None) -> str:
-    """The shortest of the forms parse_duration reads."""
-    if value is None:
-        return "never"
-    seconds = value.total_seconds()
-    for unit in ("w", "d", "h", "m"):
-        if seconds >= _UNITS[unit] and seconds % _UNITS[unit] == 0:
-            return f"{int(seconds // _UNITS[unit])}{unit}"
-    return f"{seconds:f}".rstrip("0").rstrip(".") + "s"
-
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
-               "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
-SIZE_FORM = "a size like 500KB, 50MB or 1GB (KB = 1000 bytes, KiB = 1024)"
-
-
-def parse_size(value: object, setting: str) -> int | None:
-    """A number of bytes with an optional unit; empty means no cap."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    match = _SIZE.match(str(value))
-    if not match or float(match.group(1)) <= 0:
-        raise ConfigError(setting=setting, value=value, expected=SIZE_FORM)
-    return int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()])
-
-
-def parse_count(value: object, setting: str) -> int | None:
-    """A positive whole number; empty means no cap."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    text = str(value).strip().replace("_", "").replace(",", "")
-    if not text.isdigit() or int(text) <= 0:
-        raise ConfigError(setting=setting, value=value, expected="a whole number above 0, like 1000")
-    return int(text)
-
-
 def parse_eviction(value: object, setting: str) -> Eviction:
     text = str(value).strip().lower()
     try:
         return Eviction(text)
     except ValueError:
         raise ConfigError(setting=setting, value=value, expected="one of " + "|".join(EVICTIONS)) from None
+
+
+REPLAY_TIMINGS = ("none", "recorded")
+
+
+def parse_choice(value: object, setting: str, choices: tuple[str, ...]) -> str:
+    text = str(value).strip().lower()
+    if text not in choices:
+        raise ConfigError(setting=setting, value=value, expected="one of " + "|".join(choices))
+    return text
 
 
 def parse_warm(value: object, setting: str) -> tuple[str, ...] | None:
@@ -124,17 +88,6 @@ def parse_warm(value: object, setting: str) -> tuple[str, ...] | None:
     if len(names) == 1 and names[0].lower() in ("all", "true", "yes", "on", "1", "*"):
         return ()
     return tuple(names)
-
-
-def parse_bool(value: object, setting: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False
-    raise ConfigError(setting=setting, value=value, expected="true or false")
 
 
 def parse_lines(value: object, setting: str) -> tuple[str, ...]:
@@ -251,14 +204,11 @@ class Settings:
     record_truncated: bool = False
     # model (version) -> (dollars per million input tokens, per million output tokens)
     prices: Mapping[str, tuple[float, float]] = field(default_factory=dict)
-
-    def open_store(self) -> Any:
-        """The store these settings name."""
-        from .stores import FileStore, open_store
-
-        if self.store_url is None:
-            return FileStore(self.cassette_dir)
-        return open_store(self.store_url, self.root, self.ttl)
+    # the longest a recorder waits for another recorder of the same key (less when the
+    # request's own timeout is shorter)
+    lock_timeout: float = 120.0
+    # none: a replayed stream's events arrive at once; recorded: at their recorded offsets
+    replay_timing: str = "none"
 
 
 def _first(*layers: tuple[str, object]) -> tuple[str, object] | None:
@@ -312,8 +262,6 @@ def resolve(
     store_source = _first(("--llm-cache-store", cli.get("store")), ("llm_cache_store", ini.get("store")))
     store_url = str(store_source[1]).strip() if store_source else None
     if store_url is not None:
-        from .stores import STORE_FORM
-
         if not re.match(r"^(file|memory|redis|rediss|unix)://", store_url):
             raise ConfigError(setting=store_source[0], value=store_url, expected=STORE_FORM)  # type: ignore[index]
     warm_source = _first(("--llm-cache-warm", cli.get("warm")), ("llm_cache_warm", ini.get("warm")))
@@ -340,6 +288,8 @@ def resolve(
         record_empty=parse_bool(ini.get("record_empty", False), "llm_cache_record_empty"),
         record_truncated=parse_bool(ini.get("record_truncated", False), "llm_cache_record_truncated"),
         prices=parse_prices(ini.get("prices"), "llm_cache_prices"),
+        lock_timeout=parse_seconds(ini.get("lock_timeout") or 120.0, "llm_cache_lock_timeout"),
+        replay_timing=parse_choice(ini.get("replay_timing") or "none", "llm_cache_replay_timing", REPLAY_TIMINGS),
     )
 
 

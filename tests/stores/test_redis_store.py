@@ -438,6 +438,7 @@ def test_lock_waits_forever_by_default(redis_target):
 
 def test_without_redis_py_the_module_imports_and_construction_says_how_to_install(monkeypatch):
     import llm_cache.stores
+    import llm_cache.stores.redis  # noqa: F401 - loaded lazily: make sure there is one to put back
 
     monkeypatch.setattr(llm_cache.stores, "redis", sys.modules["llm_cache.stores.redis"], raising=False)
     monkeypatch.setitem(sys.modules, "redis", None)

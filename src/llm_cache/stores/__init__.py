@@ -12,23 +12,17 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 from ..errors import ConfigError
+from ..values import STORE_FORM, parse_count, parse_duration, parse_size
 from .files import FileStore
 from .memory import MemoryStore
 from .protocol import EntryMeta, Store
 
 __all__ = ["Store", "EntryMeta", "FileStore", "MemoryStore", "open_store", "STORE_FORM"]
 
-STORE_FORM = "a store URL: file://PATH, memory:// or redis://host:port/db"
 
 
 def open_store(url: str, root: Path, ttl: timedelta | None = None, setting: str = "--llm-cache-store") -> Store:
     """The store a URL names. Relative file paths are taken from ``root``."""
-    from ..settings import (  # settings imports the policy, not stores
-        parse_count,
-        parse_duration,
-        parse_size,
-    )
-
     parts = urlsplit(url)
     query = dict(parse_qsl(parts.query))
     if parts.scheme in ("", "file"):

@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Protocol
 
 from ..cassette import Entry
+from ..meta import EntryMeta
 from ..usage import Usage
 
 __all__ = ["Store", "EntryMeta", "Lock"]
-
-
-@dataclass(frozen=True)
-class EntryMeta:
-    """What eviction, pruning and listing need of an entry, without parsing all of it."""
-
-    key: str
-    model_version: str
-    recorded_at: datetime | None  # None: the entry is unreadable
-    size: int
-    location: str
 
 
 class Lock(Protocol):

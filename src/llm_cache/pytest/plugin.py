@@ -1,8 +1,9 @@
 """The pytest plugin: hooks, options, the marker and the ``llm_cache`` fixture, nothing else.
 
-Everything these hooks do is delegated to the core: ``settings.resolve`` reads
-the options, ``session.CacheSession`` runs the cache, ``intercept.intercept``
-patches the clients, ``report`` builds the summary.
+Loading it costs a run almost nothing: the settings are checked when pytest
+configures, but the engine, vcrpy and the HTTP clients are imported only when the
+first test asks for the cache. The transports are patched then, once for the
+session, and each test makes its scope the active one for its duration.
 """
 
 from __future__ import annotations
@@ -10,18 +11,18 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .errors import ConfigError, StoreUnavailable
-from .intercept import intercept
-from .modes import MODES
-from .report import Report, report_json, summary_lines
-from .session import CacheSession, Scope
-from .settings import parse_marker, resolve
+from ..errors import ConfigError, StoreUnavailable
+from ..modes import MODES, Mode
+from ..settings import Settings, parse_marker, resolve
 
-SESSION = pytest.StashKey[CacheSession]()
+if TYPE_CHECKING:
+    from ..engine.scope import Scope
+    from ..engine.session import CacheSession
+    from ..report import Report
 
 # (option, dest, ini name, ini type, help). Every option has an ini twin.
 _OPTIONS: list[tuple[str, str, str, str | None, str]] = [
@@ -55,7 +56,36 @@ _INI_ONLY: list[tuple[str, str, str, Any]] = [
     ("llm_cache_match_host", "string", "put scheme, host and port in the key (true/false)", ""),
     ("llm_cache_record_errors", "string", "record non-2xx responses too (true/false)", ""),
     ("llm_cache_autouse", "string", "intercept every test, not only those using the fixture or marker (true/false)", ""),
+    ("llm_cache_lock_timeout", "string",
+     "longest wait for another recorder of the same request, like 120s (default 120s)", ""),
+    ("llm_cache_replay_timing", "string",
+     "none (default): replayed stream events arrive at once; recorded: at their recorded offsets", ""),
 ]
+
+
+class _Plugin:
+    """The session's cache state: settings now, the engine when the first test needs it."""
+
+    def __init__(self, settings: Settings, session: CacheSession | None) -> None:
+        self.settings = settings
+        self._session = session
+        self.patched = False
+        self.report: Report | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._session is not None
+
+    @property
+    def session(self) -> CacheSession:
+        if self._session is None:
+            from ..engine.session import CacheSession
+
+            self._session = CacheSession(self.settings)
+        return self._session
+
+
+STATE = pytest.StashKey[_Plugin]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -80,16 +110,36 @@ def pytest_configure(config: pytest.Config) -> None:
         ini[name.removeprefix("llm_cache_")] = config.getini(name)
     try:
         settings = resolve(cli, ini, os.environ, config.rootpath)
-        config.stash[SESSION] = CacheSession(settings)
+        state = _Plugin(settings, None)
+        if settings.store_url is not None:
+            # a store URL is opened now, so that one that cannot be reached stops the run
+            state.session  # noqa: B018
+        config.stash[STATE] = state
     except (ConfigError, StoreUnavailable, ImportError) as exc:
         raise pytest.UsageError(str(exc)) from None
 
 
+def _marker_kwargs(node: pytest.Item) -> tuple[tuple[object, ...], dict[str, object]]:
+    """The marker's arguments merged over module, class and function: the closest level
+    wins per argument, ``ignore_fields`` of every level are combined."""
+    args: tuple[object, ...] = ()
+    merged: dict[str, object] = {}
+    fields: list[object] = []
+    for marker in reversed(list(node.iter_markers("llm_cache"))):  # farthest first
+        args = args or tuple(marker.args)
+        merged.update(marker.kwargs)
+        given = marker.kwargs.get("ignore_fields")
+        if given is not None:
+            fields.extend([given] if isinstance(given, str) else list(given))  # type: ignore[call-overload]
+    if fields:
+        merged["ignore_fields"] = fields
+    return args, merged
+
+
 def _scope(request: pytest.FixtureRequest) -> Scope:
-    session = request.config.stash[SESSION]
-    marker = request.node.get_closest_marker("llm_cache")
+    session = request.config.stash[STATE].session
     try:
-        options = parse_marker(marker.args, marker.kwargs) if marker else parse_marker((), {})
+        options = parse_marker(*_marker_kwargs(request.node))  # type: ignore[arg-type]
     except ConfigError as exc:
         pytest.fail(str(exc), pytrace=False)
     return session.scope(
@@ -106,8 +156,22 @@ def _scope(request: pytest.FixtureRequest) -> Scope:
 def llm_cache(request: pytest.FixtureRequest) -> Iterator[Scope]:
     """Record and replay this test's LLM API calls; yields the test's cache scope
     (``.mode``, ``.stats``, ``.cassettes``)."""
-    with intercept(_scope(request)) as scope:
+    state = request.config.stash[STATE]
+    scope = _scope(request)
+    if scope.mode is Mode.OFF:
         yield scope
+        return
+    from ..adapters import patches
+    from ..engine import active
+
+    if not state.patched:  # once per session; removed at session end
+        patches.hold()
+        state.patched = True
+    try:
+        with active.activated(scope):
+            yield scope
+    finally:
+        scope.close()
 
 
 @pytest.fixture(autouse=True)
@@ -115,16 +179,8 @@ def _llm_cache_auto(request: pytest.FixtureRequest) -> None:
     """Brings in ``llm_cache`` for marked tests, and for every test under llm_cache_autouse."""
     if "llm_cache" in request.fixturenames:
         return
-    if request.node.get_closest_marker("llm_cache") or request.config.stash[SESSION].settings.autouse:
+    if request.node.get_closest_marker("llm_cache") or request.config.stash[STATE].settings.autouse:
         request.getfixturevalue("llm_cache")
-
-
-def _report(config: pytest.Config) -> Report:
-    session = config.stash[SESSION]
-    entries, size = session.size() if session.stats.tests_used else (0, 0)
-    settings = session.settings
-    location = settings.store_url or str(settings.cassette_dir)
-    return Report(session.stats, settings.mode.value, location, entries, size, settings.cap, settings.prices)
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -134,15 +190,26 @@ def _is_worker(config: pytest.Config) -> bool:
 @pytest.hookimpl
 def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
-    if SESSION not in config.stash:
+    state = config.stash.get(STATE, None)
+    if state is None:
         return
-    cache = config.stash[SESSION]
+    if state.patched:
+        from ..adapters import patches
+
+        patches.let_go()
+        state.patched = False
     if _is_worker(config):
-        config.workeroutput["llm_cache"] = cache.stats.to_dict()  # type: ignore[attr-defined]
-        cache.close()
+        if state.started:
+            config.workeroutput["llm_cache"] = state.session.stats.to_dict()  # type: ignore[attr-defined]
+            state.session.close()
         return
+    if not state.started:
+        return
+    from ..report import build_report, report_json
+
+    cache = state.session
     cache.finish()
-    report = config.stash[REPORT] = _report(config)
+    report = state.report = build_report(cache)
     cache.close()
     path = cache.settings.report_path
     if path is not None:
@@ -150,25 +217,22 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         path.write_text(json.dumps(report_json(report), indent=2) + "\n", encoding="utf-8")
 
 
-REPORT = pytest.StashKey[Report]()
-
-
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: Any) -> None:
     """On the pytest-xdist controller: add a finished worker's figures."""
     data = getattr(node, "workeroutput", {}).get("llm_cache")
     if data:
-        node.config.stash[SESSION].stats.merge(data)
+        node.config.stash[STATE].session.stats.merge(data)
 
 
 @pytest.hookimpl
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    if SESSION not in config.stash or _is_worker(config):
+    state = config.stash.get(STATE, None)
+    if state is None or _is_worker(config) or state.report is None:
         return
-    report = config.stash.get(REPORT, None)
-    if report is None:
-        return
-    lines = summary_lines(report)
+    from ..report import summary_lines
+
+    lines = summary_lines(state.report)
     if not lines:
         return
     terminalreporter.write_sep("-", "llm-cache")

@@ -1,0 +1,207 @@
+"""httpx and httpx2 onto the engine: the patched transports and the library's transports.
+
+Both go through ``handle`` (``ahandle`` for async): the request becomes an
+``exchange.Request``, the scope decides, a hit is replayed event by event, and a
+forwarded answer reaches the caller chunk by chunk while it is recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from ..exchange import Request, Response
+
+if TYPE_CHECKING:
+    from ..engine.flight import Recording
+    from ..engine.scope import Scope
+
+__all__ = ["handle", "ahandle", "played", "to_request", "stream_classes"]
+
+
+def _timeout(request: Any) -> float | None:
+    """The longest the client waits for the answer, from httpx's timeout extension."""
+    timeout = request.extensions.get("timeout") if hasattr(request, "extensions") else None
+    if not isinstance(timeout, dict):
+        return None
+    values = [v for k, v in timeout.items() if k in ("connect", "read") and isinstance(v, (int, float))]
+    return float(sum(values)) if values else None
+
+
+def to_request(request: Any, body: bytes) -> Request:
+    return Request(request.method, str(request.url), body, request.headers, _timeout(request))
+
+
+def played(httpx: ModuleType, response: Response) -> Any:
+    """The httpx response that replays ``response``: one chunk per recorded event."""
+    stream = stream_classes(httpx)[0](response.chunks, response.offsets_ms)
+    return httpx.Response(response.status, headers=list(response.headers), stream=stream)
+
+
+def _tee_headers(response: Any) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in response.headers.multi_items()]
+
+
+def handle(scope: Scope, httpx: ModuleType, request: Any, forward: Callable[[], Any]) -> Any:
+    """Answer one request of a sync transport through ``scope``; ``forward`` sends it upstream."""
+    __tracebackhide__ = True
+    flight = scope.begin(to_request(request, request.read()))
+    if flight.served:
+        return played(httpx, flight.response())
+    if flight.passes:
+        return forward()
+    try:
+        response = forward()
+    except BaseException:
+        flight.abandon()
+        raise
+    content = getattr(response, "_content", None)
+    if isinstance(content, bytes):  # read already (a MockTransport's response): keep it now
+        flight.record(response.status_code, _tee_headers(response), content)
+        return response
+    recording = flight.recording(response.status_code, _tee_headers(response))
+    response.stream = stream_classes(httpx)[1](recording, response.stream)
+    return response
+
+
+async def ahandle(scope: Scope, httpx: ModuleType, request: Any, forward: Callable[[], Awaitable[Any]]) -> Any:
+    """The asynchronous twin of ``handle``."""
+    __tracebackhide__ = True
+    flight = await scope.abegin(to_request(request, await request.aread()))
+    if flight.served:
+        return played(httpx, flight.response())
+    if flight.passes:
+        return await forward()
+    try:
+        response = await forward()
+    except BaseException:
+        flight.abandon()
+        raise
+    content = getattr(response, "_content", None)
+    if isinstance(content, bytes):
+        flight.record(response.status_code, _tee_headers(response), content)
+        return response
+    recording = flight.recording(response.status_code, _tee_headers(response))
+    response.stream = stream_classes(httpx)[2](recording, response.stream)
+    return response
+
+
+@functools.cache
+def stream_classes(httpx: ModuleType) -> tuple[type, type, type]:
+    """(replayed, sync tee, async tee) stream classes for one httpx module."""
+
+    class Replayed(httpx.SyncByteStream, httpx.AsyncByteStream):  # type: ignore[misc,name-defined]
+        """A cached body, chunk by chunk; at the recorded pace when offsets are given."""
+
+        def __init__(self, chunks: Any, offsets: Any) -> None:
+            self.chunks = chunks
+            self.offsets = offsets
+
+        def __iter__(self) -> Iterator[bytes]:
+            if self.offsets is None:
+                yield from self.chunks
+                return
+            t0 = time.perf_counter()
+            for chunk, at in zip(self.chunks, self.offsets):
+                wait = at / 1000 - (time.perf_counter() - t0)
+                if wait > 0:
+                    time.sleep(wait)
+                yield chunk
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            if self.offsets is None:
+                for chunk in self.chunks:
+                    yield chunk
+                return
+            t0 = time.perf_counter()
+            for chunk, at in zip(self.chunks, self.offsets):
+                wait = at / 1000 - (time.perf_counter() - t0)
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                yield chunk
+
+    class Tee(httpx.SyncByteStream):  # type: ignore[misc,name-defined]
+        """The API's answer as it arrives, kept for the recording. Iterating twice continues
+        the one underlying read (an SDK that drains a stream again gets the rest, not a
+        fresh copy that would reset what was kept)."""
+
+        def __init__(self, recording: Recording, upstream: Any) -> None:
+            self.recording = recording
+            self.upstream = upstream
+            self.source: Iterator[bytes] | None = None
+            self.reader: Iterator[bytes] | None = None
+
+        def __iter__(self) -> Iterator[bytes]:
+            if self.reader is None:
+                self.reader = self._read()
+            return self.reader
+
+        def _read(self) -> Iterator[bytes]:
+            if self.source is None:
+                self.source = iter(self.upstream)
+            try:
+                for chunk in self.source:
+                    self.recording.feed(chunk)
+                    yield chunk
+            except BaseException:
+                self.recording.failed()
+                raise
+            self.recording.end()
+
+        def close(self) -> None:
+            try:
+                if self.recording.closed():
+                    if self.source is None:
+                        self.source = iter(self.upstream)
+                    for chunk in self.source:
+                        self.recording.feed(chunk)
+                    self.recording.end()
+            except Exception:
+                self.recording.failed()
+            finally:
+                self.upstream.close()
+
+    class AsyncTee(httpx.AsyncByteStream):  # type: ignore[misc,name-defined]
+        """The asynchronous twin of ``Tee``."""
+
+        def __init__(self, recording: Recording, upstream: Any) -> None:
+            self.recording = recording
+            self.upstream = upstream
+            self.source: AsyncIterator[bytes] | None = None
+            self.reader: AsyncIterator[bytes] | None = None
+
+        def __aiter__(self) -> AsyncIterator[bytes]:
+            if self.reader is None:
+                self.reader = self._read()
+            return self.reader
+
+        async def _read(self) -> AsyncIterator[bytes]:
+            if self.source is None:
+                self.source = self.upstream.__aiter__()
+            try:
+                async for chunk in self.source:  # type: ignore[union-attr]
+                    self.recording.feed(chunk)
+                    yield chunk
+            except BaseException:
+                self.recording.failed()
+                raise
+            self.recording.end()
+
+        async def aclose(self) -> None:
+            try:
+                if self.recording.closed():
+                    if self.source is None:
+                        self.source = self.upstream.__aiter__()
+                    async for chunk in self.source:  # type: ignore[union-attr]
+                        self.recording.feed(chunk)
+                    self.recording.end()
+            except Exception:
+                self.recording.failed()
+            finally:
+                await self.upstream.aclose()
+
+    return Replayed, Tee, AsyncTee

@@ -1,0 +1,168 @@
+"""One request's way through the cache: served, or forwarded and recorded, or abandoned.
+
+A ``Flight`` is what ``Scope.begin`` decided. The adapter serves ``response()``
+when ``served``; when ``forwards`` it calls the API and hands the answer to a
+``Recording``, chunk by chunk as the caller reads them, so a stream stays live;
+``abandon()`` on any failure. Whatever happens, the flight's lock and gate are
+released exactly once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from ..cassette import Entry
+from ..exchange import Request, Response
+from ..key import RequestKey
+from ..modes import Action, Found
+from ..providers import stream_ended
+
+if TYPE_CHECKING:
+    from .scope import Scope
+
+__all__ = ["Flight", "Recording"]
+
+
+class Flight:
+    """What was found for one request, and what to do with it."""
+
+    __slots__ = ("scope", "rk", "found", "action", "entry", "request", "started", "_done", "_finished")
+
+    def __init__(
+        self, scope: Scope, rk: RequestKey | None, found: Found, action: Action, entry: Entry | None,
+        request: Request,
+    ) -> None:
+        self.scope = scope
+        self.rk = rk
+        self.found = found
+        self.action = action
+        self.entry = entry
+        self.request = request
+        self.started = time.perf_counter()
+        self._done: list[Callable[[], None]] = []
+        self._finished = False
+
+    @property
+    def served(self) -> bool:
+        """Answered from the cache: give the client ``response()``."""
+        return self.action is Action.SERVE or self.action is Action.SERVE_STALE
+
+    @property
+    def forwards(self) -> bool:
+        """Sent to the API and recorded when its answer is complete."""
+        return self.action is Action.RECORD or self.action is Action.REFRESH
+
+    @property
+    def passes(self) -> bool:
+        """Not the cache's business: sent to the API, nothing kept."""
+        return self.action is Action.PASS
+
+    def on_done(self, callback: Callable[[], None]) -> None:
+        self._done.append(callback)
+
+    # -- serve -----------------------------------------------------------------
+
+    def response(self) -> Response:
+        """The cached answer, counted as a hit."""
+        entry = self.entry
+        assert entry is not None and self.served, "response() of a flight that is not served"
+        scope = self.scope
+        session = scope.session
+        stats = session.stats
+        stats.bump(scope.stats, "hits")
+        if self.action is Action.SERVE_STALE:
+            stats.bump(scope.stats, "stale")
+        usage = entry.usage
+        if usage:
+            stats.add_tokens(entry.model_version, usage.get("input_tokens", 0), usage.get("output_tokens", 0))
+        stats.use(entry.key, session.clock(), hit=True)
+        scope.used(session.store.location(entry.key, entry.model_version))
+        session.counted()
+        offsets = entry.offsets_ms if session.settings.replay_timing == "recorded" else None
+        return Response(entry.status, entry.header_items(), entry.response_chunks(), offsets)
+
+    # -- forward ---------------------------------------------------------------
+
+    def recording(self, status: int, headers: Sequence[tuple[str, str]]) -> Recording:
+        """What the adapter feeds the API's answer into, chunk by chunk."""
+        return Recording(self, status, headers)
+
+    def record(
+        self, status: int, headers: Sequence[tuple[str, str]], body: bytes,
+        arrivals: Sequence[tuple[int, float]] = (),
+    ) -> None:
+        """Keep the complete answer (when it may be kept), then release."""
+        if self._finished:
+            return
+        try:
+            if self.forwards:
+                from .record import keep
+
+                keep(self, status, headers, body, arrivals)
+        finally:
+            self._finish()
+            self.scope.session.counted()
+
+    def abandon(self) -> None:
+        """The request failed or its answer was dropped before the end: keep nothing, release."""
+        self._finish()
+
+    def _finish(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        callbacks, self._done = self._done, []
+        for callback in reversed(callbacks):
+            callback()
+
+
+class Recording:
+    """An answer on its way from the API to the caller: chunks kept as they pass.
+
+    ``feed`` each chunk the caller receives; ``end`` when the stream is exhausted;
+    ``closed`` when the caller closes it, which returns True when the rest should be
+    read and kept (the provider's last event has been seen: what is left is its
+    terminator) and False when the stream was dropped midway (then nothing is kept).
+    """
+
+    __slots__ = ("flight", "status", "headers", "chunks", "arrivals", "size", "t0", "over")
+
+    def __init__(self, flight: Flight, status: int, headers: Sequence[tuple[str, str]]) -> None:
+        self.flight = flight
+        self.status = status
+        self.headers = headers
+        self.chunks: list[bytes] = []
+        # (bytes received so far, milliseconds since the response began) per chunk
+        self.arrivals: list[tuple[int, float]] = []
+        self.size = 0
+        self.t0 = time.perf_counter()
+        self.over = False
+
+    def feed(self, chunk: bytes) -> None:
+        if chunk:
+            self.chunks.append(chunk)
+            self.size += len(chunk)
+            self.arrivals.append((self.size, (time.perf_counter() - self.t0) * 1000))
+
+    def end(self) -> None:
+        if not self.over:
+            self.over = True
+            self.flight.record(self.status, self.headers, b"".join(self.chunks), self.arrivals)
+
+    def closed(self) -> bool:
+        """The caller closed the stream; True when the adapter should drain it and call ``end``."""
+        if self.over:
+            return False
+        if stream_ended(self.chunks):
+            return True
+        self.over = True
+        self.flight.abandon()
+        return False
+
+    def failed(self) -> None:
+        """Reading from the API failed midway."""
+        if not self.over:
+            self.over = True
+            self.flight.abandon()

@@ -1,0 +1,69 @@
+"""Single flight for asyncio tasks: identical requests wait for the first without blocking the loop.
+
+A task blocked on a file or Redis lock would block its whole event loop, the loop
+on which the holder must finish; these gates let tasks wait without that. The
+holder is a task object, never an id; a task asking again for a key it holds
+itself (two identical streams open at once) passes instead of waiting on itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["Gates"]
+
+
+class _Slot:
+    __slots__ = ("lock", "waiters", "holder")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.waiters = 0
+        self.holder: Any = None
+
+
+class Gates:
+    """One gate per key while any task wants it."""
+
+    def __init__(self) -> None:
+        self._slots: dict[tuple[int, str], _Slot] = {}
+        self._guard = threading.Lock()
+
+    async def enter(self, key: str) -> Callable[[], None] | None:
+        """Wait for the key's gate and return what opens it again; None when this task
+        holds it already (then there is nothing to open)."""
+        task = asyncio.current_task()
+        name = (id(asyncio.get_running_loop()), key)
+        with self._guard:
+            slot = self._slots.get(name)
+            if slot is None:
+                slot = self._slots[name] = _Slot()
+            elif task is not None and slot.holder is task:
+                return None
+            slot.waiters += 1
+        try:
+            await slot.lock.acquire()
+        except BaseException:
+            self._forget(name, slot)
+            raise
+        slot.holder = task
+        done = False
+
+        def leave() -> None:
+            nonlocal done
+            if not done:
+                done = True
+                slot.holder = None
+                slot.lock.release()
+                self._forget(name, slot)
+
+        return leave
+
+    def _forget(self, name: tuple[int, str], slot: _Slot) -> None:
+        with self._guard:
+            slot.waiters -= 1
+            if slot.waiters == 0 and self._slots.get(name) is slot:
+                del self._slots[name]

@@ -1,0 +1,194 @@
+"""Where an answer that went upstream becomes a stored entry, or is refused with a reason.
+
+Not stored: an error status (unless ``record_errors``), a body whose
+Content-Encoding does not decode, an empty or truncated answer (unless allowed),
+anything that looks like a secret after redaction. A refresh that replaced an
+entry reports what changed (drift).
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import logging
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..cassette import Body, Entry, dump_entry, encode_body
+from ..encoding import decode_content
+from ..errors import CassetteError, LLMCacheWarning
+from ..llm import completion_text, read_response, refusal_reason
+from ..modes import Action
+from ..redact import REQUEST_HEADERS, RESPONSE_HEADERS, find_secrets, keep_headers, redact, secret_values
+from ..stats import Drift
+
+if TYPE_CHECKING:
+    from .flight import Flight
+
+__all__ = ["keep"]
+
+log = logging.getLogger("llm_cache")
+
+
+def keep(
+    flight: Flight, status: int, headers: Sequence[tuple[str, str]], raw: bytes,
+    arrivals: Sequence[tuple[int, float]],
+) -> None:
+    """Store the answer of a flight that went upstream, or count why not."""
+    scope = flight.scope
+    session = scope.session
+    stats = session.stats
+    settings = session.settings
+    rk = flight.rk
+    assert rk is not None
+    if not 200 <= status < 300 and not settings.record_errors:
+        stats.not_stored(scope.stats, "error status")
+        log.debug("not stored %s: status %s", rk.prefix, status)
+        return
+    try:
+        entry = _entry(flight, status, _joined(headers), raw, arrivals)
+    except ValueError as exc:  # a Content-Encoding that cannot be decoded here
+        stats.not_stored(scope.stats, "undecodable")
+        warnings.warn(LLMCacheWarning(f"not storing {rk.prefix}: {exc}"), stacklevel=2)
+        return
+    reason = refusal_reason(entry.response_body) if 200 <= status < 300 else None
+    if (reason == "empty" and not settings.record_empty) or (reason == "truncated" and not settings.record_truncated):
+        stats.not_stored(scope.stats, reason)
+        log.debug("not stored %s: %s response", rk.prefix, reason)
+        return
+    text = dump_entry(entry)
+    location = session.store.location(rk.key, rk.model_version)
+    findings = find_secrets(text, settings.secret_allow)
+    if findings:
+        stats.not_stored(scope.stats, "secret-looking")
+        kinds = ", ".join(sorted({f"{f.kind} (line {f.line}: {f.excerpt})" for f in findings}))
+        warnings.warn(
+            LLMCacheWarning(
+                f"not storing {location}: it would contain what looks like a secret: {kinds}. "
+                "If it is not one, allow it with a regex in llm_cache_secret_allowlist."
+            ),
+            stacklevel=2,
+        )
+        return
+    if flight.action is Action.REFRESH and flight.entry is not None:
+        old = flight.entry
+        if old._slim:  # the memory tier keeps no parsed body: read the one being replaced
+            with contextlib.suppress(CassetteError):
+                old = session.store.get(old.key, old.model_version) or old
+        _drift(flight, old, entry)
+    location = session.store.put(entry, text)
+    session.remember(entry)
+    stats.bump(scope.stats, "refreshed" if flight.action is Action.REFRESH else "recorded")
+    stats.use(entry.key, session.clock(), hit=False)
+    scope.used(location)
+
+
+def _joined(headers: Sequence[tuple[str, str]]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in headers:
+        name = name.lower()
+        out[name] = f"{out[name]}, {value}" if name in out else value
+    return out
+
+
+def _request_headers(raw: Mapping[str, Any]) -> dict[str, str]:
+    """A client's request headers as plain lower-case ``name -> value`` strings."""
+    out = {}
+    items = raw.multi_items() if hasattr(raw, "multi_items") else raw.items()
+    for name, value in items:
+        if isinstance(value, (list, tuple)):
+            value = ", ".join(v.decode("latin-1") if isinstance(v, bytes) else str(v) for v in value)
+        elif isinstance(value, bytes):
+            value = value.decode("latin-1")
+        if isinstance(name, bytes):
+            name = name.decode("latin-1")
+        out[str(name).lower()] = str(value)
+    return out
+
+
+def offsets_for(body: Body, arrivals: Sequence[tuple[int, float]]) -> list[float] | None:
+    """When each event of a streamed body had fully arrived, from the chunks' arrival times."""
+    if body.kind != "events" or not arrivals:
+        return None
+    sizes = [size for size, _ in arrivals]
+    out = []
+    end = 0
+    for chunk in body.chunks():
+        end += len(chunk)
+        index = min(bisect.bisect_left(sizes, end), len(arrivals) - 1)
+        out.append(round(arrivals[index][1], 1))
+    return out
+
+
+def _entry(
+    flight: Flight, status: int, headers: dict[str, str], raw: bytes, arrivals: Sequence[tuple[int, float]]
+) -> Entry:
+    scope = flight.scope
+    rk = flight.rk
+    assert rk is not None
+    encoded = raw
+    raw = decode_content(raw, headers.get("content-encoding"))
+    body = encode_body(raw, headers.get("content-type"))
+    request = flight.request
+    request_headers = _request_headers(request.headers)
+    request_body = encode_body(request.body, request_headers.get("content-type"))
+    info = read_response(body)
+    secrets = secret_values(request_headers)
+    return Entry(
+        key=rk.key,
+        recorded_at=scope.session.clock(),
+        model=rk.model,
+        model_version=rk.model_version,
+        method=rk.method,
+        path=rk.path,
+        query=[list(p) for p in rk.query],
+        request_headers=redact(keep_headers(request_headers, REQUEST_HEADERS), secrets),
+        request_body=_redact_body(request_body, secrets),
+        status=status,
+        response_headers=redact(keep_headers(headers, RESPONSE_HEADERS), secrets),
+        response_body=_redact_body(body, secrets),
+        response_model=info.model,
+        system_fingerprint=info.system_fingerprint,
+        duration_ms=round((time.perf_counter() - flight.started) * 1000, 1),
+        usage=info.usage,
+        key_rules=_key_rules(scope.rules, rk),
+        offsets_ms=offsets_for(body, arrivals) if raw is encoded else None,
+    )
+
+
+def _key_rules(rules: Any, rk: Any) -> dict[str, Any] | None:
+    out: dict[str, Any] = {}
+    if rk.occurrence:
+        out["sequence"] = rk.occurrence
+    if rules.ignore_fields:
+        out["ignore_fields"] = list(rules.ignore_fields)
+    if rules.match_host:
+        out["host"] = rk.host
+    return out or None
+
+
+def _drift(flight: Flight, old: Entry, new: Entry) -> None:
+    """Say what changed when a refresh replaced an entry: snapshot, fingerprint, text."""
+    pairs = [
+        ("response_model", old.response_model, new.response_model),
+        ("system_fingerprint", old.system_fingerprint, new.system_fingerprint),
+        ("text", completion_text(old.response_body), completion_text(new.response_body)),
+    ]
+    for name, before, after in pairs:
+        if (before or after) and before != after:
+            flight.scope.session.stats.add_drift(
+                Drift(flight.scope.test_id, new.key[:12], name, _short(before or ""), _short(after or ""))
+            )
+
+
+def _short(text: str, width: int = 40) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _redact_body(body: Body, secrets: list[str]) -> Body:
+    if not secrets or body.kind == "base64":
+        return body
+    return Body(body.kind, redact(body.value, secrets), body.newline)

@@ -1,0 +1,180 @@
+"""One test's view of the cache, and where each request's fate is decided.
+
+``Scope.begin`` (``abegin`` in an event loop) makes a request's key, finds its
+entry, decides with ``modes.decide``, takes the recording lock when the request
+must go upstream, and returns a ``Flight`` that the adapter carries out: serve it,
+or forward it and hand the answer back to be recorded. A replay miss raises
+``CacheMiss`` from here, for every adapter alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, NoReturn
+
+from ..errors import CacheMiss, StoreUnavailable
+from ..exchange import Request
+from ..key import KeyRules, RequestKey, make_key, sequenced
+from ..modes import Action, Found, Mode, decide
+from ..stats import Counts, Miss
+from .flight import Flight
+
+if TYPE_CHECKING:
+    from .session import CacheSession
+
+__all__ = ["Scope"]
+
+log = logging.getLogger("llm_cache")
+
+# A scope lists at most this many cassettes it used (a test uses a few; an application's many).
+MAX_CASSETTES_LISTED = 1000
+_GOES_UP = (Action.RECORD, Action.REFRESH)
+
+
+@dataclass
+class Scope:
+    """One test's view of the cache: the object the ``llm_cache`` fixture yields."""
+
+    session: CacheSession
+    test_id: str
+    mode: Mode
+    ttl: timedelta | None
+    rules: KeyRules
+    # the marker's sequence=True: the n-th identical request is its own entry
+    sequence: bool = False
+    stats: Counts = field(default_factory=Counts)
+    cassettes: list[str] = field(default_factory=list)
+    _occurrences: dict[str, int] = field(default_factory=dict, repr=False)
+    _open: set[Flight] = field(default_factory=set, repr=False)
+    _seen: set[str] = field(default_factory=set, repr=False)
+    _missed: set[str] = field(default_factory=set, repr=False)
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    # -- deciding --------------------------------------------------------------
+
+    def key(self, request: Request) -> RequestKey:
+        rk = make_key(request.method, request.url, request.body, request.headers, self.rules)
+        if self.sequence:
+            occurrence = self._occurrences[rk.key] = self._occurrences.get(rk.key, 0) + 1
+            rk = dataclasses.replace(rk, key=sequenced(rk.key, occurrence), occurrence=occurrence)
+        return rk
+
+    def begin(self, request: Request) -> Flight:
+        """Decide what to do with ``request``; raises CacheMiss for a replay miss."""
+        __tracebackhide__ = True
+        if self.mode is Mode.OFF:
+            return Flight(self, None, Found.MISSING, Action.PASS, None, request)
+        rk = self.key(request)
+        try:
+            found, entry = self.session.find(rk, self.mode, self.ttl, self.stats)
+            return self._decided(rk, found, entry, request)
+        except StoreUnavailable as exc:
+            return self._unavailable(exc, request)
+
+    async def abegin(self, request: Request) -> Flight:
+        """``begin`` for an event loop: a hit is served at once; a request that must go
+        upstream first passes its key's gate, so identical requests of concurrent tasks
+        wait for the first one's answer without blocking the loop."""
+        __tracebackhide__ = True
+        if self.mode is Mode.OFF:
+            return Flight(self, None, Found.MISSING, Action.PASS, None, request)
+        rk = self.key(request)
+        try:
+            found, entry = self.session.find(rk, self.mode, self.ttl, self.stats)
+            if decide(self.mode, found) not in _GOES_UP:
+                return self._decided(rk, found, entry, request)
+            leave = await self.session.gates.enter(rk.key)
+            try:
+                found, entry = self.session.find(rk, self.mode, self.ttl, self.stats, reread=True)
+                flight = self._decided(rk, found, entry, request)
+            except BaseException:
+                if leave is not None:
+                    leave()
+                raise
+        except StoreUnavailable as exc:
+            return self._unavailable(exc, request)
+        if leave is not None:
+            if flight.forwards:
+                flight.on_done(leave)
+            else:
+                leave()
+        return flight
+
+    def _decided(self, rk: RequestKey, found: Found, entry: object, request: Request) -> Flight:
+        __tracebackhide__ = True
+        action = decide(self.mode, found)
+        release = None
+        if action in _GOES_UP:
+            wait = self.session.lock_wait(request.timeout)
+            release, found, entry = self.session.claim(rk, self.mode, self.ttl, self.stats, wait)
+            action = decide(self.mode, found)
+            if release is not None and action not in _GOES_UP:
+                release()
+                release = None
+        flight = Flight(self, rk, found, action, entry, request)  # type: ignore[arg-type]
+        log.debug("%s %s model=%s endpoint=%s test=%s", action.value, rk.prefix, rk.model, rk.path, self.test_id)
+        if action is Action.FAIL:
+            self.refuse(rk)
+        if release is not None:
+            flight.on_done(release)
+        if flight.forwards:
+            self._open.add(flight)
+            flight.on_done(lambda: self._open.discard(flight))
+        return flight
+
+    def _unavailable(self, exc: StoreUnavailable, request: Request) -> Flight:
+        if not self.session.passthrough:
+            raise exc
+        log.warning("llm_cache: %s; passing the call through", str(exc).splitlines()[0])
+        return Flight(self, None, Found.MISSING, Action.PASS, None, request)
+
+    # -- what a flight reports back ---------------------------------------------
+
+    def refuse(self, rk: RequestKey) -> NoReturn:
+        """Fail a request that has no cassette in replay mode."""
+        __tracebackhide__ = True  # pytest shows the error, not this frame
+        try:
+            from ..diagnose import closest
+        except ImportError:  # TEMP until diagnose lands
+            def closest(*a): return (None, [])  # type: ignore
+
+        session = self.session
+        # An SDK that retries what it takes for a connection error (anthropic wraps any
+        # transport exception) asks again: one miss per request and test, however often.
+        if rk.key not in self._missed:
+            self._missed.add(rk.key)
+            session.stats.bump(self.stats, "misses")
+            session.stats.add_miss(Miss(self.test_id, rk.model, rk.path, rk.key))
+            session.counted()
+        closest_path, differences = closest(session.store, rk, self.rules)
+        raise CacheMiss(
+            method=rk.method,
+            endpoint=rk.path,
+            model=rk.model,
+            key=rk.key,
+            path=session.store.location(rk.key, rk.model_version),
+            mode=self.mode.value,
+            test_id=self.test_id,
+            closest_path=closest_path,
+            differences=differences,
+        )
+
+    def used(self, location: str) -> None:
+        # A long-lived scope (the library's) must not grow without bound.
+        if location not in self._seen and len(self._seen) < MAX_CASSETTES_LISTED:
+            self._seen.add(location)
+            self.cassettes.append(location)
+
+    def close(self) -> None:
+        """At the end of the test: release the locks of requests that went upstream and never came back."""
+        for flight in list(self._open):
+            flight.abandon()
+

@@ -1,0 +1,314 @@
+"""One cache session (a pytest run, or an application's cache): settings, store, stats, locks.
+
+What a request needs of the session: ``find`` its entry (memory tier first), and
+``claim`` the key's recording lock before going upstream, so that one call per
+key goes out however many threads and processes ask at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
+
+from ..cassette import Entry
+from ..errors import CassetteError, LLMCacheWarning, StoreUnavailable
+from ..key import RequestKey
+from ..modes import Found, Mode
+from ..policy import plan_eviction
+from ..settings import Settings
+from ..stats import Counts, SessionStats
+from ..stores import FileStore, MemoryStore, Store, open_store
+from ..stores.protocol import Lock
+from ..stores.tier import MemoryTier
+from .gate import Gates
+
+if TYPE_CHECKING:
+    from .scope import Scope
+
+__all__ = ["CacheSession", "utcnow", "open_settings_store"]
+
+log = logging.getLogger("llm_cache")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def open_settings_store(settings: Settings) -> Store:
+    """The store the settings name: a store URL, else the file store at the cassette dir."""
+    if settings.store_url is None:
+        return FileStore(settings.cassette_dir)
+    return open_store(settings.store_url, settings.root, settings.ttl)
+
+
+class CacheSession:
+    """Settings, a store, a clock and the session's stats.
+
+    ``passthrough`` (the library's ``fallback="passthrough"``): when the store is
+    unavailable, requests go to the API with a warning instead of failing.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        passthrough: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.store: Store = store if store is not None else open_settings_store(settings)
+        self.clock = clock
+        self.passthrough = passthrough
+        self.stats = SessionStats()
+        # Entries read, written or warmed in this session: a second hit parses nothing.
+        # A memory store needs no tier in front of it.
+        self.tier = None if isinstance(self.store, MemoryStore) else MemoryTier(settings.memory_entries)
+        self.gates = Gates()
+        self._lock = threading.Lock()
+        self._warmed = settings.warm is None
+        # keys this process is recording now -> how many recorders; and, per thread, the
+        # keys that thread holds (a thread-local object, never a reusable thread id)
+        self._inflight: dict[str, int] = {}
+        self._held = threading.local()
+
+    def scope(
+        self,
+        test_id: str,
+        *,
+        mode: Mode | None = None,
+        ttl: timedelta | None | object = ...,
+        model_version: str | Mapping[str, str] | None = None,
+        ignore_fields: Iterable[str] = (),
+        sequence: bool = False,
+    ) -> Scope:
+        """A scope for one test; ``mode`` and ``ttl`` are the marker's, already validated."""
+        from .scope import Scope
+
+        s = self.settings
+        # Mode: command line > marker > environment > ini > default (see settings.resolve).
+        effective_mode = s.mode if (s.mode_from_cli or mode is None) else mode
+        # TTL: marker > command line > ini > default.
+        effective_ttl = s.ttl if ttl is ... else ttl
+        rules = s.rules
+        if isinstance(model_version, Mapping):
+            rules = dataclasses.replace(rules, model_versions={**rules.model_versions, **model_version})
+        elif model_version:
+            rules = dataclasses.replace(rules, pinned_version=str(model_version))
+        if ignore_fields:
+            rules = dataclasses.replace(rules, ignore_fields=rules.ignore_fields + tuple(ignore_fields))
+        with self._lock:
+            self.stats.tests_used += 1
+        if not self._warmed:
+            self.warm()
+        return Scope(self, test_id, effective_mode, effective_ttl, rules, sequence=sequence)  # type: ignore[arg-type]
+
+    # -- lookups ---------------------------------------------------------
+
+    def find(
+        self, rk: RequestKey, mode: Mode, ttl: timedelta | None, counts: Counts, reread: bool = False
+    ) -> tuple[Found, Entry | None]:
+        """The entry for ``rk`` and whether it is fresh; a corrupt one is moved aside unless replaying.
+
+        ``reread`` skips the entries already read in this session: another
+        process may have recorded or refreshed the key since.
+        """
+        __tracebackhide__ = True
+        entry = None if reread or self.tier is None else self.tier.get(rk.key)
+        if entry is None:
+            try:
+                entry = self.store.get(rk.key, rk.model_version)
+            except CassetteError as exc:
+                self.stats.bump(counts, "corrupt")
+                if mode is Mode.REPLAY:
+                    raise
+                moved = self.store.quarantine(rk.key, rk.model_version)
+                warnings.warn(
+                    LLMCacheWarning(f"{exc.path} is unusable ({exc.reason}); moved to {moved}, recording again"),
+                    stacklevel=2,
+                )
+                return Found.MISSING, None
+            if entry is None:
+                return Found.MISSING, None
+            if self.tier is not None:
+                self.tier.put(entry)
+        if ttl is not None and self.clock() - entry.recorded_at > ttl:
+            return Found.EXPIRED, entry
+        return Found.FRESH, entry
+
+    def lock_wait(self, request_timeout: float | None) -> float:
+        """How long a recorder waits for another holder of its key: the lock timeout
+        setting, or less when the request's own timeout is shorter."""
+        limit = self.settings.lock_timeout
+        if request_timeout is not None and request_timeout >= 0:
+            return min(limit, request_timeout)
+        return limit
+
+    def claim(
+        self, rk: RequestKey, mode: Mode, ttl: timedelta | None, counts: Counts, wait: float
+    ) -> tuple[Callable[[], None] | None, Found, Entry | None]:
+        """Take the key's lock before going upstream, then look again.
+
+        Whoever holds the lock records; the others wait, then find the cassette
+        it wrote and serve it. Returns what releases the lock (None: not held),
+        and what the second look found. A lock left by a killed process is released
+        by the kernel, so it never blocks a later run.
+        """
+        lock: Lock = self.store.lock(rk.key)
+        held = self._thread_keys()
+        # A thread asking again for a key it is recording itself, or a task of an event
+        # loop whose process holds the key (the holder must finish on this very loop),
+        # goes upstream without the lock: a duplicate call, never a deadlock.
+        mine = rk.key in held or (rk.key in self._inflight and _in_event_loop())
+        timeout = 0.0 if mine else wait
+        try:
+            lock.acquire(timeout=timeout)
+        except Exception as exc:  # noqa: BLE001 - a Timeout, or a store without working locks
+            if timeout:
+                log.warning("could not lock %s within %g s (%s); recording without the lock", rk.prefix, timeout, exc)
+            release = None
+        else:
+            release = self._holding(rk.key, lock, held)
+        try:
+            found, entry = self.find(rk, mode, ttl, counts, reread=True)
+        except BaseException:
+            if release is not None:
+                release()
+            raise
+        return release, found, entry
+
+    def _thread_keys(self) -> set[str]:
+        keys: set[str] | None = getattr(self._held, "keys", None)
+        if keys is None:
+            keys = self._held.keys = set()
+        return keys
+
+    def _holding(self, key: str, lock: Lock, held: set[str]) -> Callable[[], None]:
+        with self._lock:
+            self._inflight[key] = self._inflight.get(key, 0) + 1
+        held.add(key)
+        done = False
+
+        def release() -> None:
+            nonlocal done
+            if done:
+                return
+            done = True
+            held.discard(key)
+            with self._lock:
+                left = self._inflight.get(key, 1) - 1
+                if left:
+                    self._inflight[key] = left
+                else:
+                    self._inflight.pop(key, None)
+            lock.release()
+
+        return release
+
+    # -- session end -------------------------------------------------------
+
+    def finish(self, force: bool = False) -> None:
+        """At session end (on the xdist controller): keep usage, then evict down to the cap.
+
+        Eviction runs after a session that recorded, or whenever ``force`` is set. A store
+        that went away is reported, not raised: the tests have their results already."""
+        try:
+            self._finish(force)
+        except StoreUnavailable as exc:
+            warnings.warn(LLMCacheWarning(f"usage and eviction skipped: {str(exc).splitlines()[0]}"), stacklevel=2)
+
+    def size(self) -> tuple[int, int]:
+        """(entries, bytes) of the store, (0, 0) when it cannot be reached."""
+        try:
+            return self.store.size()
+        except StoreUnavailable:
+            return 0, 0
+
+    def _finish(self, force: bool) -> None:
+        stats = self.stats
+        if not stats.tests_used:
+            return
+        now = self.clock()
+        cap = self.settings.cap
+        recorded = stats.counts.recorded + stats.counts.refreshed
+        if not (cap.active and (recorded or force)):
+            if stats.used:
+                self.store.touch(dict(stats.used))
+            return
+        metas = list(self.store.scan())
+        usage = self.store.usage()
+        for key, use in stats.used.items():
+            usage[key] = usage[key].merged(use) if key in usage else use
+        plan = plan_eviction(metas, cap, usage, now, self.settings.ttl, protected=set(stats.used))
+        for meta in plan.evict:
+            self.store.delete(meta)
+        stats.evicted += len(plan.evict)
+        stats.cap_short = plan.short
+        evicted = {m.location for m in plan.evict}
+        keep = {m.key for m in metas if m.location not in evicted}
+        self.store.touch(dict(stats.used), keep=keep)
+        if plan.short:
+            warnings.warn(
+                LLMCacheWarning(
+                    f"the cache cap ({cap.describe()}) is smaller than what this session used "
+                    f"({plan.entries_after} entries, {plan.bytes_after} bytes kept); raise it"
+                ),
+                stacklevel=2,
+            )
+
+    def close(self) -> None:
+        """At the end of this process's part of the session: let the store write and release."""
+        with contextlib.suppress(StoreUnavailable):
+            self.store.close()
+
+    def counted(self) -> None:
+        """After each lookup: every ``log_every`` lookups, an INFO line with the hit rate."""
+        every = self.settings.log_every
+        if every:
+            c = self.stats.counts
+            if c.lookups % every == 0:
+                log.info(
+                    "llm_cache: %d lookups, hit rate %.1f%% (hits %d, misses %d, recorded %d, refreshed %d)",
+                    c.lookups, 100 * c.hit_rate, c.hits, c.misses, c.recorded, c.refreshed,
+                )
+
+    def remember(self, entry: Entry) -> None:
+        if self.tier is not None:
+            self.tier.put(entry)
+
+    def warm(self) -> None:
+        """Load the entries of the model versions in ``settings.warm`` (all when empty) into memory.
+
+        Runs once, when the first scope opens: on pytest-xdist that is in each
+        worker, and never on the controller, which serves nothing."""
+        with self._lock:
+            if self._warmed:
+                return
+            self._warmed = True
+        if self.tier is None:
+            return
+        wanted = self.settings.warm or (None,)
+        started = time.perf_counter()
+        count = 0
+        for model_version in wanted:
+            for entry in self.store.entries(model_version):
+                self.tier.grow(count + 1)
+                self.tier.put(entry)
+                count += 1
+        self.stats.warmed = count
+        self.stats.warm_seconds = time.perf_counter() - started

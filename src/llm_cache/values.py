@@ -1,0 +1,117 @@
+"""Parsers of setting values that import nothing of ours: durations, sizes, counts, booleans.
+
+A leaf module, so that settings, stores and the CLI can all use it without an
+import circle. Every parser raises ``ConfigError`` naming the setting and the form.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+from .errors import ConfigError
+
+__all__ = [
+    "DURATION_FORM",
+    "SIZE_FORM",
+    "STORE_FORM",
+    "parse_duration",
+    "parse_seconds",
+    "format_duration",
+    "parse_size",
+    "parse_count",
+    "parse_bool",
+]
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
+DURATION_FORM = "a duration like 90s, 30m, 12h, 30d or 2w, or 'never'"
+
+
+def parse_duration(value: object, setting: str) -> timedelta | None:
+    """A duration; ``never`` (or ``none``) gives None: cassettes never expire."""
+    if isinstance(value, timedelta):
+        return value
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    if text in ("never", "none", "inf"):
+        return None
+    match = _DURATION.match(text)
+    if not match or float(match.group(1)) <= 0:
+        raise ConfigError(setting=setting, value=value, expected=DURATION_FORM)
+    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def parse_seconds(value: object, setting: str) -> float:
+    """A number of seconds, or a duration like 30s or 2m; 0 is allowed (do not wait)."""
+    if isinstance(value, bool):
+        raise ConfigError(setting=setting, value=value, expected="a number of seconds or a duration like 30s or 2m")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ConfigError(setting=setting, value=value, expected="a number of seconds of 0 or more")
+        return float(value)
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    text = str(value).strip()
+    try:
+        number = float(text)
+    except ValueError:
+        match = _DURATION.match(text.lower())
+        if not match:
+            raise ConfigError(
+                setting=setting, value=value, expected="a number of seconds or a duration like 30s or 2m"
+            ) from None
+        return float(match.group(1)) * _UNITS[match.group(2).lower()]
+    return parse_seconds(number, setting)
+
+
+def format_duration(value: timedelta | None) -> str:
+    """The shortest of the forms parse_duration reads."""
+    if value is None:
+        return "never"
+    seconds = value.total_seconds()
+    for unit in ("w", "d", "h", "m"):
+        if seconds >= _UNITS[unit] and seconds % _UNITS[unit] == 0:
+            return f"{int(seconds // _UNITS[unit])}{unit}"
+    return f"{seconds:f}".rstrip("0").rstrip(".") + "s"
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
+               "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
+SIZE_FORM = "a size like 500KB, 50MB or 1GB (KB = 1000 bytes, KiB = 1024)"
+
+
+def parse_size(value: object, setting: str) -> int | None:
+    """A number of bytes with an optional unit; empty means no cap."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    match = _SIZE.match(str(value))
+    if not match or float(match.group(1)) <= 0:
+        raise ConfigError(setting=setting, value=value, expected=SIZE_FORM)
+    return int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()])
+
+
+def parse_count(value: object, setting: str) -> int | None:
+    """A positive whole number; empty means no cap."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    text = str(value).strip().replace("_", "").replace(",", "")
+    if not text.isdigit() or int(text) <= 0:
+        raise ConfigError(setting=setting, value=value, expected="a whole number above 0, like 1000")
+    return int(text)
+
+
+def parse_bool(value: object, setting: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(setting=setting, value=value, expected="true or false")
+
+
+STORE_FORM = "a store URL: file://PATH, memory:// or redis://host:port/db"
