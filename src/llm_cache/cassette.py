@@ -2,7 +2,7 @@
 
 One YAML file per key, keys in a fixed order, made to be read in review::
 
-    llm_cache: 1                  # format version
+    llm_cache: 2                  # format version (1 is still read)
     key: 9f2c...                  # the full sha256 key, checked on load
     recorded_at: '2026-11-27T09:00:00Z'
     model: gpt-4o                 # the model the request asked for
@@ -12,7 +12,22 @@ One YAML file per key, keys in a fixed order, made to be read in review::
     duration_ms: 812.4            # the original call's duration
     usage: {input_tokens: 12, output_tokens: 40}
     request:  {method, path, query, headers, json | text | base64}
-    response: {status, headers, json | events | text | base64}
+    response: {status, headers, json | events | text | base64, offsets_ms}
+
+For a streamed response, ``offsets_ms`` gives each event's arrival: milliseconds
+from the start of the response until that event had fully arrived, one number
+per event, on one line after the body so a reviewer can skip it::
+
+    response:
+      status: 200
+      headers: {content-type: text/event-stream}
+      events:
+      - 'data: {"choices": [...]}'
+      - 'data: [DONE]'
+      offsets_ms: [0.0, 12.5]
+
+Format 2 added ``offsets_ms``; format 1 files (which never have it) are read as
+they are, and ``llm-cache upgrade`` rewrites them as format 2.
 
 A body is stored as ``json`` (a YAML mapping) when it parses as JSON, as
 ``events`` (one string per server-sent event, every line kept) for
@@ -28,6 +43,7 @@ import binascii
 import dataclasses
 import http
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -37,9 +53,21 @@ import yaml
 
 from .errors import CassetteError
 
-__all__ = ["FORMAT_VERSION", "Entry", "Body", "encode_body", "dump_entry", "load_entry", "parse_entry"]
+__all__ = [
+    "FORMAT_VERSION",
+    "READABLE_FORMATS",
+    "Body",
+    "Entry",
+    "dump_entry",
+    "encode_body",
+    "load_doc",
+    "load_entry",
+    "parse_entry",
+]
 
-FORMAT_VERSION = 1
+# The format dump_entry writes, and every format this release reads.
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
 BODY_KINDS = ("json", "events", "text", "base64")
 _FRAMING_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
 # Text with other control characters is stored as base64, so YAML never has to escape it.
@@ -61,6 +89,19 @@ def _represent_str(dumper: Any, value: str) -> Any:
 _Dumper.add_representer(str, _represent_str)
 
 
+class _FlowList(list[float]):
+    """A list dumped on one line (``[0.0, 12.5]``): the event offsets, which nobody reviews."""
+
+
+def _represent_flow_list(dumper: Any, value: _FlowList) -> Any:
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=True)
+
+
+_Dumper.add_representer(_FlowList, _represent_flow_list)
+# The line width of the YAML; a longer offsets line widens it, so that it never wraps.
+_WIDTH = 4096
+
+
 @dataclass(frozen=True)
 class Body:
     """A decoded HTTP body in one of the stored kinds."""
@@ -79,6 +120,16 @@ class Body:
         if self.kind == "text":
             return str(self.value).encode("utf-8")
         return base64.b64decode(self.value)
+
+    def chunks(self) -> list[bytes]:
+        """The body as its parts arrive: one chunk per event of a stream (with its line
+        separators and the blank line after it), else the whole body as one chunk
+        (none when it is empty). They join to ``to_bytes()``."""
+        if self.kind == "events":
+            nl = self.newline
+            return [(event.replace("\n", nl) + nl + nl).encode("utf-8") for event in self.value]
+        raw = self.to_bytes()
+        return [raw] if raw else []
 
     def to_doc(self) -> dict[str, Any]:
         doc: dict[str, Any] = {self.kind: self.value}
@@ -158,8 +209,12 @@ class Entry:
     # the key rules beyond the defaults it was recorded under (ignore_fields, host), so
     # `llm-cache verify` can recompute its key
     key_rules: dict[str, Any] | None = None
+    # for a streamed (events) response: per event, the milliseconds from the start of the
+    # response until that event had fully arrived (non-decreasing)
+    offsets_ms: list[float] | None = None
     # derived on first replay, not stored
     _raw: bytes | None = field(default=None, repr=False, compare=False)
+    _chunks: list[bytes] | None = field(default=None, repr=False, compare=False)
     _headers: list[tuple[str, str]] | None = field(default=None, repr=False, compare=False)
     # True for a copy that keeps only what replay needs (see slim())
     _slim: bool = field(default=False, repr=False, compare=False)
@@ -177,14 +232,31 @@ class Entry:
             self._raw = self.response_body.to_bytes()
         return self._raw
 
+    def response_chunks(self) -> list[bytes]:
+        """The response body as replay sends it part by part (see ``Body.chunks``)."""
+        if self._chunks is None:
+            if self.response_body.kind == "events":
+                self._chunks = self.response_body.chunks()
+            else:  # the same bytes object as response_bytes(): one copy in memory, not two
+                raw = self.response_bytes()
+                self._chunks = [raw] if raw else []
+        return self._chunks
+
     def slim(self) -> Entry:
-        """A copy for the memory tier: the response as the bytes replay sends, bodies
-        not kept as parsed values (they take several times their size in memory)."""
+        """A copy for the memory tier: the response as the bytes and chunks replay sends,
+        bodies not kept as parsed values (they take several times their size in memory)."""
         if self._slim:
             return self
         raw, headers = self.response_bytes(), self.header_items()
+        chunks = self.response_chunks()
         return dataclasses.replace(
-            self, request_body=_SLIMMED, response_body=_SLIMMED, _raw=raw, _headers=headers, _slim=True
+            self,
+            request_body=_SLIMMED,
+            response_body=_SLIMMED,
+            _raw=raw,
+            _chunks=chunks,
+            _headers=headers,
+            _slim=True,
         )
 
     def header_items(self) -> list[tuple[str, str]]:
@@ -237,6 +309,8 @@ class Entry:
                 **self.response_body.to_doc(),
             },
         }
+        if self.offsets_ms is not None:
+            doc["response"]["offsets_ms"] = _FlowList(round(float(ms), 1) for ms in self.offsets_ms)
         for optional in ("response_model", "system_fingerprint", "duration_ms", "usage", "key_rules"):
             if doc[optional] is None:
                 del doc[optional]
@@ -246,10 +320,14 @@ class Entry:
 
 
 def dump_entry(entry: Entry) -> str:
-    """The YAML text of an entry."""
-    text: str = yaml.dump(
-        entry.to_doc(), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=4096
-    )
+    """The YAML text of an entry, in format ``FORMAT_VERSION``."""
+    doc = entry.to_doc()
+    width = _WIDTH
+    offsets = doc["response"].get("offsets_ms")
+    if offsets:
+        # more than the line takes ("  offsets_ms: [", then "1234.5, " per event)
+        width = max(width, 32 + sum(len(repr(ms)) + 4 for ms in offsets))
+    text: str = yaml.dump(doc, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=width)
     return text
 
 
@@ -294,6 +372,49 @@ def _body(section: dict[str, Any], where: str, path: str) -> Body:
     return Body(kind, value)
 
 
+def _offsets(section: dict[str, Any], body: Body, path: str) -> list[float] | None:
+    value = section.get("offsets_ms")
+    if value is None:
+        return None
+    if body.kind != "events":
+        raise _fail(path, f"response.offsets_ms is only for a streamed (events) body, not a {body.kind} one")
+    if not isinstance(value, list):
+        raise _fail(path, f"response.offsets_ms must be a list of numbers, got {type(value).__name__}")
+    if len(value) != len(body.value):
+        raise _fail(
+            path, f"response.offsets_ms has {len(value)} numbers for {len(body.value)} events: it needs one per event"
+        )
+    previous = 0.0
+    for index, ms in enumerate(value):
+        if not isinstance(ms, (int, float)) or isinstance(ms, bool):
+            raise _fail(path, f"response.offsets_ms[{index}] must be a number, got {ms!r}")
+        if not math.isfinite(ms) or ms < 0:
+            raise _fail(path, f"response.offsets_ms[{index}] must be a non-negative number of milliseconds, got {ms!r}")
+        if ms < previous:
+            raise _fail(
+                path, f"response.offsets_ms must not decrease: [{index}] is {ms!r}, after {previous!r}"
+            )
+        previous = ms
+    return [float(ms) for ms in value]
+
+
+def _version(doc: dict[str, Any], path: str) -> int:
+    """The document's format version, when this release reads it."""
+    version = doc.get("llm_cache")
+    number = version if isinstance(version, int) and not isinstance(version, bool) else None
+    if number is not None and number in READABLE_FORMATS:
+        return number
+    reads = f"this release reads formats {' and '.join(map(str, READABLE_FORMATS))}"
+    if version is None:
+        raise _fail(path, f"it has no llm_cache format version, so it is not a cassette ({reads})")
+    if number is not None and number > FORMAT_VERSION:
+        raise _fail(
+            path, f"unknown format version {number} ({reads}); it was written by a newer "
+            "pytest-llm-cache: upgrade pytest-llm-cache to read it",
+        )
+    raise _fail(path, f"unknown format version {version!r} ({reads})")
+
+
 def _str_map(value: Any, where: str, path: str) -> dict[str, str]:
     if value is None:
         return {}
@@ -308,9 +429,7 @@ def parse_entry(doc: Any, path: str, expected_key: str | None = None) -> Entry:
     """Validate a loaded YAML document and build its entry."""
     if not isinstance(doc, dict):
         raise _fail(path, f"expected a mapping at the top, got {type(doc).__name__}")
-    version = doc.get("llm_cache")
-    if version != FORMAT_VERSION:
-        raise _fail(path, f"unknown format version {version!r} (this release reads {FORMAT_VERSION})")
+    _version(doc, path)
     key = doc.get("key")
     if not isinstance(key, str) or not re.fullmatch(r"[0-9a-f]{64}", key):
         raise _fail(path, "key must be a 64-character hex sha256")
@@ -354,6 +473,7 @@ def parse_entry(doc: Any, path: str, expected_key: str | None = None) -> Entry:
         if value is not None and not isinstance(value, str):
             raise _fail(path, f"{name} must be a string")
         texts[name] = value
+    response_body = _body(response, "response", path)
     return Entry(
         key=key,
         recorded_at=_parse_time(doc.get("recorded_at"), path),
@@ -366,12 +486,13 @@ def parse_entry(doc: Any, path: str, expected_key: str | None = None) -> Entry:
         request_body=_body(request, "request", path),
         status=status,
         response_headers=_str_map(response.get("headers"), "response.headers", path),
-        response_body=_body(response, "response", path),
+        response_body=response_body,
         response_model=texts["response_model"],
         system_fingerprint=texts["system_fingerprint"],
         duration_ms=float(duration) if duration is not None else None,
         usage=dict(usage) if usage else None,
         key_rules=dict(rules) if rules else None,
+        offsets_ms=_offsets(response, response_body, path),
     )
 
 
@@ -399,16 +520,22 @@ def _check_expansion(doc: Any, path: str) -> None:
             stack.extend((v, depth + 1) for v in node)
 
 
-def load_entry(text: str | bytes, path: str, expected_key: str | None = None) -> Entry:
-    """Parse a cassette's text with the safe loader; any failure is a CassetteError naming ``path``."""
+def load_doc(text: str | bytes, path: str) -> Any:
+    """A cassette's YAML document, parsed with the safe loader in bounded time and memory
+    but not yet validated (``parse_entry`` does that); a failure is a CassetteError naming ``path``."""
     if len(text) > MAX_CASSETTE_BYTES:
         raise _fail(path, f"it is {len(text)} bytes, more than the {MAX_CASSETTE_BYTES} a cassette may hold")
     try:
-        doc = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader, C or Python
+        doc = yaml.load(text, Loader=_Loader)  # a safe loader, C or Python
     except yaml.YAMLError as exc:
         raise _fail(path, f"not valid YAML: {str(exc).splitlines()[0]}") from None
     except (ValueError, TypeError, RecursionError, MemoryError) as exc:
         raise _fail(path, f"not valid YAML: {type(exc).__name__}: {str(exc)[:200]}") from None
     if (b"&" in text) if isinstance(text, bytes) else ("&" in text):  # anchors: aliases may expand
         _check_expansion(doc, path)
-    return parse_entry(doc, path, expected_key)
+    return doc
+
+
+def load_entry(text: str | bytes, path: str, expected_key: str | None = None) -> Entry:
+    """Parse and validate a cassette's text (any readable format); any failure is a CassetteError naming ``path``."""
+    return parse_entry(load_doc(text, path), path, expected_key)

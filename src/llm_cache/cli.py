@@ -1,4 +1,4 @@
-"""The ``llm-cache`` command: list, inspect, prune, verify and compare cassettes.
+"""The ``llm-cache`` command: list, inspect, prune, verify, compare and upgrade cassettes.
 
 Exit status: 0 on success, 1 when a command found a problem (a missing
 directory, a bad cassette, an unknown key), 2 on bad usage.
@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import stat
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .cassette import Entry, load_entry
+from .atomic import write_atomic
+from .cassette import FORMAT_VERSION, Entry, dump_entry, load_doc, load_entry, parse_entry
 from .errors import CassetteError, ConfigError
 from .key import flatten
 from .llm import completion_text, last_user_text, prompt_messages, tool_calls
@@ -31,9 +34,9 @@ from .settings import (
 )
 from .stores.files import FileStore
 from .stores.protocol import EntryMeta
-from .verify import check_file
+from .verify import examine_file
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 OK, PROBLEM, USAGE = 0, 1, 2
 
@@ -288,15 +291,93 @@ def cmd_prune(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     store = _store(args)
     problems = []
+    notes = []
     count = 0
     for meta in store.scan():
         count += 1
-        problems.extend(check_file(Path(meta.location), tuple(args.allow)))
+        found, noted = examine_file(Path(meta.location), tuple(args.allow))
+        problems.extend(found)
+        notes.extend(noted)
     lines = [f"{p.path}: {p.reason}" for p in problems]
+    # notes (an older format) are worth knowing, never a failure
+    lines += [f"{n.path}: note: {n.text}" for n in notes]
     bad = len({p.path for p in problems})
     lines.append(f"{count} cassettes checked, {bad} with problems" if problems else f"{count} cassettes checked, all sound")
-    _emit(args, {"checked": count, "problems": [{"path": p.path, "reason": p.reason} for p in problems]}, "\n".join(lines))
+    data = {"checked": count, "problems": [{"path": p.path, "reason": p.reason} for p in problems],
+            "notes": [{"path": n.path, "note": n.text} for n in notes]}
+    _emit(args, data, "\n".join(lines))
     return PROBLEM if problems else OK
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _cassette_files(root: Path) -> Iterator[Path]:
+    """The ``*.yaml`` files of the model-version directories under ``root``, in order.
+
+    Dot-directories (``.llm-cache``) and files beside the directories are not cassettes;
+    symlinks, to directories or files, are never followed, so nothing outside ``root`` is reached.
+    """
+    with os.scandir(root) as it:
+        dirs = sorted((d for d in it if d.is_dir(follow_symlinks=False) and not d.name.startswith(".")),
+                      key=lambda d: d.name)
+    for directory in dirs:
+        with os.scandir(directory.path) as it:
+            files = sorted((f for f in it if f.name.endswith(".yaml") and not f.name.startswith(".")
+                            and f.is_file(follow_symlinks=False)), key=lambda f: f.name)
+        yield from (Path(f.path) for f in files)
+
+
+def _read_no_symlink(path: Path) -> bytes:
+    # O_NOFOLLOW: a file swapped for a symlink since the listing is not read (POSIX only)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read()
+
+
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    root = _store(args).root
+    upgraded: list[str] = []
+    current = 0
+    unreadable: list[tuple[str, str]] = []
+    for path in _cassette_files(root):
+        where = str(path)
+        try:
+            doc = load_doc(_read_no_symlink(path), where)
+            entry = parse_entry(doc, where)
+        except CassetteError as exc:
+            unreadable.append((where, exc.reason))
+            continue
+        except OSError as exc:
+            unreadable.append((where, f"cannot be read: {exc.strerror}"))
+            continue
+        if doc["llm_cache"] == FORMAT_VERSION:
+            current += 1
+            continue
+        text = dump_entry(entry)
+        # only a rewrite that reads back as the same entry (so the same key) replaces a file
+        if load_entry(text, where, expected_key=entry.key) != entry:
+            unreadable.append((where, f"would not read back the same in format {FORMAT_VERSION}; left as it is"))
+            continue
+        if not args.dry_run:
+            try:
+                mode = stat.S_IMODE(os.stat(path).st_mode)
+                write_atomic(path, text)
+                os.chmod(path, mode)
+            except OSError as exc:
+                unreadable.append((where, f"cannot be written: {exc.strerror}"))
+                continue
+        upgraded.append(where)
+    verb = "would upgrade" if args.dry_run else "upgraded"
+    lines = [f"{verb} {where}" for where in upgraded]
+    lines += [f"{where}: {reason}" for where, reason in unreadable]
+    lines.append(f"{verb} {_plural(len(upgraded), 'cassette')} to format {FORMAT_VERSION} "
+                 f"({current} already current, {len(unreadable)} unreadable)")
+    data = {"dry_run": args.dry_run, "format": FORMAT_VERSION, "upgraded": upgraded, "current": current,
+            "unreadable": [{"path": where, "reason": reason} for where, reason in unreadable]}
+    _emit(args, data, "\n".join(lines))
+    return PROBLEM if unreadable else OK
 
 
 def _diff_values(a: Entry, b: Entry) -> list[tuple[str, Any, Any]]:
@@ -306,7 +387,9 @@ def _diff_values(a: Entry, b: Entry) -> list[tuple[str, Any, Any]]:
         for side in ("request", "response"):
             section = doc[side]
             body = e.request_body if side == "request" else e.response_body
-            rest = {k: v for k, v in section.items() if k not in ("json", "events", "text", "base64", "newline")}
+            # offsets_ms: timing, which differs between any two recordings
+            rest = {k: v for k, v in section.items()
+                    if k not in ("json", "events", "text", "base64", "newline", "offsets_ms")}
             flat.update(flatten(rest, side))
             if body.kind == "json":
                 flat.update(flatten(body.value, f"{side}.json"))
@@ -425,6 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
     warm.add_argument("--mode", default="record", help="record (default), refresh, or replay to only check")
     warm.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
                       help="a header for every request; ${VAR} is read from the environment")
+    upgrade = add("upgrade", cmd_upgrade, f"rewrite older cassettes in format {FORMAT_VERSION}, in place, keys unchanged")
+    upgrade.add_argument("--dry-run", action="store_true", help="say what would be upgraded, write nothing")
     diff = add("diff", cmd_diff, "field-level differences of two cassettes")
     diff.add_argument("a", help="key prefix or file")
     diff.add_argument("b", help="key prefix or file")

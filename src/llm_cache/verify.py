@@ -1,5 +1,6 @@
 """Checks of cassette files: they parse, validate, hold the key of their request, sit where
-that key puts them, and contain nothing secret-looking."""
+that key puts them, and contain nothing secret-looking. A sound file in an older format
+gets a note (not a problem): ``llm-cache upgrade`` rewrites it."""
 
 from __future__ import annotations
 
@@ -7,19 +8,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
-from .cassette import Entry, load_entry
+from .cassette import FORMAT_VERSION, Entry, load_doc, parse_entry
 from .errors import CassetteError
 from .key import KeyRules, make_key, sequenced
 from .redact import REDACTED, find_secrets
 from .stores.files import KEY_PREFIX_LENGTH, SUFFIX, safe_dirname
 
-__all__ = ["Problem", "recompute_key", "check_file"]
+__all__ = ["Note", "Problem", "check_file", "examine_file", "recompute_key"]
 
 
 @dataclass(frozen=True)
 class Problem:
     path: str
     reason: str
+
+
+@dataclass(frozen=True)
+class Note:
+    """Something worth knowing about a cassette that is not wrong with it."""
+
+    path: str
+    text: str
 
 
 def recompute_key(entry: Entry) -> str:
@@ -43,15 +52,24 @@ def recompute_key(entry: Entry) -> str:
 
 def check_file(path: Path, allow: tuple[str, ...] = ()) -> list[Problem]:
     """Every problem with one cassette file (empty when it is sound)."""
+    return examine_file(path, allow)[0]
+
+
+def examine_file(path: Path, allow: tuple[str, ...] = ()) -> tuple[list[Problem], list[Note]]:
+    """Every problem with one cassette file, and the notes on it (an older format)."""
     where = str(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        return [Problem(where, f"cannot be read: {exc}")]
+        return [Problem(where, f"cannot be read: {exc}")], []
     try:
-        entry = load_entry(text, where)
+        doc = load_doc(text, where)
+        entry = parse_entry(doc, where)
     except CassetteError as exc:
-        return [Problem(where, exc.reason)]
+        return [Problem(where, exc.reason)], []
+    notes = []
+    if doc["llm_cache"] != FORMAT_VERSION:
+        notes.append(Note(where, f"format {doc['llm_cache']}: run llm-cache upgrade"))
     problems = []
     if path.name != entry.key[:KEY_PREFIX_LENGTH] + SUFFIX:
         problems.append(Problem(where, f"file name does not match its key {entry.key[:KEY_PREFIX_LENGTH]}"))
@@ -72,4 +90,4 @@ def check_file(path: Path, allow: tuple[str, ...] = ()) -> list[Problem]:
         )
     for finding in find_secrets(text, allow):
         problems.append(Problem(where, f"line {finding.line}: looks like a {finding.kind} ({finding.excerpt})"))
-    return problems
+    return problems, notes

@@ -125,7 +125,7 @@ def test_dump_is_readable_yaml():
     text = dump_entry(entry)
     doc = yaml.safe_load(text)
     assert list(doc)[:3] == ["llm_cache", "key", "recorded_at"]
-    assert doc["llm_cache"] == 1 and doc["key"] == KEY
+    assert doc["llm_cache"] == 2 and doc["key"] == KEY
     assert doc["request"]["json"]["messages"] == [{"role": "user", "content": "hi"}]
     assert "  json:\n    model: gpt-4o\n" in text
     # the multi-line event is a literal block, not a quoted string with \n escapes
@@ -155,7 +155,7 @@ def _mutated(path: str, value):
     [
         ("llm_cache: 1\nkey: [unclosed\n", "not valid YAML"),
         ("- 1\n- 2\n", "expected a mapping at the top, got list"),
-        (_mutated("llm_cache", 2), "unknown format version 2"),
+        (_mutated("llm_cache", 3), "unknown format version 3"),
         (_mutated("key", "xyz"), "key must be a 64-character hex sha256"),
         (_mutated("key", KEY.upper()), "key must be a 64-character hex sha256"),
         (_mutated("response.status", 99), "response.status must be an HTTP status code"),
@@ -197,7 +197,8 @@ def test_python_tags_are_refused_and_never_run(tmp_path):
     text = f"!!python/object/apply:os.system ['touch {marker}']\n"
     with pytest.raises(CassetteError, match="not valid YAML"):
         load_entry(text, "evil.yaml")
-    nested = yaml.safe_dump(_doc()).replace("llm_cache: 1", f"llm_cache: !!python/object/apply:os.system ['touch {marker}']")
+    nested = yaml.safe_dump(_doc()).replace("llm_cache: 2", f"llm_cache: !!python/object/apply:os.system ['touch {marker}']")
+    assert "!!python" in nested
     with pytest.raises(CassetteError, match="evil.yaml"):
         load_entry(nested, "evil.yaml")
     assert not marker.exists()

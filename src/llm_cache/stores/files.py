@@ -42,7 +42,7 @@ SWEEP_AFTER = 600.0
 SUFFIX = ".yaml"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]")
 # The head of a cassette as dump_entry writes it: read without a YAML parse.
-_HEAD = re.compile(rb"\Allm_cache: 1\nkey: ([0-9a-f]{64})\nrecorded_at: '([^'\n]+)'\n")
+_HEAD = re.compile(rb"\Allm_cache: [12]\nkey: ([0-9a-f]{64})\nrecorded_at: '([^'\n]+)'\n")
 HEAD_BYTES = 160
 
 
