@@ -22,6 +22,8 @@ import anthropic  # noqa: E402, F401
 import httpx  # noqa: E402, F401
 import openai  # noqa: E402, F401
 import requests  # noqa: E402, F401
+import yaml  # noqa: E402, F401 - PyYAML re-imported beside its loaded C extension cannot load
+import llm_cache.adapters.vcr  # noqa: E402, F401 - vcrpy and its stubs, loaded once, not per inner run
 
 # The conftest every pytester project gets: SDK clients pointed at the local
 # server, and `save(name, value)` to hand results back to the outer test.
@@ -71,6 +73,7 @@ def fake_api(server: FakeLLMServer) -> Iterator[FakeLLMServer]:
     """The shared server, reset to its defaults for this test."""
     server.snapshot, server.fingerprint, server.generation = "2024-08-06", "fp_aaa111", 0
     server.calls.clear()
+    server.event_delay = 0.0
     yield server
 
 

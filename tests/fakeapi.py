@@ -123,6 +123,8 @@ class FakeLLMServer:
         # "gzip", "deflate", "br" or "zstd": compress every non-streamed JSON answer with it,
         # whatever the client accepts and whatever gzip_json says (read per request)
         self.force_encoding: str | None = None
+        # seconds between the events of a stream, as a model generating tokens would take
+        self.event_delay = 0.0
         self.calls: list[Call] = []
         self.url = ""
         self._lock = threading.Lock()
@@ -268,7 +270,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self._common_headers()
         self.end_headers()
-        for name, data in events:
+        delay = self.server.fake.event_delay  # type: ignore[attr-defined]
+        for index, (name, data) in enumerate(events):
+            if delay and index:
+                time.sleep(delay)
             text = data if isinstance(data, str) else json.dumps(data)
             event = (f"event: {name}\n" if name else "") + f"data: {text}\n\n"
             raw = event.encode()

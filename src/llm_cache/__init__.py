@@ -59,7 +59,34 @@ _NAMES = {
     "intercept": "adapters.patches",
 }
 
-__all__ = sorted([*_NAMES, "__version__"])
+__all__ = [
+    "CacheMiss",
+    "CacheSession",
+    "CassetteError",
+    "ConfigError",
+    "Entry",
+    "FileStore",
+    "KeyRules",
+    "LLMCache",
+    "LLMCacheError",
+    "LLMCacheWarning",
+    "MemoryStore",
+    "Mode",
+    "Request",
+    "RequestKey",
+    "Response",
+    "Scope",
+    "Settings",
+    "Store",
+    "StoreUnavailable",
+    "WarmReport",
+    "__version__",
+    "dump_entry",
+    "intercept",
+    "load_entry",
+    "make_key",
+    "open_store",
+]
 
 
 def __getattr__(name: str) -> Any:

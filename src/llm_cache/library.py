@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -35,15 +35,17 @@ from .policy import Cap, Eviction
 from .report import build_report, report_json
 from .settings import (
     DEFAULT_TTL,
+    REPLAY_TIMINGS,
     Settings,
+    parse_choice,
     parse_count,
     parse_duration,
     parse_eviction,
     parse_mode,
-    parse_seconds,
     parse_size,
 )
 from .stores import Store, open_store
+from .values import parse_seconds
 
 __all__ = ["LLMCache", "WarmReport"]
 
@@ -107,6 +109,7 @@ class LLMCache:
         model_versions: Mapping[str, str] | None = None,
         record_errors: bool = False,
         lock_timeout: str | float | timedelta = 120.0,
+        replay_timing: str = "none",
         root: str | os.PathLike[str] = ".",
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
@@ -130,6 +133,7 @@ class LLMCache:
             memory_entries=memory_entries,
             log_every=log_every,
             lock_timeout=parse_seconds(lock_timeout, "lock_timeout"),
+            replay_timing=parse_choice(replay_timing, "replay_timing", REPLAY_TIMINGS),
         )
         if isinstance(store, str):
             try:

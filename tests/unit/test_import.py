@@ -42,3 +42,46 @@ def test_console_script_rejects_unknown_option():
     out = subprocess.run([_console_script(), "--bogus"], capture_output=True, text=True)
     assert out.returncode == 2
     assert "unrecognized arguments: --bogus" in out.stderr
+
+
+HEAVY = ("vcr", "httpx", "httpx2", "requests", "urllib3", "aiohttp")
+_LIST = (
+    "import sys; print(sorted({m.split('.')[0] for m in sys.modules} & set(%r)))"
+)
+
+
+def _loaded_after(code: str, also: tuple[str, ...] = ()) -> list[str]:
+    script = code + "\n" + _LIST % (HEAVY + also,)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    return eval(out.stdout.strip().splitlines()[-1])
+
+
+def test_import_llm_cache_imports_no_client_vcrpy_or_yaml():
+    assert _loaded_after("import llm_cache", also=("yaml", "pytest", "filelock")) == []
+
+
+def test_public_names_load_without_vcrpy_or_a_client():
+    code = "from llm_cache import LLMCache, CacheMiss, Settings, intercept, Mode, make_key, FileStore"
+    assert _loaded_after(code) == []
+
+
+def test_the_first_intercepted_block_brings_vcrpy_in():
+    code = "import llm_cache\nwith llm_cache.LLMCache().intercept(): pass"
+    assert "vcr" in _loaded_after(code)
+
+
+@pytest.mark.parametrize("flag", ["--version", "--help"])
+def test_cli_version_and_help_import_no_client(flag):
+    code = f"import sys\nfrom llm_cache.cli import main\ntry:\n    main([{flag!r}])\nexcept SystemExit:\n    pass"
+    assert _loaded_after(code) == []
+
+
+def test_value_parsers_are_a_leaf_and_stores_do_not_import_settings():
+    code = "import llm_cache.values, llm_cache.stores\nimport sys\nprint(sorted(m for m in sys.modules if m.startswith('llm_cache.settings')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    from llm_cache import values
+
+    source = open(values.__file__, encoding="utf-8").read()
+    ours = [line for line in source.splitlines() if line.startswith("from .")]
+    assert ours == ["from .errors import ConfigError"]

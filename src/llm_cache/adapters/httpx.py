@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ..engine.flight import Recording
     from ..engine.scope import Scope
 
-__all__ = ["handle", "ahandle", "played", "to_request", "stream_classes"]
+__all__ = ["ahandle", "handle", "played", "stream_classes", "to_request"]
 
 
 def _timeout(request: Any) -> float | None:
@@ -160,7 +160,7 @@ def stream_classes(httpx: ModuleType) -> tuple[type, type, type]:
                     for chunk in self.source:
                         self.recording.feed(chunk)
                     self.recording.end()
-            except Exception:
+            except Exception:  # noqa: BLE001 - a drain that fails keeps nothing; close anyway
                 self.recording.failed()
             finally:
                 self.upstream.close()
@@ -183,7 +183,7 @@ def stream_classes(httpx: ModuleType) -> tuple[type, type, type]:
             if self.source is None:
                 self.source = self.upstream.__aiter__()
             try:
-                async for chunk in self.source:  # type: ignore[union-attr]
+                async for chunk in self.source:
                     self.recording.feed(chunk)
                     yield chunk
             except BaseException:
@@ -196,10 +196,10 @@ def stream_classes(httpx: ModuleType) -> tuple[type, type, type]:
                 if self.recording.closed():
                     if self.source is None:
                         self.source = self.upstream.__aiter__()
-                    async for chunk in self.source:  # type: ignore[union-attr]
+                    async for chunk in self.source:
                         self.recording.feed(chunk)
                     self.recording.end()
-            except Exception:
+            except Exception:  # noqa: BLE001 - a drain that fails keeps nothing; close anyway
                 self.recording.failed()
             finally:
                 await self.upstream.aclose()

@@ -18,7 +18,7 @@ from ..modes import Mode
 if TYPE_CHECKING:
     from ..engine.scope import Scope
 
-__all__ = ["hold", "let_go", "installed", "intercept"]
+__all__ = ["hold", "installed", "intercept", "let_go"]
 
 _guard = threading.Lock()
 _holders = 0

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .scope import Scope
 
-__all__ = ["current", "activated"]
+__all__ = ["activated", "current"]
 
 _stack: list[Scope] = []
 _guard = threading.Lock()

@@ -28,7 +28,7 @@ __all__ = ["Flight", "Recording"]
 class Flight:
     """What was found for one request, and what to do with it."""
 
-    __slots__ = ("scope", "rk", "found", "action", "entry", "request", "started", "_done", "_finished")
+    __slots__ = ("_done", "_finished", "action", "entry", "found", "request", "rk", "scope", "started")
 
     def __init__(
         self, scope: Scope, rk: RequestKey | None, found: Found, action: Action, entry: Entry | None,
@@ -127,7 +127,7 @@ class Recording:
     terminator) and False when the stream was dropped midway (then nothing is kept).
     """
 
-    __slots__ = ("flight", "status", "headers", "chunks", "arrivals", "size", "t0", "over")
+    __slots__ = ("arrivals", "chunks", "flight", "headers", "over", "size", "status", "t0")
 
     def __init__(self, flight: Flight, status: int, headers: Sequence[tuple[str, str]]) -> None:
         self.flight = flight

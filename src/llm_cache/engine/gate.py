@@ -17,7 +17,7 @@ __all__ = ["Gates"]
 
 
 class _Slot:
-    __slots__ = ("lock", "waiters", "holder")
+    __slots__ = ("holder", "lock", "waiters")
 
     def __init__(self) -> None:
         self.lock = asyncio.Lock()

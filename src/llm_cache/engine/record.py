@@ -21,7 +21,14 @@ from ..encoding import decode_content
 from ..errors import CassetteError, LLMCacheWarning
 from ..llm import completion_text, read_response, refusal_reason
 from ..modes import Action
-from ..redact import REQUEST_HEADERS, RESPONSE_HEADERS, find_secrets, keep_headers, redact, secret_values
+from ..redact import (
+    REQUEST_HEADERS,
+    RESPONSE_HEADERS,
+    find_secrets,
+    keep_headers,
+    redact,
+    secret_values,
+)
 from ..stats import Drift
 
 if TYPE_CHECKING:

@@ -33,7 +33,7 @@ from .gate import Gates
 if TYPE_CHECKING:
     from .scope import Scope
 
-__all__ = ["CacheSession", "utcnow", "open_settings_store"]
+__all__ = ["CacheSession", "open_settings_store", "utcnow"]
 
 log = logging.getLogger("llm_cache")
 

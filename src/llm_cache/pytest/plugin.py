@@ -130,7 +130,7 @@ def _marker_kwargs(node: pytest.Item) -> tuple[tuple[object, ...], dict[str, obj
         merged.update(marker.kwargs)
         given = marker.kwargs.get("ignore_fields")
         if given is not None:
-            fields.extend([given] if isinstance(given, str) else list(given))  # type: ignore[call-overload]
+            fields.extend([given] if isinstance(given, str) else list(given))
     if fields:
         merged["ignore_fields"] = fields
     return args, merged
@@ -139,7 +139,7 @@ def _marker_kwargs(node: pytest.Item) -> tuple[tuple[object, ...], dict[str, obj
 def _scope(request: pytest.FixtureRequest) -> Scope:
     session = request.config.stash[STATE].session
     try:
-        options = parse_marker(*_marker_kwargs(request.node))  # type: ignore[arg-type]
+        options = parse_marker(*_marker_kwargs(request.node))
     except ConfigError as exc:
         pytest.fail(str(exc), pytrace=False)
     return session.scope(

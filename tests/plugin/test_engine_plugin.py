@@ -1,0 +1,151 @@
+"""The plugin on the engine: patched once per session, threads covered, markers merged."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import Project
+
+ONCE_CONFTEST = '''
+import json, os
+import pytest
+import httpx2
+
+ORIGINAL = httpx2.HTTPTransport.handle_request
+SEEN = []
+
+def pytest_configure(config):
+    import llm_cache.adapters.vcr as vcr_adapter
+    real = vcr_adapter.install
+    def counting():
+        SEEN.append("install")
+        return real()
+    vcr_adapter.install = counting
+    config._llm_cache_real_install = (vcr_adapter, real)
+
+@pytest.fixture
+def seen():
+    return SEEN
+
+def pytest_unconfigure(config):
+    module, real = config._llm_cache_real_install
+    module.install = real
+    out = os.path.join(os.environ["LLM_TEST_OUT"], "once.json")
+    with open(out, "w") as f:
+        json.dump({"installs": SEEN.count("install"),
+                   "restored": httpx2.HTTPTransport.handle_request is ORIGINAL}, f)
+'''
+
+ONCE_TESTS = '''
+import httpx2
+from conftest import chat, ORIGINAL
+
+def test_a(client, llm_cache, save):
+    chat(client, "first")
+    save("a", httpx2.HTTPTransport.handle_request is ORIGINAL)
+
+def test_b_not_using_the_cache(save):
+    import os
+    with httpx2.Client() as c:
+        c.post(os.environ["FAKE_LLM_URL"] + "/v1/chat/completions",
+               json={"model": "gpt-4o", "messages": [{"role": "user", "content": "bypass"}]})
+    save("b", httpx2.HTTPTransport.handle_request is ORIGINAL)
+
+def test_c(client, llm_cache):
+    chat(client, "second")
+'''
+
+
+def test_transports_are_patched_once_per_session_and_restored_at_its_end(project: Project) -> None:
+    project.pytester.makeconftest(_conftest(project) + ONCE_CONFTEST)
+    project.pytester.makepyfile(test_once=ONCE_TESTS)
+    project.run("--llm-cache=record").assert_outcomes(passed=3)
+    once = json.loads((project.out / "once.json").read_text())
+    assert once == {"installs": 1, "restored": True}
+    # between intercepted tests the patches stay, and a test without the cache goes straight through
+    assert project.result("a") is False and project.result("b") is False
+    assert project.server.count() == 3
+    assert len(project.files()) == 2  # the bypassing request was not recorded
+
+
+def _conftest(project: Project) -> str:
+    return (project.pytester.path / "conftest.py").read_text()
+
+
+THREADS = '''
+import threading
+from conftest import chat
+
+def test_threads(client, llm_cache, save):
+    out = []
+    threads = [threading.Thread(target=lambda: out.append(chat(client, "from a thread").choices[0].message.content))
+               for _ in range(2)]
+    for t in threads:
+        t.start(); t.join()
+    save("threads", out)
+'''
+
+
+def test_threads_a_test_starts_are_answered_from_its_scope(project: Project) -> None:
+    project.pytester.makepyfile(test_threads=THREADS)
+    project.run("--llm-cache=record").assert_outcomes(passed=1)
+    assert project.server.count() == 1
+    project.run().assert_outcomes(passed=1)
+    assert project.server.count() == 1
+    assert len(project.result("threads")) == 2
+
+
+MERGED = '''
+import pytest
+from conftest import chat
+
+pytestmark = pytest.mark.llm_cache(ignore_fields=["temperature"], ttl="never")
+
+@pytest.mark.llm_cache(ignore_fields=["seed"])
+class TestMerged:
+    @pytest.mark.llm_cache(ttl="1h")
+    def test_one(self, client, llm_cache, save):
+        chat(client, "merged", temperature=0.1, seed=1)
+        chat(client, "merged", temperature=0.9, seed=2)
+        save("stats", [llm_cache.stats.hits, llm_cache.stats.recorded, str(llm_cache.ttl)])
+'''
+
+
+def test_markers_merge_over_module_class_and_function(project: Project) -> None:
+    project.pytester.makepyfile(test_merged=MERGED)
+    project.run("--llm-cache=record").assert_outcomes(passed=1)
+    # both ignore_fields apply (module's and class's), the function's ttl wins over the module's
+    assert project.result("stats") == [1, 1, "1:00:00"]
+    (cassette,) = project.files()
+    text = cassette.read_text()
+    assert "- temperature" in text and "- seed" in text
+
+
+NOT_USING = '''
+def test_plain():
+    assert 1 + 1 == 2
+'''
+
+MODULES_CONFTEST = '''
+import json, os, sys
+
+def pytest_sessionfinish(session):
+    heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("vcr", "httpx", "httpx2", "requests", "urllib3", "yaml"))
+    loaded = session.config.pluginmanager.hasplugin("llm_cache")
+    with open(os.environ["MODULES_OUT"], "w") as f:
+        json.dump({"heavy": heavy, "plugin": loaded}, f)
+'''
+
+
+def test_a_run_whose_tests_do_not_use_the_cache_imports_nothing_heavy(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = pytester.path / "modules.json"
+    monkeypatch.setenv("MODULES_OUT", str(out))
+    pytester.makeconftest(MODULES_CONFTEST)
+    pytester.makepyfile(test_plain=NOT_USING)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist", "-p", "no:hypothesispytest")
+    result.assert_outcomes(passed=1)
+    data = json.loads(out.read_text())
+    assert data == {"heavy": [], "plugin": True}
