@@ -149,3 +149,30 @@ def test_a_run_whose_tests_do_not_use_the_cache_imports_nothing_heavy(
     result.assert_outcomes(passed=1)
     data = json.loads(out.read_text())
     assert data == {"heavy": [], "plugin": True}
+
+
+PACED = '''
+import time
+import httpx2, os
+
+def test_paced(llm_cache, save):
+    started = time.perf_counter()
+    times = []
+    body = {"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "a b c d e f"}]}
+    with httpx2.Client() as c, c.stream("POST", os.environ["FAKE_LLM_URL"] + "/v1/chat/completions", json=body) as r:
+        for _ in r.iter_raw():
+            times.append(time.perf_counter() - started)
+    save("times", times)
+'''
+
+
+def test_replay_timing_recorded_from_ini_paces_the_events(project: Project) -> None:
+    project.server.event_delay = 0.1
+    project.pytester.makepyfile(test_paced=PACED)
+    project.run("--llm-cache=record").assert_outcomes(passed=1)
+    live = project.result("times")
+    project.pytester.makeini("[pytest]\nllm_cache_replay_timing = recorded\n")
+    project.run().assert_outcomes(passed=1)
+    paced = project.result("times")
+    assert len(paced) == len(live) > 3
+    assert paced[0] < 0.08 and paced[-1] >= 0.8 * (live[-1] - live[0]), (paced, live)

@@ -66,6 +66,10 @@ def test_cassette_dir_from_option_and_ini(project: Project) -> None:
         ([], "llm_cache_eviction = mru", None, "llm_cache_eviction must be one of lru|lfu|fifo, got 'mru'"),
         ([], "llm_cache_model_versions =\n    gpt-4o 2024", None,
          "llm_cache_model_versions must be lines 'alias = version', e.g. gpt-4o = 2024-08-06, got 'gpt-4o 2024'"),
+        ([], "llm_cache_replay_timing = sometimes", None,
+         "llm_cache_replay_timing must be one of none|recorded, got 'sometimes'"),
+        ([], "llm_cache_lock_timeout = soon", None,
+         "llm_cache_lock_timeout must be a number of seconds or a duration like 30s or 2m, got 'soon'"),
     ],
 )
 def test_bad_values_are_usage_errors(
