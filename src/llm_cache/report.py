@@ -12,7 +12,7 @@ from .stats import SessionStats
 if TYPE_CHECKING:
     from .engine.session import CacheSession
 
-__all__ = ["Report", "build_report", "summary_lines", "report_json", "MAX_MISSES_SHOWN"]
+__all__ = ["MAX_MISSES_SHOWN", "Report", "build_report", "report_json", "summary_lines"]
 
 MAX_MISSES_SHOWN = 10
 

@@ -11,13 +11,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 from .errors import ConfigError
+from .key import KeyRules
+from .modes import MODES, Mode
+from .policy import EVICTIONS, Cap, Eviction
 from .values import (  # noqa: F401 - re-exported: settings is where users look
     DURATION_FORM,
-    STORE_FORM,
     SIZE_FORM,
+    STORE_FORM,
     format_duration,
     parse_bool,
     parse_count,
@@ -25,25 +27,22 @@ from .values import (  # noqa: F401 - re-exported: settings is where users look
     parse_seconds,
     parse_size,
 )
-from .key import KeyRules
-from .modes import MODES, Mode
-from .policy import EVICTIONS, Cap, Eviction
 
 __all__ = [
+    "DEFAULT_TTL",
     "Settings",
-    "parse_mode",
-    "parse_duration",
+    "format_duration",
     "parse_bool",
+    "parse_count",
+    "parse_duration",
+    "parse_eviction",
     "parse_lines",
     "parse_mapping",
-    "format_duration",
-    "DEFAULT_TTL",
-    "resolve",
-    "parse_size",
-    "parse_count",
-    "parse_eviction",
-    "parse_warm",
+    "parse_mode",
     "parse_prices",
+    "parse_size",
+    "parse_warm",
+    "resolve",
 ]
 
 DEFAULT_TTL = timedelta(days=30)

@@ -15,12 +15,12 @@ __all__ = [
     "DURATION_FORM",
     "SIZE_FORM",
     "STORE_FORM",
+    "format_duration",
+    "parse_bool",
+    "parse_count",
     "parse_duration",
     "parse_seconds",
-    "format_duration",
     "parse_size",
-    "parse_count",
-    "parse_bool",
 ]
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
