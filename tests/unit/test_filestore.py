@@ -217,3 +217,60 @@ def test_the_memory_tier_keeps_slim_entries_that_replay_the_same_bytes():
     assert kept.response_bytes() == entry.response_bytes()
     assert kept.header_items() == entry.header_items()
     assert kept.to_vcr_response() == entry.to_vcr_response()
+
+
+def test_request_digests_name_each_cassette_and_its_fields(tmp_path):
+    from llm_cache.diagnose import field_digests
+    from llm_cache.key import canonical_body
+
+    store = FileStore(tmp_path / "c")
+    one, two = _scan_entry("one"), _scan_entry("two")
+    locations = {store.put(one), store.put(two)}
+    store.put(make_entry("cc" * 32, model_version="claude"))
+    rows = list(store.request_digests("gpt-4o"))
+    assert {row[0] for row in rows} == locations
+    for location, method, path, digests in rows:
+        entry = one if location == store.location(one.key, "gpt-4o") else two
+        assert (method, path) == ("POST", "/v1/chat/completions")
+        assert digests == field_digests(canonical_body(entry.request_body.to_bytes()))
+    assert len(list(store.request_digests("gpt-4o", limit=1))) == 1
+    assert list(store.request_digests("nothing-stored")) == []
+    fresh = FileStore(tmp_path / "c")
+    assert len(list(fresh.request_digests("gpt-4o"))) == 2
+    assert fresh._pending == {}  # reading for digests keeps no entries for later
+
+
+def test_request_digests_are_reused_while_size_mtime_and_inode_hold(tmp_path):
+    store = FileStore(tmp_path / "c")
+    entry = _scan_entry("one")
+    store.put(entry)
+    [(_, _, _, before)] = store.request_digests("gpt-4o")
+    index = tmp_path / "c" / ".llm-cache" / "digests" / "gpt-4o.json"
+    assert index.exists()
+    path = store.path_for(entry.key, "gpt-4o")
+    stat = os.stat(path)
+    # the same file, same size and mtime, another question: the index answers
+    with open(path, "r+", encoding="utf-8") as handle:
+        text = handle.read()
+        handle.seek(0)
+        handle.write(text.replace("content: one", "content: two"))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    for fresh in (store, FileStore(tmp_path / "c")):
+        assert [row[3] for row in fresh.request_digests("gpt-4o")] == [before]
+    # its mtime moves: read again, and the index on disk follows
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    [(_, _, _, after)] = store.request_digests("gpt-4o")
+    assert after != before
+    assert [row[3] for row in FileStore(tmp_path / "c").request_digests("gpt-4o")] == [after]
+
+
+def test_request_digests_keep_one_index_per_ignored_fields_and_few_in_memory(tmp_path):
+    from llm_cache.stores import files
+
+    store = FileStore(tmp_path / "c")
+    store.put(_scan_entry("one"))
+    rules = [(), ("temperature",), ("messages.*.content",), ("a",), ("b",)]
+    digests = [next(store.request_digests("gpt-4o", ignore))[3] for ignore in rules]
+    assert len(set(digests)) == 2  # only ignoring the content changes this body's fields
+    assert len(list((tmp_path / "c" / ".llm-cache" / "digests").iterdir())) == len(rules)
+    assert len(store._digests) == files.DIGESTS_KEPT < len(rules)

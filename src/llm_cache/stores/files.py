@@ -5,6 +5,8 @@ call. So each cassette parsed once gets a derived copy in JSON (about 7 us to re
 under ``.llm-cache/parsed/``, valid while the cassette's size and mtime are those it
 was made from. The YAML stays the source of truth: a stale or damaged copy is ignored
 and rewritten; copies are written at session end (``close``), off the request path.
+What a replay miss compares itself with is kept the same way, as digests of the stored
+requests in ``.llm-cache/digests/`` (``request_digests``).
 
 Where a cassette is written: ``FileStore.put``. A write goes to a temporary
 file in the same directory, then ``os.replace`` puts it in place, so a crash
@@ -21,6 +23,7 @@ import os
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import suppress
 from datetime import datetime, timezone
@@ -29,6 +32,7 @@ from typing import Any
 
 from ..atomic import write_atomic
 from ..cassette import Entry, dump_entry, load_entry, parse_entry
+from ..diagnose import Digests, entry_digests
 from ..errors import CassetteError
 from ..usage import META_DIR, Usage, UsageIndex, ensure_meta_dir
 from .protocol import EntryMeta
@@ -44,6 +48,15 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]")
 # The head of a cassette as dump_entry writes it: read without a YAML parse.
 _HEAD = re.compile(rb"\Allm_cache: [12]\nkey: ([0-9a-f]{64})\nrecorded_at: '([^'\n]+)'\n")
 HEAD_BYTES = 160
+# The format of the digest indexes (request_digests); another is rebuilt.
+DIGESTS_FORMAT = 2
+# How many digest indexes (model version and ignored fields) a store keeps in memory.
+DIGESTS_KEPT = 4
+# How many shapes of body (sets of field names) a store shares between digests.
+SHAPES_KEPT = 10_000
+# A cassette's digests in memory: size, mtime_ns, inode, then (location, method, path,
+# digests), or None for an unreadable cassette.
+_DigestRow = tuple[int, int, int, "tuple[str, str, str, Digests] | None"]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -71,6 +84,11 @@ class FileStore:
         self._locks: _LockTable | None = None
         self._locks_guard = threading.Lock()
         self._checked: set[str] = set()
+        # the digest indexes read or made lately: index path -> rows (see request_digests)
+        self._digests: OrderedDict[Path, dict[str, _DigestRow]] = OrderedDict()
+        self._digests_guard = threading.Lock()
+        self._root_prefix = os.path.join(str(self.root), "")  # the root, and a separator
+        self._shapes: dict[frozenset[str], frozenset[str]] = {}
 
     def __repr__(self) -> str:
         return f"FileStore({str(self.root)!r})"
@@ -91,8 +109,9 @@ class FileStore:
     def _parsed_copy(self, path: Path) -> Path:
         return self.root / META_DIR / "parsed" / path.parent.name / (path.stem + ".json")
 
-    def _read(self, path: Path, key: str | None) -> Entry:
-        """A cassette's entry, from its parsed copy when that is current, else from the YAML."""
+    def _read(self, path: Path, key: str | None, remember: bool = True) -> Entry:
+        """A cassette's entry, from its parsed copy when that is current, else from the YAML
+        (whose parsed copy is then written at ``close``, unless not ``remember``)."""
         try:
             stat = os.stat(path)
         except FileNotFoundError:
@@ -113,7 +132,8 @@ class FileStore:
         except OSError as exc:
             raise CassetteError(path=str(path), reason=f"cannot be read: {exc.strerror}") from None
         entry = load_entry(text, str(path), expected_key=key)
-        self._pending[copy] = (stamp, entry)
+        if remember:
+            self._pending[copy] = (stamp, entry)
         return entry
 
     def _checked_dir(self, model_version: str) -> Path:
@@ -263,6 +283,143 @@ class FileStore:
             with suppress(OSError):
                 ensure_meta_dir(self.root)
                 write_atomic(index_path, json.dumps({"format": 1, "files": seen}, separators=(",", ":")))
+
+    def request_digests(
+        self, model_version: str, ignore_fields: tuple[str, ...] = (), limit: int | None = None
+    ) -> Iterator[tuple[str, str, str, Digests]]:
+        """(location, method, path, digests) of the first ``limit`` cassettes of a model
+        version, in directory order, for naming the closest to a miss (``llm_cache.diagnose``).
+
+        The digests of each request's body under ``ignore_fields`` (``diagnose.entry_digests``)
+        are kept per model version and ignored fields in ``.llm-cache/digests/``, and in memory,
+        and reused while a cassette's size, mtime and inode are those they were made from; a
+        cassette changed since is read again. A missing or damaged index is rebuilt; one that
+        cannot be written is only slower next time. Unreadable cassettes are skipped. Every
+        row is checked against the directory before the first is given.
+        """
+        return iter(self._digest_rows(model_version, tuple(ignore_fields), limit))
+
+    def _digest_index(self, dirname: str, ignore: tuple[str, ...]) -> Path:
+        name = dirname
+        if ignore:
+            rules = json.dumps(ignore, ensure_ascii=False).encode("utf-8", "surrogatepass")
+            name += "~" + hashlib.sha256(rules).hexdigest()[:16]
+        return self.root / META_DIR / "digests" / f"{name}.json"
+
+    def _load_digests(self, index: Path, ignore: tuple[str, ...]) -> dict[str, _DigestRow]:
+        """An index as written: ``shapes``, the lists of field names bodies have, and ``files``,
+        cassette name -> ``[size, mtime_ns, inode]`` and, for a readable cassette, its location
+        under the root, method, path, shape number and its pair hashes joined by spaces."""
+        try:
+            data = json.loads(index.read_bytes())
+            if data["format"] != DIGESTS_FORMAT or data["ignore"] != list(ignore):
+                return {}
+            rows, shapes = data["files"], data["shapes"]
+            if not (isinstance(rows, dict) and isinstance(shapes, list)):
+                return {}
+            names = []
+            for shape in shapes:
+                if type(shape) is not list:
+                    return {}
+                "".join(shape)  # TypeError unless all are strings, at C speed
+                names.append(frozenset(shape))
+        except (OSError, ValueError, KeyError, TypeError):
+            return {}  # missing or damaged: rebuilt from the cassettes
+        known: dict[str, _DigestRow] = {}
+        prefix = self._root_prefix
+        for name, row in rows.items():
+            try:
+                size, mtime_ns, inode, *rest = row
+                if not (type(size) is int and type(mtime_ns) is int and type(inode) is int):
+                    continue
+                if not rest:
+                    known[name] = (size, mtime_ns, inode, None)
+                    continue
+                where, method, path, shape, pairs = rest
+                if not (type(where) is type(method) is type(path) is type(pairs) is str
+                        and type(shape) is int and shape >= 0):
+                    continue
+                digests = Digests(names[shape], frozenset(pairs.split()))
+            except (ValueError, TypeError, IndexError):
+                continue  # that row is read again from its cassette
+            known[name] = (size, mtime_ns, inode, (prefix + where, method, path, digests))
+        return known
+
+    def _digest_rows(
+        self, model_version: str, ignore: tuple[str, ...], limit: int | None
+    ) -> list[tuple[str, str, str, Digests]]:
+        directory = self.root / safe_dirname(model_version)
+        try:
+            with os.scandir(directory) as it:
+                items = [i for i in it if i.name.endswith(SUFFIX) and not i.name.startswith(".")]
+        except OSError:
+            return []
+        index = self._digest_index(directory.name, ignore)
+        with self._digests_guard:
+            known = self._digests.get(index)
+        if known is None:
+            known = self._load_digests(index, ignore)
+        kept: dict[str, _DigestRow] = {}
+        out: list[tuple[str, str, str, Digests]] = []
+        changed = False
+        for item in items if limit is None else items[:limit]:
+            try:
+                stat = item.stat()
+            except OSError:
+                continue
+            row = known.get(item.name)
+            if (
+                row is None
+                or row[0] != stat.st_size
+                or row[1] != stat.st_mtime_ns
+                or row[2] != stat.st_ino
+            ):
+                row = (stat.st_size, stat.st_mtime_ns, stat.st_ino, self._digest_row(Path(item.path), ignore))
+                changed = True
+            kept[item.name] = row
+            if row[3] is not None:
+                out.append(row[3])
+        with self._digests_guard:
+            self._digests[index] = kept
+            self._digests.move_to_end(index)
+            while len(self._digests) > DIGESTS_KEPT:
+                self._digests.popitem(last=False)
+        if changed or len(kept) != len(known):
+            with suppress(OSError, ValueError, TypeError):
+                self._write_digests(index, ignore, kept)
+        return out
+
+    def _digest_row(self, path: Path, ignore: tuple[str, ...]) -> tuple[str, str, str, Digests] | None:
+        try:
+            entry = self._read(path, None, remember=False)
+        except (CassetteError, OSError):
+            return None
+        digests = entry_digests(entry, ignore)
+        # where a miss message says it is: the entry's own key and model version decide
+        location = str(self.path_for(entry.key, entry.model_version))
+        # bodies of one shape share one set of names, in memory as in the index
+        names = self._shapes.setdefault(digests.names, digests.names)
+        if len(self._shapes) > SHAPES_KEPT:
+            self._shapes.clear()
+        return location, entry.method, entry.path, Digests(names, digests.pairs)
+
+    def _write_digests(self, index: Path, ignore: tuple[str, ...], kept: dict[str, _DigestRow]) -> None:
+        shapes: dict[frozenset[str], int] = {}
+        files: dict[str, list[Any]] = {}
+        cut = len(self._root_prefix)
+        for name, (size, mtime_ns, inode, row) in kept.items():
+            if row is None:
+                files[name] = [size, mtime_ns, inode]
+                continue
+            location, method, path, digests = row
+            shape = shapes.setdefault(digests.names, len(shapes))
+            files[name] = [size, mtime_ns, inode, location[cut:], method, path, shape,
+                           " ".join(sorted(digests.pairs))]
+        body = {"format": DIGESTS_FORMAT, "ignore": list(ignore),
+                "shapes": [sorted(names) for names in shapes], "files": files}
+        ensure_meta_dir(self.root)
+        index.parent.mkdir(exist_ok=True)
+        write_atomic(index, json.dumps(body, ensure_ascii=False, separators=(",", ":")))
 
     def delete(self, meta: EntryMeta) -> None:
         try:
