@@ -141,10 +141,7 @@ class Scope:
     def refuse(self, rk: RequestKey) -> NoReturn:
         """Fail a request that has no cassette in replay mode."""
         __tracebackhide__ = True  # pytest shows the error, not this frame
-        try:
-            from ..diagnose import closest
-        except ImportError:  # TEMP until diagnose lands
-            def closest(*a): return (None, [])  # type: ignore
+        from ..diagnose import closest
 
         session = self.session
         # An SDK that retries what it takes for a connection error (anthropic wraps any
