@@ -41,6 +41,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import functools
 import http
 import json
 import math
@@ -49,7 +50,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-import yaml
 
 from .errors import CassetteError
 
@@ -73,31 +73,36 @@ _FRAMING_HEADERS = frozenset({"content-encoding", "content-length", "transfer-en
 # Text with other control characters is stored as base64, so YAML never has to escape it.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
-_Loader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_BaseDumper: type[Any] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-
-
-class _Dumper(_BaseDumper):  # type: ignore[misc]
-    """Safe dumper writing multi-line strings (SSE events) as literal blocks."""
-
-
-def _represent_str(dumper: Any, value: str) -> Any:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_Dumper.add_representer(str, _represent_str)
 
 
 class _FlowList(list[float]):
     """A list dumped on one line (``[0.0, 12.5]``): the event offsets, which nobody reviews."""
 
 
-def _represent_flow_list(dumper: Any, value: _FlowList) -> Any:
-    return dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=True)
+@functools.cache
+def _yaml() -> tuple[Any, type[Any], type[Any]]:
+    """PyYAML, its safe loader and our dumper (C versions when present), imported on first
+    use: a replay served from parsed copies never needs them."""
+    import yaml
+
+    loader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    base: type[Any] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+    class Dumper(base):  # type: ignore[misc]
+        """Safe dumper writing multi-line strings (SSE events) as literal blocks."""
+
+    def represent_str(dumper: Any, value: str) -> Any:
+        style = "|" if "\n" in value else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    def represent_flow_list(dumper: Any, value: _FlowList) -> Any:
+        return dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=True)
+
+    Dumper.add_representer(str, represent_str)
+    Dumper.add_representer(_FlowList, represent_flow_list)
+    return yaml, loader, Dumper
 
 
-_Dumper.add_representer(_FlowList, _represent_flow_list)
 # The line width of the YAML; a longer offsets line widens it, so that it never wraps.
 _WIDTH = 4096
 
@@ -327,7 +332,8 @@ def dump_entry(entry: Entry) -> str:
     if offsets:
         # more than the line takes ("  offsets_ms: [", then "1234.5, " per event)
         width = max(width, 32 + sum(len(repr(ms)) + 4 for ms in offsets))
-    text: str = yaml.dump(doc, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=width)
+    yaml, _, dumper = _yaml()
+    text: str = yaml.dump(doc, Dumper=dumper, sort_keys=False, allow_unicode=True, width=width)
     return text
 
 
@@ -525,8 +531,9 @@ def load_doc(text: str | bytes, path: str) -> Any:
     but not yet validated (``parse_entry`` does that); a failure is a CassetteError naming ``path``."""
     if len(text) > MAX_CASSETTE_BYTES:
         raise _fail(path, f"it is {len(text)} bytes, more than the {MAX_CASSETTE_BYTES} a cassette may hold")
+    yaml, loader, _ = _yaml()
     try:
-        doc = yaml.load(text, Loader=_Loader)  # a safe loader, C or Python
+        doc = yaml.load(text, Loader=loader)  # a safe loader, C or Python
     except yaml.YAMLError as exc:
         raise _fail(path, f"not valid YAML: {str(exc).splitlines()[0]}") from None
     except (ValueError, TypeError, RecursionError, MemoryError) as exc:

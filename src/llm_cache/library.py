@@ -24,7 +24,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
 
-import yaml
 
 from .engine.scope import Scope
 from .engine.session import CacheSession, utcnow
@@ -285,6 +284,8 @@ def _read_requests(path: Path) -> list[dict[str, Any]]:
     if path.suffix in (".jsonl", ".ndjson"):
         items = [json.loads(line) for line in text.splitlines() if line.strip()]
     else:
+        import yaml
+
         items = yaml.safe_load(text) or []
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
         raise ConfigError(setting=str(path), value=type(items).__name__,

@@ -164,7 +164,7 @@ def _python_dumper() -> type:
     class PythonDumper(yaml.SafeDumper):
         pass
 
-    PythonDumper.yaml_representers = dict(cassette._Dumper.yaml_representers)
+    PythonDumper.yaml_representers = dict(cassette._yaml()[2].yaml_representers)
     return PythonDumper
 
 
@@ -173,9 +173,10 @@ def test_a_long_offsets_line_never_wraps(dumper: str, monkeypatch: pytest.Monkey
     if dumper == "C":
         if not getattr(yaml, "__with_libyaml__", False):
             pytest.skip("PyYAML built without libyaml")
-        assert issubclass(cassette._Dumper, yaml.CSafeDumper)
+        assert issubclass(cassette._yaml()[2], yaml.CSafeDumper)
     else:
-        monkeypatch.setattr(cassette, "_Dumper", _python_dumper())
+        loaded, python_dumper = cassette._yaml(), _python_dumper()
+        monkeypatch.setattr(cassette, "_yaml", lambda: (loaded[0], loaded[1], python_dumper))
     events = [f"data: {i}" for i in range(2000)]
     entry = make_entry(Body("events", events), offsets_ms=[i * 1234.56 for i in range(2000)])
     text = dump_entry(entry)
