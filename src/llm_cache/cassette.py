@@ -42,7 +42,6 @@ import base64
 import binascii
 import dataclasses
 import functools
-import http
 import json
 import math
 import re
@@ -271,23 +270,6 @@ class Entry:
             items.append(("content-length", str(len(self.response_bytes()))))
             self._headers = items
         return self._headers
-
-    def to_vcr_response(self) -> dict[str, Any]:
-        """The response in the form vcrpy's stubs replay."""
-        raw = self.response_bytes()
-        # The body is stored decoded and whole: whatever a hand-edited cassette
-        # says about its encoding or length, replay states the truth.
-        headers = {
-            name: [value]
-            for name, value in self.response_headers.items()
-            if name.lower() not in _FRAMING_HEADERS
-        }
-        headers["content-length"] = [str(len(raw))]
-        try:
-            reason = http.HTTPStatus(self.status).phrase
-        except ValueError:
-            reason = ""
-        return {"status": {"code": self.status, "message": reason}, "headers": headers, "body": {"string": raw}}
 
     def to_doc(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
