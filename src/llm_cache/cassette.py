@@ -49,7 +49,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-
 from .errors import CassetteError
 
 __all__ = [
