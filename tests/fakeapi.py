@@ -261,6 +261,19 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _send_bytes(self, content_type: str, body: bytes) -> None:
+        self._sent = True
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self._common_headers()
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _echoed(self) -> bytes:
+        """The request's headers and target (path and query, as sent), as JSON."""
+        return json.dumps({"headers": dict(self.headers.items()), "target": self.path}).encode()
+
     def _send_sse(self, events: Iterable[tuple[str | None, Any]]) -> None:
         """Stream (event name, data) pairs, one HTTP chunk per SSE event, then the last chunk."""
         self._sent = True
@@ -342,6 +355,8 @@ class _Handler(BaseHTTPRequestHandler):
         last = _last_text(messages)
         if req.get("model") == "echo-headers":
             text = "\n".join(f"{k}: {v}" for k, v in self.headers.items())
+        elif req.get("model") == "echo-request":  # headers and the request target, query included
+            text = "\n".join(f"{k}: {v}" for k, v in self.headers.items()) + f"\ntarget: {self.path}"
         else:
             text = fake.reply_for(last)
         tools = req.get("tools") or []
@@ -507,6 +522,22 @@ class _Handler(BaseHTTPRequestHandler):
         ]
         self._send_sse((s["type"], {**s, "sequence_number": n}) for n, s in enumerate(steps))
 
+    # Opt-in echoes of what the request carried, for the secret tests: nothing else calls them.
+    def ep_echo(self, req: JsonDict) -> None:
+        """GET /v1/echo: the request's headers and target as JSON; with ``?as=binary``, the
+        same wrapped in bytes that are not UTF-8 (application/octet-stream)."""
+        if "as=binary" in self.path:
+            self._send_bytes("application/octet-stream", b"\x89BIN\xff\xfe\x00" + self._echoed() + b"\x00\xff")
+        else:
+            self._send_json(200, json.loads(self._echoed()))
+
+    def ep_speech(self, req: JsonDict) -> None:
+        """POST /v1/audio/speech: binary "audio"; an ``input`` starting with "echo" gets the
+        request's headers and target inside the bytes."""
+        text = str(req.get("input", ""))
+        extra = self._echoed() if text.startswith("echo") else text.encode()
+        self._send_bytes("audio/mpeg", b"ID3\x04\x00\xff\xfb\x90\x00" + extra + b"\xff\xfb")
+
 
 ROUTES = {
     ("GET", "/v1/models"): _Handler.ep_models,
@@ -514,6 +545,8 @@ ROUTES = {
     ("POST", "/v1/embeddings"): _Handler.ep_embeddings,
     ("POST", "/v1/messages"): _Handler.ep_messages,
     ("POST", "/v1/responses"): _Handler.ep_responses,
+    ("GET", "/v1/echo"): _Handler.ep_echo,
+    ("POST", "/v1/audio/speech"): _Handler.ep_speech,
 }
 
 

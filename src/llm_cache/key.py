@@ -2,10 +2,14 @@
 
 A key is the sha256 of a canonical JSON form of the request. What goes in:
 
-- ``KEY_VERSION`` (bumped when these rules change, so old cassettes miss
-  instead of answering for a request they were not recorded for);
-- the HTTP method, the URL path and the sorted query, minus secret-looking
-  parameters; the host only when ``match_host`` is set;
+- ``KEY_VERSION`` (bumped when these rules change for every request, so old
+  cassettes miss instead of answering for a request they were not recorded for;
+  a change that concerns only requests carrying a credential, such as a name
+  added to ``SECRET_QUERY_PARAMS``, is not a bump: those few re-record, and
+  every other cassette keeps its key);
+- the HTTP method, the URL path and the sorted query, minus credential
+  parameters; the scheme, host and port (never the userinfo) only when
+  ``match_host`` is set;
 - the headers that select an API version (``API_VERSION_HEADERS``);
 - the JSON body with keys sorted, integral floats written as integers, and
   volatile fields dropped (``DEFAULT_IGNORED_FIELDS`` plus the user's);
@@ -46,8 +50,14 @@ API_VERSION_HEADERS = ("openai-beta", "anthropic-version", "anthropic-beta")
 # Fields that identify the caller or annotate the request, never change the output.
 DEFAULT_IGNORED_FIELDS = ("user", "safety_identifier", "prompt_cache_key", "metadata")
 
-# Query parameters that carry credentials: neither in the key nor in a cassette.
-SECRET_QUERY_PARAMS = frozenset({"key", "api-key", "api_key", "token", "access_token"})
+# Query parameters that carry credentials (names compared in lower case): neither in the
+# key nor in a cassette. API keys and tokens, signed URLs (AWS SigV4, Azure SAS ``sig``),
+# OAuth codes and passwords.
+SECRET_QUERY_PARAMS = frozenset({
+    "key", "api-key", "api_key", "apikey", "token", "access_token", "refresh_token", "id_token",
+    "client_secret", "password", "sig", "signature", "code",
+    "x-amz-signature", "x-amz-credential", "x-amz-security-token", "x-goog-signature", "x-goog-credential",
+})
 
 NO_MODEL = "_no_model"
 
@@ -205,8 +215,10 @@ def make_key(
         material["body"] = canonical
     else:
         material["raw_body_sha256"] = hashlib.sha256(raw).hexdigest()
+    # the userinfo (user:password@) is a credential, never part of the host
+    host = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
     if rules.match_host:
-        material["host"] = f"{parts.scheme}://{parts.netloc}"
+        material["host"] = host
     digest = hashlib.sha256(_dumps(material).encode("utf-8")).hexdigest()
     return RequestKey(
         key=digest,
@@ -216,7 +228,7 @@ def make_key(
         model_version=version,
         body=canonical,
         query=query,
-        host=f"{parts.scheme}://{parts.netloc}",
+        host=host,
     )
 
 

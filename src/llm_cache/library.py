@@ -31,6 +31,7 @@ from .errors import ConfigError, StoreUnavailable
 from .key import KeyRules
 from .modes import Mode
 from .policy import Cap, Eviction
+from .redact import mask_url
 from .report import build_report, report_json
 from .settings import (
     DEFAULT_TTL,
@@ -140,7 +141,7 @@ class LLMCache:
             except StoreUnavailable:
                 if fallback != "passthrough":
                     raise
-                log.warning("llm_cache: store %s unavailable; passing every call through", store)
+                log.warning("llm_cache: store %s unavailable; passing every call through", mask_url(store))
                 resolved = open_store("memory://?max_entries=1", Path(root), ttl_value)
                 self._down = True
             else:

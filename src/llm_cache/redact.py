@@ -1,44 +1,86 @@
-"""What never reaches a cassette.
+"""What never reaches a cassette, a report or a message.
 
 - Request headers are dropped except ``REQUEST_HEADERS``; response headers
   except ``RESPONSE_HEADERS``. Authorization, cookies, organisation and
   request ids never get written.
-- Secret-looking query parameters are dropped (see ``key.SECRET_QUERY_PARAMS``).
-- The value of every environment variable whose name ends in ``_API_KEY``,
-  ``_TOKEN`` or ``_SECRET``, and of the request's own credential headers,
-  is replaced by ``<redacted>`` wherever it appears (an API that echoes the
-  key into its body included).
+- Credential query parameters are dropped (see ``key.SECRET_QUERY_PARAMS``).
+- Every credential the request carried (``request_credentials``: its
+  credential headers, any other header outside the allow-list whose value
+  could be a secret, credential query values, cookies, URL userinfo) and the
+  value of every environment variable whose name ends in ``_API_KEY``,
+  ``_TOKEN`` or ``_SECRET`` (``environment_secrets``, when the value could be a
+  secret: ``plausible_secret``) is replaced by ``<redacted>`` wherever it
+  appears in a text or JSON body, an API that echoes it included.
+- A binary (base64) body is never rewritten: bytes cannot be redacted without
+  corrupting what they encode. One that holds any of those values, or
+  something shaped like a credential, is not stored (``find_entry_secrets``).
+- URLs shown to people (store locations, errors, logs) go through ``mask_url``.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlencode, urlsplit, urlunsplit
+
+from .key import SECRET_QUERY_PARAMS
+
+if TYPE_CHECKING:
+    from .cassette import Entry
 
 __all__ = [
+    "CREDENTIAL_HEADERS",
     "REDACTED",
     "REQUEST_HEADERS",
     "RESPONSE_HEADERS",
-    "CREDENTIAL_HEADERS",
-    "keep_headers",
-    "secret_values",
-    "redact",
     "SECRET_PATTERNS",
     "SecretFinding",
+    "environment_secrets",
+    "find_entry_secrets",
     "find_secrets",
+    "keep_headers",
+    "mask_url",
+    "plausible_secret",
+    "redact",
+    "request_credentials",
+    "secret_values",
 ]
 
 REDACTED = "<redacted>"
 
 REQUEST_HEADERS = frozenset({"content-type", "openai-beta", "anthropic-version", "anthropic-beta"})
 RESPONSE_HEADERS = frozenset({"content-type", "openai-version", "anthropic-version"})
-CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "proxy-authorization", "x-goog-api-key")
+# Headers that carry a credential: every value of 8 characters or more is one, whatever it looks like.
+CREDENTIAL_HEADERS = (
+    "authorization", "proxy-authorization", "x-api-key", "api-key", "x-goog-api-key",
+    "openai-organization", "openai-project", "cookie", "x-amz-security-token",
+)
+# ... and so is the value of any header whose name says it holds one.
+_CREDENTIAL_NAME = re.compile(r"auth|key|token|secret|passw|cookie|session|signature|credential")
+# Headers of the protocol or the SDK that never carry a credential; every other header
+# outside the allow-list is taken as one when its value could be a secret.
+_PROTOCOL_HEADERS = frozenset({
+    "host", "user-agent", "accept", "accept-encoding", "accept-language", "connection", "content-length",
+    "content-encoding", "transfer-encoding", "cache-control", "pragma", "expect", "te", "origin", "referer",
+    "idempotency-key", "traceparent", "tracestate", "anthropic-dangerous-direct-browser-access",
+})
+_PROTOCOL_PREFIXES = ("x-stainless-",)
 SECRET_ENV_SUFFIXES = ("_API_KEY", "_TOKEN", "_SECRET")
-# Shorter values would redact ordinary words ("test", "1").
+# A credential the request carried: shorter values would redact ordinary words ("test", "1").
 MIN_SECRET_LENGTH = 8
+# An environment value is a guess (MY_TOKEN may hold anything): it must look like a secret.
+MIN_ENV_SECRET_LENGTH = 16
+# What splits a value into the parts that ``plausible_secret`` looks at.
+_SEPARATORS = re.compile(r"[/\\.:_,;=+@-]+")
+# A part that is a word (lower case, Capitalised, CAPITALS or camelCase), a number, or a
+# version ("v1", "x86", "py3"): a value made only of those is not a secret.
+_ORDINARY_PART = re.compile(r"[A-Z]+|[A-Z]?[a-z]+(?:[A-Z][a-z]+)*|[0-9]+|[A-Za-z]{0,2}[0-9]{1,3}")
 
 
 def keep_headers(headers: Mapping[str, Any], allowed: frozenset[str]) -> dict[str, str]:
@@ -53,24 +95,116 @@ def keep_headers(headers: Mapping[str, Any], allowed: frozenset[str]) -> dict[st
     return out
 
 
-def secret_values(request_headers: Mapping[str, Any] = {}, environ: Mapping[str, str] | None = None) -> list[str]:
-    """Every value that must not appear in a cassette, longest first."""
+def plausible_secret(value: str, min_length: int = MIN_ENV_SECRET_LENGTH) -> bool:
+    """Whether ``value`` could be a secret: at least ``min_length`` characters, no spaces,
+    and not made only of words, numbers and versions between separators (``application/json``,
+    ``true``, ``8080``, ``/usr/local/bin``, ``ContentTypeHeaders`` are not)."""
+    if len(value) < min_length or any(c.isspace() for c in value):
+        return False
+    return any(not _ORDINARY_PART.fullmatch(part) for part in _SEPARATORS.split(value) if part)
+
+
+def environment_secrets(environ: Mapping[str, str] | None = None) -> set[str]:
+    """The values of ``*_API_KEY``, ``*_TOKEN`` and ``*_SECRET`` variables that could be secrets."""
     env = os.environ if environ is None else environ
-    found = {
-        value
-        for name, value in env.items()
-        if name.upper().endswith(SECRET_ENV_SUFFIXES) and len(value) >= MIN_SECRET_LENGTH
+    return {
+        value for name, value in env.items()
+        if name.upper().endswith(SECRET_ENV_SUFFIXES) and plausible_secret(value)
     }
-    for name, value in request_headers.items():
-        if name.lower() in CREDENTIAL_HEADERS:
-            values = value if isinstance(value, (list, tuple)) else [value]
-            for item in values:
-                text = item.decode("latin-1") if isinstance(item, bytes) else str(item)
-                found.add(text)
-                scheme, _, token = text.partition(" ")
-                if token and scheme.lower() in ("bearer", "basic", "token"):
-                    found.add(token.strip())
-    return sorted((v for v in found if len(v) >= MIN_SECRET_LENGTH), key=len, reverse=True)
+
+
+def _text(item: Any) -> str:
+    return item.decode("latin-1") if isinstance(item, bytes) else str(item)
+
+
+def _authorization(value: str) -> Iterator[str]:
+    """The secret parts of an Authorization value, in any scheme: the credentials after the
+    scheme, a Basic pair decoded, and each ``name=value`` parameter (AWS Signature V4)."""
+    scheme, _, rest = value.strip().partition(" ")
+    rest = rest.strip()
+    if not rest:
+        return
+    yield rest
+    if scheme.lower() == "basic":
+        try:
+            pair = base64.b64decode(rest, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            pair = ""
+        if pair:
+            yield pair
+            user, sep, password = pair.partition(":")
+            yield password if sep else user
+    for param in re.split(r"[,\s]+", rest):
+        _, sep, item = param.partition("=")
+        if sep and item:
+            yield item
+            yield item.split("/", 1)[0]  # an AWS access key id before its scope
+
+
+def _cookies(value: str) -> Iterator[str]:
+    for pair in value.split(";"):
+        _, sep, item = pair.partition("=")
+        if sep:
+            yield item.strip().strip('"')
+
+
+def _header_credentials(name: str, value: str) -> Iterator[str]:
+    lower = name.lower()
+    if lower in REQUEST_HEADERS or lower in _PROTOCOL_HEADERS or lower.startswith(_PROTOCOL_PREFIXES):
+        return
+    if lower in CREDENTIAL_HEADERS or _CREDENTIAL_NAME.search(lower):
+        found = [value]
+        if "authorization" in lower:
+            found += _authorization(value)
+        elif lower == "cookie":
+            found += _cookies(value)
+        yield from (v for v in found if len(v) >= MIN_SECRET_LENGTH)
+    elif plausible_secret(value, MIN_SECRET_LENGTH):
+        yield value
+
+
+def _url_credentials(url: str) -> Iterator[str]:
+    """Credential query values and the userinfo of ``url``, as sent and decoded."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return
+    userinfo = parts.netloc.rpartition("@")[0] if "@" in parts.netloc else ""
+    if userinfo:
+        user, sep, password = userinfo.partition(":")
+        for item in (userinfo, password if sep else user):
+            yield item
+            yield unquote(item)
+    for pair in parts.query.split("&"):
+        name, _, item = pair.partition("=")
+        if item and unquote(name.replace("+", " ")).lower() in SECRET_QUERY_PARAMS:
+            yield item
+            yield unquote(item.replace("+", " "))
+
+
+def request_credentials(headers: Mapping[str, Any] = {}, url: str = "") -> set[str]:
+    """Every credential a request carried, of 8 characters or more, in the forms an answer
+    could echo it: raw, percent-encoded and JSON-escaped."""
+    found: set[str] = set()
+    for name, value in headers.items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for item in values:
+            found.update(_header_credentials(_text(name), _text(item)))
+    found.update(_url_credentials(url))
+    forms: set[str] = set()
+    for item in found:
+        if len(item) >= MIN_SECRET_LENGTH:
+            forms.update((item, quote(item, safe=""), quote_plus(item), json.dumps(item)[1:-1]))
+    return forms
+
+
+def secret_values(
+    request_headers: Mapping[str, Any] = {}, environ: Mapping[str, str] | None = None, url: str = ""
+) -> list[str]:
+    """Every value that must not appear in a cassette, longest first: what the request
+    carried (``request_credentials``) and the secret environment values."""
+    found = request_credentials(request_headers, url) | environment_secrets(environ)
+    return sorted(found, key=lambda v: (-len(v), v))
 
 
 def redact(value: Any, secrets: Iterable[str]) -> Any:
@@ -94,6 +228,33 @@ def redact(value: Any, secrets: Iterable[str]) -> Any:
     return walk(value)
 
 
+_URL_SECRET_PARAMS = frozenset({"password", *SECRET_QUERY_PARAMS})
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password (in the userinfo, or a ``password=`` or credential query
+    parameter) replaced by ``***``, for showing it: ``redis://:***@host:6379/0``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable url>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user, sep, _ = userinfo.partition(":")
+        # a lone userinfo is a password to redis-py, and a token in https://TOKEN@host
+        userinfo = f"{user}:***" if sep else "***"
+        netloc = f"{userinfo}@{hostport}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(name.lower() in _URL_SECRET_PARAMS for name, _ in pairs):
+            query = urlencode(
+                [(n, "***" if n.lower() in _URL_SECRET_PARAMS else v) for n, v in pairs], safe="*:/"
+            )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
 # What a credential looks like, for values that did not come through the
 # environment or the request's own headers (a key pasted into a prompt, a
 # cassette from another tool). Checked before every write and by `llm-cache verify`.
@@ -109,17 +270,25 @@ SECRET_PATTERNS: dict[str, re.Pattern[str]] = {
 
 @dataclass(frozen=True)
 class SecretFinding:
+    """Something that looks like a credential, and where: a line of the YAML, or a body."""
+
     kind: str
     line: int
     # the match with its middle masked, so the report itself leaks nothing
     excerpt: str
+    # for a binary body, which one ("base64 response body"); the line is then 0
+    body: str = ""
+
+    @property
+    def where(self) -> str:
+        return self.body or f"line {self.line}"
 
 
 def _mask(text: str) -> str:
     return text[:6] + "..." + text[-2:] if len(text) > 10 else "..."
 
 
-def find_secrets(text: str, allow: Iterable[str] = ()) -> list[SecretFinding]:
+def find_secrets(text: str, allow: Iterable[str] = (), body: str = "") -> list[SecretFinding]:
     """Secret-looking values in ``text``, except those matching an ``allow`` regex."""
     allowed = [re.compile(a) for a in allow]
     found = []
@@ -128,5 +297,34 @@ def find_secrets(text: str, allow: Iterable[str] = ()) -> list[SecretFinding]:
             value = match.group(0)
             if any(a.search(value) for a in allowed):
                 continue
-            found.append(SecretFinding(kind, text.count("\n", 0, match.start()) + 1, _mask(value)))
-    return sorted(found, key=lambda f: (f.line, f.kind))
+            line = 0 if body else text.count("\n", 0, match.start()) + 1
+            found.append(SecretFinding(kind, line, _mask(value), body))
+    return sorted(found, key=lambda f: (f.line, f.body, f.kind))
+
+
+def _binary_bodies(entry: Entry) -> Iterator[tuple[str, bytes]]:
+    for side, body in (("request", entry.request_body), ("response", entry.response_body)):
+        if body.kind == "base64":
+            try:
+                yield f"base64 {side} body", body.to_bytes()
+            except (binascii.Error, ValueError):
+                continue
+
+
+def find_entry_secrets(
+    entry: Entry, text: str, allow: Iterable[str] = (), known: Mapping[str, str] = {}
+) -> list[SecretFinding]:
+    """What would leak if ``entry`` (``text``, its YAML) were stored: secret-looking values in
+    the YAML, and in the decoded bytes of its base64 bodies those and the ``known`` values
+    (value -> what it is: the values redacted from text, which bytes cannot be redacted of)."""
+    allow = list(allow)
+    found = find_secrets(text, allow)
+    values = sorted(known, key=len, reverse=True)
+    for where, raw in _binary_bodies(entry):
+        # an ASCII credential reads as itself; other bytes become U+FFFD, which ends a word
+        found += find_secrets(raw.decode("ascii", "replace"), allow, body=where)
+        for value in values:
+            if value.encode("utf-8") in raw:
+                found.append(SecretFinding(known[value], 0, _mask(value), where))
+                break
+    return found

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .policy import Cap
+from .redact import mask_url
 from .stats import SessionStats
 
 if TYPE_CHECKING:
@@ -36,7 +37,10 @@ def build_report(session: CacheSession) -> Report:
     entries, size = session.size() if session.stats.tests_used else (0, 0)
     settings = session.settings
     root = getattr(session.store, "root", None)
-    location = settings.store_url or (str(root) if root == settings.cassette_dir else repr(session.store))
+    # a store URL is shown with its password masked, wherever the report goes
+    location = mask_url(settings.store_url) if settings.store_url else (
+        str(root) if root == settings.cassette_dir else repr(session.store)
+    )
     return Report(session.stats, settings.mode.value, location, entries, size, settings.cap, settings.prices)
 
 

@@ -16,6 +16,7 @@ from .errors import ConfigError
 from .key import KeyRules
 from .modes import MODES, Mode
 from .policy import EVICTIONS, Cap, Eviction
+from .redact import mask_url
 from .values import (  # noqa: F401 - re-exported: settings is where users look
     DURATION_FORM,
     SIZE_FORM,
@@ -262,7 +263,7 @@ def resolve(
     store_url = str(store_source[1]).strip() if store_source else None
     if store_url is not None:
         if not re.match(r"^(file|memory|redis|rediss|unix)://", store_url):
-            raise ConfigError(setting=store_source[0], value=store_url, expected=STORE_FORM)  # type: ignore[index]
+            raise ConfigError(setting=store_source[0], value=mask_url(store_url), expected=STORE_FORM)  # type: ignore[index]
     warm_source = _first(("--llm-cache-warm", cli.get("warm")), ("llm_cache_warm", ini.get("warm")))
     memory_source = _first(
         ("--llm-cache-memory-entries", cli.get("memory_entries")), ("llm_cache_memory_entries", ini.get("memory_entries"))

@@ -1,6 +1,7 @@
 """Checks of cassette files: they parse, validate, hold the key of their request, sit where
-that key puts them, and contain nothing secret-looking. A sound file in an older format
-gets a note (not a problem): ``llm-cache upgrade`` rewrites it."""
+that key puts them, and contain nothing secret-looking (in the YAML, in the decoded bytes of
+a base64 body, or as a credential query parameter). A sound file in an older format gets a
+note (not a problem): ``llm-cache upgrade`` rewrites it."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from urllib.parse import urlencode
 
 from .cassette import FORMAT_VERSION, Entry, load_doc, parse_entry
 from .errors import CassetteError
-from .key import KeyRules, make_key, sequenced
-from .redact import REDACTED, find_secrets
+from .key import SECRET_QUERY_PARAMS, KeyRules, make_key, sequenced
+from .redact import REDACTED, find_entry_secrets
 from .stores.files import KEY_PREFIX_LENGTH, SUFFIX, safe_dirname
 
 __all__ = ["Note", "Problem", "check_file", "examine_file", "recompute_key"]
@@ -88,6 +89,9 @@ def examine_file(path: Path, allow: tuple[str, ...] = ()) -> tuple[list[Problem]
                 + ("; the request was redacted, so the stored request differs from the one sent" if redacted else ""),
             )
         )
-    for finding in find_secrets(text, allow):
-        problems.append(Problem(where, f"line {finding.line}: looks like a {finding.kind} ({finding.excerpt})"))
+    for finding in find_entry_secrets(entry, text, allow):
+        problems.append(Problem(where, f"{finding.where}: looks like a {finding.kind} ({finding.excerpt})"))
+    # written before the parameter was known to carry a credential
+    for name in sorted({name for name, _ in entry.query if name.lower() in SECRET_QUERY_PARAMS}):
+        problems.append(Problem(where, f"the query parameter {name!r} carries a credential: re-record it"))
     return problems, notes

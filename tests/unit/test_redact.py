@@ -2,20 +2,38 @@
 
 from __future__ import annotations
 
+import base64
+import json
+from datetime import datetime, timezone
+
 import pytest
 
-from llm_cache.redact import REDACTED, REQUEST_HEADERS, RESPONSE_HEADERS, keep_headers, redact, secret_values
+from llm_cache.cassette import Body, Entry, dump_entry
+from llm_cache.key import KeyRules, make_key
+from llm_cache.redact import (
+    REDACTED,
+    REQUEST_HEADERS,
+    RESPONSE_HEADERS,
+    find_entry_secrets,
+    keep_headers,
+    mask_url,
+    plausible_secret,
+    redact,
+    request_credentials,
+    secret_values,
+)
 
 
 @pytest.mark.parametrize("name", ["OPENAI_API_KEY", "GITHUB_TOKEN", "CLIENT_SECRET", "my_api_key"])
 def test_secret_env_names(name):
-    assert secret_values({}, {name: "s3cr3t-value"}) == ["s3cr3t-value"]
+    assert secret_values({}, {name: "s3cr3t-value-0123456"}) == ["s3cr3t-value-0123456"]
 
 
 @pytest.mark.parametrize(
     "environ",
     [
-        {"OPENAI_API_KEY": "short"},  # under 8 characters
+        {"OPENAI_API_KEY": "short"},  # under 16 characters
+        {"OPENAI_API_KEY": "s3cr3t-value"},
         {"HOME": "/home/someone"},  # not a secret-looking name
         {"API_KEY_FILE": "/run/secrets/key"},  # suffix, not infix
     ],
@@ -26,7 +44,9 @@ def test_env_values_ignored(environ):
 
 def test_bearer_authorization_gives_header_and_token():
     found = secret_values({"Authorization": "Bearer sk-abcdefghijkl"}, {})
-    assert set(found) == {"Bearer sk-abcdefghijkl", "sk-abcdefghijkl"}
+    assert {"Bearer sk-abcdefghijkl", "sk-abcdefghijkl"} <= set(found)
+    # and the forms a body could echo them in
+    assert {"Bearer%20sk-abcdefghijkl", "Bearer+sk-abcdefghijkl"} <= set(found)
 
 
 @pytest.mark.parametrize("header", ["x-api-key", "X-Api-Key", "api-key", "x-goog-api-key"])
@@ -39,7 +59,7 @@ def test_short_and_non_credential_headers_ignored():
 
 
 def test_secret_values_longest_first_so_longer_secret_is_redacted_whole():
-    secrets = secret_values({}, {"A_TOKEN": "abcdefgh", "B_TOKEN": "abcdefgh12345"})
+    secrets = secret_values({"x-api-key": "abcdefgh", "api-key": "abcdefgh12345"}, {})
     assert secrets == ["abcdefgh12345", "abcdefgh"]
     assert redact("x abcdefgh12345 y abcdefgh", secrets) == f"x {REDACTED} y {REDACTED}"
 
@@ -123,3 +143,171 @@ def test_find_secrets_allow_list():
     text = "sk-proj-" + "Z" * 30
     assert find_secrets(text, allow=[r"sk-proj-Z+"]) == []
     assert len(find_secrets(text, allow=[r"something-else"])) == 1
+
+
+# -- which environment values are secrets -------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "value",
+    ["application", "json", "true", "false", "8080", "12345678901234567890", "application/json",
+     "/usr/local/share/applications", "C:\\Program Files\\app", "ContentTypeHeaders", "https://api.openai.com/v1",
+     "text/event-stream; charset=utf-8", "x86_64-linux-gnu.so.3"],
+)
+def test_not_plausibly_secret(value):
+    assert not plausible_secret(value)
+    assert secret_values({}, {"MY_TOKEN": value}) == []
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["tok_9f8e7d6c5b4a39281706", "sk-proj-" + "A1b2C3d4" * 4, "123e4567-e89b-12d3-a456-426614174000",
+     "c00kie-sess-9a8b7c6d5e4f", "deadbeef0123456789abcdef", "ghp_" + "a1" * 18, "hunter2hunter2hunter2"],
+)
+def test_plausibly_secret(value):
+    assert plausible_secret(value)
+    assert secret_values({}, {"MY_TOKEN": value}) == [value]
+
+
+def test_a_word_in_a_token_variable_leaves_content_type_alone():
+    # MY_TOKEN=application once rewrote content-type to "<redacted>/json"
+    headers = {"content-type": "application/json"}
+    assert redact(headers, secret_values({}, {"MY_TOKEN": "application"})) == headers
+
+
+# -- what a request carried ---------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("header", "value", "expected"),
+    [
+        ("OpenAI-Organization", "org-Zq4X9mT2LpW8vK1rB6nY", {"org-Zq4X9mT2LpW8vK1rB6nY"}),
+        ("OpenAI-Project", "proj_H7fK2mQ9xW4zL1vB8n", {"proj_H7fK2mQ9xW4zL1vB8n"}),
+        ("x-goog-api-key", "goog-7Hk2Lm9Qx4Wz", {"goog-7Hk2Lm9Qx4Wz"}),
+        ("x-amz-security-token", "IQoJb3JpZ2luX2VjEJr", {"IQoJb3JpZ2luX2VjEJr"}),
+        ("Cookie", "session=c00kie-sess-9a8b; theme=dark", {"c00kie-sess-9a8b"}),
+        ("Authorization", "Token schemed-3e9f1a7c", {"schemed-3e9f1a7c"}),
+        ("Authorization", "Basic " + base64.b64encode(b"svc-account:pa55-w0rd-7f").decode(),
+         {"svc-account:pa55-w0rd-7f", "pa55-w0rd-7f"}),
+        ("Authorization", ("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE1/20260101/us-east-1/s3/aws4_request, "
+                           "SignedHeaders=host, Signature=5d672d79c15b13162d92"),
+         {"AKIDEXAMPLE1", "AKIDEXAMPLE1/20260101/us-east-1/s3/aws4_request", "5d672d79c15b13162d92"}),
+        ("X-Custom-Tenant", "tenant-8f7e6d5c4b3a", {"tenant-8f7e6d5c4b3a"}),  # any header, when it could be one
+    ],
+)
+def test_request_credentials_from_headers(header, value, expected):
+    found = request_credentials({header: value})
+    assert expected <= found
+    assert value in found
+    assert "dark" not in found  # a short cookie value is not taken
+
+
+def test_protocol_headers_are_not_credentials():
+    headers = {"user-agent": "OpenAI/Python 1.50.0", "x-stainless-runtime-version": "3.11.7-final-x9",
+               "accept": "application/json", "host": "api.example.test:8443", "content-type": "application/json",
+               "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+               "X-Title": "MyApplicationName"}
+    assert request_credentials(headers) == set()
+
+
+def test_request_credentials_from_the_url():
+    url = ("https://svc-account:pa55%2Bw0rd-7f@api.example.test/v1/x?Key=qk-4f6e8d0c2b&sig=sI9%2BnAtuRe%2Fx8Kq2%3D%3D"
+           "&X-AMZ-SIGNATURE=5d672d79c15b&page=12345678901&code=oauth-c0de")
+    found = request_credentials({}, url)
+    # as sent and decoded: an echo of the URL shows the first, of the value the second
+    assert {"svc-account:pa55%2Bw0rd-7f", "pa55%2Bw0rd-7f", "pa55+w0rd-7f", "qk-4f6e8d0c2b",
+            "sI9%2BnAtuRe%2Fx8Kq2%3D%3D", "sI9+nAtuRe/x8Kq2==", "5d672d79c15b", "oauth-c0de"} <= found
+    assert "12345678901" not in found  # not a credential parameter
+
+
+def test_a_lone_userinfo_is_a_credential():
+    assert "tok3n-abcdef123" in request_credentials({}, "https://tok3n-abcdef123@host.test/v1")
+
+
+def test_echoed_credentials_are_redacted_in_every_form():
+    url = "https://api.example.test/v1/x?sig=sI9%2BnAtuRe%2Fx8Kq2%3D%3D"
+    secrets = secret_values({"Cookie": "s=c00kie-sess-9a8b"}, {}, url)
+    echoed = {"target": "/v1/x?sig=sI9%2BnAtuRe%2Fx8Kq2%3D%3D", "sig": "sI9+nAtuRe/x8Kq2==",
+              "cookie": "s=c00kie-sess-9a8b"}
+    assert redact(echoed, secrets) == {"target": f"/v1/x?sig={REDACTED}", "sig": REDACTED, "cookie": REDACTED}
+
+
+# -- credential query parameters and userinfo in the key ----------------------------------------
+
+BODY = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}).encode()
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["key", "api-key", "api_key", "token", "access_token", "sig", "signature", "code", "X-Amz-Signature",
+     "X-Amz-Credential", "X-Amz-Security-Token", "KEY", "Sig", "x-amz-signature"],
+)
+def test_credential_query_parameters_are_neither_in_the_key_nor_stored(name):
+    base = "https://api.example.test/v1/chat/completions?api-version=2024-10-21"
+    with_it = make_key("POST", f"{base}&{name}=s3cret-value-1", BODY, {})
+    assert with_it.query == (("api-version", "2024-10-21"),)
+    assert with_it.key == make_key("POST", base, BODY, {}).key
+
+
+def test_keys_without_credential_parameters_are_those_of_earlier_releases():
+    # committed cassettes keep replaying: the rule change touches only requests that carry one
+    url = "https://api.openai.com/v1/chat/completions?api-version=2024-10-21&key=abc"
+    assert make_key("POST", url, BODY, {}).key == "0ef7cc227ba5016e40fb4671b5244ff6e0899b8456e2eca6efea38600d11169e"
+    assert make_key("POST", url, BODY, {}, KeyRules(match_host=True)).key == \
+        "5c5cbbea964f5cf57d3d1940057cc0a7212caa90d98344c31fb46622293f7dcf"
+
+
+def test_userinfo_is_not_part_of_the_host():
+    rules = KeyRules(match_host=True)
+    with_userinfo = make_key("POST", "https://u:pa55w0rd-123@api.example.test:8443/v1/x", BODY, {}, rules)
+    assert with_userinfo.host == "https://api.example.test:8443"
+    assert with_userinfo.key == make_key("POST", "https://api.example.test:8443/v1/x", BODY, {}, rules).key
+
+
+# -- masked URLs ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:s3cret@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
+        ("redis://user:s3cret@127.0.0.1:6379/0?prefix=p:", "redis://user:***@127.0.0.1:6379/0?prefix=p:"),
+        ("redis://s3cret@127.0.0.1:6379/0", "redis://***@127.0.0.1:6379/0"),
+        ("rediss://127.0.0.1:6379/0?Password=s3cret&prefix=p:", "rediss://127.0.0.1:6379/0?Password=***&prefix=p:"),
+        ("https://tok3n@api.example.test/v1?key=s3cret&page=2", "https://***@api.example.test/v1?key=***&page=2"),
+        ("redis://127.0.0.1:6379/0?prefix=p:", "redis://127.0.0.1:6379/0?prefix=p:"),
+        ("redis://[::1/0", "<unparsable url>"),
+    ],
+)
+def test_mask_url(url, shown):
+    assert mask_url(url) == shown
+
+
+# -- binary bodies ------------------------------------------------------------------------------
+
+def _entry(raw: bytes, side: str = "response") -> Entry:
+    binary = Body("base64", base64.b64encode(raw).decode())
+    plain = Body("json", {"model": "tts-1"})
+    return Entry(
+        key="0" * 64, recorded_at=datetime(2026, 1, 1, tzinfo=timezone.utc), model="tts-1", model_version="tts-1",
+        method="POST", path="/v1/audio/speech", query=[], request_headers={},
+        request_body=binary if side == "request" else plain, status=200, response_headers={},
+        response_body=binary if side == "response" else plain,
+    )
+
+
+@pytest.mark.parametrize("side", ["request", "response"])
+def test_a_secret_shape_in_a_base64_body_is_found(side):
+    key = "sk-proj-" + "A1b2C3d4" * 4
+    # between bytes that are not UTF-8, and not word characters either
+    entry = _entry(b"\x89\xfb\xff" + key.encode() + b"\xfe\x00", side)
+    text = dump_entry(entry)
+    assert key not in text
+    [finding] = find_entry_secrets(entry, text)
+    assert (finding.kind, finding.where, finding.excerpt) == ("openai or anthropic key", f"base64 {side} body",
+                                                              "sk-pro...d4")
+    assert find_entry_secrets(entry, text, allow=["sk-proj-A1b2"]) == []
+
+
+def test_a_known_value_in_a_base64_body_is_found():
+    entry = _entry(b"\xff\xfe" + b"xk-2b4d6f8h0j2l" + b"\x00")
+    [finding] = find_entry_secrets(entry, dump_entry(entry), known={"xk-2b4d6f8h0j2l": "credential the request carried"})
+    assert (finding.kind, finding.where) == ("credential the request carried", "base64 response body")
+    assert find_entry_secrets(entry, dump_entry(entry), known={"something-else-1": "x"}) == []

@@ -24,9 +24,11 @@ from ..modes import Action
 from ..redact import (
     REQUEST_HEADERS,
     RESPONSE_HEADERS,
-    find_secrets,
+    environment_secrets,
+    find_entry_secrets,
     keep_headers,
     redact,
+    request_credentials,
     secret_values,
 )
 from ..stats import Drift
@@ -67,10 +69,10 @@ def keep(
         return
     text = dump_entry(entry)
     location = session.store.location(rk.key, rk.model_version)
-    findings = find_secrets(text, settings.secret_allow)
+    findings = find_entry_secrets(entry, text, settings.secret_allow, _known_secrets(flight))
     if findings:
         stats.not_stored(scope.stats, "secret-looking")
-        kinds = ", ".join(sorted({f"{f.kind} (line {f.line}: {f.excerpt})" for f in findings}))
+        kinds = ", ".join(sorted({f"{f.kind} ({f.where}: {f.excerpt})" for f in findings}))
         warnings.warn(
             LLMCacheWarning(
                 f"not storing {location}: it would contain what looks like a secret: {kinds}. "
@@ -142,7 +144,7 @@ def _entry(
     request_headers = _request_headers(request.headers)
     request_body = encode_body(request.body, request_headers.get("content-type"))
     info = read_response(body)
-    secrets = secret_values(request_headers)
+    secrets = secret_values(request_headers, url=request.url)
     return Entry(
         key=rk.key,
         recorded_at=scope.session.clock(),
@@ -196,6 +198,18 @@ def _short(text: str, width: int = 40) -> str:
 
 
 def _redact_body(body: Body, secrets: list[str]) -> Body:
+    """The body with every secret value replaced, in text and JSON. A binary (base64) body is
+    left as it is: rewriting its bytes would corrupt it, so ``find_entry_secrets`` refuses one
+    that holds a secret instead."""
     if not secrets or body.kind == "base64":
         return body
     return Body(body.kind, redact(body.value, secrets), body.newline)
+
+
+def _known_secrets(flight: Flight) -> dict[str, str]:
+    """The values redacted from text bodies, to look for in binary ones: value -> what it is."""
+    request = flight.request
+    known = dict.fromkeys(environment_secrets(), "secret environment value")
+    known.update(dict.fromkeys(request_credentials(_request_headers(request.headers), request.url),
+                               "credential the request carried"))
+    return known

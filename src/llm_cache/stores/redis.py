@@ -41,6 +41,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..cassette import Entry, dump_entry, load_entry
 from ..errors import CassetteError, ConfigError, StoreUnavailable
+from ..redact import mask_url
 from ..usage import Usage
 from .protocol import EntryMeta
 
@@ -59,7 +60,6 @@ MGET_BATCH = 100
 INSTALL_HINT = "the Redis store needs redis-py: pip install 'pytest-llm-cache[redis]'"
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _OUR_PARAMS = ("prefix", "timeout", "grace")
-_SECRET_PARAMS = ("password",)
 
 # Drop the index rows of keys whose entry is gone, checking again inside the script
 # so that an entry recorded meanwhile keeps its rows. KEYS: meta, lru, lfu, fifo;
@@ -86,30 +86,6 @@ def _import_redis() -> Any:
     except ImportError as exc:
         raise ImportError(INSTALL_HINT) from exc
     return redis
-
-
-def mask_url(url: str) -> str:
-    """``url`` with its password (in the netloc or a ``password=`` parameter) replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable url>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostport = netloc.rpartition("@")
-        user, sep, _ = userinfo.partition(":")
-        if sep:
-            userinfo = f"{user}:***"
-        elif user and parts.scheme in ("redis", "rediss", "unix"):
-            # redis://secret@host: redis-py takes a lone userinfo as the password
-            userinfo = "***"
-        netloc = f"{userinfo}@{hostport}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if any(name in _SECRET_PARAMS for name, _ in pairs):
-            query = urlencode([(n, "***" if n in _SECRET_PARAMS else v) for n, v in pairs], safe="*:/")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def _posix(moment: datetime) -> str:
