@@ -31,9 +31,17 @@ they are, and ``llm-cache upgrade`` rewrites them as format 2.
 
 A body is stored as ``json`` (a YAML mapping) when it parses as JSON, as
 ``events`` (one string per server-sent event, every line kept) for
-``text/event-stream``, as ``text`` when it is other UTF-8 text, and as
-``base64`` otherwise. Bodies are stored decoded; replay sends them with
-``Content-Length`` recomputed and no ``Content-Encoding``.
+``text/event-stream``, as ``lines`` (one string per line) for NDJSON, as
+``eventstream`` (one mapping per message: its headers and its payload) for AWS
+event-stream frames, as ``text`` when it is other UTF-8 text, and as ``base64``
+otherwise. Each of these gives back the bytes it was made from (``json``: the
+same value). Bodies are stored decoded; replay sends them with ``Content-Length``
+recomputed and no ``Content-Encoding``; a stream (``events``, ``lines``,
+``eventstream``) is replayed one event, line or frame per chunk.
+
+A ``multipart/form-data`` request is stored as ``multipart``: its parts in order,
+text fields as text, file parts as file name, content type, size and sha256. That
+is a description for review, not the bytes sent (a request body is never replayed).
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from . import eventstream, multipart
 from .errors import CassetteError
 
 __all__ = [
@@ -58,6 +67,7 @@ __all__ = [
     "Entry",
     "dump_entry",
     "encode_body",
+    "encode_request_body",
     "load_doc",
     "load_entry",
     "parse_entry",
@@ -66,11 +76,48 @@ __all__ = [
 # The format dump_entry writes, and every format this release reads.
 FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)
-BODY_KINDS = ("json", "events", "text", "base64")
+BODY_KINDS = ("json", "events", "lines", "eventstream", "multipart", "text", "base64")
+# The kinds that are streams: replayed a chunk per item, each with its offset.
+STREAM_KINDS = frozenset({"events", "lines", "eventstream"})
+# The payload of an event-stream message, as it is stored.
+_PAYLOAD_KINDS = ("json", "text", "base64")
 _FRAMING_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
 # Text with other control characters is stored as base64, so YAML never has to escape it.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
+
+def _compact(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _payload_doc(payload: bytes) -> dict[str, Any]:
+    """An event-stream payload as it is stored: JSON when that gives back its exact bytes."""
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(payload).decode("ascii")}
+    if text[:1] in ("{", "["):
+        try:
+            value = json.loads(text)
+        except ValueError:
+            pass
+        else:
+            if _compact(value) == payload:
+                return {"json": value}
+    if not _CONTROL.search(text) and "\r" not in text:
+        return {"text": text}
+    return {"base64": base64.b64encode(payload).decode("ascii")}
+
+
+def _message(event: dict[str, Any]) -> eventstream.Message:
+    """A stored event-stream message back as the message it was."""
+    if "json" in event:
+        payload = _compact(event["json"])
+    elif "text" in event:
+        payload = str(event["text"]).encode("utf-8")
+    else:
+        payload = base64.b64decode(event.get("base64", ""))
+    return eventstream.Message(dict(event.get("headers") or {}), payload)
 
 
 class _FlowList(list[float]):
@@ -115,22 +162,30 @@ class Body:
     newline: str = "\n"
 
     def to_bytes(self) -> bytes:
+        """The bytes of the body (for ``multipart``, the description as JSON: the file
+        contents are not kept)."""
         if self.kind == "json":
-            return json.dumps(self.value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        if self.kind == "events":
-            nl = self.newline
-            return "".join(event.replace("\n", nl) + nl + nl for event in self.value).encode("utf-8")
+            return _compact(self.value)
+        if self.kind in STREAM_KINDS:
+            return b"".join(self.chunks())
+        if self.kind == "multipart":
+            return _compact(self.value)
         if self.kind == "text":
             return str(self.value).encode("utf-8")
         return base64.b64decode(self.value)
 
     def chunks(self) -> list[bytes]:
         """The body as its parts arrive: one chunk per event of a stream (with its line
-        separators and the blank line after it), else the whole body as one chunk
-        (none when it is empty). They join to ``to_bytes()``."""
+        separators and the blank line after it), per NDJSON line (with its newline), per
+        event-stream frame; else the whole body as one chunk (none when it is empty).
+        They join to ``to_bytes()``."""
         if self.kind == "events":
             nl = self.newline
             return [(event.replace("\n", nl) + nl + nl).encode("utf-8") for event in self.value]
+        if self.kind == "lines":
+            return [(line + "\n").encode("utf-8") for line in self.value]
+        if self.kind == "eventstream":
+            return [eventstream.encode(_message(event)) for event in self.value]
         raw = self.to_bytes()
         return [raw] if raw else []
 
@@ -141,9 +196,21 @@ class Body:
         return doc
 
     def json_values(self) -> list[Any]:
-        """The JSON values inside the body: itself, or each event's ``data:`` lines."""
+        """The JSON values inside the body: itself, each event's ``data:`` lines, each
+        NDJSON line, each event-stream payload."""
         if self.kind == "json":
             return [self.value]
+        if self.kind == "eventstream":
+            return [event["json"] for event in self.value if "json" in event]
+        if self.kind == "lines":
+            values = []
+            for line in self.value:
+                if line.lstrip()[:1] in ("{", "["):
+                    try:
+                        values.append(json.loads(line))
+                    except ValueError:
+                        pass
+            return values
         if self.kind != "events":
             return []
         out = []
@@ -159,9 +226,23 @@ class Body:
         return out
 
 
+def _ndjson(text: str) -> Body | None:
+    """An NDJSON body as its lines, when every line ends with a newline and none is empty."""
+    if not text.endswith("\n") or "\r" in text:
+        return None
+    lines = text[:-1].split("\n")
+    if any(not line.strip() for line in lines) or _CONTROL.search(text):
+        return None
+    return Body("lines", lines)
+
+
 def encode_body(raw: bytes, content_type: str | None) -> Body:
     """Choose the most readable kind that gives back exactly these bytes (JSON: this value)."""
     ctype = (content_type or "").lower()
+    if ctype.startswith(eventstream.CONTENT_TYPE):
+        messages = eventstream.decode(raw)
+        if messages is not None:
+            return Body("eventstream", [{"headers": dict(m.headers), **_payload_doc(m.payload)} for m in messages])
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -175,6 +256,10 @@ def encode_body(raw: bytes, content_type: str | None) -> Body:
             if body.to_bytes() == raw:
                 return body
         return Body("text", text)
+    if "ndjson" in ctype or "jsonl" in ctype:
+        lines = _ndjson(text)
+        if lines is not None:
+            return lines
     stripped = text.lstrip()
     if stripped[:1] in ("{", "["):
         try:
@@ -184,6 +269,15 @@ def encode_body(raw: bytes, content_type: str | None) -> Body:
     if not _CONTROL.search(text):
         return Body("text", text)
     return Body("base64", base64.b64encode(raw).decode("ascii"))
+
+
+def encode_request_body(raw: bytes, content_type: str | None) -> Body:
+    """A request body as a cassette shows it: ``multipart`` for a form upload (its parts
+    described, see ``multipart.describe``), else as ``encode_body`` chooses."""
+    parts = multipart.describe(raw, content_type)
+    if parts is not None:
+        return Body("multipart", parts)
+    return encode_body(raw, content_type)
 
 
 _SLIMMED = Body("text", "")
@@ -238,7 +332,7 @@ class Entry:
     def response_chunks(self) -> list[bytes]:
         """The response body as replay sends it part by part (see ``Body.chunks``)."""
         if self._chunks is None:
-            if self.response_body.kind == "events":
+            if self.response_body.kind in STREAM_KINDS:
                 self._chunks = self.response_body.chunks()
             else:  # the same bytes object as response_bytes(): one copy in memory, not two
                 raw = self.response_bytes()
@@ -349,6 +443,16 @@ def _body(section: dict[str, Any], where: str, path: str) -> Body:
         if newline not in ("\n", "\r\n"):
             raise _fail(path, f"{where}.newline must be '\\n' or '\\r\\n'")
         return Body("events", value, newline)
+    if kind == "lines":
+        if not isinstance(value, list) or not all(isinstance(line, str) and "\n" not in line for line in value):
+            raise _fail(path, f"{where}.lines must be a list of strings, each one line")
+        return Body("lines", value)
+    if kind == "eventstream":
+        _check_eventstream(value, f"{where}.eventstream", path)
+        return Body("eventstream", value)
+    if kind == "multipart":
+        _check_multipart(value, f"{where}.multipart", path)
+        return Body("multipart", value)
     if kind in ("text", "base64") and not isinstance(value, str):
         raise _fail(path, f"{where}.{kind} must be a string")
     if kind == "base64":
@@ -359,11 +463,47 @@ def _body(section: dict[str, Any], where: str, path: str) -> Body:
     return Body(kind, value)
 
 
+def _check_eventstream(value: Any, where: str, path: str) -> None:
+    if not isinstance(value, list):
+        raise _fail(path, f"{where} must be a list of messages")
+    for index, event in enumerate(value):
+        at = f"{where}[{index}]"
+        if not isinstance(event, dict):
+            raise _fail(path, f"{at} must be a mapping of headers and a payload")
+        _str_map(event.get("headers"), f"{at}.headers", path)
+        kinds = [k for k in _PAYLOAD_KINDS if k in event]
+        if len(kinds) != 1 or not set(event) <= {"headers", *_PAYLOAD_KINDS}:
+            raise _fail(path, f"{at} must hold headers and one payload: json, text or base64")
+        if kinds[0] != "json" and not isinstance(event[kinds[0]], str):
+            raise _fail(path, f"{at}.{kinds[0]} must be a string")
+        if kinds[0] == "base64":
+            try:
+                base64.b64decode(event["base64"], validate=True)
+            except (binascii.Error, ValueError):
+                raise _fail(path, f"{at}.base64 is not valid base64") from None
+
+
+def _check_multipart(value: Any, where: str, path: str) -> None:
+    if not isinstance(value, list):
+        raise _fail(path, f"{where} must be a list of parts")
+    for index, part in enumerate(value):
+        at = f"{where}[{index}]"
+        if not isinstance(part, dict) or not all(
+            part.get(name) is None or isinstance(part[name], str)
+            for name in ("name", "filename", "content_type", "text", "sha256")
+        ):
+            raise _fail(path, f"{at} must map name, filename, content_type, text and sha256 to strings")
+        if not isinstance(part.get("text"), str) and not (
+            isinstance(part.get("size"), int) and re.fullmatch(r"[0-9a-f]{64}", str(part.get("sha256")))
+        ):
+            raise _fail(path, f"{at} must hold a text, or a size and a sha256")
+
+
 def _offsets(section: dict[str, Any], body: Body, path: str) -> list[float] | None:
     value = section.get("offsets_ms")
     if value is None:
         return None
-    if body.kind != "events":
+    if body.kind not in STREAM_KINDS:
         raise _fail(path, f"response.offsets_ms is only for a streamed (events) body, not a {body.kind} one")
     if not isinstance(value, list):
         raise _fail(path, f"response.offsets_ms must be a list of numbers, got {type(value).__name__}")

@@ -13,8 +13,13 @@ A key is the sha256 of a canonical JSON form of the request. What goes in:
 - the headers that select an API version (``API_VERSION_HEADERS``);
 - the JSON body with keys sorted, integral floats written as integers, and
   volatile fields dropped (``DEFAULT_IGNORED_FIELDS`` plus the user's);
-  a body that is not JSON is hashed as raw bytes;
-- the model version label (the model, or ``model@version`` when pinned).
+  a ``multipart/form-data`` body as its parts (``multipart.key_form``: each
+  part's name, file name, content type and content sha256, in order, whatever
+  the boundary; parts named like an ignored field left out);
+  any other body is hashed as raw bytes;
+- the model version label (the model, or ``model@version`` when pinned). The
+  model is the JSON body's ``model``, a form's ``model`` field, or else the
+  one the URL path names (``MODEL_IN_PATH``: Gemini, Vertex AI, Bedrock).
 
 Everything else (authorization, organisation and project headers, timeouts,
 retries, the SDK's own headers) stays out: it does not change the answer.
@@ -24,21 +29,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from . import multipart
 
 __all__ = [
-    "KEY_VERSION",
     "API_VERSION_HEADERS",
     "DEFAULT_IGNORED_FIELDS",
+    "KEY_VERSION",
     "SECRET_QUERY_PARAMS",
-    "RequestKey",
     "KeyRules",
-    "make_key",
+    "RequestKey",
     "canonical_body",
     "flatten",
+    "make_key",
+    "model_in_path",
     "sequenced",
 ]
 
@@ -60,6 +69,16 @@ SECRET_QUERY_PARAMS = frozenset({
 })
 
 NO_MODEL = "_no_model"
+
+# APIs that name the model in the URL path, not in the body:
+# Gemini and Vertex AI (``/v1beta/models/gemini-2.0-flash:generateContent``,
+# ``.../publishers/google/models/{model}:streamGenerateContent``) and Bedrock
+# (``/model/{model id}/converse``, ``/converse-stream``, ``/invoke``,
+# ``/invoke-with-response-stream``; the id percent-encoded).
+MODEL_IN_PATH = (
+    re.compile(r"/(?:models|tunedModels)/([^/:]+):[A-Za-z]+$"),
+    re.compile(r"(?:^|/)model/([^/]+)/(?:converse|converse-stream|invoke|invoke-with-response-stream)$"),
+)
 
 
 @dataclass(frozen=True)
@@ -180,14 +199,35 @@ def _api_version_headers(headers: Mapping[str, Any]) -> dict[str, str]:
     return found
 
 
+def model_in_path(path: str) -> str | None:
+    """The model a URL path names (see ``MODEL_IN_PATH``), or None."""
+    for pattern in MODEL_IN_PATH:
+        found = pattern.search(path)
+        if found:
+            return unquote(found.group(1))
+    return None
+
+
+def _content_type(headers: Mapping[str, Any]) -> str | None:
+    value = headers.get("content-type")
+    if value is None and isinstance(headers, dict):
+        value = next((v for k, v in headers.items() if k.lower() == "content-type"), None)
+    return None if value is None else _text(value)
+
+
 def make_key(
     method: str,
     url: str,
     body: bytes | None,
     headers: Mapping[str, Any],
     rules: KeyRules = KeyRules(),
+    *,
+    form: Sequence[Mapping[str, Any]] | None = None,
 ) -> RequestKey:
-    """Compute the key of one HTTP request under ``rules``."""
+    """Compute the key of one HTTP request under ``rules``.
+
+    ``form``, the parts of a form as a cassette describes them, stands for a
+    multipart body that is no longer at hand (``llm-cache verify`` passes it)."""
     parts = urlsplit(url)
     query = tuple(
         sorted(
@@ -197,10 +237,16 @@ def make_key(
         )
     )
     raw = body or b""
-    canonical = canonical_body(raw, rules.ignore_fields)
+    canonical = None if form is not None else canonical_body(raw, rules.ignore_fields)
     model = canonical.get("model") if isinstance(canonical, dict) else None
     if model is not None and not isinstance(model, str):
         model = str(model)
+    if canonical is None and form is None and raw:  # JSON never pays for the form check
+        form = multipart.describe(raw, _content_type(headers))
+    if form is not None:
+        model = multipart.text_field(form, "model")
+    if model is None:
+        model = model_in_path(parts.path)
     version = rules.version_label(model)
     material: dict[str, Any] = {
         "v": KEY_VERSION,
@@ -213,6 +259,9 @@ def make_key(
     # Two different fields, so a JSON body can never collide with a raw one.
     if canonical is not None:
         material["body"] = canonical
+    elif form is not None:
+        ignored = {*DEFAULT_IGNORED_FIELDS, *(f for f in rules.ignore_fields if "." not in f)}
+        material["multipart"] = multipart.key_form([p for p in form if p.get("name") not in ignored])
     else:
         material["raw_body_sha256"] = hashlib.sha256(raw).hexdigest()
     # the userinfo (user:password@) is a credential, never part of the host

@@ -1,9 +1,11 @@
 """What is read from an LLM response: the model snapshot, the fingerprint, token usage.
 
 Works on plain JSON bodies (OpenAI chat, Responses, embeddings; Anthropic
-messages) and on streams, where these fields arrive in the events: the last
-value seen wins (Anthropic sends input tokens in ``message_start`` and the
-final output tokens in ``message_delta``; OpenAI sends usage in the last chunk).
+messages; Gemini; Bedrock Converse; Ollama; Mistral) and on streams, where these
+fields arrive in the events: the last value seen wins (Anthropic sends input
+tokens in ``message_start`` and the final output tokens in ``message_delta``;
+OpenAI sends usage in the last chunk; Gemini's ``usageMetadata`` grows chunk by
+chunk; Bedrock's ``metadata`` event and Ollama's last line carry the totals).
 """
 
 from __future__ import annotations
@@ -16,17 +18,18 @@ from .cassette import Body
 
 __all__ = [
     "ResponseInfo",
-    "read_response",
-    "prompt_messages",
-    "last_user_text",
     "completion_text",
-    "tool_calls",
     "is_generation",
+    "last_user_text",
+    "prompt_messages",
+    "read_response",
     "refusal_reason",
+    "tool_calls",
 ]
 
-_INPUT = ("prompt_tokens", "input_tokens")
-_OUTPUT = ("completion_tokens", "output_tokens")
+# usage field names: OpenAI, Mistral | Anthropic | Bedrock Converse (camelCase)
+_INPUT = ("prompt_tokens", "input_tokens", "inputTokens")
+_OUTPUT = ("completion_tokens", "output_tokens", "outputTokens")
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,27 @@ def _objects(value: Any) -> list[dict[str, Any]]:
     return found
 
 
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _other_usage(obj: dict[str, Any], tokens: dict[str, int]) -> None:
+    """Usage where it is not a ``usage`` object: Gemini ``usageMetadata`` (thinking counts
+    as output, as it is billed), Ollama's ``prompt_eval_count`` / ``eval_count``."""
+    meta = obj.get("usageMetadata")
+    if isinstance(meta, dict):
+        prompt = _count(meta.get("promptTokenCount"))
+        if prompt is not None:
+            tokens["input_tokens"] = prompt
+        output = [_count(meta.get(name)) for name in ("candidatesTokenCount", "thoughtsTokenCount")]
+        if any(n is not None for n in output):
+            tokens["output_tokens"] = sum(n for n in output if n is not None)
+    for target, name in (("input_tokens", "prompt_eval_count"), ("output_tokens", "eval_count")):
+        count = _count(obj.get(name))
+        if count is not None:
+            tokens[target] = count
+
+
 def read_response(body: Body) -> ResponseInfo:
     model = fingerprint = None
     tokens: dict[str, int] = {}
@@ -55,8 +79,11 @@ def read_response(body: Body) -> ResponseInfo:
         for obj in _objects(value):
             if isinstance(obj.get("model"), str):
                 model = obj["model"]
+            elif isinstance(obj.get("modelVersion"), str):  # Gemini
+                model = obj["modelVersion"]
             if isinstance(obj.get("system_fingerprint"), str):
                 fingerprint = obj["system_fingerprint"]
+            _other_usage(obj, tokens)
             usage = obj.get("usage")
             if not isinstance(usage, dict):
                 continue
@@ -110,12 +137,36 @@ def last_user_text(request_json: Any) -> str:
     return users[-1] if users else ""
 
 
+def _other_text(value: dict[str, Any]) -> list[str]:
+    """Text of a Gemini candidate, a Bedrock Converse answer or stream delta, an Ollama
+    chat message or line."""
+    parts = []
+    for candidate in value.get("candidates") or []:  # gemini, plain or streamed
+        content = candidate.get("content") if isinstance(candidate, dict) else None
+        for part in (content.get("parts") or []) if isinstance(content, dict) else []:
+            if isinstance(part, dict) and isinstance(part.get("text"), str) and not part.get("thought"):
+                parts.append(part["text"])
+    output = value.get("output")
+    message = output.get("message") if isinstance(output, dict) else None  # bedrock converse
+    if isinstance(message, dict):
+        parts.append(_content_text(message.get("content")))
+    delta = value.get("delta")
+    if "contentBlockIndex" in value and isinstance(delta, dict) and isinstance(delta.get("text"), str):
+        parts.append(delta["text"])  # bedrock converse-stream contentBlockDelta
+    message = value.get("message")
+    if "done" in value and isinstance(message, dict) and isinstance(message.get("content"), str):
+        parts.append(message["content"])  # ollama chat, plain or one line of a stream
+    return parts
+
+
 def completion_text(body: Body) -> str:
-    """The answer's text, a stream assembled: OpenAI chat and Responses, Anthropic messages."""
+    """The answer's text, a stream assembled: OpenAI chat and Responses, Anthropic messages,
+    Gemini, Bedrock Converse, Ollama chat (Mistral answers as OpenAI chat does)."""
     parts: list[str] = []
     for value in body.json_values():
         if not isinstance(value, dict):
             continue
+        parts += _other_text(value)
         for choice in value.get("choices") or []:
             if not isinstance(choice, dict):
                 continue
@@ -191,7 +242,7 @@ def is_generation(body: Body) -> bool:
         if "choices" in value or value.get("object") == "response" or value.get("type") == "message":
             return True
         kind = value.get("type")
-        if isinstance(kind, str) and (kind.startswith("response.") or kind.startswith(("message_", "content_block_"))):
+        if isinstance(kind, str) and kind.startswith(("response.", "message_", "content_block_")):
             return True
     return False
 

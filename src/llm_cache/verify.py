@@ -45,7 +45,9 @@ def recompute_key(entry: Entry) -> str:
     )
     host = rules_doc.get("host", "http://localhost")
     url = host + entry.path + ("?" + urlencode([(k, v) for k, v in entry.query]) if entry.query else "")
-    key = make_key(entry.method, url, entry.request_body.to_bytes(), entry.request_headers, rules).key
+    body = entry.request_body
+    form = body.value if body.kind == "multipart" else None  # its parts, not its bytes, were kept
+    key = make_key(entry.method, url, body.to_bytes(), entry.request_headers, rules, form=form).key
     if "sequence" in rules_doc:
         key = sequenced(key, int(rules_doc["sequence"]))
     return key

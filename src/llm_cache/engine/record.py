@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..cassette import Body, Entry, dump_entry, encode_body
+from ..cassette import STREAM_KINDS, Body, Entry, dump_entry, encode_body, encode_request_body
 from ..encoding import decode_content
 from ..errors import CassetteError, LLMCacheWarning
 from ..llm import completion_text, read_response, refusal_reason
@@ -119,7 +119,7 @@ def _request_headers(raw: Mapping[str, Any]) -> dict[str, str]:
 
 def offsets_for(body: Body, arrivals: Sequence[tuple[int, float]]) -> list[float] | None:
     """When each event of a streamed body had fully arrived, from the chunks' arrival times."""
-    if body.kind != "events" or not arrivals:
+    if body.kind not in STREAM_KINDS or not arrivals:
         return None
     sizes = [size for size, _ in arrivals]
     out = []
@@ -142,7 +142,9 @@ def _entry(
     body = encode_body(raw, headers.get("content-type"))
     request = flight.request
     request_headers = _request_headers(request.headers)
-    request_body = encode_body(request.body, request_headers.get("content-type"))
+    request_body = encode_request_body(request.body, request_headers.get("content-type"))
+    if request_body.kind == "multipart":  # its random boundary would change on every recording
+        request_headers["content-type"] = "multipart/form-data"
     info = read_response(body)
     secrets = secret_values(request_headers, url=request.url)
     return Entry(
