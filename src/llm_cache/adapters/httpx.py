@@ -147,6 +147,8 @@ def stream_classes(httpx: ModuleType) -> tuple[type, type, type]:
                 for chunk in self.source:
                     self.recording.feed(chunk)
                     yield chunk
+            except GeneratorExit:  # the caller stopped reading (an SDK does at [DONE]): close() decides
+                raise
             except BaseException:
                 self.recording.failed()
                 raise
@@ -186,6 +188,8 @@ def stream_classes(httpx: ModuleType) -> tuple[type, type, type]:
                 async for chunk in self.source:
                     self.recording.feed(chunk)
                     yield chunk
+            except GeneratorExit:
+                raise
             except BaseException:
                 self.recording.failed()
                 raise
