@@ -4,12 +4,20 @@ Chat completions, embeddings, the Responses API, Anthropic messages and a model 
 (SSE over chunked transfer encoding) or not; deterministic given the request body and the
 server's snapshot, fingerprint and generation. Standard library only (brotli and
 zstandard only when ``force_encoding`` asks for br or zstd).
+
+Also enough of the other providers for their SDKs: OpenAI's multipart uploads (audio
+transcriptions and translations, files, image edits), Gemini (generateContent, its SSE
+stream, batchEmbedContents), Bedrock (Converse, its event-stream frames, InvokeModel) and
+Ollama (chat, plain and as NDJSON lines, embed). Mistral speaks OpenAI chat.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
+import email.parser
+import email.policy
 import gzip
 import hashlib
 import json
@@ -21,6 +29,7 @@ import sys
 import threading
 import time
 import traceback
+import urllib.parse
 import zlib
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -86,6 +95,31 @@ def _embedding(text: str) -> list[float]:
     """Eight float32-exact values in [-1, 1) derived from sha256(text)."""
     ints = struct.unpack("<8I", hashlib.sha256(text.encode()).digest())
     return list(struct.unpack("<8f", struct.pack("<8f", *(u / 2**31 - 1.0 for u in ints))))
+
+
+def _frame(event_type: str, payload: Any) -> bytes:
+    """One AWS event-stream message: string headers, a JSON payload, both CRC32s."""
+    headers = b""
+    for name, value in ((":event-type", event_type), (":content-type", "application/json"),
+                        (":message-type", "event")):
+        headers += bytes([len(name)]) + name.encode() + b"\x07" + struct.pack(">H", len(value)) + value.encode()
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    prelude = struct.pack(">II", 16 + len(headers) + len(body), len(headers))
+    message = prelude + struct.pack(">I", binascii.crc32(prelude)) + headers + body
+    return message + struct.pack(">I", binascii.crc32(message))
+
+
+def _form(content_type: str, body: bytes) -> dict[str, tuple[str | None, bytes]]:
+    """The fields of a multipart/form-data body: name -> (file name, content)."""
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
+    if not message.is_multipart():
+        raise ApiError(400, "expected a multipart/form-data body")
+    fields = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        fields[str(name)] = (part.get_filename(), part.get_payload(decode=True) or b"")
+    return fields
 
 
 def _compress(body: bytes, encoding: str) -> bytes:
@@ -311,8 +345,12 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             route = ROUTES.get((method, path))
             if route is None:
+                route = self._pattern_route(method, path)
+            if route is None:
                 raise ApiError(404, f"Unknown request URL: {method} {path}", "not_found_error")
-            if method == "POST" and not isinstance(data, dict):
+            if path in FORM_ROUTES:
+                self._fields = _form(self.headers.get("Content-Type", ""), body)
+            elif method == "POST" and not isinstance(data, dict):
                 raise ApiError(400, "We could not parse the JSON body of your request.")
             if req.get("model") in ("error-500", "error-429"):
                 status = int(req["model"][-3:])
@@ -335,6 +373,29 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
             else:
                 self._send_json(500, {"error": {"message": repr(exc), "type": "server_error"}})
+
+    def _pattern_route(self, method: str, path: str) -> Any:
+        """The route of a path that carries a parameter (a Gemini or Bedrock model)."""
+        for (route_method, pattern), route in PATTERN_ROUTES.items():
+            found = re.fullmatch(pattern, path) if method == route_method else None
+            if found:
+                self._match = found
+                return route
+        return None
+
+    def _send_chunked(self, content_type: str, pieces: Iterable[bytes]) -> None:
+        """Send pieces one HTTP chunk each (SSE events, NDJSON lines, event-stream frames)."""
+        self._sent = True
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Transfer-Encoding", "chunked")
+        self._common_headers()
+        self.end_headers()
+        for piece in pieces:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
 
     def do_GET(self) -> None:
         self._handle("GET")
@@ -538,6 +599,129 @@ class _Handler(BaseHTTPRequestHandler):
         extra = self._echoed() if text.startswith("echo") else text.encode()
         self._send_bytes("audio/mpeg", b"ID3\x04\x00\xff\xfb\x90\x00" + extra + b"\xff\xfb")
 
+    # -- multipart uploads (OpenAI): what was received, described -----------------------------
+    def _upload(self) -> tuple[str, bytes]:
+        """The uploaded file's name and bytes (the form's "file" or "image" field)."""
+        fields = self._fields
+        name, content = fields.get("file") or fields.get("image") or (None, b"")
+        return str(name), content
+
+    def _about(self, filename: str, content: bytes) -> str:
+        return f"{filename} ({len(content)} bytes, sha256 {hashlib.sha256(content).hexdigest()[:12]})"
+
+    def ep_transcriptions(self, req: JsonDict) -> None:
+        filename, content = self._upload()
+        model = self._fields.get("model", (None, b""))[1].decode()
+        prompt = self._fields.get("prompt", (None, b""))[1].decode()
+        text = f"{model} heard {self._about(filename, content)}" + (f" after {prompt!r}" if prompt else "")
+        self._send_json(200, {"text": text})
+
+    def ep_translations(self, req: JsonDict) -> None:
+        filename, content = self._upload()
+        self._send_json(200, {"text": f"translated {self._about(filename, content)}"})
+
+    def ep_files(self, req: JsonDict) -> None:
+        filename, content = self._upload()
+        self._send_json(200, {
+            "id": "file-" + hashlib.sha256(content).hexdigest()[:24], "object": "file",
+            "bytes": len(content), "created_at": CREATED, "filename": filename,
+            "purpose": self._fields.get("purpose", (None, b""))[1].decode(), "status": "processed",
+        })
+
+    def ep_image_edits(self, req: JsonDict) -> None:
+        filename, content = self._upload()
+        prompt = self._fields.get("prompt", (None, b""))[1].decode()
+        image = b"\x89PNG\r\n\x1a\n" + hashlib.sha256(content + prompt.encode()).digest()
+        self._send_json(200, {"created": CREATED, "data": [
+            {"b64_json": base64.b64encode(image).decode(), "revised_prompt": f"{prompt} ({filename})"}]})
+
+    # -- Gemini --------------------------------------------------------------------------------
+    def ep_gemini(self, req: JsonDict) -> None:
+        """POST /v1beta/models/{model}:generateContent (or v1), :streamGenerateContent?alt=sse,
+        :batchEmbedContents."""
+        model, method = self._match.group("model"), self._match.group("method")
+        if method == "batchEmbedContents":
+            texts = [_text_of((r.get("content") or {}).get("parts")) for r in req.get("requests") or []]
+            self._send_json(200, {"embeddings": [{"values": _embedding(t)} for t in texts]})
+            return
+        contents = [c for c in req.get("contents") or [] if isinstance(c, dict)]
+        last = _text_of(contents[-1].get("parts")) if contents else ""
+        text = self.server.fake.reply_for(last)
+        prompt = sum(_words(_text_of(c.get("parts"))) for c in contents)
+        usage = {"promptTokenCount": prompt, "candidatesTokenCount": _words(text),
+                 "totalTokenCount": prompt + _words(text)}
+        head = {"modelVersion": model + "-001", "responseId": "gen-" + self._key}
+
+        def answer(piece: str, done: bool) -> JsonDict:
+            candidate: JsonDict = {"content": {"parts": [{"text": piece}], "role": "model"}}
+            if done:
+                candidate["finishReason"] = "STOP"
+            return {"candidates": [{**candidate, "index": 0}], "usageMetadata": usage, **head}
+
+        if method == "generateContent":
+            self._send_json(200, answer(text, True))
+            return
+        if "alt=sse" not in self.path:
+            raise ApiError(400, "this fake streams Gemini only as alt=sse")
+        pieces = _pieces(text)
+        chunks = [answer(p, i == len(pieces) - 1) for i, p in enumerate(pieces)]
+        # Gemini separates its events with CRLF pairs
+        self._send_chunked("text/event-stream", (f"data: {json.dumps(c)}\r\n\r\n".encode() for c in chunks))
+
+    # -- Bedrock -------------------------------------------------------------------------------
+    def ep_bedrock(self, req: JsonDict) -> None:
+        """POST /model/{id}/converse, /converse-stream (event-stream frames), /invoke (the model's
+        own body: Anthropic messages here)."""
+        model = urllib.parse.unquote(self._match.group("model"))
+        action = self._match.group("action")
+        if action == "invoke":
+            self.ep_messages({**req, "model": model.split(".", 1)[-1]})
+            return
+        messages = [m for m in req.get("messages") or [] if isinstance(m, dict)]
+        last = _text_of(messages[-1].get("content")) if messages else ""
+        text = self.server.fake.reply_for(last)
+        prompt = sum(_words(_text_of(m.get("content"))) for m in messages)
+        usage = {"inputTokens": prompt, "outputTokens": _words(text), "totalTokens": prompt + _words(text)}
+        if action == "converse":
+            self._send_json(200, {"output": {"message": {"role": "assistant", "content": [{"text": text}]}},
+                                  "stopReason": "end_turn", "usage": usage, "metrics": {"latencyMs": 12}})
+            return
+        pad = "abcdefghijklmnopqrstuvwxyz"
+        frames = [_frame("messageStart", {"p": pad[:7], "role": "assistant"})]
+        frames += [_frame("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": piece}, "p": pad[:n]})
+                   for n, piece in enumerate(_pieces(text), 3)]
+        frames += [_frame("contentBlockStop", {"contentBlockIndex": 0, "p": pad[:5]}),
+                   _frame("messageStop", {"p": pad, "stopReason": "end_turn"}),
+                   _frame("metadata", {"metrics": {"latencyMs": 12}, "p": pad[:4], "usage": usage})]
+        self._send_chunked("application/vnd.amazon.eventstream", frames)
+
+    # -- Ollama --------------------------------------------------------------------------------
+    def ep_ollama_chat(self, req: JsonDict) -> None:
+        """POST /api/chat: one JSON answer, or NDJSON lines (the default: "stream" absent)."""
+        messages = [m for m in req.get("messages") or [] if isinstance(m, dict)]
+        text = self.server.fake.reply_for(_last_text(messages))
+        head = {"model": req.get("model"), "created_at": "2024-08-06T00:00:00.000000Z"}
+        last = {"done_reason": "stop", "done": True, "total_duration": 4200, "load_duration": 100,
+                "prompt_eval_count": sum(_words(_text_of(m.get("content"))) for m in messages),
+                "prompt_eval_duration": 1000, "eval_count": _words(text), "eval_duration": 3000}
+        if req.get("stream") is False:
+            self._send_json(200, {**head, "message": {"role": "assistant", "content": text}, **last})
+            return
+        lines = [{**head, "message": {"role": "assistant", "content": p}, "done": False} for p in _pieces(text)]
+        lines.append({**head, "message": {"role": "assistant", "content": ""}, **last})
+        self._send_chunked("application/x-ndjson",
+                           (json.dumps(line, separators=(",", ":")).encode() + b"\n" for line in lines))
+
+    def ep_ollama_embed(self, req: JsonDict) -> None:
+        raw = req.get("input")
+        texts = [raw] if isinstance(raw, str) else list(raw or [])
+        self._send_json(200, {"model": req.get("model"), "embeddings": [_embedding(str(t)) for t in texts],
+                              "total_duration": 1200, "load_duration": 100,
+                              "prompt_eval_count": sum(_words(str(t)) for t in texts)})
+
+
+# multipart/form-data endpoints: their bodies are forms, not JSON
+FORM_ROUTES = frozenset({"/v1/audio/transcriptions", "/v1/audio/translations", "/v1/files", "/v1/images/edits"})
 
 ROUTES = {
     ("GET", "/v1/models"): _Handler.ep_models,
@@ -547,6 +731,19 @@ ROUTES = {
     ("POST", "/v1/responses"): _Handler.ep_responses,
     ("GET", "/v1/echo"): _Handler.ep_echo,
     ("POST", "/v1/audio/speech"): _Handler.ep_speech,
+    ("POST", "/v1/audio/transcriptions"): _Handler.ep_transcriptions,
+    ("POST", "/v1/audio/translations"): _Handler.ep_translations,
+    ("POST", "/v1/files"): _Handler.ep_files,
+    ("POST", "/v1/images/edits"): _Handler.ep_image_edits,
+    ("POST", "/api/chat"): _Handler.ep_ollama_chat,
+    ("POST", "/api/embed"): _Handler.ep_ollama_embed,
+}
+
+# Paths with a parameter: (method, regex of the whole path) -> endpoint
+PATTERN_ROUTES = {
+    ("POST", r"/v1(?:beta)?/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent|batchEmbedContents)"):
+        _Handler.ep_gemini,
+    ("POST", r"/model/(?P<model>[^/]+)/(?P<action>converse|converse-stream|invoke)"): _Handler.ep_bedrock,
 }
 
 
