@@ -57,7 +57,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from . import eventstream, multipart
 from .errors import CassetteError
 
 __all__ = [
@@ -109,8 +108,9 @@ def _payload_doc(payload: bytes) -> dict[str, Any]:
     return {"base64": base64.b64encode(payload).decode("ascii")}
 
 
-def _message(event: dict[str, Any]) -> eventstream.Message:
-    """A stored event-stream message back as the message it was."""
+def _message(event: dict[str, Any]) -> Any:
+    """A stored event-stream message back as the ``eventstream.Message`` it was."""
+    from . import eventstream
     if "json" in event:
         payload = _compact(event["json"])
     elif "text" in event:
@@ -185,6 +185,8 @@ class Body:
         if self.kind == "lines":
             return [(line + "\n").encode("utf-8") for line in self.value]
         if self.kind == "eventstream":
+            from . import eventstream
+
             return [eventstream.encode(_message(event)) for event in self.value]
         raw = self.to_bytes()
         return [raw] if raw else []
@@ -239,7 +241,9 @@ def _ndjson(text: str) -> Body | None:
 def encode_body(raw: bytes, content_type: str | None) -> Body:
     """Choose the most readable kind that gives back exactly these bytes (JSON: this value)."""
     ctype = (content_type or "").lower()
-    if ctype.startswith(eventstream.CONTENT_TYPE):
+    if ctype.startswith("application/vnd.amazon.eventstream"):
+        from . import eventstream  # loaded by the first Bedrock stream, not before
+
         messages = eventstream.decode(raw)
         if messages is not None:
             return Body("eventstream", [{"headers": dict(m.headers), **_payload_doc(m.payload)} for m in messages])
@@ -274,6 +278,10 @@ def encode_body(raw: bytes, content_type: str | None) -> Body:
 def encode_request_body(raw: bytes, content_type: str | None) -> Body:
     """A request body as a cassette shows it: ``multipart`` for a form upload (its parts
     described, see ``multipart.describe``), else as ``encode_body`` chooses."""
+    if "multipart/form-data" not in (content_type or "").lower():
+        return encode_body(raw, content_type)
+    from . import multipart
+
     parts = multipart.describe(raw, content_type)
     if parts is not None:
         return Body("multipart", parts)

@@ -35,8 +35,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from . import multipart
-
 __all__ = [
     "API_VERSION_HEADERS",
     "DEFAULT_IGNORED_FIELDS",
@@ -241,10 +239,16 @@ def make_key(
     model = canonical.get("model") if isinstance(canonical, dict) else None
     if model is not None and not isinstance(model, str):
         model = str(model)
-    if canonical is None and form is None and raw:  # JSON never pays for the form check
-        form = multipart.describe(raw, _content_type(headers))
-    if form is not None:
-        model = multipart.text_field(form, "model")
+    form_key = None
+    if form is not None or (canonical is None and raw):
+        from . import multipart  # loaded by the first body that is not JSON, not before
+
+        if form is None:
+            form = multipart.describe(raw, _content_type(headers))
+        if form is not None:
+            model = multipart.text_field(form, "model")
+            ignored = {*DEFAULT_IGNORED_FIELDS, *(f for f in rules.ignore_fields if "." not in f)}
+            form_key = multipart.key_form([p for p in form if p.get("name") not in ignored])
     if model is None:
         model = model_in_path(parts.path)
     version = rules.version_label(model)
@@ -259,9 +263,8 @@ def make_key(
     # Two different fields, so a JSON body can never collide with a raw one.
     if canonical is not None:
         material["body"] = canonical
-    elif form is not None:
-        ignored = {*DEFAULT_IGNORED_FIELDS, *(f for f in rules.ignore_fields if "." not in f)}
-        material["multipart"] = multipart.key_form([p for p in form if p.get("name") not in ignored])
+    elif form_key is not None:
+        material["multipart"] = form_key
     else:
         material["raw_body_sha256"] = hashlib.sha256(raw).hexdigest()
     # the userinfo (user:password@) is a credential, never part of the host
