@@ -21,6 +21,7 @@ if TYPE_CHECKING:
         ConfigError,
         LLMCacheError,
         LLMCacheWarning,
+        NetworkBlocked,
         StoreUnavailable,
     )
     from .exchange import Request, Response
@@ -37,6 +38,7 @@ _NAMES = {
     "ConfigError": "errors",
     "LLMCacheError": "errors",
     "LLMCacheWarning": "errors",
+    "NetworkBlocked": "errors",
     "StoreUnavailable": "errors",
     "CacheSession": "engine.session",
     "Scope": "engine.scope",
@@ -72,6 +74,7 @@ __all__ = [
     "LLMCacheWarning",
     "MemoryStore",
     "Mode",
+    "NetworkBlocked",
     "Request",
     "RequestKey",
     "Response",

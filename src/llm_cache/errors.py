@@ -9,7 +9,15 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-__all__ = ["LLMCacheError", "CacheMiss", "CassetteError", "ConfigError", "StoreUnavailable", "LLMCacheWarning"]
+__all__ = [
+    "CacheMiss",
+    "CassetteError",
+    "ConfigError",
+    "LLMCacheError",
+    "LLMCacheWarning",
+    "NetworkBlocked",
+    "StoreUnavailable",
+]
 
 
 class LLMCacheError(Exception):
@@ -78,6 +86,8 @@ class CacheMiss(LLMCacheError):
         test_id: str | None = None,
         closest_path: str | None = None,
         differences: list[str] | None = None,
+        host: str | None = None,
+        port: int | None = None,
     ) -> None:
         self.method = method
         self.endpoint = endpoint
@@ -88,12 +98,30 @@ class CacheMiss(LLMCacheError):
         self.test_id = test_id
         self.closest_path = closest_path
         self.differences = list(differences or [])
+        # where the request was going: its URL's host name and port
+        self.host = host
+        self.port = port
         super().__init__(str(self))
+
+    @property
+    def not_llm(self) -> str | None:
+        """Why the request does not look like an LLM API call, or None when it does."""
+        if self.method.upper() == "GET":
+            last = self.endpoint.rstrip("/").rsplit("/", 1)[-1]
+            return "it is a GET of a file" if "." in last else "it is a GET"
+        if self.model is None:
+            return "it has no JSON body naming a model"
+        return None
+
 
     def __str__(self) -> str:
         lines = [
-            f"no cassette for {self.method} {self.endpoint} (model {self.model or '-'}) "
-            f"in {self.mode} mode",
+            f"no cassette for {self.method} {self.endpoint} (model {self.model or '-'}) in {self.mode} mode"
+        ]
+        if self.host:
+            where = self.host if self.port is None else _host_port(self.host, self.port)
+            lines.append(f"  host:      {where}")
+        lines += [
             f"  key:       {self.key}",
             f"  looked in: {self.path}",
         ]
@@ -106,8 +134,65 @@ class CacheMiss(LLMCacheError):
             lines.append(
                 "  differs in: " + ", ".join(shown) + (f" (+{more} more)" if more > 0 else "")
             )
-        lines.append("  fix: record it with --llm-cache=record (or LLM_CACHE_MODE=record)")
+        record = "record it with --llm-cache=record (or LLM_CACHE_MODE=record)"
+        why = self.not_llm
+        if why is None:
+            lines.append(f"  fix: {record}")
+        else:
+            # Recording a price list or a tokenizer file would store megabytes as a cassette.
+            lines.append(f"  not an LLM API call? {why}")
+            lines.append(
+                f"  fix: let its host through with llm_cache_ignore_hosts = {self.host or 'HOST'} "
+                '(README "Non-LLM requests")'
+            )
+            lines.append(f"   or: {record}")
         return "\n".join(lines)
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class NetworkBlocked(LLMCacheError):
+    """A connection the cache could not see, refused while a test replays.
+
+    Raised by the network guard from ``socket.connect``: ``host`` and ``port`` are
+    where it was going (``address`` the IP it resolved to, when ``host`` is a name),
+    ``test_id`` the test that made it. Not an ``OSError`` on purpose: HTTP clients
+    and SDKs would wrap it in a connection error and retry.
+    """
+
+    def __init__(
+        self, *, host: str, port: int, test_id: str, mode: str = "replay", address: str | None = None
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.test_id = test_id
+        self.mode = mode
+        self.address = address
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        resolved = f" ({self.address})" if self.address and self.address != self.host else ""
+        lines = [
+            f"connection to {_host_port(self.host, self.port)}{resolved} blocked in {self.mode} mode",
+            f"  test: {self.test_id}",
+            (
+                "  why:  it was not made through a client the cache can see: the cache cannot replay it,"
+                " and a replay never reaches the network"
+            ),
+            (
+                "  fix:  record it through a client the cache can see (openai, anthropic, httpx, httpx2,"
+                ' requests, aiohttp; README "How requests are intercepted")'
+            ),
+            (
+                f"   or:  allow the host with --llm-cache-allow-host={self.host} or llm_cache_allowed_hosts"
+                ' (README "Network guard")'
+            ),
+        ]
+        return "\n".join(lines)
+
+
 
 
 class StoreUnavailable(LLMCacheError):

@@ -131,6 +131,12 @@ def summary_lines(report: Report) -> list[str]:
         lines.extend(f"  {d.test_id}  {d.key}  {d.field}: {d.old!r} -> {d.new!r}" for d in stats.drift[:MAX_MISSES_SHOWN])
         if len(stats.drift) > MAX_MISSES_SHOWN:
             lines.append(f"  ... and {len(stats.drift) - MAX_MISSES_SHOWN} more")
+    if stats.unseen:
+        lines.append(f"unseen ({len(stats.unseen)}): connections the cache could not see, nothing of them recorded")
+        lines.extend(f"  {u.host}  {u.test_id}" for u in stats.unseen[:MAX_MISSES_SHOWN])
+        if len(stats.unseen) > MAX_MISSES_SHOWN:
+            lines.append(f"  ... and {len(stats.unseen) - MAX_MISSES_SHOWN} more")
+        lines.append("make them through a client the cache can see, or allow their hosts with llm_cache_allowed_hosts")
     if stats.cap_short:
         lines.append("the cap is smaller than what this session used; nothing it used was evicted")
     if c.stale:
@@ -177,4 +183,5 @@ def report_json(report: Report) -> dict[str, Any]:
             {"test_id": m.test_id, "model": m.model, "endpoint": m.endpoint, "key": m.key}
             for m in stats.misses_detail
         ],
+        "unseen": [{"host": u.host, "test_id": u.test_id} for u in stats.unseen],
     }

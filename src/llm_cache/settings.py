@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from .errors import ConfigError
+from .hosts import DEFAULT_ALLOWED, HOSTS_FORM, HostPattern, parse_host, parse_hosts
 from .key import KeyRules
 from .modes import MODES, Mode
 from .policy import EVICTIONS, Cap, Eviction
@@ -33,6 +34,7 @@ __all__ = [
     "DEFAULT_TTL",
     "Settings",
     "format_duration",
+    "parse_allowed_hosts",
     "parse_bool",
     "parse_count",
     "parse_duration",
@@ -75,6 +77,29 @@ def parse_choice(value: object, setting: str, choices: tuple[str, ...]) -> str:
     if text not in choices:
         raise ConfigError(setting=setting, value=value, expected="one of " + "|".join(choices))
     return text
+
+
+def parse_allowed_hosts(ini: object, cli: object) -> tuple[HostPattern, ...]:
+    """The hosts the network guard lets through: the ini's list (localhost, 127.0.0.1 and ::1
+    when it is not set; none at all for the single word ``none``), plus every
+    ``--llm-cache-allow-host``. ``--llm-cache-allow-host=none`` drops the ini's list."""
+    setting = "llm_cache_allowed_hosts"
+    lines = ini if isinstance(ini, (list, tuple)) else str(ini or "").splitlines()
+    words = [str(line).strip() for line in lines if str(line).strip() and not str(line).strip().startswith("#")]
+    if not words:
+        base: tuple[HostPattern, ...] = DEFAULT_ALLOWED
+    elif [w.lower() for w in words] == ["none"]:
+        base = ()
+    elif "none" in (w.lower() for w in words):
+        raise ConfigError(setting=setting, value="\n".join(words), expected=f"{HOSTS_FORM}, or the single word none")
+    else:
+        base = parse_hosts(words, setting)
+    items: Iterable[object] = cli if isinstance(cli, (list, tuple)) else [] if cli is None else [cli]
+    given = [str(v).strip() for v in items if str(v).strip()]
+    if any(g.lower() == "none" for g in given):
+        base = ()
+    added = tuple(parse_host(g, "--llm-cache-allow-host") for g in given if g.lower() != "none")
+    return base + tuple(h for h in added if h not in base)
 
 
 def parse_warm(value: object, setting: str) -> tuple[str, ...] | None:
@@ -209,6 +234,14 @@ class Settings:
     lock_timeout: float = 120.0
     # none: a replayed stream's events arrive at once; recorded: at their recorded offsets
     replay_timing: str = "none"
+    # the network guard (replay): connections to these hosts are let through
+    allowed_hosts: tuple[HostPattern, ...] = DEFAULT_ALLOWED
+    # False: in replay the guard lets every connection through and reports it as unseen
+    block_network: bool = True
+    # requests to these hosts are never intercepted nor recorded, and pass the guard
+    ignore_hosts: tuple[HostPattern, ...] = ()
+    # when set, only requests to these hosts are intercepted; others pass through
+    hosts: tuple[HostPattern, ...] = ()
 
 
 def _first(*layers: tuple[str, object]) -> tuple[str, object] | None:
@@ -230,6 +263,7 @@ def resolve(
       mode: command line > marker (per test) > LLM_CACHE_MODE > ini > replay
       ttl:  marker (per test) > command line > ini > 30d
       everything else (dir, report, cap, eviction): command line > ini > default
+      allowed hosts: the ini's (or the default) list, plus every --llm-cache-allow-host
     """
     mode_source = _first(
         ("--llm-cache", cli.get("mode")),
@@ -290,6 +324,10 @@ def resolve(
         prices=parse_prices(ini.get("prices"), "llm_cache_prices"),
         lock_timeout=parse_seconds(ini.get("lock_timeout") or 120.0, "llm_cache_lock_timeout"),
         replay_timing=parse_choice(ini.get("replay_timing") or "none", "llm_cache_replay_timing", REPLAY_TIMINGS),
+        allowed_hosts=parse_allowed_hosts(ini.get("allowed_hosts"), cli.get("allow_host")),
+        block_network=parse_bool(ini.get("block_network") or True, "llm_cache_block_network"),
+        ignore_hosts=parse_hosts(ini.get("ignore_hosts"), "llm_cache_ignore_hosts"),
+        hosts=parse_hosts(ini.get("hosts"), "llm_cache_hosts"),
     )
 
 

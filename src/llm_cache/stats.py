@@ -9,7 +9,7 @@ from typing import Any
 
 from .usage import Usage
 
-__all__ = ["Counts", "Miss", "Drift", "SessionStats", "MAX_MISSES_KEPT"]
+__all__ = ["MAX_MISSES_KEPT", "Counts", "Drift", "Miss", "SessionStats", "Unseen"]
 
 MAX_MISSES_KEPT = 50
 
@@ -65,6 +65,15 @@ class Drift:
     new: str
 
 
+@dataclass(frozen=True)
+class Unseen:
+    """A connection a test made that no patched transport saw (record, refresh), so nothing
+    of it was recorded: ``host`` is ``host:port``."""
+
+    host: str
+    test_id: str
+
+
 @dataclass
 class SessionStats:
     """Everything the summary and the JSON report are made from."""
@@ -84,6 +93,8 @@ class SessionStats:
     cap_short: bool = False
     warmed: int = 0
     warm_seconds: float = 0.0
+    # connections the cache could not see, one per host and test, in the order first made
+    unseen: list[Unseen] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def bump(self, counts: Counts, name: str, n: int = 1) -> None:
@@ -121,6 +132,12 @@ class SessionStats:
             if len(self.misses_detail) < MAX_MISSES_KEPT:
                 self.misses_detail.append(miss)
 
+    def add_unseen(self, host: str, test_id: str) -> None:
+        unseen = Unseen(host, test_id)
+        with self._lock:
+            if len(self.unseen) < MAX_MISSES_KEPT and unseen not in self.unseen:
+                self.unseen.append(unseen)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain data, for pytest-xdist's workeroutput."""
         return {
@@ -134,6 +151,7 @@ class SessionStats:
             "used": {k: [u.last_used, u.hits] for k, u in self.used.items()},
             "warmed": self.warmed,
             "warm_seconds": self.warm_seconds,
+            "unseen": [asdict(u) for u in self.unseen],
         }
 
     def merge(self, data: dict[str, Any]) -> None:
@@ -151,6 +169,10 @@ class SessionStats:
             self.drift.extend(Drift(**d) for d in data.get("drift", [])[: max(MAX_MISSES_KEPT - len(self.drift), 0)])
             room = MAX_MISSES_KEPT - len(self.misses_detail)
             self.misses_detail.extend(Miss(**m) for m in data["misses_detail"][: max(room, 0)])
+            for item in data.get("unseen", []):
+                unseen = Unseen(**item)
+                if len(self.unseen) < MAX_MISSES_KEPT and unseen not in self.unseen:
+                    self.unseen.append(unseen)
             self.tests_used += data["tests_used"]
             # every worker warms its own memory: report the largest, not the sum
             self.warmed = max(self.warmed, data.get("warmed", 0))

@@ -35,6 +35,7 @@ def test_miss_message_names_key_path_closest_fields_and_fix(project: Project) ->
     result.stdout.fnmatch_lines(
         [
             "E*CacheMiss: no cassette for POST /v1/chat/completions (model gpt-4o) in replay mode",
+            "E*  host:      127.0.0.1:[0-9]*",
             "E*  key:       [0-9a-f]*",
             f"E*  looked in: {project.cassettes}/gpt-4o/*.yaml",
             f"E*  closest:   {recorded}",

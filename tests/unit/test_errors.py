@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from llm_cache.errors import CacheMiss, CassetteError, ConfigError, LLMCacheError
+from llm_cache.errors import CacheMiss, CassetteError, ConfigError, LLMCacheError, NetworkBlocked
 
 KEY = "9f2c" * 16
 
@@ -31,7 +31,11 @@ def cache_miss(**kw):
 ERRORS = {
     "CacheMiss": cache_miss,
     "CacheMiss-bare": lambda: cache_miss(model=None, closest_path=None, differences=None, test_id=None),
+    "CacheMiss-host": lambda: cache_miss(host="api.openai.com", port=443),
     "CassetteError": lambda: CassetteError(path="cassettes/m/abc.yaml", reason="not valid YAML"),
+    "NetworkBlocked": lambda: NetworkBlocked(
+        host="api.example.com", port=443, test_id="tests/test_x.py::test_a", address="93.184.216.34"
+    ),
     "ConfigError": lambda: ConfigError(setting="--llm-cache-ttl", value="soon", expected="a duration"),
 }
 

@@ -147,3 +147,28 @@ def test_bump_counts_test_and_session():
     s, test = SessionStats(), Counts()
     s.bump(test, "hits", 2)
     assert test.hits == 2 and s.counts.hits == 2
+
+
+def test_unseen_connections_in_summary_and_json_one_per_host_and_test():
+    s = stats(recorded=1)
+    for host, test in [("127.0.0.1:8080", "t.py::a"), ("127.0.0.1:8080", "t.py::a"), ("api.x.com:443", "t.py::b")]:
+        s.add_unseen(host, test)
+    report = Report(s, "record", "c", 1, 10)
+    assert summary_lines(report)[-4:] == [
+        "unseen (2): connections the cache could not see, nothing of them recorded",
+        "  127.0.0.1:8080  t.py::a",
+        "  api.x.com:443  t.py::b",
+        "make them through a client the cache can see, or allow their hosts with llm_cache_allowed_hosts",
+    ]
+    assert report_json(report)["unseen"] == [
+        {"host": "127.0.0.1:8080", "test_id": "t.py::a"}, {"host": "api.x.com:443", "test_id": "t.py::b"},
+    ]
+
+
+def test_merge_adds_the_unseen_of_workers():
+    one, two, controller = SessionStats(), SessionStats(), SessionStats()
+    one.add_unseen("h:1", "t.py::a")
+    two.add_unseen("h:1", "t.py::b")
+    for worker in (one, two):
+        controller.merge(json.loads(json.dumps(worker.to_dict())))
+    assert [(u.host, u.test_id) for u in controller.unseen] == [("h:1", "t.py::a"), ("h:1", "t.py::b")]

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from ..engine.guard import upstream
 from ..exchange import Request, Response
 
 if TYPE_CHECKING:
@@ -52,10 +53,13 @@ def handle(scope: Scope, httpx: ModuleType, request: Any, forward: Callable[[], 
     flight = scope.begin(to_request(request, request.read()))
     if flight.served:
         return played(httpx, flight.response())
+    # what goes upstream from here was seen: the network guard lets it through
     if flight.passes:
-        return forward()
+        with upstream():
+            return forward()
     try:
-        response = forward()
+        with upstream():
+            response = forward()
     except BaseException:
         flight.abandon()
         raise
@@ -75,9 +79,11 @@ async def ahandle(scope: Scope, httpx: ModuleType, request: Any, forward: Callab
     if flight.served:
         return played(httpx, flight.response())
     if flight.passes:
-        return await forward()
+        with upstream():
+            return await forward()
     try:
-        response = await forward()
+        with upstream():
+            response = await forward()
     except BaseException:
         flight.abandon()
         raise

@@ -27,6 +27,7 @@ from vcr.record_mode import RecordMode
 
 from ..engine import active
 from ..engine.flight import Flight
+from ..engine.guard import upstream
 from ..exchange import Request, Response
 from . import httpx as httpx_adapter
 
@@ -130,7 +131,8 @@ def _guarded(call: Callable[..., Any]) -> Callable[..., Any]:
         __tracebackhide__ = True
         token = _begun.set([])
         try:
-            return call(*args, **kwargs)
+            with upstream():  # its connections were seen: the network guard lets them through
+                return call(*args, **kwargs)
         except BaseException:
             for flight in _begun.get() or ():
                 flight.abandon()
@@ -147,7 +149,8 @@ def _aguarded(call: Callable[..., Any]) -> Callable[..., Any]:
         __tracebackhide__ = True
         token = _begun.set([])
         try:
-            return await call(*args, **kwargs)
+            with upstream():
+                return await call(*args, **kwargs)
         except BaseException:
             for flight in _begun.get() or ():
                 flight.abandon()
@@ -156,6 +159,17 @@ def _aguarded(call: Callable[..., Any]) -> Callable[..., Any]:
             _begun.reset(token)
 
     return guarded
+
+
+def _seen(call: Callable[..., Any]) -> Callable[..., Any]:
+    """A vcrpy stub method whose connections the network guard lets through."""
+
+    @functools.wraps(call)
+    def seen(*args: Any, **kwargs: Any) -> Any:
+        with upstream():
+            return call(*args, **kwargs)
+
+    return seen
 
 
 # Every httpx/httpx2 transport vcrpy patches, with the original it saved.
@@ -204,6 +218,8 @@ def _patches(cassette: DispatchCassette) -> list[tuple[Any, str, Any]]:
                 patches.append((cls, method, _httpx_stub(module, real, method.endswith("async_request"))))
     # requests, urllib3, http.client, boto3 and httplib2 all answer through this method
     patches.append((vcr.stubs.VCRConnection, "getresponse", _guarded(vcr.stubs.VCRConnection.getresponse)))
+    # urllib3 connects before it sends an HTTPS request: that connection was seen too
+    patches.append((vcr.stubs.VCRConnection, "connect", _seen(vcr.stubs.VCRConnection.connect)))
     original = getattr(vcr.patch, "_AiohttpClientSessionRequest", None)
     if original is not None:
         import aiohttp.client

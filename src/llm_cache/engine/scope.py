@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from ..errors import CacheMiss, StoreUnavailable
 from ..exchange import Request
+from ..hosts import any_match, url_host
 from ..key import KeyRules, RequestKey, make_key, sequenced
 from ..modes import Action, Found, Mode, decide
 from ..stats import Counts, Miss
@@ -70,7 +71,7 @@ class Scope:
     def begin(self, request: Request) -> Flight:
         """Decide what to do with ``request``; raises CacheMiss for a replay miss."""
         __tracebackhide__ = True
-        if self.mode is Mode.OFF:
+        if self.mode is Mode.OFF or self._not_ours(request):
             return Flight(self, None, Found.MISSING, Action.PASS, None, request)
         rk = self.key(request)
         try:
@@ -84,7 +85,7 @@ class Scope:
         upstream first passes its key's gate, so identical requests of concurrent tasks
         wait for the first one's answer without blocking the loop."""
         __tracebackhide__ = True
-        if self.mode is Mode.OFF:
+        if self.mode is Mode.OFF or self._not_ours(request):
             return Flight(self, None, Found.MISSING, Action.PASS, None, request)
         rk = self.key(request)
         try:
@@ -108,6 +109,19 @@ class Scope:
                 leave()
         return flight
 
+    def _not_ours(self, request: Request) -> bool:
+        """A request to an ignored host, or to one outside ``llm_cache_hosts`` when that is
+        set: never intercepted nor recorded, sent on as it is."""
+        settings = self.session.settings
+        if not (settings.ignore_hosts or settings.hosts):
+            return False
+        host, port = url_host(request.url)
+        if not host:  # not a network request (@cached functions)
+            return False
+        if any_match(settings.ignore_hosts, port, host):
+            return True
+        return bool(settings.hosts) and not any_match(settings.hosts, port, host)
+
     def _decided(self, rk: RequestKey, found: Found, entry: object, request: Request) -> Flight:
         __tracebackhide__ = True
         action = decide(self.mode, found)
@@ -122,7 +136,7 @@ class Scope:
         flight = Flight(self, rk, found, action, entry, request)  # type: ignore[arg-type]
         log.debug("%s %s model=%s endpoint=%s test=%s", action.value, rk.prefix, rk.model, rk.path, self.test_id)
         if action is Action.FAIL:
-            self.refuse(rk)
+            self.refuse(rk, request)
         if release is not None:
             flight.on_done(release)
         if flight.forwards:
@@ -138,7 +152,7 @@ class Scope:
 
     # -- what a flight reports back ---------------------------------------------
 
-    def refuse(self, rk: RequestKey) -> NoReturn:
+    def refuse(self, rk: RequestKey, request: Request | None = None) -> NoReturn:
         """Fail a request that has no cassette in replay mode."""
         __tracebackhide__ = True  # pytest shows the error, not this frame
         from ..diagnose import closest
@@ -152,6 +166,7 @@ class Scope:
             session.stats.add_miss(Miss(self.test_id, rk.model, rk.path, rk.key))
             session.counted()
         closest_path, differences = closest(session.store, rk, self.rules)
+        host, port = url_host(request.url) if request is not None else ("", None)
         raise CacheMiss(
             method=rk.method,
             endpoint=rk.path,
@@ -162,6 +177,8 @@ class Scope:
             test_id=self.test_id,
             closest_path=closest_path,
             differences=differences,
+            host=host or None,
+            port=port if host else None,
         )
 
     def used(self, location: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -60,6 +61,11 @@ _INI_ONLY: list[tuple[str, str, str, Any]] = [
      "longest wait for another recorder of the same request, like 120s (default 120s)", ""),
     ("llm_cache_replay_timing", "string",
      "none (default): replayed stream events arrive at once; recorded: at their recorded offsets", ""),
+    ("llm_cache_block_network", "string",
+     "in replay, refuse connections the cache cannot see to hosts not allowed (true/false, default true)", ""),
+    ("llm_cache_ignore_hosts", "linelist",
+     "hosts never intercepted nor recorded, one a line (*.example.com allowed)", []),
+    ("llm_cache_hosts", "linelist", "when set, only requests to these hosts are intercepted, one a line", []),
 ]
 
 
@@ -88,11 +94,22 @@ class _Plugin:
 STATE = pytest.StashKey[_Plugin]()
 
 
+_ALLOW_HELP = (
+    "a host (or host:port) the network guard lets through in replay; repeatable, added to "
+    "llm_cache_allowed_hosts (default localhost, 127.0.0.1, ::1; 'none' for no host)"
+)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("llm-cache", "record and replay LLM API calls")
     for flag, dest, ini, _type, text in _OPTIONS:
         group.addoption(flag, action="store", dest=f"llm_cache_{dest}", default=None, help=text)
         parser.addini(ini, text)
+    group.addoption(
+        "--llm-cache-allow-host", action="append", dest="llm_cache_allow_host", default=None,
+        metavar="HOST", help=_ALLOW_HELP,
+    )
+    parser.addini("llm_cache_allowed_hosts", _ALLOW_HELP, type="linelist", default=[])
     for ini, kind, text, default in _INI_ONLY:
         parser.addini(ini, text, type=kind, default=default)  # type: ignore[arg-type]
 
@@ -108,6 +125,8 @@ def pytest_configure(config: pytest.Config) -> None:
     ini: dict[str, Any] = {dest: config.getini(ini) or None for _, dest, ini, _, _ in _OPTIONS}
     for name, *_ in _INI_ONLY:
         ini[name.removeprefix("llm_cache_")] = config.getini(name)
+    cli["allow_host"] = config.getoption("llm_cache_allow_host")
+    ini["allowed_hosts"] = config.getini("llm_cache_allowed_hosts")
     try:
         settings = resolve(cli, ini, os.environ, config.rootpath)
         state = _Plugin(settings, None)
@@ -162,13 +181,15 @@ def llm_cache(request: pytest.FixtureRequest) -> Iterator[Scope]:
         yield scope
         return
     from ..adapters import patches
-    from ..engine import active
+    from ..engine import active, guard
 
     if not state.patched:  # once per session; removed at session end
         patches.hold()
         state.patched = True
+    policy = guard.for_scope(scope)
     try:
-        with active.activated(scope):
+        # the network guard, for this test only: a test without the cache never meets it
+        with active.activated(scope), (guard.guarding(policy) if policy else nullcontext()):
             yield scope
     finally:
         scope.close()
