@@ -6,12 +6,16 @@ the pytest plugin turns that into ``pytest.UsageError``.
 
 from __future__ import annotations
 
+import math
+import os
 import re
+import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from .cassette import MAX_CASSETTE_BYTES
 from .errors import ConfigError
 from .hosts import DEFAULT_ALLOWED, HOSTS_FORM, HostPattern, parse_host, parse_hosts
 from .key import KeyRules
@@ -33,6 +37,7 @@ from .values import (  # noqa: F401 - re-exported: settings is where users look
 __all__ = [
     "DEFAULT_TTL",
     "Settings",
+    "check_paths",
     "format_duration",
     "parse_allowed_hosts",
     "parse_bool",
@@ -151,7 +156,7 @@ def parse_regexes(value: object, setting: str) -> tuple[str, ...]:
             continue
         try:
             re.compile(text)
-        except re.error as exc:
+        except (re.error, OverflowError, RecursionError) as exc:  # a{99999999999} overflows
             raise ConfigError(setting=setting, value=line, expected=f"a regular expression ({exc})") from None
         out.append(text)
     return tuple(out)
@@ -166,7 +171,7 @@ def parse_prices(value: object, setting: str) -> dict[str, tuple[float, float]]:
             if len(parts) != 2:
                 raise ValueError
             inp, outp = float(parts[0]), float(parts[1])
-            if inp < 0 or outp < 0:
+            if not (0 <= inp < math.inf and 0 <= outp < math.inf):  # also nan
                 raise ValueError
         except ValueError:
             raise ConfigError(
@@ -242,6 +247,10 @@ class Settings:
     ignore_hosts: tuple[HostPattern, ...] = ()
     # when set, only requests to these hosts are intercepted; others pass through
     hosts: tuple[HostPattern, ...] = ()
+    # an answer whose cassette would be larger is not recorded; the loader reads up to this
+    max_cassette_bytes: int = MAX_CASSETTE_BYTES
+    # where the paths came from, for messages: {"dir": "--llm-cache-dir", "report": ...}
+    origins: Mapping[str, str] = field(default_factory=dict)
 
 
 def _first(*layers: tuple[str, object]) -> tuple[str, object] | None:
@@ -295,9 +304,8 @@ def resolve(
     )
     store_source = _first(("--llm-cache-store", cli.get("store")), ("llm_cache_store", ini.get("store")))
     store_url = str(store_source[1]).strip() if store_source else None
-    if store_url is not None:
-        if not re.match(r"^(file|memory|redis|rediss|unix)://", store_url):
-            raise ConfigError(setting=store_source[0], value=mask_url(store_url), expected=STORE_FORM)  # type: ignore[index]
+    if store_url is not None and not re.match(r"^(file|memory|redis|rediss|unix)://", store_url):
+        raise ConfigError(setting=store_source[0], value=mask_url(store_url), expected=STORE_FORM)  # type: ignore[index]
     warm_source = _first(("--llm-cache-warm", cli.get("warm")), ("llm_cache_warm", ini.get("warm")))
     memory_source = _first(
         ("--llm-cache-memory-entries", cli.get("memory_entries")), ("llm_cache_memory_entries", ini.get("memory_entries"))
@@ -328,7 +336,75 @@ def resolve(
         block_network=parse_bool(ini.get("block_network") or True, "llm_cache_block_network"),
         ignore_hosts=parse_hosts(ini.get("ignore_hosts"), "llm_cache_ignore_hosts"),
         hosts=parse_hosts(ini.get("hosts"), "llm_cache_hosts"),
+        max_cassette_bytes=parse_size(ini.get("max_cassette_size"), "llm_cache_max_cassette_size")
+        or MAX_CASSETTE_BYTES,
+        origins={name: source[0] for name, source in (("dir", dir_source), ("report", report_source))
+                 if source is not None},
     )
+
+
+def check_paths(settings: Settings) -> None:
+    """Check what the filesystem says of the settings' paths, before any test runs.
+
+    The cassette directory must be one, or a path where one can be made (it need not
+    be writable: replay writes nothing). The report must be a file that can be
+    written, or a path where one can be. Raises ConfigError naming the setting.
+    """
+    if settings.store_url is None:
+        _check_dir(settings.cassette_dir, settings.origins.get("dir", "llm_cache_dir"))
+    if settings.report_path is not None:
+        _check_report(settings.report_path, settings.origins.get("report", "llm_cache_report"))
+
+
+_DIR_FORM = "a directory, or a path where one can be made"
+_REPORT_FORM = "a path where a JSON file can be written"
+
+
+def _nearest(path: Path, setting: str, form: str) -> Path:
+    """``path`` or its nearest ancestor that exists; a path the system refuses to look
+    up (a name too long, a loop of links) is a ConfigError."""
+    start = path
+    while True:
+        try:
+            os.lstat(path)
+            return path
+        except (FileNotFoundError, NotADirectoryError):
+            if path.parent == path:
+                return path
+            path = path.parent
+        except OSError as exc:
+            raise ConfigError(
+                setting=setting, value=str(start), expected=f"{form} ({exc.strerror or type(exc).__name__})"
+            ) from None
+
+
+def _check_dir(path: Path, setting: str) -> None:
+    found = _nearest(path, setting, _DIR_FORM)
+    if not found.is_dir():
+        what = "it names a file" if found == path else f"{found} is a file"
+        raise ConfigError(setting=setting, value=str(path), expected=f"{_DIR_FORM} ({what})")
+
+
+def _check_report(path: Path, setting: str) -> None:
+    found = _nearest(path, setting, _REPORT_FORM)
+    if found == path:
+        if path.is_dir():
+            raise ConfigError(setting=setting, value=str(path), expected=f"{_REPORT_FORM} (it names a directory)")
+        found = path.parent
+    if not found.is_dir():
+        raise ConfigError(setting=setting, value=str(path), expected=f"{_REPORT_FORM} ({found} is a file)")
+    try:
+        if os.path.lexists(path):  # opened to append nothing: only asks (a FIFO does not block)
+            os.close(os.open(path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_NONBLOCK", 0)))
+        else:
+            with tempfile.TemporaryFile(dir=found):
+                pass
+    except OSError as exc:
+        where = path if os.path.lexists(path) else found
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(
+            setting=setting, value=str(path), expected=f"{_REPORT_FORM} (cannot write in {where}: {reason})"
+        ) from None
 
 
 @dataclass(frozen=True)

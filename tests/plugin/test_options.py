@@ -70,6 +70,13 @@ def test_cassette_dir_from_option_and_ini(project: Project) -> None:
          "llm_cache_replay_timing must be one of none|recorded, got 'sometimes'"),
         ([], "llm_cache_lock_timeout = soon", None,
          "llm_cache_lock_timeout must be a number of seconds or a duration like 30s or 2m, got 'soon'"),
+        (["--llm-cache-ttl=99999999999d"], None, None,
+         "--llm-cache-ttl must be a duration of at most 36500d (100 years), or 'never', got '99999999999d'"),
+        ([], "llm_cache_max_cassette_size = roomy", None,
+         "llm_cache_max_cassette_size must be a size like 500KB, 50MB or 1GB (KB = 1000 bytes, KiB = 1024), got 'roomy'"),
+        (["--llm-cache-store=redis://[::1/0"], None, None, "--llm-cache-store must be a store URL: *(Invalid IPv6 URL)*"),
+        (["--llm-cache-dir=conftest.py"], None, None, "--llm-cache-dir must be a directory, *(it names a file)*"),
+        (["--llm-cache-report=."], None, None, "--llm-cache-report must be a path where *(it names a directory)*"),
     ],
 )
 def test_bad_values_are_usage_errors(

@@ -18,7 +18,7 @@ import pytest
 
 from ..errors import ConfigError, StoreUnavailable
 from ..modes import MODES, Mode
-from ..settings import Settings, parse_marker, resolve
+from ..settings import Settings, check_paths, parse_marker, resolve
 
 if TYPE_CHECKING:
     from ..engine.scope import Scope
@@ -66,6 +66,8 @@ _INI_ONLY: list[tuple[str, str, str, Any]] = [
     ("llm_cache_ignore_hosts", "linelist",
      "hosts never intercepted nor recorded, one a line (*.example.com allowed)", []),
     ("llm_cache_hosts", "linelist", "when set, only requests to these hosts are intercepted, one a line", []),
+    ("llm_cache_max_cassette_size", "string",
+     "largest cassette recorded or read, like 200MiB (default 64MiB); a larger answer is not stored", ""),
 ]
 
 
@@ -129,6 +131,8 @@ def pytest_configure(config: pytest.Config) -> None:
     ini["allowed_hosts"] = config.getini("llm_cache_allowed_hosts")
     try:
         settings = resolve(cli, ini, os.environ, config.rootpath)
+        check_paths(settings)
+        _loader_limit(config, settings.max_cassette_bytes)
         state = _Plugin(settings, None)
         if settings.store_url is not None:
             # a store URL is opened now, so that one that cannot be reached stops the run
@@ -136,6 +140,22 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[STATE] = state
     except (ConfigError, StoreUnavailable, ImportError) as exc:
         raise pytest.UsageError(str(exc)) from None
+
+
+def _loader_limit(config: pytest.Config, limit: int) -> None:
+    """Let the loader read the cassettes that llm_cache_max_cassette_size lets us record,
+    for this run only (the limit is the cassette module's, read on every load)."""
+    from .. import cassette
+
+    if limit == cassette.MAX_CASSETTE_BYTES:
+        return
+    before = cassette.MAX_CASSETTE_BYTES
+    cassette.MAX_CASSETTE_BYTES = limit
+
+    def restore() -> None:
+        cassette.MAX_CASSETTE_BYTES = before
+
+    config.add_cleanup(restore)
 
 
 def _marker_kwargs(node: pytest.Item) -> tuple[tuple[object, ...], dict[str, object]]:

@@ -7,9 +7,11 @@
 
 from __future__ import annotations
 
+import os
+import re
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ..errors import ConfigError
 from ..values import STORE_FORM, parse_count, parse_duration, parse_size
@@ -17,19 +19,29 @@ from .files import FileStore
 from .memory import MemoryStore
 from .protocol import EntryMeta, Store
 
-__all__ = ["Store", "EntryMeta", "FileStore", "MemoryStore", "open_store", "STORE_FORM"]
-
+__all__ = ["STORE_FORM", "EntryMeta", "FileStore", "MemoryStore", "Store", "open_store"]
 
 
 def open_store(url: str, root: Path, ttl: timedelta | None = None, setting: str = "--llm-cache-store") -> Store:
-    """The store a URL names. Relative file paths are taken from ``root``."""
-    parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query))
+    """The store a URL names. Relative file paths are taken from ``root``; a ``file://``
+    path is percent-decoded (``file:///tmp/my%20dir`` is ``/tmp/my dir``)."""
+    try:
+        parts = urlsplit(url)
+        query = dict(parse_qsl(parts.query))
+    except ValueError as exc:  # an unclosed [ of an IPv6 host, say
+        raise ConfigError(setting=setting, value=_masked(url), expected=f"{STORE_FORM} ({exc})") from None
     if parts.scheme in ("", "file"):
-        path = (parts.netloc + parts.path) if parts.scheme == "file" else url
-        if not path:
+        path = unquote(parts.netloc + parts.path) if parts.scheme == "file" else url
+        if not path or "\x00" in path:
             raise ConfigError(setting=setting, value=url, expected=STORE_FORM)
-        return FileStore(root / path)
+        directory = root / path
+        found = _nearest(directory, setting, url)
+        if not found.is_dir():  # a directory can be neither used nor made there
+            what = "it names a file" if found == directory else f"{found} is a file"
+            raise ConfigError(
+                setting=setting, value=url, expected=f"file://PATH where PATH is a directory or can be one ({what})"
+            )
+        return FileStore(directory)
     if parts.scheme == "memory":
         unknown = set(query) - {"max_entries", "max_bytes"}
         if unknown:
@@ -45,5 +57,25 @@ def open_store(url: str, root: Path, ttl: timedelta | None = None, setting: str 
             url,
             ttl=ttl,
             grace=parse_duration(query["grace"], f"{setting} grace") if "grace" in query else None,
+            setting=setting,
         )
-    raise ConfigError(setting=setting, value=url, expected=STORE_FORM)
+    raise ConfigError(setting=setting, value=_masked(url), expected=STORE_FORM)
+
+
+def _nearest(path: Path, setting: str, url: str) -> Path:
+    """``path`` or its nearest ancestor that exists (ConfigError when it cannot be looked up)."""
+    while True:
+        try:
+            os.lstat(path)
+            return path
+        except (FileNotFoundError, NotADirectoryError):
+            if path.parent == path:
+                return path
+            path = path.parent
+        except OSError as exc:  # a name too long, a loop of links
+            raise ConfigError(setting=setting, value=url, expected=f"file://PATH ({exc.strerror})") from None
+
+
+def _masked(url: str) -> str:
+    """A URL that may not parse, with whatever precedes an ``@`` (a password) hidden."""
+    return re.sub(r"(//)[^/@]*@", r"\1***@", url)

@@ -204,22 +204,28 @@ class RedisStore:
 
     @classmethod
     def from_url(
-        cls, url: str, ttl: timedelta | None = None, grace: timedelta | None = None, **kwargs: Any
+        cls, url: str, ttl: timedelta | None = None, grace: timedelta | None = None,
+        setting: str = "--llm-cache-store", **kwargs: Any,
     ) -> RedisStore:
         """Connect to the server ``url`` names and PING it; ``StoreUnavailable`` when it does not answer.
 
         ``prefix``, ``timeout`` (seconds) and ``grace`` are read from the query
         (``grace`` only when not given); the rest of the URL goes to
         ``redis.Redis.from_url``. ``kwargs`` go to the constructor (``lock_expiry``).
+        A URL that does not parse is a ConfigError naming ``setting``.
         """
         redis = _import_redis()
         from ..settings import parse_duration  # settings imports the policy, which imports stores
 
-        parts = urlsplit(url)
-        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        try:
+            parts = urlsplit(url)
+            pairs = parse_qsl(parts.query, keep_blank_values=True)
+        except ValueError as exc:  # redis://[::1/0: an unclosed IPv6 host
+            raise ConfigError(setting=setting, value=mask_url(url), expected=f"a Redis URL ({exc})") from None
         ours = {name: value for name, value in pairs if name in _OUR_PARAMS}
         rest = [(name, value) for name, value in pairs if name not in _OUR_PARAMS]
-        setting = f"--llm-cache-store {mask_url(url)}"
+        flag = setting
+        setting = f"{flag} {mask_url(url)}"
         prefix = ours.get("prefix", DEFAULT_PREFIX)
         if not prefix:
             raise ConfigError(setting=setting, value=prefix, expected="prefix= a non-empty key prefix")
@@ -252,9 +258,7 @@ class RedisStore:
                 retry=retry,
             )
         except ValueError as exc:
-            raise ConfigError(
-                setting="--llm-cache-store", value=masked, expected=f"a Redis URL ({exc})"
-            ) from None
+            raise ConfigError(setting=flag, value=masked, expected=f"a Redis URL ({exc})") from None
         store = cls(client, url=url, prefix=prefix, ttl=ttl, grace=grace, timeout=timeout, **kwargs)
         store._owns_client = True
         try:
