@@ -20,7 +20,7 @@ from typing import Any
 from . import __version__
 from .atomic import write_atomic
 from .cassette import FORMAT_VERSION, Entry, dump_entry, load_doc, load_entry, parse_entry
-from .errors import CassetteError, ConfigError
+from .errors import CassetteError, ConfigError, StoreUnavailable
 from .key import flatten
 from .llm import completion_text, last_user_text, prompt_messages, tool_calls
 from .policy import Cap, is_expired, plan_eviction
@@ -30,6 +30,8 @@ from .settings import (
     parse_count,
     parse_duration,
     parse_eviction,
+    parse_mode,
+    parse_regexes,
     parse_size,
 )
 from .stores.files import FileStore
@@ -274,21 +276,33 @@ def cmd_prune(args: argparse.Namespace) -> int:
                 chosen[meta.location] = (meta, f"over the cap ({cap.describe()})")
     verb = "would remove" if args.dry_run else "removed"
     removed = sorted(chosen.values(), key=lambda pair: pair[0].location)
+    failed: list[tuple[EntryMeta, str]] = []
     if not args.dry_run:
-        for meta, _ in removed:
-            store.delete(meta)
+        for pair in list(removed):
+            try:
+                store.delete(pair[0])
+            except OSError as exc:  # a read-only checkout, a file we may not remove
+                removed.remove(pair)
+                failed.append((pair[0], exc.strerror or str(exc)))
         gone = {meta.location for meta, _ in removed}
-        store.touch({}, keep={m.key for m in metas if m.location not in gone})
+        try:
+            store.touch({}, keep={m.key for m in metas if m.location not in gone})
+        except OSError as exc:  # the usage index is a record of use, not worth failing for
+            print(f"llm-cache prune: warning: usage index not updated: {exc.strerror or exc}", file=sys.stderr)
     freed = sum(meta.size for meta, _ in removed)
     lines = [f"{verb} {meta.location} ({reason})" for meta, reason in removed]
-    lines.append(f"{verb} {len(removed)} of {len(metas)} cassettes, {freed} bytes")
+    lines += [f"could not remove {meta.location}: {reason}" for meta, reason in failed]
+    lines.append(f"{verb} {len(removed)} of {len(metas)} cassettes, {freed} bytes"
+                 + (f"; {len(failed)} could not be removed" if failed else ""))
     data = {"dry_run": args.dry_run, "removed": [{"path": m.location, "key": m.key, "reason": r, "size": m.size}
-                                                 for m, r in removed], "bytes": freed, "before": len(metas)}
+                                                 for m, r in removed], "bytes": freed, "before": len(metas),
+            "failed": [{"path": m.location, "error": reason} for m, reason in failed]}
     _emit(args, data, "\n".join(lines))
-    return OK
+    return PROBLEM if failed else OK
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    _parse(parse_regexes, args.allow, "--allow")
     store = _store(args)
     problems = []
     notes = []
@@ -432,7 +446,8 @@ def _progress(done: int, total: int) -> None:
 
 
 def cmd_warm(args: argparse.Namespace) -> int:
-    from .library import LLMCache
+    from .library import LLMCache, _read_requests
+    from .stores import Store, open_store
 
     source = Path(args.file)
     if not source.is_file():
@@ -443,9 +458,32 @@ def cmd_warm(args: argparse.Namespace) -> int:
         if not sep or not name.strip():
             raise UsageError(f"--header must look like 'Name: value', got {item!r}")
         headers[name.strip()] = value.strip()
+    ttl = _ttl(args)
+    mode = _parse(parse_mode, args.mode, "--mode")
     try:
-        cache = LLMCache(args.store or f"file://{args.dir}", mode=args.mode, ttl=args.ttl or "30d", log_every=None)
+        _read_requests(source)  # a bad file stops here, before any store is opened or request sent
     except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    store: Store
+    if args.store:
+        try:
+            store = open_store(args.store, Path("."), ttl, setting="--store")
+        except ConfigError as exc:
+            raise UsageError(str(exc)) from None
+        except ImportError as exc:
+            raise Problem(str(exc)) from None
+        except StoreUnavailable as exc:
+            raise Problem(
+                f"cache store {exc.url} is unavailable"
+                + (f" within {exc.timeout:g} s" if exc.timeout is not None else "")
+                + f": {exc.reason}\nStart it, or give another store with --store (file://DIR, memory://)."
+            ) from None
+    else:
+        store = FileStore(Path(args.dir))
+    try:
+        cache = LLMCache(store, mode=mode, ttl=ttl, log_every=None)
+    except ConfigError as exc:
+        store.close()
         raise UsageError(str(exc)) from None
     try:
         report = cache.warm(source, base_url=args.base_url, headers=headers,
@@ -530,6 +568,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return USAGE
     except Problem as exc:
         print(f"llm-cache {args.command}: {exc}", file=sys.stderr)
+        return PROBLEM
+    except ConfigError as exc:
+        print(f"llm-cache {args.command}: error: {exc}", file=sys.stderr)
+        return USAGE
+    except StoreUnavailable as exc:
+        print(f"llm-cache {args.command}: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return PROBLEM
+    except OSError as exc:  # a file system that refuses (read-only, permissions, full): said, not a traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"llm-cache {args.command}: {where}{exc.strerror or exc}", file=sys.stderr)
         return PROBLEM
 
 

@@ -15,6 +15,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
@@ -23,7 +24,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
-
 
 from .engine.scope import Scope
 from .engine.session import CacheSession, utcnow
@@ -280,18 +280,76 @@ class LLMCache:
         self.close()
 
 
+_REQUESTS_FORM = "a list of requests {url or path, json, method, headers}, in YAML or JSONL (one a line)"
+_METHOD = re.compile(r"[A-Za-z]{1,20}")
+
+
 def _read_requests(path: Path) -> list[dict[str, Any]]:
-    text = path.read_text(encoding="utf-8")
+    """The requests of a warm file, checked before any is sent; ConfigError names what is wrong."""
+    where = str(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(setting=where, value=f"bytes that are not UTF-8 text (at byte {exc.start})",
+                          expected=_REQUESTS_FORM) from None
+    except OSError as exc:
+        raise ConfigError(setting=where, value=exc.strerror or str(exc), expected=f"a readable file: {_REQUESTS_FORM}") from None
+    items: Any
     if path.suffix in (".jsonl", ".ndjson"):
-        items = [json.loads(line) for line in text.splitlines() if line.strip()]
+        items = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                items.append(json.loads(line))
+            except ValueError as exc:
+                raise ConfigError(setting=f"{where} line {number}", value=line[:80],
+                                  expected=f"one JSON object a line ({exc})") from None
+            except RecursionError:
+                raise ConfigError(setting=f"{where} line {number}", value=line[:80],
+                                  expected="one JSON object a line (it nests too deep)") from None
     else:
         import yaml
 
-        items = yaml.safe_load(text) or []
-    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
-        raise ConfigError(setting=str(path), value=type(items).__name__,
-                          expected="a list of requests ({url or path, json, method, headers})")
+        try:
+            items = yaml.safe_load(text) or []
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(setting=where, value=f"invalid YAML ({at}{problem})", expected=_REQUESTS_FORM) from None
+        except (ValueError, RecursionError) as exc:
+            raise ConfigError(setting=where, value=f"invalid YAML ({type(exc).__name__})",
+                              expected=_REQUESTS_FORM) from None
+    if not isinstance(items, list):
+        raise ConfigError(setting=where, value=type(items).__name__, expected=_REQUESTS_FORM)
+    for index, item in enumerate(items, 1):
+        _check_request(item, f"{where} request {index}")
     return items
+
+
+def _check_request(item: Any, where: str) -> None:
+    if not isinstance(item, dict):
+        raise ConfigError(setting=where, value=item, expected="a mapping {url or path, json, method, headers}")
+    unknown = sorted(set(map(str, item)) - {"url", "path", "json", "method", "headers"})
+    if unknown:
+        raise ConfigError(setting=f"{where} field {unknown[0]!r}", value=item[unknown[0]],
+                          expected="one of the fields url, path, json, method, headers")
+    if "url" not in item and "path" not in item:
+        raise ConfigError(setting=where, value=item, expected="a mapping with url, or path (with --base-url)")
+    for name in ("url", "path"):
+        if name in item and not (isinstance(item[name], str) and item[name].strip()):
+            raise ConfigError(setting=f"{where} {name}", value=item[name], expected="a non-empty string")
+    method = item.get("method", "POST")
+    if not (isinstance(method, str) and _METHOD.fullmatch(method)):
+        raise ConfigError(setting=f"{where} method", value=method, expected="an HTTP method like POST or GET")
+    headers = item.get("headers")
+    if headers is not None and not (
+        isinstance(headers, dict)
+        and all(isinstance(k, str) and isinstance(v, (str, int, float)) and not isinstance(v, bool)
+                for k, v in headers.items())
+    ):
+        raise ConfigError(setting=f"{where} headers", value=headers, expected="a mapping of header names to strings")
 
 
 @functools.cache

@@ -175,6 +175,9 @@ def test_prune_by_model_unused_and_caps(cassettes: tuple[Path, dict[str, Entry]]
         (["prune", "--expired", "--ttl", "soon"], "--ttl must be a duration like"),
         (["prune", "--max-entries", "2", "--eviction", "random"], "--eviction must be one of lru|lfu|fifo"),
         (["ls", "--bogus"], "unrecognized arguments: --bogus"),
+        (["ls", "--ttl", "99999999999d"], "--ttl must be a duration of at most 36500d (100 years), or 'never'"),
+        (["verify", "--allow", "([unclosed"], "--allow must be a regular expression (unterminated character set"),
+        (["prune", "--max-entries", "9" * 5000], "--max-entries must be a whole number from 1 to 10**15"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
     ],
 )
@@ -261,3 +264,12 @@ def test_warm(tmp_path: Path, fake_api: Any) -> None:
     bad_header = run("warm", str(requests), "--header", "no colon")
     assert bad_header.returncode == 2 and "--header must look like 'Name: value'" in bad_header.stderr
     assert run("warm", str(requests), "--store", "ftp://x").returncode == 2
+    method = tmp_path / "method.yaml"
+    method.write_text("- {path: /chat/completions, method: 123, json: {}}\n")
+    bad_method = run("warm", str(method), "--dir", str(tmp_path / "c"), "--base-url", fake_api.openai_base_url)
+    assert bad_method.returncode == 2
+    assert "method.yaml request 1 method must be an HTTP method like POST or GET, got 123" in bad_method.stderr
+    down = run("warm", str(requests), "--store", "redis://127.0.0.1:1/0?timeout=0.5")
+    assert down.returncode == 1 and "give another store with --store" in down.stderr
+    assert "--llm-cache-store" not in down.stderr and "Traceback" not in down.stderr
+    assert fake_api.count() == 2  # neither sent a request
