@@ -239,6 +239,8 @@ def mask_url(url: str) -> str:
     except ValueError:
         return "<unparsable url>"
     netloc = parts.netloc
+    if "@" not in netloc and not parts.query:
+        return url  # nothing to hide; urlunsplit would also drop the // of memory://
     if "@" in netloc:
         userinfo, _, hostport = netloc.rpartition("@")
         user, sep, _ = userinfo.partition(":")
@@ -252,6 +254,8 @@ def mask_url(url: str) -> str:
             query = urlencode(
                 [(n, "***" if n.lower() in _URL_SECRET_PARAMS else v) for n, v in pairs], safe="*:/"
             )
+    if netloc == parts.netloc and query == parts.query:
+        return url
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 

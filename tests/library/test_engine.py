@@ -105,11 +105,11 @@ def test_replay_timing_recorded_keeps_the_time_to_first_token(srv: FakeLLMServer
     paced = Path_(way, LLMCache("file://c", root=tmp_path, mode="replay", replay_timing="recorded"))
     with paced.block():
         _, times = _stream(paced.client(), srv.url)
-    assert times[0] < 0.08 and times[-1] >= 0.8 * (live[-1] - live[0]), (times, live)
+    assert times[0] < 0.3 and times[-1] >= 0.8 * (live[-1] - live[0]), (times, live)
     at_once = Path_(way, LLMCache("file://c", root=tmp_path, mode="replay"))
     with at_once.block():
         _, fast = _stream(at_once.client(), srv.url)
-    assert fast[-1] < 0.1, fast
+    assert fast[-1] < 0.3 < 0.8 * (live[-1] - live[0]), fast
 
 
 def test_intercept_honours_its_mode(srv: FakeLLMServer, tmp_path: Path) -> None:

@@ -175,4 +175,4 @@ def test_replay_timing_recorded_from_ini_paces_the_events(project: Project) -> N
     project.run().assert_outcomes(passed=1)
     paced = project.result("times")
     assert len(paced) == len(live) > 3
-    assert paced[0] < 0.08 and paced[-1] >= 0.8 * (live[-1] - live[0]), (paced, live)
+    assert paced[0] < 0.3 and paced[-1] >= 0.8 * (live[-1] - live[0]), (paced, live)
