@@ -139,6 +139,19 @@ def _compress(body: bytes, encoding: str) -> bytes:
     raise ValueError(f"unknown content coding {encoding!r}")
 
 
+def _spoil(body: bytes, how: str) -> bytes:
+    """A gzip body made undecodable (or, for "trailing", decodable with junk after it)."""
+    if how == "crc":
+        return body[:-8] + bytes([body[-8] ^ 0xFF]) + body[-7:]
+    if how == "garbage":
+        return b"\x1f\x8b" + bytes(len(body))
+    if how == "truncated":
+        return body[: len(body) // 2]
+    if how == "trailing":
+        return body + b"junk after the gzip member"
+    raise ValueError(f"unknown corruption {how!r}")
+
+
 class FakeLLMServer:
     """Background HTTP server speaking enough OpenAI and Anthropic for the official SDKs."""
 
@@ -159,6 +172,13 @@ class FakeLLMServer:
         self.force_encoding: str | None = None
         # seconds between the events of a stream, as a model generating tokens would take
         self.event_delay = 0.0
+        # opt-in faults, read per request. corrupt_gzip: non-streamed JSON answers are sent
+        # gzip-encoded and then spoiled: "crc" (a wrong checksum), "garbage" (the gzip magic
+        # and zeros), "truncated" (cut before its end); "trailing" adds junk after a sound body.
+        self.corrupt_gzip: str | None = None
+        # cut_streams: a stream ends cleanly (its last HTTP chunk sent) this many events
+        # before its end, so without its terminator ([DONE], message_stop, response.completed)
+        self.cut_streams = 0
         self.calls: list[Call] = []
         self.url = ""
         self._lock = threading.Lock()
@@ -283,7 +303,10 @@ class _Handler(BaseHTTPRequestHandler):
         accepts_gzip = "gzip" in self.headers.get("Accept-Encoding", "")
         if encoding is None and fake.gzip_json and accepts_gzip:
             encoding = "gzip"
-        if encoding is not None:
+        if fake.corrupt_gzip is not None:
+            encoding = "gzip"
+            body = _spoil(gzip.compress(body, mtime=0), fake.corrupt_gzip)
+        elif encoding is not None:
             body = _compress(body, encoding)
         self._sent = True
         self.send_response(status)
@@ -318,6 +341,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._common_headers()
         self.end_headers()
         delay = self.server.fake.event_delay  # type: ignore[attr-defined]
+        cut = self.server.fake.cut_streams
+        if cut:
+            events = list(events)[:-cut]
         for index, (name, data) in enumerate(events):
             if delay and index:
                 time.sleep(delay)

@@ -1,31 +1,101 @@
-"""What differs between provider APIs, in one place: how their streams end.
+"""What differs between provider APIs, in one place: how their streams begin and end.
 
 Every path of the engine asks ``stream_ended`` whether a stream has delivered its
 provider's last event: a stream the caller closes after that is read to its end
 and kept; one closed before it is not kept.
+
+``stream_complete`` is asked of a whole answer before it is stored: a stream that
+shows a known provider's shape (its first events) but does not end with that
+provider's last event was cut short, and is not stored. A stream of no known shape
+(any other SSE or NDJSON API) has no terminator we could check, so it is kept as
+it arrived.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Sequence
 
-__all__ = ["STREAM_ENDS", "stream_ended"]
+__all__ = ["END_EVENTS", "known_stream", "stream_complete", "stream_ended"]
 
-# The last event of each provider's stream: OpenAI chat ([DONE]), Anthropic
-# (message_stop), the Responses API (response.completed / failed / incomplete).
-STREAM_ENDS = (
-    b"data: [DONE]",
-    b"event: message_stop",
-    b'"type":"message_stop"',
-    b'"type": "message_stop"',
-    b"event: response.completed",
-    b"event: response.failed",
-    b"event: response.incomplete",
+# The last event of each provider's stream: Anthropic (message_stop), the Responses
+# API (response.completed / failed / incomplete); OpenAI chat ends with ``data: [DONE]``.
+END_EVENTS = frozenset({"message_stop", "response.completed", "response.failed", "response.incomplete"})
+
+# The first events of the streams whose end we know: OpenAI chat chunks, an Anthropic
+# message, a Responses answer. Looked for near the start of the stream only.
+_SHAPES = re.compile(
+    rb'"object"\s*:\s*"chat\.completion\.chunk"'
+    rb'|^event:[ \t]*(?:message_start|response\.created)[ \t]*\r?$'
+    rb'|"type"\s*:\s*"(?:message_start|response\.created)"',
+    re.MULTILINE,
 )
-_TAIL = 512
+_HEAD = 4096
+_TYPE = re.compile(rb'"type"\s*:\s*"([^"]*)"')
+_SEPARATOR = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+# Ollama-style NDJSON streams: objects with a "done" field, the last one "done": true
+_NDJSON_DONE = re.compile(rb'"done"\s*:')
+
+
+def _last_event(chunks: Sequence[bytes]) -> bytes:
+    """The last SSE event of the chunks (possibly not yet complete), without its blank line."""
+    tail = b""
+    for count, chunk in enumerate(reversed(chunks), 1):
+        tail = chunk + tail if count < 16 else b"".join(chunks)
+        body = tail.rstrip(b"\r\n")
+        starts = [m.end() for m in _SEPARATOR.finditer(body)]
+        if starts:
+            return body[starts[-1]:]
+        if count >= 16:
+            return body
+    return tail.rstrip(b"\r\n")
+
+
+def _is_end(event: bytes) -> bool:
+    """True when one SSE event is a provider's last: ``[DONE]``, or an END_EVENTS type."""
+    for line in event.splitlines():
+        name, _, value = line.partition(b":")
+        value = value.strip()
+        if name == b"event" and value.decode("utf-8", "replace") in END_EVENTS:
+            return True
+        if name == b"data":
+            if value == b"[DONE]":
+                return True
+            found = _TYPE.search(value[:256])
+            if found is not None and found.group(1).decode("utf-8", "replace") in END_EVENTS:
+                return True
+    return False
 
 
 def stream_ended(chunks: Sequence[bytes]) -> bool:
     """True when the chunks received so far end with a provider's last event."""
-    tail = b"".join(chunks[-8:])[-_TAIL:]
-    return any(marker in tail for marker in STREAM_ENDS)
+    return bool(chunks) and _is_end(_last_event(chunks))
+
+
+def known_stream(head: bytes) -> bool:
+    """True when the start of an SSE stream is one of a provider whose last event we know."""
+    return _SHAPES.search(head[:_HEAD]) is not None
+
+
+def stream_complete(body: bytes, content_type: str | None) -> bool:
+    """False when ``body`` is a stream of a known shape that lacks its provider's last event.
+
+    Server-sent events (``text/event-stream``) of OpenAI chat, Anthropic messages or
+    the Responses API must end with ``[DONE]``, ``message_stop`` or ``response.completed``
+    (or ``.failed`` / ``.incomplete``); an NDJSON stream (``application/x-ndjson``) whose
+    objects carry ``done`` must end with ``"done": true``. Anything else is complete.
+    """
+    ctype = (content_type or "").lower()
+    if "event-stream" in ctype:
+        return not known_stream(body) or stream_ended([body])
+    if "ndjson" in ctype:
+        lines = body.strip().splitlines()
+        if not lines or _NDJSON_DONE.search(lines[0]) is None:
+            return True
+        try:
+            last = json.loads(lines[-1])
+        except ValueError:
+            return False
+        return isinstance(last, dict) and last.get("done") is True
+    return True

@@ -17,10 +17,11 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..cassette import STREAM_KINDS, Body, Entry, dump_entry, encode_body, encode_request_body
-from ..encoding import decode_content
+from ..encoding import UndecodableBody, decode_content
 from ..errors import CassetteError, LLMCacheWarning
 from ..llm import completion_text, read_response, refusal_reason
 from ..modes import Action
+from ..providers import stream_complete
 from ..redact import (
     REQUEST_HEADERS,
     RESPONSE_HEADERS,
@@ -56,11 +57,25 @@ def keep(
         stats.not_stored(scope.stats, "error status")
         log.debug("not stored %s: status %s", rk.prefix, status)
         return
+    joined = _joined(headers)
     try:
-        entry = _entry(flight, status, _joined(headers), raw, arrivals)
-    except ValueError as exc:  # a Content-Encoding that cannot be decoded here
+        entry = _entry(flight, status, joined, raw, arrivals)
+    except UndecodableBody as exc:  # the live client could not read it either, or read it cut short
         stats.not_stored(scope.stats, "undecodable")
         warnings.warn(LLMCacheWarning(f"not storing {rk.prefix}: {exc}"), stacklevel=2)
+        return
+    body = entry.response_body  # a stream: events, lines or frames; text or bytes when cut mid-event
+    if 200 <= status < 300 and body.kind != "json" and not stream_complete(
+        body.to_bytes(), joined.get("content-type")
+    ):
+        stats.not_stored(scope.stats, "incomplete")
+        warnings.warn(
+            LLMCacheWarning(
+                f"not storing {rk.prefix}: the stream ended without its provider's last event "
+                "([DONE], message_stop, response.completed): it was cut short"
+            ),
+            stacklevel=2,
+        )
         return
     reason = refusal_reason(entry.response_body) if 200 <= status < 300 else None
     if (reason == "empty" and not settings.record_empty) or (reason == "truncated" and not settings.record_truncated):
@@ -69,6 +84,18 @@ def keep(
         return
     text = dump_entry(entry)
     location = session.store.location(rk.key, rk.model_version)
+    size = len(text) if text.isascii() else len(text.encode("utf-8"))
+    if size > settings.max_cassette_bytes:  # the loader would refuse it: it could never replay
+        stats.not_stored(scope.stats, "too large")
+        warnings.warn(
+            LLMCacheWarning(
+                f"not storing {location}: it would be {size} bytes, more than the limit of "
+                f"{settings.max_cassette_bytes} bytes a cassette may hold; raise it with the ini "
+                "setting llm_cache_max_cassette_size (default 64MiB)"
+            ),
+            stacklevel=2,
+        )
+        return
     findings = find_entry_secrets(entry, text, settings.secret_allow, _known_secrets(flight))
     if findings:
         stats.not_stored(scope.stats, "secret-looking")
