@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 from typing import Any
 
 import pytest
@@ -68,10 +69,12 @@ def test_the_raised_limit_is_the_loaders_too(project: Project) -> None:
     assert len(project.files()) == 2 and max(p.stat().st_size for p in project.files()) > 8192
     assert cassette.MAX_CASSETTE_BYTES == 64 * 1024 * 1024  # this process's limit is untouched
     calls = _calls(project)
+    shutil.rmtree(project.cassettes / ".llm-cache")  # no parsed copies: the YAML is read
     project.run().assert_outcomes(passed=2)  # replay reads the large cassette
     assert _calls(project) == calls
     # with a limit below it, the same cassette is refused on reading (a clear error, no call)
     project.pytester.makeini("[pytest]\nllm_cache_max_cassette_size = 8KiB\n")
+    shutil.rmtree(project.cassettes / ".llm-cache", ignore_errors=True)
     result = project.run()
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*is unusable: it is * bytes, more than the 8192 *"])
