@@ -2,7 +2,11 @@
 
 Every path of the engine asks ``stream_ended`` whether a stream has delivered its
 provider's last event: a stream the caller closes after that is read to its end
-and kept; one closed before it is not kept.
+and kept; one closed before it is not kept. The last events known: OpenAI chat's
+``data: [DONE]``, Anthropic's ``message_stop``, the Responses API's
+``response.completed`` (``.failed``, ``.incomplete``), a Gemini chunk with a
+``finishReason``, an NDJSON line with ``"done": true`` (Ollama), and Bedrock's
+event-stream ``messageStop`` and ``metadata`` messages.
 
 ``stream_complete`` is asked of a whole answer before it is stored: a stream that
 shows a known provider's shape (its first events) but does not end with that
@@ -24,13 +28,22 @@ __all__ = ["END_EVENTS", "known_stream", "stream_complete", "stream_ended"]
 END_EVENTS = frozenset({"message_stop", "response.completed", "response.failed", "response.incomplete"})
 
 # The first events of the streams whose end we know: OpenAI chat chunks, an Anthropic
-# message, a Responses answer. Looked for near the start of the stream only.
+# message, a Responses answer, Gemini candidates. Looked for near the start of the stream only.
 _SHAPES = re.compile(
     rb'"object"\s*:\s*"chat\.completion\.chunk"'
     rb'|^event:[ \t]*(?:message_start|response\.created)[ \t]*\r?$'
-    rb'|"type"\s*:\s*"(?:message_start|response\.created)"',
+    rb'|"type"\s*:\s*"(?:message_start|response\.created)"'
+    rb'|^data:[ \t]*\{[ \t]*"candidates"',
     re.MULTILINE,
 )
+# A Gemini chunk that ends its candidate (only the last one carries a finishReason).
+_GEMINI_END = re.compile(rb'"finishReason"\s*:')
+# Bedrock's last event-stream messages, as their ":event-type" string header is framed:
+# name length, name, type 7 (string), value length (uint16), value. A payload cannot hold
+# these bytes: its JSON escapes control characters.
+EVENTSTREAM_ENDS = (b"\x0b:event-type\x07\x00\x0bmessageStop", b"\x0b:event-type\x07\x00\x08metadata")
+_EVENTSTREAM_START = b"\x0b:event-type\x07\x00\x0cmessageStart"
+_EVENT_TYPE = b"\x0b:event-type\x07"
 _HEAD = 4096
 _TYPE = re.compile(rb'"type"\s*:\s*"([^"]*)"')
 _SEPARATOR = re.compile(rb"\r\n\r\n|\n\n|\r\r")
@@ -65,12 +78,57 @@ def _is_end(event: bytes) -> bool:
             found = _TYPE.search(value[:256])
             if found is not None and found.group(1).decode("utf-8", "replace") in END_EVENTS:
                 return True
+            if _GEMINI_END.search(value) is not None:
+                return True
     return False
+
+
+def _ndjson_done(line: bytes) -> bool:
+    """True when one NDJSON line is an object with ``"done": true``."""
+    if _NDJSON_DONE.search(line) is None:
+        return False
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(value, dict) and value.get("done") is True
+
+
+def _last_line(chunks: Sequence[bytes]) -> bytes | None:
+    """The last line of the chunks when it is complete (ends with a newline), else None."""
+    if not chunks[-1].endswith(b"\n"):
+        return None
+    tail = b""
+    for chunk in reversed(chunks):
+        tail = chunk + tail
+        body = tail.rstrip(b"\r\n")
+        if b"\n" in body:
+            return body.rsplit(b"\n", 1)[-1]
+    return tail.rstrip(b"\r\n")
+
+
+def _eventstream_ended(chunks: Sequence[bytes]) -> bool:
+    """True when the frames so far are whole and the last is ``messageStop`` or ``metadata``."""
+    data = b"".join(chunks)
+    offset, last = 0, b""
+    while offset + 16 <= len(data):  # frame by frame, by the total length of each prelude
+        total = int.from_bytes(data[offset : offset + 4], "big")
+        if total < 16 or offset + total > len(data):
+            return False
+        last, offset = data[offset : offset + total], offset + total
+    return offset == len(data) and any(marker in last for marker in EVENTSTREAM_ENDS)
 
 
 def stream_ended(chunks: Sequence[bytes]) -> bool:
     """True when the chunks received so far end with a provider's last event."""
-    return bool(chunks) and _is_end(_last_event(chunks))
+    if not chunks:
+        return False
+    line = _last_line(chunks)
+    if line is not None and _ndjson_done(line):
+        return True
+    if _EVENT_TYPE in b"".join(chunks[-8:]):
+        return _eventstream_ended(chunks)
+    return _is_end(_last_event(chunks))
 
 
 def known_stream(head: bytes) -> bool:
@@ -83,12 +141,16 @@ def stream_complete(body: bytes, content_type: str | None) -> bool:
 
     Server-sent events (``text/event-stream``) of OpenAI chat, Anthropic messages or
     the Responses API must end with ``[DONE]``, ``message_stop`` or ``response.completed``
-    (or ``.failed`` / ``.incomplete``); an NDJSON stream (``application/x-ndjson``) whose
-    objects carry ``done`` must end with ``"done": true``. Anything else is complete.
+    (or ``.failed`` / ``.incomplete``), Gemini's with a chunk that has a ``finishReason``;
+    an NDJSON stream (``application/x-ndjson``) whose objects carry ``done`` must end with
+    ``"done": true``; a Bedrock event stream that starts with ``messageStart`` must end,
+    frame whole, with ``messageStop`` or ``metadata``. Anything else is complete.
     """
     ctype = (content_type or "").lower()
     if "event-stream" in ctype:
         return not known_stream(body) or stream_ended([body])
+    if "amazon.eventstream" in ctype:  # Bedrock's Converse stream starts with messageStart
+        return _EVENTSTREAM_START not in body[:_HEAD] or _eventstream_ended([body])
     if "ndjson" in ctype:
         lines = body.strip().splitlines()
         if not lines or _NDJSON_DONE.search(lines[0]) is None:
