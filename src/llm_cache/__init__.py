@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         LLMCacheError,
         LLMCacheWarning,
         NetworkBlocked,
+        StoreError,
         StoreUnavailable,
     )
     from .exchange import Request, Response
@@ -39,6 +40,7 @@ _NAMES = {
     "LLMCacheError": "errors",
     "LLMCacheWarning": "errors",
     "NetworkBlocked": "errors",
+    "StoreError": "errors",
     "StoreUnavailable": "errors",
     "CacheSession": "engine.session",
     "Scope": "engine.scope",
@@ -81,6 +83,7 @@ __all__ = [
     "Scope",
     "Settings",
     "Store",
+    "StoreError",
     "StoreUnavailable",
     "WarmReport",
     "__version__",

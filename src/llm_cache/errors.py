@@ -6,6 +6,7 @@ pickles (pytest-xdist sends exceptions between processes).
 
 from __future__ import annotations
 
+import errno as errnos
 import inspect
 from typing import Any
 
@@ -16,6 +17,7 @@ __all__ = [
     "LLMCacheError",
     "LLMCacheWarning",
     "NetworkBlocked",
+    "StoreError",
     "StoreUnavailable",
 ]
 
@@ -69,6 +71,62 @@ class CassetteError(LLMCacheError):
             "Delete it, or re-record it with --llm-cache=record "
             "(record and refresh move a corrupt cassette aside to <name>.corrupt)."
         )
+
+
+# What a failed write means (None: the system's words), and how to fix it, by errno.
+_CAUSES: dict[int, tuple[str | None, str]] = {
+    errnos.ENOSPC: ("the disk is full", "free space on it, or point --llm-cache-dir at a disk that has some"),
+    errnos.EDQUOT: ("the disk quota is exceeded", "free space in the quota, or point --llm-cache-dir elsewhere"),
+    errnos.EROFS: (
+        "the file system is read-only",
+        "record on a writable checkout (replay needs no writes), or point --llm-cache-dir at a writable directory",
+    ),
+    errnos.EACCES: ("permission denied", "make the cassette directory writable by this user (chmod, chown)"),
+    errnos.EPERM: ("permission denied", "make the cassette directory writable by this user (chmod, chown)"),
+    errnos.ELOOP: (None, "replace the symlink with a real directory or file: the cache writes nothing through one"),
+}
+
+
+def describe_os_error(exc: OSError) -> str:
+    """What an OSError of a write means, in words: ``the disk is full (ENOSPC)``."""
+    words = _CAUSES.get(exc.errno or -1, (None, ""))[0]
+    name = errnos.errorcode.get(exc.errno or -1)
+    text = words or exc.strerror or str(exc) or type(exc).__name__
+    return f"{text} ({name})" if name else text
+
+
+class StoreError(LLMCacheError, OSError):
+    """A cassette could not be written (or removed): the disk is full, the file system is
+    read-only, permission is denied. ``path`` is the file, ``cause`` what went wrong in
+    words, ``errno`` the system's code (None when there is none), ``action`` what was being
+    done. Nothing half-written is left behind.
+
+    An ``OSError``, so that code catching those keeps working."""
+
+    def __init__(self, *, path: str, cause: str, errno: int | None = None, action: str = "write the cassette") -> None:
+        self.path = path
+        self.cause = cause
+        self.action = action
+        super().__init__(str(self))
+        # OSError's own attributes, set after its __init__ (which would clear them)
+        self.errno = errno
+        self.filename = path
+
+    @classmethod
+    def from_os_error(cls, path: str, exc: OSError, action: str = "write the cassette") -> StoreError:
+        return cls(path=path, cause=describe_os_error(exc), errno=exc.errno, action=action)
+
+    def __str__(self) -> str:
+        fix = _CAUSES.get(getattr(self, "errno", None) or -1, (None, ""))[1]
+        fix = fix or "check that the cassette directory exists and this user can write it"
+        return f"cannot {self.action} {self.path}: {self.cause}\nFix: {fix}."
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # errno lives in OSError's slot, not in __dict__: passed on explicitly
+        mine = ("path", "cause", "action")
+        state = {k: v for k, v in self.__dict__.items() if k not in mine}
+        kwargs = {k: self.__dict__[k] for k in mine} | {"errno": self.errno}
+        return (_rebuild, (type(self), kwargs, state))
 
 
 class CacheMiss(LLMCacheError):
