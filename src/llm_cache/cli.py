@@ -11,14 +11,15 @@ import json
 import os
 import stat
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .atomic import write_atomic
+from . import __version__, cassette
+from .atomic import UnsafePath, read_regular, write_atomic
 from .cassette import FORMAT_VERSION, Entry, dump_entry, load_doc, load_entry, parse_entry
 from .errors import CassetteError, ConfigError, StoreUnavailable
 from .key import flatten
@@ -36,6 +37,7 @@ from .settings import (
 )
 from .stores.files import FileStore
 from .stores.protocol import EntryMeta
+from .verify import Problem as VerifyProblem
 from .verify import examine_file
 
 __all__ = ["build_parser", "main"]
@@ -105,15 +107,37 @@ class _Loaded:
     error: str | None = None
 
 
-def _load_all(store: FileStore) -> list[_Loaded]:
+def _read_cassette(path: Path) -> Entry:
+    """A cassette read as replay reads it: a regular file, not through a symlink, size checked."""
+    try:
+        data = read_regular(path, cassette.MAX_CASSETTE_BYTES)
+    except UnsafePath as exc:
+        raise CassetteError(path=str(path), reason=f"it {exc.strerror}") from None
+    except OSError as exc:
+        raise CassetteError(path=str(path), reason=f"cannot be read: {exc.strerror or exc}") from None
+    return load_entry(data, str(path))
+
+
+def _load_all(store: FileStore) -> tuple[list[_Loaded], int]:
+    """The cassettes, and those of ours that cannot be used; and how many files are not
+    cassettes (listed by ``verify``, touched by nothing)."""
     out = []
-    for meta in store.scan():
-        path = Path(meta.location)
-        try:
-            out.append(_Loaded(path, load_entry(path.read_bytes(), str(path))))
-        except (CassetteError, OSError) as exc:
-            out.append(_Loaded(path, None, getattr(exc, "reason", str(exc))))
-    return sorted(out, key=lambda item: str(item.path))
+    foreign = 0
+    for listed in store.census():
+        if listed.kind == "foreign":
+            foreign += 1
+        elif listed.refused:
+            out.append(_Loaded(listed.path, None, listed.problem))
+        else:
+            try:
+                out.append(_Loaded(listed.path, _read_cassette(listed.path)))
+            except CassetteError as exc:
+                out.append(_Loaded(listed.path, None, exc.reason))
+    return sorted(out, key=lambda item: str(item.path)), foreign
+
+
+def _not_cassettes(foreign: int) -> str:
+    return f"\n({_plural(foreign, 'file')} under it not cassettes, left alone: llm-cache verify lists them)" if foreign else ""
 
 
 # -- commands ----------------------------------------------------------------
@@ -123,7 +147,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
     store, ttl, now = _store(args), _ttl(args), _now()
     rows: list[list[str]] = []
     data: list[dict[str, Any]] = []
-    for item in _load_all(store):
+    loaded, foreign = _load_all(store)
+    for item in loaded:
         if item.entry is None:
             rows.append([item.path.stem[:12], item.path.parent.name, "-", "-", "-", "-", "-", f"UNREADABLE: {item.error}"])
             data.append({"path": str(item.path), "error": item.error})
@@ -138,17 +163,26 @@ def cmd_ls(args: argparse.Namespace) -> int:
                      "age_seconds": int((now - e.recorded_at).total_seconds()), "expired": expired, "size": size,
                      "endpoint": e.path, "method": e.method, "prompt": prompt, "path": str(item.path)})
     header = ["KEY", "MODEL VERSION", "RECORDED", "AGE", "EXPIRED", "SIZE", "ENDPOINT", "PROMPT"]
-    _emit(args, data, _table(rows, header) if rows else f"no cassettes in {store.root}")
+    _emit(args, data, (_table(rows, header) if rows else f"no cassettes in {store.root}") + _not_cassettes(foreign))
     return OK
+
+
+def _group() -> dict[str, Any]:
+    return {"entries": 0, "bytes": 0, "expired": 0, "unreadable": 0, "oldest": None, "newest": None, "hits": 0}
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
     store, ttl, now = _store(args), _ttl(args), _now()
     usage = store.usage()
     groups: dict[str, dict[str, Any]] = {}
-    for meta in store.scan():
-        g = groups.setdefault(meta.model_version, {"entries": 0, "bytes": 0, "expired": 0, "unreadable": 0,
-                                                   "oldest": None, "newest": None, "hits": 0})
+    for listed in store.census():
+        meta = listed.meta
+        if meta is None:
+            if listed.kind == "unusable":  # ours, but replay cannot use it
+                name = listed.path.name if listed.path.parent == store.root else listed.path.parent.name
+                groups.setdefault(name, _group())["unreadable"] += 1
+            continue
+        g = groups.setdefault(meta.model_version, _group())
         g["entries"] += 1
         g["bytes"] += meta.size
         g["hits"] += usage[meta.key].hits if meta.key in usage else 0
@@ -195,7 +229,7 @@ def _find(store: FileStore, ref: str) -> Path:
 
 def _load(path: Path) -> Entry:
     try:
-        return load_entry(path.read_bytes(), str(path))
+        return _read_cassette(path)
     except CassetteError as exc:
         raise Problem(str(exc).splitlines()[0]) from None
 
@@ -307,18 +341,28 @@ def cmd_verify(args: argparse.Namespace) -> int:
     problems = []
     notes = []
     count = 0
-    for meta in store.scan():
+    foreign: list[str] = []
+    for listed in store.census():
+        if listed.kind == "foreign":  # never touched; said, so that a --dir one level too high shows
+            foreign.append(str(listed.path))
+            continue
         count += 1
-        found, noted = examine_file(Path(meta.location), tuple(args.allow))
+        if listed.refused:
+            problems.append(VerifyProblem(str(listed.path), listed.problem or "unusable"))
+            continue
+        found, noted = examine_file(listed.path, tuple(args.allow), store=store)
         problems.extend(found)
         notes.extend(noted)
     lines = [f"{p.path}: {p.reason}" for p in problems]
-    # notes (an older format) are worth knowing, never a failure
+    # notes (an older format, a damaged parsed copy) are worth knowing, never a failure
     lines += [f"{n.path}: note: {n.text}" for n in notes]
+    lines += [f"{path}: not a cassette; left alone" for path in foreign]
     bad = len({p.path for p in problems})
-    lines.append(f"{count} cassettes checked, {bad} with problems" if problems else f"{count} cassettes checked, all sound")
+    lines.append((f"{count} cassettes checked, {bad} with problems" if problems else
+                  f"{count} cassettes checked, all sound")
+                 + (f"; {_plural(len(foreign), 'file')} not cassettes" if foreign else ""))
     data = {"checked": count, "problems": [{"path": p.path, "reason": p.reason} for p in problems],
-            "notes": [{"path": n.path, "note": n.text} for n in notes]}
+            "notes": [{"path": n.path, "note": n.text} for n in notes], "not_cassettes": foreign}
     _emit(args, data, "\n".join(lines))
     return PROBLEM if problems else OK
 
@@ -554,6 +598,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warning_line(command: str) -> Callable[..., None]:
+    def show(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+        print(f"llm-cache {command}: warning: {message}", file=sys.stderr)
+
+    return show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 1 problem found, 2 bad usage)."""
     parser = build_parser()
@@ -562,7 +613,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return OK
     try:
-        return int(args.func(args))
+        with warnings.catch_warnings():
+            # what the store could not keep (a scan index on a read-only checkout): one line each
+            warnings.showwarning = _warning_line(args.command)
+            return int(args.func(args))
     except UsageError as exc:
         print(f"llm-cache {args.command}: error: {exc}", file=sys.stderr)
         return USAGE

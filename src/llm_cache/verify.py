@@ -9,11 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
+from . import cassette
+from .atomic import UnsafePath, read_regular
 from .cassette import FORMAT_VERSION, Entry, load_doc, parse_entry
 from .errors import CassetteError
 from .key import SECRET_QUERY_PARAMS, KeyRules, make_key, sequenced
 from .redact import REDACTED, find_entry_secrets
-from .stores.files import KEY_PREFIX_LENGTH, SUFFIX, safe_dirname
+from .stores.files import KEY_PREFIX_LENGTH, SUFFIX, FileStore, safe_dirname
 
 __all__ = ["Note", "Problem", "check_file", "examine_file", "recompute_key"]
 
@@ -58,12 +60,22 @@ def check_file(path: Path, allow: tuple[str, ...] = ()) -> list[Problem]:
     return examine_file(path, allow)[0]
 
 
-def examine_file(path: Path, allow: tuple[str, ...] = ()) -> tuple[list[Problem], list[Note]]:
-    """Every problem with one cassette file, and the notes on it (an older format)."""
+def examine_file(
+    path: Path, allow: tuple[str, ...] = (), store: FileStore | None = None
+) -> tuple[list[Problem], list[Note]]:
+    """Every problem with one cassette file, and the notes on it (an older format). With the
+    ``store`` it lies in, its parsed copy is checked too: one made from this very file must
+    hold its entry. The file is read as replay reads it: never through a symlink, only a
+    regular file, no larger than a cassette may be."""
     where = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        data = read_regular(path, cassette.MAX_CASSETTE_BYTES)
+        text = data.decode("utf-8")
+    except UnsafePath as exc:
+        return [Problem(where, f"it {exc.strerror}")], []
+    except OSError as exc:
+        return [Problem(where, f"cannot be read: {exc.strerror or exc}")], []
+    except UnicodeDecodeError as exc:
         return [Problem(where, f"cannot be read: {exc}")], []
     try:
         doc = load_doc(text, where)
@@ -96,4 +108,10 @@ def examine_file(path: Path, allow: tuple[str, ...] = ()) -> tuple[list[Problem]
     # written before the parameter was known to carry a credential
     for name in sorted({name for name, _ in entry.query if name.lower() in SECRET_QUERY_PARAMS}):
         problems.append(Problem(where, f"the query parameter {name!r} carries a credential: re-record it"))
+    if store is not None:
+        wrong, note = store.check_copy(path, data, entry)
+        if wrong is not None:
+            problems.append(Problem(where, wrong))
+        if note is not None:
+            notes.append(Note(where, note))
     return problems, notes

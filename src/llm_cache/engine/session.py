@@ -8,7 +8,6 @@ key goes out however many threads and processes ask at once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import threading
@@ -229,7 +228,7 @@ class CacheSession:
         that went away is reported, not raised: the tests have their results already."""
         try:
             self._finish(force)
-        except StoreUnavailable as exc:
+        except (StoreUnavailable, OSError) as exc:  # OSError: a disk that refuses, StoreError included
             warnings.warn(LLMCacheWarning(f"usage and eviction skipped: {str(exc).splitlines()[0]}"), stacklevel=2)
 
     def size(self) -> tuple[int, int]:
@@ -272,9 +271,15 @@ class CacheSession:
             )
 
     def close(self) -> None:
-        """At the end of this process's part of the session: let the store write and release."""
-        with contextlib.suppress(StoreUnavailable):
+        """At the end of this process's part of the session: let the store write and release.
+        What it could not write is derived data: a warning, never a failed session."""
+        try:
             self.store.close()
+        except StoreUnavailable:
+            pass
+        except OSError as exc:
+            warnings.warn(LLMCacheWarning(f"the store did not finish writing: {str(exc).splitlines()[0]}"),
+                          stacklevel=2)
 
     def counted(self) -> None:
         """After each lookup: every ``log_every`` lookups, an INFO line with the hit rate."""

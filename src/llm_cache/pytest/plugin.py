@@ -254,8 +254,16 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     cache.close()
     path = cache.settings.report_path
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report_json(report), indent=2) + "\n", encoding="utf-8")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(report_json(report), indent=2) + "\n", encoding="utf-8")
+        except OSError as exc:  # the tests have their results: a warning, not a traceback
+            import warnings
+
+            from ..errors import LLMCacheWarning, describe_os_error
+
+            warnings.warn(LLMCacheWarning(f"the report {path} was not written: {describe_os_error(exc)}"),
+                          stacklevel=1)
 
 
 @pytest.hookimpl(optionalhook=True)
