@@ -306,3 +306,23 @@ def test_without_an_active_scope_a_patched_transport_goes_straight_through(srv: 
     finally:
         patches.let_go()
     assert httpx2.HTTPTransport.handle_request is original
+
+
+def test_a_stream_read_to_its_last_event_but_never_closed_is_kept_when_the_block_ends(
+    srv: FakeLLMServer, tmp_path: Path
+) -> None:
+    cache = LLMCache("file://c", root=tmp_path)
+    http = httpx2.Client()
+    open_responses = []
+    with cache.intercept():
+        for content, stop_at_done in (("kept", True), ("cut short", False)):
+            body = {**CHAT, "messages": [{"role": "user", "content": content}]}
+            response = http.send(http.build_request("POST", srv.url + "/v1/chat/completions", json=body), stream=True)
+            reader = response.iter_raw()
+            open_responses.append((response, reader))  # never closed, as an SDK that stops reading may leave it
+            for chunk in reader:
+                if not stop_at_done or b"[DONE]" in chunk:
+                    break
+    assert cache.stats()["recorded"] == 1
+    (cassette,) = (tmp_path / "c").rglob("*.yaml")
+    assert "kept" in cassette.read_text()

@@ -28,7 +28,9 @@ __all__ = ["Flight", "Recording"]
 class Flight:
     """What was found for one request, and what to do with it."""
 
-    __slots__ = ("_done", "_finished", "action", "entry", "found", "request", "rk", "scope", "started")
+    __slots__ = (
+        "_done", "_finished", "_recording", "action", "entry", "found", "request", "rk", "scope", "started",
+    )
 
     def __init__(
         self, scope: Scope, rk: RequestKey | None, found: Found, action: Action, entry: Entry | None,
@@ -43,6 +45,7 @@ class Flight:
         self.started = time.perf_counter()
         self._done: list[Callable[[], None]] = []
         self._finished = False
+        self._recording: Recording | None = None
 
     @property
     def served(self) -> bool:
@@ -87,7 +90,18 @@ class Flight:
 
     def recording(self, status: int, headers: Sequence[tuple[str, str]]) -> Recording:
         """What the adapter feeds the API's answer into, chunk by chunk."""
-        return Recording(self, status, headers)
+        self._recording = Recording(self, status, headers)
+        return self._recording
+
+    def settle(self) -> None:
+        """At the end of its scope: an answer whose stream delivered its provider's last event
+        but was never closed is kept (nothing but its terminator can be missing); anything
+        else still open is abandoned."""
+        recording = self._recording
+        if recording is not None and not recording.over and stream_ended(recording.chunks):
+            recording.end()
+        else:
+            self.abandon()
 
     def record(
         self, status: int, headers: Sequence[tuple[str, str]], body: bytes,

@@ -188,7 +188,8 @@ class Scope:
             self.cassettes.append(location)
 
     def close(self) -> None:
-        """At the end of the test: release the locks of requests that went upstream and never came back."""
+        """At the end of the test: keep what finished but was never closed, release the locks
+        of requests that went upstream and never came back."""
         for flight in list(self._open):
-            flight.abandon()
+            flight.settle()
 
