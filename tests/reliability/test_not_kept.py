@@ -182,11 +182,12 @@ BODY = b'{"id": "chatcmpl-1", "choices": [{"message": {"content": "hi"}}]}' * 8
 @pytest.mark.parametrize(
     ("raw", "encoding"),
     [
-        (gzip.compress(BODY)[:-20], "gzip"),  # cut short
-        (gzip.compress(BODY)[:-8] + b"\0\0\0\0" + gzip.compress(BODY)[-4:], "gzip"),  # wrong checksum
+        (gzip.compress(BODY, mtime=0)[:-20], "gzip"),
+        (gzip.compress(BODY, mtime=0)[:-8] + b"\0\0\0\0" + gzip.compress(BODY, mtime=0)[-4:], "gzip"),
         (b"\x1f\x8b" + bytes(40), "gzip"),
         (bytes(range(256)), "deflate"),
     ],
+    ids=["gzip-cut-short", "gzip-wrong-checksum", "gzip-magic-then-zeros", "deflate-of-nothing"],
 )
 def test_a_body_that_does_not_decode_raises(raw: bytes, encoding: str) -> None:
     with pytest.raises(UndecodableBody, match=f"does not decode as Content-Encoding '{encoding}'"):
@@ -194,9 +195,9 @@ def test_a_body_that_does_not_decode_raises(raw: bytes, encoding: str) -> None:
 
 
 def test_what_decodes_as_clients_decode_it() -> None:
-    two_members = gzip.compress(BODY[:100]) + gzip.compress(BODY[100:])
+    two_members = gzip.compress(BODY[:100], mtime=0) + gzip.compress(BODY[100:], mtime=0)
     assert decode_content(two_members, "gzip") == BODY  # as urllib3 reads them
-    assert decode_content(gzip.compress(BODY) + b"junk", "gzip") == BODY
+    assert decode_content(gzip.compress(BODY, mtime=0) + b"junk", "gzip") == BODY
     # a body some client decoded already, the header left naming gzip: text, kept as it is
     assert decode_content(BODY, "gzip") == BODY
 
