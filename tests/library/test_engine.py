@@ -8,6 +8,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -29,10 +30,12 @@ def srv(fake_api: FakeLLMServer) -> FakeLLMServer:
     return fake_api
 
 
-def _closed_port() -> int:
+@pytest.fixture
+def refusing_port() -> Iterator[int]:
+    """A port bound and never listened on: connections are refused, and no other test can take it."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        yield int(sock.getsockname()[1])
 
 
 class Path_:
@@ -159,9 +162,11 @@ def _key_is_free(cache: LLMCache, method: str, url: str, body: bytes) -> bool:
 
 
 @pytest.mark.parametrize("client_kind", ["requests", "httpx-patched", "httpx-transport"])
-def test_a_failed_upstream_call_releases_its_lock_on_every_path(tmp_path: Path, client_kind: str) -> None:
+def test_a_failed_upstream_call_releases_its_lock_on_every_path(
+    tmp_path: Path, client_kind: str, refusing_port: int
+) -> None:
     cache = LLMCache("file://c", root=tmp_path)
-    url = f"http://127.0.0.1:{_closed_port()}/v1/chat/completions"
+    url = f"http://127.0.0.1:{refusing_port}/v1/chat/completions"
     body = b'{"model":"gpt-4o","messages":[]}'
     with cache.intercept():
         if client_kind == "requests":
