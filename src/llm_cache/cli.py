@@ -388,10 +388,8 @@ def _cassette_files(root: Path) -> Iterator[Path]:
 
 
 def _read_no_symlink(path: Path) -> bytes:
-    # O_NOFOLLOW: a file swapped for a symlink since the listing is not read (POSIX only)
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
-    with os.fdopen(fd, "rb") as handle:
-        return handle.read()
+    # a file swapped for a symlink or a FIFO since the listing is not read, nor one too large
+    return read_regular(path, cassette.MAX_CASSETTE_BYTES)
 
 
 def cmd_upgrade(args: argparse.Namespace) -> int:
