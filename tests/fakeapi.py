@@ -2,7 +2,8 @@
 
 Chat completions, embeddings, the Responses API, Anthropic messages and a model list, streamed
 (SSE over chunked transfer encoding) or not; deterministic given the request body and the
-server's snapshot, fingerprint and generation. Standard library only (brotli and
+server's snapshot, fingerprint and generation (a chat completion asking for a ``json_schema``
+response format gets a JSON document of that schema). Standard library only (brotli and
 zstandard only when ``force_encoding`` asks for br or zstd).
 
 Also enough of the other providers for their SDKs: OpenAI's multipart uploads (audio
@@ -89,6 +90,19 @@ def _thirds(text: str) -> list[str]:
     """Split text into (up to) three pieces, for streaming tool-call arguments."""
     step = max(1, -(-len(text) // 3))
     return [text[i : i + step] for i in range(0, len(text), step)] or [""]
+
+
+def _sample(schema: Any, text: str) -> Any:
+    """A value of a JSON schema: strings are ``text``, numbers 1, booleans true, arrays of one."""
+    schema = schema if isinstance(schema, dict) else {}
+    kind = schema.get("type")
+    if kind == "object" or "properties" in schema:
+        return {name: _sample(sub, text) for name, sub in (schema.get("properties") or {}).items()}
+    if kind == "array":
+        return [_sample(schema.get("items"), text)]
+    if "enum" in schema:
+        return schema["enum"][0]
+    return {"integer": 1, "number": 1.0, "boolean": True, "null": None}.get(str(kind), text)
 
 
 def _embedding(text: str) -> list[float]:
@@ -446,6 +460,11 @@ class _Handler(BaseHTTPRequestHandler):
             text = "\n".join(f"{k}: {v}" for k, v in self.headers.items()) + f"\ntarget: {self.path}"
         else:
             text = fake.reply_for(last)
+        response_format = req.get("response_format")
+        if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
+            # structured output: a JSON document of the requested schema
+            schema = (response_format.get("json_schema") or {}).get("schema") or {}
+            text = json.dumps(_sample(schema, text))
         tools = req.get("tools") or []
         tool_call = None
         if tools and "weather" in last:
