@@ -20,6 +20,10 @@ from redis_server import redis_server, redis_target, redis_url  # noqa: E402, F4
 # after each run, do not import the SDKs again every time (about 1 s each).
 import anthropic  # noqa: E402, F401
 import httpx  # noqa: E402, F401
+# httpx and httpx2 import their cores lazily: loaded here, so that an inner pytester run
+# cannot unload them and leave the clients mapping errors of another module's classes
+import httpcore  # noqa: E402, F401
+import httpcore2  # noqa: E402, F401
 import openai  # noqa: E402, F401
 import requests  # noqa: E402, F401
 import yaml  # noqa: E402, F401 - PyYAML re-imported beside its loaded C extension cannot load
@@ -137,7 +141,9 @@ class Project:
         # Plugins the inner runs do not need would be imported again on every run.
         mode = () if "-n" in args else self.xdist_mode
         return self.pytester.runpytest(
-            "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:anyio", *mode, *args
+            "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:anyio",
+            # langchain-core brings langsmith, whose pytest plugin costs each run about 0.7 s
+            "-p", "no:langsmith_plugin", *mode, *args
         )
 
     def result(self, name: str) -> Any:

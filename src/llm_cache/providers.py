@@ -21,7 +21,8 @@ import json
 import re
 from collections.abc import Sequence
 
-__all__ = ["END_EVENTS", "known_stream", "stream_complete", "stream_ended"]
+__all__ = [
+    "END_EVENTS", "known_stream", "stream_complete", "stream_ended", "worth_draining"]
 
 # The last event of each provider's stream: Anthropic (message_stop), the Responses
 # API (response.completed / failed / incomplete); OpenAI chat ends with ``data: [DONE]``.
@@ -129,6 +130,20 @@ def stream_ended(chunks: Sequence[bytes]) -> bool:
     if _EVENT_TYPE in b"".join(chunks[-8:]):
         return _eventstream_ended(chunks)
     return _is_end(_last_event(chunks))
+
+
+# Anthropic's message_delta that carries the stop reason: only message_stop comes after it
+_ANTHROPIC_FINAL_DELTA = re.compile(rb'"type"\s*:\s*"message_delta".*"stop_reason"\s*:\s*"', re.S)
+
+
+def worth_draining(chunks: Sequence[bytes]) -> bool:
+    """True when a stream the caller closes now has no more than its terminator left to
+    read: its provider's last event has come, or Anthropic's final ``message_delta`` (some
+    clients close right after it). The adapter then reads the rest and keeps the stream,
+    and ``stream_complete`` still checks that the whole of it ended properly."""
+    if stream_ended(chunks):
+        return True
+    return _ANTHROPIC_FINAL_DELTA.search(_last_event(chunks)) is not None
 
 
 def known_stream(head: bytes) -> bool:

@@ -74,9 +74,6 @@ def test_litellm_records_and_replays(project: Project, monkeypatch: pytest.Monke
     assert project.server.count("/v1/messages") == 3
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "litellm's sync Anthropic stream closes the response after message_delta, before "
-    "message_stop: the cache takes it for a stream dropped midway and keeps nothing"))
 def test_litellm_sync_anthropic_stream_records_and_replays(
     project: Project, monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -270,7 +270,7 @@ def test_parsed_copies_and_indexes_that_cannot_be_written_are_warnings_never_a_f
     meta = project.cassettes / ".llm-cache"
     _block(meta / "parsed", as_dir=False)  # the copies' directory is a file
     _block(meta / "digests", as_dir=False)
-    project.pytester.makepyfile(test_kept=KEPT, test_miss="""
+    project.pytester.makepyfile(test_kept=KEPT, test_unrecorded="""
 import pytest
 from llm_cache import CacheMiss
 from conftest import chat

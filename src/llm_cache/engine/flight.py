@@ -17,7 +17,7 @@ from ..cassette import Entry
 from ..exchange import Request, Response
 from ..key import RequestKey
 from ..modes import Action, Found
-from ..providers import stream_ended
+from ..providers import stream_ended, worth_draining
 
 if TYPE_CHECKING:
     from .scope import Scope
@@ -169,7 +169,7 @@ class Recording:
         """The caller closed the stream; True when the adapter should drain it and call ``end``."""
         if self.over:
             return False
-        if stream_ended(self.chunks):
+        if worth_draining(self.chunks):
             return True
         self.over = True
         self.flight.abandon()
