@@ -171,7 +171,6 @@ class CacheMiss(LLMCacheError):
             return "it has no JSON body naming a model"
         return None
 
-
     def __str__(self) -> str:
         lines = [
             f"no cassette for {self.method} {self.endpoint} (model {self.model or '-'}) in {self.mode} mode"
@@ -249,8 +248,6 @@ class NetworkBlocked(LLMCacheError):
             ),
         ]
         return "\n".join(lines)
-
-
 
 
 class StoreUnavailable(LLMCacheError):

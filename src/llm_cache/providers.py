@@ -133,7 +133,7 @@ def stream_ended(chunks: Sequence[bytes]) -> bool:
 
 
 # Anthropic's message_delta that carries the stop reason: only message_stop comes after it
-_ANTHROPIC_FINAL_DELTA = re.compile(rb'"type"\s*:\s*"message_delta".*"stop_reason"\s*:\s*"', re.S)
+_ANTHROPIC_FINAL_DELTA = re.compile(rb'"type"\s*:\s*"message_delta".*"stop_reason"\s*:\s*"', re.DOTALL)
 
 
 def worth_draining(chunks: Sequence[bytes]) -> bool:
