@@ -104,11 +104,25 @@ def plausible_secret(value: str, min_length: int = MIN_ENV_SECRET_LENGTH) -> boo
     return any(not _ORDINARY_PART.fullmatch(part) for part in _SEPARATORS.split(value) if part)
 
 
+_ENV_SEEN: tuple[frozenset[tuple[str, str]], frozenset[str]] | None = None
+
+
 def environment_secrets(environ: Mapping[str, str] | None = None) -> set[str]:
-    """The values of ``*_API_KEY``, ``*_TOKEN`` and ``*_SECRET`` variables that could be secrets."""
-    env = os.environ if environ is None else environ
+    """The values of ``*_API_KEY``, ``*_TOKEN`` and ``*_SECRET`` variables that could be secrets.
+
+    For the process environment the answer is kept while the environment is unchanged
+    (tests change it): a recorded call then pays one comparison, not a scan."""
+    global _ENV_SEEN
+    if environ is None:
+        snapshot = frozenset(os.environ.items())
+        seen = _ENV_SEEN
+        if seen is not None and seen[0] == snapshot:
+            return set(seen[1])
+        found = environment_secrets(dict(snapshot))
+        _ENV_SEEN = (snapshot, frozenset(found))
+        return found
     return {
-        value for name, value in env.items()
+        value for name, value in environ.items()
         if name.upper().endswith(SECRET_ENV_SUFFIXES) and plausible_secret(value)
     }
 
