@@ -132,7 +132,8 @@ import json, os, sys
 
 def pytest_sessionfinish(session):
     heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("vcr", "httpx", "httpx2", "requests", "urllib3", "yaml"))
-    loaded = session.config.pluginmanager.hasplugin("llm_cache")
+    pm = session.config.pluginmanager
+    loaded = pm.hasplugin("llm_cache") or pm.hasplugin("llm_cache.pytest.plugin")
     with open(os.environ["MODULES_OUT"], "w") as f:
         json.dump({"heavy": heavy, "plugin": loaded}, f)
 '''
@@ -145,7 +146,9 @@ def test_a_run_whose_tests_do_not_use_the_cache_imports_nothing_heavy(
     monkeypatch.setenv("MODULES_OUT", str(out))
     pytester.makeconftest(MODULES_CONFTEST)
     pytester.makepyfile(test_plain=NOT_USING)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist", "-p", "no:hypothesispytest")
+    # only this plugin: other installed plugins (langsmith's, say) may import HTTP clients themselves
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "llm_cache.pytest.plugin")
     result.assert_outcomes(passed=1)
     data = json.loads(out.read_text())
     assert data == {"heavy": [], "plugin": True}

@@ -395,7 +395,8 @@ def test_pytest_record_session_killed_midway_then_records_and_replays(
         # run has something to re-record
         half = "early" if run < kills - 1 else "late"
         ready.unlink(missing_ok=True)
-        if kill_at_random(start("--llm-cache=record", "-k", half), is_ready, rng.uniform(0.0, full_run))[0]:
+        # each run does half the tests: a delay within half a full run lands in it
+        if kill_at_random(start("--llm-cache=record", "-k", half), is_ready, rng.uniform(0.0, full_run / 2))[0]:
             killed += 1
         else:
             finished += 1
