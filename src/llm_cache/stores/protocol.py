@@ -9,7 +9,7 @@ from ..cassette import Entry
 from ..meta import EntryMeta
 from ..usage import Usage
 
-__all__ = ["Store", "EntryMeta", "Lock"]
+__all__ = ["EntryMeta", "Lock", "Store"]
 
 
 class Lock(Protocol):

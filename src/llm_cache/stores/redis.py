@@ -45,7 +45,7 @@ from ..redact import mask_url
 from ..usage import Usage
 from .protocol import EntryMeta
 
-__all__ = ["RedisStore", "RedisLock", "mask_url", "DEFAULT_PREFIX", "DEFAULT_TIMEOUT", "LOCK_EXPIRY"]
+__all__ = ["DEFAULT_PREFIX", "DEFAULT_TIMEOUT", "LOCK_EXPIRY", "RedisLock", "RedisStore", "mask_url"]
 
 log = logging.getLogger("llm_cache")
 
