@@ -146,8 +146,8 @@ def test_a_gzip_body_cut_short_is_not_stored(project: Project, monkeypatch: pyte
 def test_a_gzip_body_that_does_not_decode_is_not_stored(
     project: Project, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
-    """The SDK and httpx2 fail on it (DecodingError) and keep nothing; urllib, which does
-    not decode, hands it over as it came, and it is not stored either."""
+    """The SDK and httpx2 fail on it (DecodingError); urllib, which does not decode, hands
+    it over as it came. None of the three is stored, and each is counted."""
     monkeypatch.setattr(project.server, "corrupt_gzip", how)
     project.pytester.makepyfile(test_sdk=SDK_PLAIN, test_httpx2=HTTPX2_PLAIN, test_urllib=URLLIB_PLAIN)
     result = project.run("--llm-cache=record", "--llm-cache-report=r.json", *QUIET)
@@ -155,7 +155,7 @@ def test_a_gzip_body_that_does_not_decode_is_not_stored(
     assert (project.result("sdk"), project.result("httpx2")) == ("APIConnectionError", "DecodingError")
     assert project.result("urllib") == "1f8b"
     assert project.files() == []
-    assert _report(project, result)["not_stored_reasons"] == {"undecodable": 1}
+    assert _report(project, result)["not_stored_reasons"] == {"undecodable": 3}
 
 
 def test_junk_after_a_sound_gzip_body_is_ignored_as_clients_ignore_it(

@@ -98,7 +98,9 @@ class Flight:
         but was never closed is kept (nothing but its terminator can be missing); anything
         else still open is abandoned."""
         recording = self._recording
-        if recording is not None and not recording.over and stream_ended(recording.chunks):
+        if recording is not None and not recording.over and (
+            stream_ended(recording.chunks) or recording.encoded()
+        ):
             recording.end()
         else:
             self.abandon()
@@ -169,11 +171,17 @@ class Recording:
         """The caller closed the stream; True when the adapter should drain it and call ``end``."""
         if self.over:
             return False
-        if worth_draining(self.chunks):
+        if worth_draining(self.chunks) or self.encoded():
             return True
         self.over = True
         self.flight.abandon()
         return False
+
+    def encoded(self) -> bool:
+        """A compressed answer that is not a stream: a client that failed to decode it closes
+        it early. The rest is read and kept, or counted ``undecodable`` when it does not decode."""
+        names = {name.lower(): value for name, value in self.headers}
+        return bool(names.get("content-encoding")) and "event-stream" not in names.get("content-type", "")
 
     def failed(self) -> None:
         """Reading from the API failed midway."""
