@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .cassette import Body
+from .body import Body
 
 __all__ = [
     "ResponseInfo",

@@ -16,7 +16,8 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..cassette import STREAM_KINDS, Body, Entry, dump_entry, encode_body, encode_request_body
+from ..body import STREAM_KINDS, Body, encode_body, encode_request_body
+from ..cassette import Entry, dump_entry
 from ..encoding import UndecodableBody, decode_content
 from ..errors import CassetteError, LLMCacheWarning
 from ..llm import completion_text, read_response, refusal_reason
