@@ -1,8 +1,6 @@
 """Record, then replay with the server unreachable: the provider tests' one scenario.
 
-The same steps as ``tests/plugin/test_providers.py``'s helper, importable by name from any
-test module (``tests/`` is on ``sys.path``; two test modules share the basename
-``test_providers``, so importing one of them by name is not safe)."""
+Importable by name from any test module (``tests/`` is on ``sys.path``)."""
 
 from __future__ import annotations
 

@@ -11,67 +11,23 @@ three modes the module takes about 80 s instead of under 10 (it passed in all th
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 import yaml
 
 from conftest import Project
+from roundtrip import record_then_replay
+from roundtrip import docs as _docs
 
-# nothing listens on the discard port: a request that is not served from a cassette fails
-DEAD_URL = "http://127.0.0.1:9"
 # 30 characters, shaped like an Anthropic key (so the secret scan would refuse it unredacted)
 ANTHROPIC_KEY = "sk-ant-test-KnownKey0123456789"
 HEADER_KEY = "sk-ant-header-only-ABCDEFGHIJKLMNOP"  # in no environment variable
 assert len(ANTHROPIC_KEY) == 30
 
 
-def _results(project: Project) -> dict[str, Any]:
-    return {p.stem: json.loads(p.read_text()) for p in sorted(project.out.iterdir())}
-
-
-def _report(project: Project) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((project.pytester.path / "report.json").read_text())
-    return data
-
-
-def _docs(project: Project) -> list[dict[str, Any]]:
-    return [yaml.safe_load(p.read_text()) for p in project.files()]
-
-
 def _everything_under(project: Project) -> str:
     files = [p for p in project.cassettes.rglob("*") if p.is_file()]
     return "\n".join(p.read_bytes().decode("utf-8", "replace") for p in files)
-
-
-def record_then_replay(
-    project: Project, monkeypatch: pytest.MonkeyPatch, *, passed: int, requests: int, upstream: int,
-    **modules: str,
-) -> dict[str, Any]:
-    """Record ``modules`` (``requests`` intercepted calls, ``upstream`` reaching the server),
-    replay them with the server unreachable; the saved results must be equal. Returns them."""
-    project.pytester.makepyfile(**modules)
-    recorded = project.run("--llm-cache=record", "--llm-cache-report=report.json")
-    recorded.assert_outcomes(passed=passed)
-    first = _results(project)
-    assert first, "the inner tests saved nothing"
-    calls = project.server.count()
-    assert calls == upstream
-    report = _report(project)
-    assert (report["hits"] + report["recorded"], report["misses"]) == (requests, 0)
-    assert report["recorded"] == upstream == len(project.files())
-
-    monkeypatch.setenv("FAKE_LLM_URL", DEAD_URL)
-    project.clear_results()
-    project.run("--llm-cache-report=report.json").assert_outcomes(passed=passed)  # default: replay
-    assert project.server.count() == calls, "replay reached the server"
-    report = _report(project)
-    assert (report["mode"], report["hits"], report["misses"], report["recorded"]) == (
-        "replay", requests, 0, 0,
-    )
-    assert _results(project) == first
-    monkeypatch.setenv("FAKE_LLM_URL", project.server.url)
-    return first
 
 
 # -- OpenAI chat completions with tools --------------------------------------------------------
