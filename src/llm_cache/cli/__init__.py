@@ -1,0 +1,116 @@
+"""The ``llm-cache`` command: list, inspect, prune, verify, compare and upgrade cassettes.
+
+Exit status: 0 on success, 1 when a command found a problem (a missing
+directory, a bad cassette, an unknown key), 2 on bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .. import __version__
+from ..cassette import FORMAT_VERSION
+from ..errors import ConfigError, StoreUnavailable
+from .common import OK, PROBLEM, USAGE, Problem, UsageError
+from .listing import cmd_diff, cmd_ls, cmd_show, cmd_stats
+from .maintain import cmd_prune, cmd_upgrade, cmd_verify
+from .warm import cmd_warm
+
+__all__ = ["build_parser", "main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse exits 2 on bad usage, as we want
+        self.print_usage(sys.stderr)
+        self.exit(USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="llm-cache", description="Inspect and manage pytest-llm-cache cassettes.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], text: str, *, json_flag: bool = True,
+            ttl: bool = False) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("--dir", default="cassettes", help="the cassette directory (default: ./cassettes)")
+        if json_flag:
+            p.add_argument("--json", action="store_true", help="print JSON instead of text")
+        if ttl:
+            p.add_argument("--ttl", help="age after which a cassette is expired (default 30d)")
+        p.set_defaults(func=func)
+        return p
+
+    add("ls", cmd_ls, "list cassettes: key, model version, age, expiry, size, endpoint, prompt", ttl=True)
+    add("stats", cmd_stats, "entries, bytes, expired and hits per model version", ttl=True)
+    show = add("show", cmd_show, "one cassette made readable: prompt, completion, tool calls")
+    show.add_argument("key", help="a unique key prefix, or a cassette file")
+    prune = add("prune", cmd_prune, "remove cassettes: expired, unused, over a cap, or of one model", ttl=True)
+    prune.add_argument("--expired", action="store_true", help="remove cassettes older than the TTL")
+    prune.add_argument("--unused-since", metavar="DURATION", help="remove cassettes not used for this long")
+    prune.add_argument("--max-size", metavar="SIZE", help="evict down to this size (500KB, 50MB, 1GB)")
+    prune.add_argument("--max-entries", metavar="N", help="evict down to this many cassettes")
+    prune.add_argument("--eviction", default="lru", help="order for --max-size/--max-entries: lru, lfu or fifo")
+    prune.add_argument("--model", metavar="VERSION", help="only cassettes of this model (version)")
+    prune.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
+    verify = add("verify", cmd_verify, "check every cassette: parses, key matches, nothing secret-looking")
+    verify.add_argument("--allow", action="append", default=[], metavar="REGEX",
+                        help="a secret-looking value that is not a secret (repeatable)")
+    warm = add("warm", cmd_warm, "make sure each request of a YAML/JSONL file is cached and fresh", ttl=True)
+    warm.add_argument("file", help="requests: a YAML list or JSONL of {url or path, json, method, headers}")
+    warm.add_argument("--store", help="store URL (default: file://DIR)")
+    warm.add_argument("--base-url", help="prefix for requests given by path, like https://api.openai.com/v1")
+    warm.add_argument("--mode", default="record", help="record (default), refresh, or replay to only check")
+    warm.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
+                      help="a header for every request; ${VAR} is read from the environment")
+    upgrade = add("upgrade", cmd_upgrade, f"rewrite older cassettes in format {FORMAT_VERSION}, in place, keys unchanged")
+    upgrade.add_argument("--dry-run", action="store_true", help="say what would be upgraded, write nothing")
+    diff = add("diff", cmd_diff, "field-level differences of two cassettes")
+    diff.add_argument("a", help="key prefix or file")
+    diff.add_argument("b", help="key prefix or file")
+    return parser
+
+
+def _warning_line(command: str) -> Callable[..., None]:
+    def show(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+        print(f"llm-cache {command}: warning: {message}", file=sys.stderr)
+
+    return show
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status (0 ok, 1 problem found, 2 bad usage)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return OK
+    try:
+        with warnings.catch_warnings():
+            # what the store could not keep (a scan index on a read-only checkout): one line each
+            warnings.showwarning = _warning_line(args.command)
+            return int(args.func(args))
+    except UsageError as exc:
+        print(f"llm-cache {args.command}: error: {exc}", file=sys.stderr)
+        return USAGE
+    except Problem as exc:
+        print(f"llm-cache {args.command}: {exc}", file=sys.stderr)
+        return PROBLEM
+    except ConfigError as exc:
+        print(f"llm-cache {args.command}: error: {exc}", file=sys.stderr)
+        return USAGE
+    except StoreUnavailable as exc:
+        print(f"llm-cache {args.command}: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return PROBLEM
+    except OSError as exc:  # a file system that refuses (read-only, permissions, full): said, not a traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"llm-cache {args.command}: {where}{exc.strerror or exc}", file=sys.stderr)
+        return PROBLEM
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

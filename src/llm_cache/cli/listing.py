@@ -1,0 +1,180 @@
+"""Commands that read: ls, stats, show, diff."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import datetime
+from typing import Any
+
+from ..cassette import Entry
+from ..key import flatten
+from ..llm import completion_text, last_user_text, prompt_messages, tool_calls
+from ..policy import is_expired
+from ..settings import (
+    format_duration,
+)
+from .common import (
+    OK,
+    _age,
+    _emit,
+    _find,
+    _load,
+    _load_all,
+    _not_cassettes,
+    _now,
+    _store,
+    _table,
+    _ttl,
+    _words,
+)
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    store, ttl, now = _store(args), _ttl(args), _now()
+    rows: list[list[str]] = []
+    data: list[dict[str, Any]] = []
+    loaded, foreign = _load_all(store)
+    for item in loaded:
+        if item.entry is None:
+            rows.append([item.path.stem[:12], item.path.parent.name, "-", "-", "-", "-", "-", f"UNREADABLE: {item.error}"])
+            data.append({"path": str(item.path), "error": item.error})
+            continue
+        e = item.entry
+        expired = is_expired(e.recorded_at, ttl, now)
+        size = item.path.stat().st_size
+        prompt = _words(last_user_text(e.request_body.value if e.request_body.kind == "json" else None))
+        rows.append([e.key[:12], e.model_version, e.recorded_at.strftime("%Y-%m-%d %H:%M"), _age(e.recorded_at, now),
+                     "yes" if expired else "no", str(size), f"{e.method} {e.path}", prompt])
+        data.append({"key": e.key, "model_version": e.model_version, "recorded_at": e.recorded_at.isoformat(),
+                     "age_seconds": int((now - e.recorded_at).total_seconds()), "expired": expired, "size": size,
+                     "endpoint": e.path, "method": e.method, "prompt": prompt, "path": str(item.path)})
+    header = ["KEY", "MODEL VERSION", "RECORDED", "AGE", "EXPIRED", "SIZE", "ENDPOINT", "PROMPT"]
+    _emit(args, data, (_table(rows, header) if rows else f"no cassettes in {store.root}") + _not_cassettes(foreign))
+    return OK
+
+
+def _group() -> dict[str, Any]:
+    return {"entries": 0, "bytes": 0, "expired": 0, "unreadable": 0, "oldest": None, "newest": None, "hits": 0}
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    store, ttl, now = _store(args), _ttl(args), _now()
+    usage = store.usage()
+    groups: dict[str, dict[str, Any]] = {}
+    for listed in store.census():
+        meta = listed.meta
+        if meta is None:
+            if listed.kind == "unusable":  # ours, but replay cannot use it
+                name = listed.path.name if listed.path.parent == store.root else listed.path.parent.name
+                groups.setdefault(name, _group())["unreadable"] += 1
+            continue
+        g = groups.setdefault(meta.model_version, _group())
+        g["entries"] += 1
+        g["bytes"] += meta.size
+        g["hits"] += usage[meta.key].hits if meta.key in usage else 0
+        if meta.recorded_at is None:
+            g["unreadable"] += 1
+            continue
+        g["expired"] += is_expired(meta.recorded_at, ttl, now)
+        g["oldest"] = min(filter(None, [g["oldest"], meta.recorded_at]))
+        g["newest"] = max(filter(None, [g["newest"], meta.recorded_at]))
+    total = {k: sum(g[k] for g in groups.values()) for k in ("entries", "bytes", "expired", "unreadable", "hits")}
+
+    def day(value: datetime | None) -> str:
+        return value.strftime("%Y-%m-%d") if value else "-"
+
+    rows = [[name, str(g["entries"]), str(g["bytes"]), str(g["expired"]), day(g["oldest"]), day(g["newest"]), str(g["hits"])]
+            for name, g in sorted(groups.items())]
+    rows.append(["total", str(total["entries"]), str(total["bytes"]), str(total["expired"]), "", "", str(total["hits"])])
+    text = _table(rows, ["MODEL VERSION", "ENTRIES", "BYTES", "EXPIRED", "OLDEST", "NEWEST", "HITS"])
+    text += f"\n(ttl {format_duration(ttl)}; hits from {store.root}/.llm-cache/usage.json)"
+    data = {"model_versions": {name: {**g, "oldest": g["oldest"] and g["oldest"].isoformat(),
+                                      "newest": g["newest"] and g["newest"].isoformat()}
+                               for name, g in sorted(groups.items())},
+            "total": total, "ttl": format_duration(ttl)}
+    _emit(args, data, text)
+    return OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    store = _store(args)
+    path = _find(store, args.key)
+    e = _load(path)
+    now = _now()
+    request_json = e.request_body.value if e.request_body.kind == "json" else None
+    answered = f", answered by {e.response_model}" if e.response_model else ""
+    fingerprint = f", fingerprint {e.system_fingerprint}" if e.system_fingerprint else ""
+    lines = [
+        f"key:       {e.key}",
+        f"file:      {path}",
+        f"model:     {e.model or '-'} (version {e.model_version}{answered}{fingerprint})",
+        f"recorded:  {e.recorded_at.isoformat()} ({_age(e.recorded_at, now)} ago)",
+        f"endpoint:  {e.method} {e.path} -> {e.status}",
+    ]
+    if e.usage:
+        lines.append("usage:     " + ", ".join(f"{v} {k.replace('_tokens', '')}" for k, v in e.usage.items()))
+    prompt = prompt_messages(request_json)
+    if prompt:
+        lines.append("prompt:")
+        lines.extend(f"  [{role}] {text}" for role, text in prompt)
+    stream = e.response_body.kind == "events"
+    text = completion_text(e.response_body)
+    label = f"completion (streamed, {len(e.response_body.value)} events):" if stream else "completion:"
+    if text:
+        lines += [label, *("  " + line for line in text.splitlines())]
+    calls = tool_calls(e.response_body)
+    if calls:
+        lines.append("tool calls:")
+        lines.extend(f"  {name}({arguments})" for name, arguments in calls)
+    data = {"key": e.key, "path": str(path), "model": e.model, "model_version": e.model_version,
+            "response_model": e.response_model, "system_fingerprint": e.system_fingerprint,
+            "recorded_at": e.recorded_at.isoformat(), "endpoint": e.path, "status": e.status, "usage": e.usage,
+            "prompt": [{"role": r, "text": t} for r, t in prompt], "completion": text, "streamed": stream,
+            "tool_calls": [{"name": n, "arguments": a} for n, a in calls]}
+    _emit(args, data, "\n".join(lines))
+    return OK
+
+
+def _diff_values(a: Entry, b: Entry) -> list[tuple[str, Any, Any]]:
+    def fields(e: Entry) -> dict[str, Any]:
+        doc = e.to_doc()
+        flat = flatten({k: v for k, v in doc.items() if k not in ("request", "response")})
+        for side in ("request", "response"):
+            section = doc[side]
+            body = e.request_body if side == "request" else e.response_body
+            # offsets_ms: timing, which differs between any two recordings
+            rest = {k: v for k, v in section.items()
+                    if k not in ("json", "events", "text", "base64", "newline", "offsets_ms")}
+            flat.update(flatten(rest, side))
+            if body.kind == "json":
+                flat.update(flatten(body.value, f"{side}.json"))
+            elif body.kind == "events":
+                flat.update(flatten(body.json_values(), f"{side}.events"))
+            else:
+                flat[f"{side}.{body.kind}"] = body.value
+        if e.response_body.kind == "events":
+            flat["response.text (assembled)"] = completion_text(e.response_body)
+        return flat
+
+    fa, fb = fields(a), fields(b)
+    missing = object()
+    out = []
+    for name in sorted(fa.keys() | fb.keys()):
+        va, vb = fa.get(name, missing), fb.get(name, missing)
+        if va != vb:
+            out.append((name, None if va is missing else va, None if vb is missing else vb))
+    return out
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    store = _store(args)
+    path_a, path_b = _find(store, args.a), _find(store, args.b)
+    differences = _diff_values(_load(path_a), _load(path_b))
+    lines = [f"--- {path_a}", f"+++ {path_b}"]
+    lines += [f"{name}: {json.dumps(va, default=str)} -> {json.dumps(vb, default=str)}" for name, va, vb in differences]
+    if not differences:
+        lines.append("(no differences)")
+    data = {"a": str(path_a), "b": str(path_b), "differences": [{"field": n, "a": va, "b": vb} for n, va, vb in differences]}
+    _emit(args, data, "\n".join(lines))
+    return OK

@@ -1,0 +1,86 @@
+"""The warm command: make sure a list of requests is cached and fresh."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import ConfigError, StoreUnavailable
+from ..settings import (
+    parse_mode,
+)
+from ..stores.files import FileStore
+from .common import (
+    OK,
+    PROBLEM,
+    Problem,
+    UsageError,
+    _emit,
+    _parse,
+    _ttl,
+)
+
+
+def _progress(done: int, total: int) -> None:
+    width = 30
+    filled = width * done // max(total, 1)
+    end = "\n" if done == total else ""
+    print(f"\rwarming [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end=end, file=sys.stderr, flush=True)
+
+
+def cmd_warm(args: argparse.Namespace) -> int:
+    from ..library import LLMCache, _read_requests
+    from ..stores import Store, open_store
+
+    source = Path(args.file)
+    if not source.is_file():
+        raise Problem(f"no requests file at {source}")
+    headers = {}
+    for item in args.header:
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            raise UsageError(f"--header must look like 'Name: value', got {item!r}")
+        headers[name.strip()] = value.strip()
+    ttl = _ttl(args)
+    mode = _parse(parse_mode, args.mode, "--mode")
+    try:
+        _read_requests(source)  # a bad file stops here, before any store is opened or request sent
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    store: Store
+    if args.store:
+        try:
+            store = open_store(args.store, Path("."), ttl, setting="--store")
+        except ConfigError as exc:
+            raise UsageError(str(exc)) from None
+        except ImportError as exc:
+            raise Problem(str(exc)) from None
+        except StoreUnavailable as exc:
+            raise Problem(
+                f"cache store {exc.url} is unavailable"
+                + (f" within {exc.timeout:g} s" if exc.timeout is not None else "")
+                + f": {exc.reason}\nStart it, or give another store with --store (file://DIR, memory://)."
+            ) from None
+    else:
+        store = FileStore(Path(args.dir))
+    try:
+        cache = LLMCache(store, mode=mode, ttl=ttl, log_every=None)
+    except ConfigError as exc:
+        store.close()
+        raise UsageError(str(exc)) from None
+    try:
+        report = cache.warm(source, base_url=args.base_url, headers=headers,
+                            progress=None if args.json else _progress)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        cache.close()
+    text = (f"{report.total} requests: {report.fresh} fresh, {report.recorded} recorded, "
+            f"{report.refreshed} refreshed, {report.missing} missing, {report.failed} failed "
+            f"in {report.seconds:.2f} s")
+    _emit(args, {**report.__dict__}, "\n".join([*report.errors, text]))
+    return PROBLEM if report.failed or report.missing else OK
+
+
+# -- parser ------------------------------------------------------------------
