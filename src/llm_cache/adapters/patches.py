@@ -18,7 +18,7 @@ from ..modes import Mode
 if TYPE_CHECKING:
     from ..engine.scope import Scope
 
-__all__ = ["hold", "installed", "intercept", "let_go"]
+__all__ = ["hold", "intercept", "let_go"]
 
 _guard = threading.Lock()
 _holders = 0
@@ -46,10 +46,6 @@ def let_go() -> None:
         if _holders == 0 and _remove is not None:
             remove, _remove = _remove, None
             remove()
-
-
-def installed() -> bool:
-    return _holders > 0
 
 
 @contextmanager

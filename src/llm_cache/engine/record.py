@@ -31,7 +31,6 @@ from ..redact import (
     keep_headers,
     redact,
     request_credentials,
-    secret_values,
 )
 from ..stats import Drift
 
@@ -60,7 +59,7 @@ def keep(
         return
     joined = _joined(headers)
     try:
-        entry = _entry(flight, status, joined, raw, arrivals)
+        entry, known = _entry(flight, status, joined, raw, arrivals)
     except UndecodableBody as exc:  # the live client could not read it either, or read it cut short
         stats.not_stored(scope.stats, "undecodable")
         warnings.warn(LLMCacheWarning(f"not storing {rk.prefix}: {exc}"), stacklevel=2)
@@ -97,7 +96,7 @@ def keep(
             stacklevel=2,
         )
         return
-    findings = find_entry_secrets(entry, text, settings.secret_allow, _known_secrets(flight))
+    findings = find_entry_secrets(entry, text, settings.secret_allow, known)
     if findings:
         stats.not_stored(scope.stats, "secret-looking")
         kinds = ", ".join(sorted({f"{f.kind} ({f.where}: {f.excerpt})" for f in findings}))
@@ -161,7 +160,9 @@ def offsets_for(body: Body, arrivals: Sequence[tuple[int, float]]) -> list[float
 
 def _entry(
     flight: Flight, status: int, headers: dict[str, str], raw: bytes, arrivals: Sequence[tuple[int, float]]
-) -> Entry:
+) -> tuple[Entry, dict[str, str]]:
+    """The entry to store, redacted, and the secret values it was redacted of (value -> what
+    it is), which the search then looks for in binary bodies too."""
     scope = flight.scope
     rk = flight.rk
     assert rk is not None
@@ -174,8 +175,12 @@ def _entry(
     if request_body.kind == "multipart":  # its random boundary would change on every recording
         request_headers["content-type"] = "multipart/form-data"
     info = read_response(body)
-    secrets = secret_values(request_headers, url=request.url)
-    return Entry(
+    credentials = request_credentials(request_headers, request.url)
+    environ = environment_secrets()
+    secrets = sorted(credentials | environ, key=lambda v: (-len(v), v))  # longest first
+    known = dict.fromkeys(environ, "secret environment value")
+    known.update(dict.fromkeys(credentials, "credential the request carried"))
+    entry = Entry(
         key=rk.key,
         recorded_at=scope.session.clock(),
         model=rk.model,
@@ -195,6 +200,7 @@ def _entry(
         key_rules=_key_rules(scope.rules, rk),
         offsets_ms=offsets_for(body, arrivals) if raw is encoded else None,
     )
+    return entry, known
 
 
 def _key_rules(rules: Any, rk: Any) -> dict[str, Any] | None:
@@ -234,12 +240,3 @@ def _redact_body(body: Body, secrets: list[str]) -> Body:
     if not secrets or body.kind == "base64":
         return body
     return Body(body.kind, redact(body.value, secrets), body.newline)
-
-
-def _known_secrets(flight: Flight) -> dict[str, str]:
-    """The values redacted from text bodies, to look for in binary ones: value -> what it is."""
-    request = flight.request
-    known = dict.fromkeys(environment_secrets(), "secret environment value")
-    known.update(dict.fromkeys(request_credentials(_request_headers(request.headers), request.url),
-                               "credential the request carried"))
-    return known
