@@ -81,7 +81,7 @@ class Flight:
         if usage:
             stats.add_tokens(entry.model_version, usage.get("input_tokens", 0), usage.get("output_tokens", 0))
         stats.use(entry.key, session.clock(), hit=True)
-        scope.used(session.store.location(entry.key, entry.model_version))
+        scope.used(entry.key, entry.model_version)
         session.counted()
         offsets = entry.offsets_ms if session.settings.replay_timing == "recorded" else None
         return Response(entry.status, entry.header_items(), entry.response_chunks(), offsets)

@@ -118,7 +118,7 @@ def keep(
     session.remember(entry)
     stats.bump(scope.stats, "refreshed" if flight.action is Action.REFRESH else "recorded")
     stats.use(entry.key, session.clock(), hit=False)
-    scope.used(location)
+    scope.used(entry.key, entry.model_version, location)
 
 
 def _joined(headers: Sequence[tuple[str, str]]) -> dict[str, str]:

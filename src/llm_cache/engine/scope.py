@@ -181,11 +181,14 @@ class Scope:
             port=port if host else None,
         )
 
-    def used(self, location: str) -> None:
+    def used(self, key: str, model_version: str, location: str | None = None) -> None:
+        """List the cassette of ``key`` as used by this scope; its location is worked out
+        only the first time (a hit must not build a path it has listed already)."""
         # A long-lived scope (the library's) must not grow without bound.
-        if location not in self._seen and len(self._seen) < MAX_CASSETTES_LISTED:
-            self._seen.add(location)
-            self.cassettes.append(location)
+        if key in self._seen or len(self._seen) >= MAX_CASSETTES_LISTED:
+            return
+        self._seen.add(key)
+        self.cassettes.append(location or self.session.store.location(key, model_version))
 
     def close(self) -> None:
         """At the end of the test: keep what finished but was never closed, release the locks
