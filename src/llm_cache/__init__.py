@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         LLMCacheError,
         LLMCacheWarning,
         NetworkBlocked,
+        StaleCassette,
         StoreError,
         StoreUnavailable,
     )
@@ -40,6 +41,7 @@ _NAMES = {
     "LLMCacheError": "errors",
     "LLMCacheWarning": "errors",
     "NetworkBlocked": "errors",
+    "StaleCassette": "errors",
     "StoreError": "errors",
     "StoreUnavailable": "errors",
     "CacheSession": "engine.session",
@@ -77,6 +79,7 @@ __all__ = [
     "MemoryStore",
     "Mode",
     "NetworkBlocked",
+    "StaleCassette",
     "Request",
     "RequestKey",
     "Response",

@@ -17,6 +17,7 @@ __all__ = [
     "LLMCacheError",
     "LLMCacheWarning",
     "NetworkBlocked",
+    "StaleCassette",
     "StoreError",
     "StoreUnavailable",
 ]
@@ -248,6 +249,38 @@ class NetworkBlocked(LLMCacheError):
             ),
         ]
         return "\n".join(lines)
+
+
+class StaleCassette(LLMCacheError):
+    """A cassette older than the TTL, refused under ``llm_cache_stale = fail``.
+
+    ``path`` is the cassette, ``age_seconds`` its age, ``ttl_seconds`` the TTL it passed,
+    ``test_id`` the test that asked for it.
+    """
+
+    def __init__(self, *, path: str, age_seconds: float, ttl_seconds: float, test_id: str) -> None:
+        self.path = path
+        self.age_seconds = age_seconds
+        self.ttl_seconds = ttl_seconds
+        self.test_id = test_id
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        from datetime import timedelta
+
+        from .values import format_age, format_duration
+
+        return "\n".join([
+            f"stale cassette {self.path}: recorded {format_age(self.age_seconds)} ago, "
+            f"past the TTL of {format_duration(timedelta(seconds=self.ttl_seconds))}",
+            f"  test: {self.test_id}",
+            f"  fix:  re-record it with: pytest --llm-cache=refresh {_quoted(self.test_id)}",
+            "   or:  serve it anyway with llm_cache_stale = serve (or warn), or a longer --llm-cache-ttl",
+        ])
+
+
+def _quoted(test_id: str) -> str:
+    return test_id if all(c.isalnum() or c in "/_.:-" for c in test_id) else "'" + test_id.replace("'", "'\\''") + "'"
 
 
 class StoreUnavailable(LLMCacheError):

@@ -75,6 +75,9 @@ def parse_eviction(value: object, setting: str) -> Eviction:
 
 
 REPLAY_TIMINGS = ("none", "recorded")
+# cassettes no test used, after a whole run; cassettes past the TTL met in replay
+UNUSED_POLICIES = ("report", "fail", "off")
+STALE_POLICIES = ("serve", "warn", "fail")
 
 
 def parse_choice(value: object, setting: str, choices: tuple[str, ...]) -> str:
@@ -249,6 +252,12 @@ class Settings:
     hosts: tuple[HostPattern, ...] = ()
     # an answer whose cassette would be larger is not recorded; the loader reads up to this
     max_cassette_bytes: int = MAX_CASSETTE_BYTES
+    # after a run of the whole collection: list the cassettes no test used, or fail on them
+    unused: str = "report"
+    # an expired cassette in replay: served, served and listed, or a failed test
+    stale: str = "serve"
+    # the self-contained HTML report, written at session end
+    html_path: Path | None = None
     # where the paths came from, for messages: {"dir": "--llm-cache-dir", "report": ...}
     origins: Mapping[str, str] = field(default_factory=dict)
 
@@ -311,6 +320,9 @@ def resolve(
         ("--llm-cache-memory-entries", cli.get("memory_entries")), ("llm_cache_memory_entries", ini.get("memory_entries"))
     )
     log_source = _first(("llm_cache_log_every", ini.get("log_every")),)
+    unused_source = _first(("--llm-cache-unused", cli.get("unused")), ("llm_cache_unused", ini.get("unused")))
+    stale_source = _first(("--llm-cache-stale", cli.get("stale")), ("llm_cache_stale", ini.get("stale")))
+    html_source = _first(("--llm-cache-html", cli.get("html")), ("llm_cache_html", ini.get("html")))
     return Settings(
         mode=mode,
         mode_from_cli=mode_source is not None and mode_source[0] == "--llm-cache",
@@ -338,8 +350,11 @@ def resolve(
         hosts=parse_hosts(ini.get("hosts"), "llm_cache_hosts"),
         max_cassette_bytes=parse_size(ini.get("max_cassette_size"), "llm_cache_max_cassette_size")
         or MAX_CASSETTE_BYTES,
-        origins={name: source[0] for name, source in (("dir", dir_source), ("report", report_source))
-                 if source is not None},
+        unused=parse_choice(unused_source[1], unused_source[0], UNUSED_POLICIES) if unused_source else "report",
+        stale=parse_choice(stale_source[1], stale_source[0], STALE_POLICIES) if stale_source else "serve",
+        html_path=rootdir / str(html_source[1]) if html_source else None,
+        origins={name: source[0] for name, source in
+                 (("dir", dir_source), ("report", report_source), ("html", html_source)) if source is not None},
     )
 
 
@@ -354,10 +369,13 @@ def check_paths(settings: Settings) -> None:
         _check_dir(settings.cassette_dir, settings.origins.get("dir", "llm_cache_dir"))
     if settings.report_path is not None:
         _check_report(settings.report_path, settings.origins.get("report", "llm_cache_report"))
+    if settings.html_path is not None:
+        _check_report(settings.html_path, settings.origins.get("html", "llm_cache_html"), _HTML_FORM)
 
 
 _DIR_FORM = "a directory, or a path where one can be made"
 _REPORT_FORM = "a path where a JSON file can be written"
+_HTML_FORM = "a path where an HTML file can be written"
 
 
 def _nearest(path: Path, setting: str, form: str) -> Path:
@@ -385,14 +403,14 @@ def _check_dir(path: Path, setting: str) -> None:
         raise ConfigError(setting=setting, value=str(path), expected=f"{_DIR_FORM} ({what})")
 
 
-def _check_report(path: Path, setting: str) -> None:
-    found = _nearest(path, setting, _REPORT_FORM)
+def _check_report(path: Path, setting: str, form: str = _REPORT_FORM) -> None:
+    found = _nearest(path, setting, form)
     if found == path:
         if path.is_dir():
-            raise ConfigError(setting=setting, value=str(path), expected=f"{_REPORT_FORM} (it names a directory)")
+            raise ConfigError(setting=setting, value=str(path), expected=f"{form} (it names a directory)")
         found = path.parent
     if not found.is_dir():
-        raise ConfigError(setting=setting, value=str(path), expected=f"{_REPORT_FORM} ({found} is a file)")
+        raise ConfigError(setting=setting, value=str(path), expected=f"{form} ({found} is a file)")
     try:
         if os.path.lexists(path):  # opened to append nothing: only asks (a FIFO does not block)
             os.close(os.open(path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_NONBLOCK", 0)))
@@ -403,7 +421,7 @@ def _check_report(path: Path, setting: str) -> None:
         where = path if os.path.lexists(path) else found
         reason = exc.strerror or type(exc).__name__
         raise ConfigError(
-            setting=setting, value=str(path), expected=f"{_REPORT_FORM} (cannot write in {where}: {reason})"
+            setting=setting, value=str(path), expected=f"{form} (cannot write in {where}: {reason})"
         ) from None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -9,9 +10,16 @@ from typing import Any
 
 from .usage import Usage
 
-__all__ = ["MAX_MISSES_KEPT", "Counts", "Drift", "Miss", "SessionStats", "Unseen"]
+__all__ = ["MAX_LISTED", "MAX_MISSES_KEPT", "MAX_TESTS_KEPT", "Counts", "Drift", "Miss", "SessionStats", "StaleUse",
+           "Unseen"]
 
 MAX_MISSES_KEPT = 50
+# stale cassettes listed per session (each once per test)
+MAX_LISTED = 1000
+# tests whose counts are kept one by one, for the HTML report's table
+MAX_TESTS_KEPT = 100_000
+# the longest text a drift keeps of each side (the summary shows less)
+MAX_DRIFT_TEXT = 4000
 
 
 @dataclass
@@ -48,10 +56,15 @@ class Counts:
 
 @dataclass
 class Miss:
+    """A request replay refused: ``closest`` is the stored request that differs least
+    (its location) and ``differences`` the fields it differs in."""
+
     test_id: str
     model: str | None
     endpoint: str
     key: str
+    closest: str | None = None
+    differences: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -61,8 +74,21 @@ class Drift:
     test_id: str
     key: str
     field: str  # response_model, system_fingerprint or text
-    old: str
+    old: str  # whole, up to MAX_DRIFT_TEXT characters; renderers shorten it
     new: str
+
+
+@dataclass(frozen=True)
+class StaleUse:
+    """A test that met a cassette past its TTL: served (``failed`` False) or refused under
+    ``llm_cache_stale = fail``. ``age_seconds`` is the cassette's age then."""
+
+    test_id: str
+    key: str
+    location: str
+    age_seconds: float
+    ttl_seconds: float | None
+    failed: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,6 +121,10 @@ class SessionStats:
     warm_seconds: float = 0.0
     # connections the cache could not see, one per host and test, in the order first made
     unseen: list[Unseen] = field(default_factory=list)
+    # cassettes past the TTL that tests met, once per test and key
+    stale_uses: list[StaleUse] = field(default_factory=list)
+    # each test's own counts, by test id (a library scope's too)
+    tests: dict[str, Counts] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def bump(self, counts: Counts, name: str, n: int = 1) -> None:
@@ -138,6 +168,22 @@ class SessionStats:
             if len(self.unseen) < MAX_MISSES_KEPT and unseen not in self.unseen:
                 self.unseen.append(unseen)
 
+    def add_stale(self, stale: StaleUse) -> None:
+        with self._lock:
+            if len(self.stale_uses) < MAX_LISTED and not any(
+                s.test_id == stale.test_id and s.key == stale.key for s in self.stale_uses
+            ):
+                self.stale_uses.append(stale)
+
+    def add_test(self, test_id: str, counts: Counts) -> None:
+        """A test's counts once it is over (added to any the same id has already)."""
+        with self._lock:
+            mine = self.tests.get(test_id)
+            if mine is not None:
+                mine.add(counts)
+            elif len(self.tests) < MAX_TESTS_KEPT:
+                self.tests[test_id] = dataclasses.replace(counts)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain data, for pytest-xdist's workeroutput."""
         return {
@@ -152,6 +198,8 @@ class SessionStats:
             "warmed": self.warmed,
             "warm_seconds": self.warm_seconds,
             "unseen": [asdict(u) for u in self.unseen],
+            "stale_uses": [asdict(u) for u in self.stale_uses],
+            "tests": {t: asdict(c) for t, c in self.tests.items()},
         }
 
     def merge(self, data: dict[str, Any]) -> None:
@@ -173,6 +221,15 @@ class SessionStats:
                 unseen = Unseen(**item)
                 if len(self.unseen) < MAX_MISSES_KEPT and unseen not in self.unseen:
                     self.unseen.append(unseen)
+            for item in data.get("stale_uses", []):
+                stale = StaleUse(**item)
+                if len(self.stale_uses) < MAX_LISTED and stale not in self.stale_uses:
+                    self.stale_uses.append(stale)
+            for test_id, counts in data.get("tests", {}).items():
+                if test_id in self.tests:
+                    self.tests[test_id].add(Counts(**counts))
+                elif len(self.tests) < MAX_TESTS_KEPT:
+                    self.tests[test_id] = Counts(**counts)
             self.tests_used += data["tests_used"]
             # every worker warms its own memory: report the largest, not the sum
             self.warmed = max(self.warmed, data.get("warmed", 0))

@@ -16,6 +16,7 @@ __all__ = [
     "MAX_DURATION",
     "SIZE_FORM",
     "STORE_FORM",
+    "format_age",
     "format_duration",
     "parse_bool",
     "parse_count",
@@ -96,6 +97,15 @@ def format_duration(value: timedelta | None) -> str:
         if seconds >= _UNITS[unit] and seconds % _UNITS[unit] == 0:
             return f"{int(seconds // _UNITS[unit])}{unit}"
     return f"{seconds:f}".rstrip("0").rstrip(".") + "s"
+
+
+def format_age(seconds: float) -> str:
+    """An age for people: its largest whole unit of d, h, m or s (``45d``, ``3h``, ``12s``)."""
+    whole = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if whole >= size:
+            return f"{whole // size}{unit}"
+    return f"{whole}s"
 
 
 _SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]i?b|b)?\s*$", re.IGNORECASE)

@@ -27,6 +27,10 @@ def test_merged_counts_equal_a_run_without_xdist(project: Project, workers: str)
     result.stdout.fnmatch_lines(["hits: 12   misses: 0   recorded: 0   refreshed: 0   stale: 0   hit rate: 100%"])
     assert len([line for line in result.outlines if line.startswith("hits: ")]) == 1
     merged, alone = json.loads(parallel.read_text()), json.loads(serial.read_text())
+    for report in (merged, alone):  # when each was written
+        del report["created_at"], report["inventory"]["taken_at"]
+    assert [t["test_id"] for t in merged["per_test"]] == sorted(t["test_id"] for t in merged["per_test"])
+    assert len(merged["per_test"]) == 12
     assert merged == alone
     assert project.server.count() == 6
 

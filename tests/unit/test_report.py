@@ -80,7 +80,8 @@ def test_report_json():
         "entries": 7,
         "bytes": 4096,
         "misses_detail": [
-            {"test_id": "tests/test_x.py::test_1", "model": "gpt-4o", "endpoint": "/v1/chat/completions", "key": "01" * 32}
+            {"test_id": "tests/test_x.py::test_1", "model": "gpt-4o", "endpoint": "/v1/chat/completions",
+             "key": "01" * 32, "closest": None, "differences": []}
         ],
     }
     assert data["tokens_saved_by_model"] == {"claude": 12, "gpt-4o": 30}

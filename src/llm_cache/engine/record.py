@@ -32,7 +32,7 @@ from ..redact import (
     redact,
     request_credentials,
 )
-from ..stats import Drift
+from ..stats import MAX_DRIFT_TEXT, Drift
 
 if TYPE_CHECKING:
     from .flight import Flight
@@ -224,13 +224,13 @@ def _drift(flight: Flight, old: Entry, new: Entry) -> None:
     for name, before, after in pairs:
         if (before or after) and before != after:
             flight.scope.session.stats.add_drift(
-                Drift(flight.scope.test_id, new.key[:12], name, _short(before or ""), _short(after or ""))
+                Drift(flight.scope.test_id, new.key[:12], name, _clip(before or ""), _clip(after or ""))
             )
 
 
-def _short(text: str, width: int = 40) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 3] + "..."
+def _clip(text: str) -> str:
+    """A drift's side as it is, up to MAX_DRIFT_TEXT characters."""
+    return text if len(text) <= MAX_DRIFT_TEXT else text[: MAX_DRIFT_TEXT - 3] + "..."
 
 
 def _redact_body(body: Body, secrets: list[str]) -> Body:

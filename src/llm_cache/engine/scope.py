@@ -15,15 +15,16 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, NoReturn
 
-from ..errors import CacheMiss, StoreUnavailable
+from ..errors import CacheMiss, StaleCassette, StoreUnavailable
 from ..exchange import Request
 from ..hosts import any_match, url_host
 from ..key import KeyRules, RequestKey, make_key, sequenced
 from ..modes import Action, Found, Mode, decide
-from ..stats import Counts, Miss
+from ..stats import Counts, Miss, StaleUse
 from .flight import Flight
 
 if TYPE_CHECKING:
+    from ..cassette import Entry
     from .session import CacheSession
 
 __all__ = ["Scope"]
@@ -137,6 +138,8 @@ class Scope:
         log.debug("%s %s model=%s endpoint=%s test=%s", action.value, rk.prefix, rk.model, rk.path, self.test_id)
         if action is Action.FAIL:
             self.refuse(rk, request)
+        if action is Action.SERVE_STALE:
+            self._stale(rk, entry)  # type: ignore[arg-type]
         if release is not None:
             flight.on_done(release)
         if flight.forwards:
@@ -162,10 +165,12 @@ class Scope:
         # transport exception) asks again: one miss per request and test, however often.
         if rk.key not in self._missed:
             self._missed.add(rk.key)
+            closest_path, differences = closest(session.store, rk, self.rules)
             session.stats.bump(self.stats, "misses")
-            session.stats.add_miss(Miss(self.test_id, rk.model, rk.path, rk.key))
+            session.stats.add_miss(Miss(self.test_id, rk.model, rk.path, rk.key, closest_path, differences))
             session.counted()
-        closest_path, differences = closest(session.store, rk, self.rules)
+        else:
+            closest_path, differences = closest(session.store, rk, self.rules)
         host, port = url_host(request.url) if request is not None else ("", None)
         raise CacheMiss(
             method=rk.method,
@@ -180,6 +185,18 @@ class Scope:
             host=host or None,
             port=port if host else None,
         )
+
+    def _stale(self, rk: RequestKey, entry: Entry) -> None:
+        """List a cassette past its TTL; under ``llm_cache_stale = fail``, refuse it."""
+        __tracebackhide__ = True
+        session = self.session
+        fail = session.settings.stale == "fail"
+        age = (session.clock() - entry.recorded_at).total_seconds()
+        ttl = self.ttl.total_seconds() if self.ttl is not None else None
+        location = session.store.location(rk.key, rk.model_version)
+        session.stats.add_stale(StaleUse(self.test_id, rk.key, location, age, ttl, failed=fail))
+        if fail:
+            raise StaleCassette(path=location, age_seconds=age, ttl_seconds=ttl or 0.0, test_id=self.test_id)
 
     def used(self, key: str, model_version: str, location: str | None = None) -> None:
         """List the cassette of ``key`` as used by this scope; its location is worked out

@@ -19,6 +19,7 @@ import pytest
 from ..errors import ConfigError, StoreUnavailable
 from ..modes import MODES, Mode
 from ..settings import Settings, check_paths, parse_marker, resolve
+from .run import RunFacts, has_cassettes, partial_reason, uses_cache, write_report
 
 if TYPE_CHECKING:
     from ..engine.scope import Scope
@@ -44,6 +45,12 @@ _OPTIONS: list[tuple[str, str, str, str | None, str]] = [
      "load entries into memory at start: all, or model versions separated by commas"),
     ("--llm-cache-memory-entries", "memory_entries", "llm_cache_memory_entries", None,
      "how many parsed entries the memory tier keeps (default 4096)"),
+    ("--llm-cache-unused", "unused", "llm_cache_unused", None,
+     "after a run of the whole collection, cassettes no test used: report (default), fail or off"),
+    ("--llm-cache-stale", "stale", "llm_cache_stale", None,
+     "a cassette past the TTL in replay: serve (default), warn (listed in the summary) or fail (its test fails)"),
+    ("--llm-cache-html", "html", "llm_cache_html", None,
+     "write the session's cache report as one self-contained HTML file to this path"),
 ]
 _INI_ONLY: list[tuple[str, str, str, Any]] = [
     ("llm_cache_ignore_fields", "linelist", "request fields left out of the key: dotted paths, one a line", []),
@@ -79,6 +86,8 @@ class _Plugin:
         self._session = session
         self.patched = False
         self.report: Report | None = None
+        # what makes a run less than its whole collection (see run.partial_reason)
+        self.run = RunFacts()
 
     @property
     def started(self) -> bool:
@@ -213,6 +222,7 @@ def llm_cache(request: pytest.FixtureRequest) -> Iterator[Scope]:
             yield scope
     finally:
         scope.close()
+        state.session.stats.add_test(scope.test_id, scope.stats)
 
 
 @pytest.fixture(autouse=True)
@@ -229,6 +239,25 @@ def _is_worker(config: pytest.Config) -> bool:
 
 
 @pytest.hookimpl
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    if items:
+        state = items[0].config.stash.get(STATE, None)
+        if state is not None:
+            state.run.deselected += len(items)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Notes a skipped test that uses the cache: its cassettes would look unused."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.skipped and not hasattr(report, "wasxfail"):
+        state = item.config.stash.get(STATE, None)
+        if state is not None and uses_cache(item, state.settings.autouse):
+            state.run.skipped.add(item.nodeid)
+
+
+@pytest.hookimpl
 def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
     state = config.stash.get(STATE, None)
@@ -240,38 +269,44 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         patches.let_go()
         state.patched = False
     if _is_worker(config):
+        config.workeroutput["llm_cache_run"] = state.run.to_dict()  # type: ignore[attr-defined]
         if state.started:
             config.workeroutput["llm_cache"] = state.session.stats.to_dict()  # type: ignore[attr-defined]
             state.session.close()
         return
-    if not state.started:
+    settings = state.settings
+    partial = partial_reason(session, state.run)
+    if not state.started and not (partial is None and settings.unused != "off" and has_cassettes(settings)):
         return
-    from ..report import build_report, report_json
+    from ..report.model import Run, build_report
 
     cache = state.session
     cache.finish()
-    report = state.report = build_report(cache)
+    report = state.report = build_report(
+        cache, Run(partial, inventory=bool(settings.report_path or settings.html_path))
+    )
     cache.close()
-    path = cache.settings.report_path
-    if path is not None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(report_json(report), indent=2) + "\n", encoding="utf-8")
-        except OSError as exc:  # the tests have their results: a warning, not a traceback
-            import warnings
+    if report.unused_failed and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if settings.report_path is not None:
+        from ..report.json import report_json
 
-            from ..errors import LLMCacheWarning, describe_os_error
+        write_report(settings.report_path, "report", lambda: json.dumps(report_json(report), indent=2) + "\n")
+    if settings.html_path is not None:
+        from ..report.html import report_html
 
-            warnings.warn(LLMCacheWarning(f"the report {path} was not written: {describe_os_error(exc)}"),
-                          stacklevel=1)
+        write_report(settings.html_path, "HTML report", lambda: report_html(report))
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: Any) -> None:
     """On the pytest-xdist controller: add a finished worker's figures."""
-    data = getattr(node, "workeroutput", {}).get("llm_cache")
+    output = getattr(node, "workeroutput", {})
+    state = node.config.stash[STATE]
+    state.run.merge(output.get("llm_cache_run"), crashed=error is not None)
+    data = output.get("llm_cache")
     if data:
-        node.config.stash[STATE].session.stats.merge(data)
+        state.session.stats.merge(data)
 
 
 @pytest.hookimpl

@@ -1,0 +1,138 @@
+"""The terminal summary: lines made from the report model, nothing else."""
+
+from __future__ import annotations
+
+from ..policy import Cap
+from ..values import format_age, format_duration
+from .model import Report, cost_saved
+
+__all__ = ["MAX_MISSES_SHOWN", "summary_lines"]
+
+MAX_MISSES_SHOWN = 10
+
+
+def _short(text: str, width: int = 40) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _plural(n: int, word: str, many: str | None = None) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {many or word + 's'}"
+
+
+def _size(n: int) -> str:
+    """Bytes in the units the size options read (KB = 1000 bytes)."""
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
+def _cap(cap: Cap) -> str:
+    parts = []
+    if cap.max_bytes is not None:
+        parts.append(_size(cap.max_bytes))
+    if cap.max_entries is not None:
+        parts.append(_plural(cap.max_entries, "entry", "entries"))
+    return ", ".join(parts) + f", {cap.policy.value}"
+
+
+def summary_lines(report: Report) -> list[str]:
+    """The lines of the terminal summary; empty when no test used the cache and there is
+    nothing unused to tell of."""
+    stats = report.stats
+    if not stats.tests_used:
+        return _unused_lines(report) if report.unused is not None and report.unused.entries else []
+    c = stats.counts
+    tokens = sum(stats.tokens_saved.values())
+    lines = [
+        f"mode: {report.mode}   store: {report.location} "
+        f"({_plural(report.entries, 'entry', 'entries')}, {_size(report.bytes)})",
+        f"hits: {c.hits}   misses: {c.misses}   recorded: {c.recorded}   refreshed: {c.refreshed}"
+        f"   stale: {c.stale}   hit rate: {c.hit_rate:.0%}",
+    ]
+    extra = []
+    if report.cap.active:
+        extra.append(f"evicted: {stats.evicted} (cap {_cap(report.cap)})")
+    if c.not_stored:
+        why = ", ".join(f"{reason} {n}" for reason, n in sorted(stats.not_stored_reasons.items()))
+        extra.append(f"not stored: {c.not_stored}" + (f" ({why})" if why else ""))
+    if c.corrupt:
+        extra.append(f"corrupt: {c.corrupt}")
+    if extra:
+        lines.append("   ".join(extra))
+    if stats.warmed:
+        lines.append(f"warmed: {_plural(stats.warmed, 'entry', 'entries')} in {stats.warm_seconds:.2f} s")
+    if tokens:
+        per_model = ", ".join(f"{m} {t}" for m, t in sorted(stats.tokens_saved.items()))
+        lines.append(f"tokens served from cassettes: {tokens} ({per_model})")
+        if report.prices:
+            total, _, unpriced = cost_saved(report)
+            note = f" ({len(unpriced)} without a price: {', '.join(unpriced)})" if unpriced else ""
+            lines.append(f"saved: ${total:.6f} at the llm_cache_prices given{note}")
+    if stats.misses_detail:
+        shown = stats.misses_detail[:MAX_MISSES_SHOWN]
+        lines.append(f"misses ({c.misses}):")
+        lines.extend(
+            f"  {m.test_id}  {m.model or '-'}  {m.endpoint}  {m.key[:12]}" for m in shown
+        )
+        if c.misses > len(shown):
+            lines.append(f"  ... and {c.misses - len(shown)} more")
+        lines.append("record them with --llm-cache=record")
+    if stats.drift:
+        lines.append(f"drift ({len(stats.drift)}): re-recorded answers that changed")
+        lines.extend(f"  {d.test_id}  {d.key}  {d.field}: {_short(d.old)!r} -> {_short(d.new)!r}" for d in stats.drift[:MAX_MISSES_SHOWN])
+        if len(stats.drift) > MAX_MISSES_SHOWN:
+            lines.append(f"  ... and {len(stats.drift) - MAX_MISSES_SHOWN} more")
+    if stats.unseen:
+        lines.append(f"unseen ({len(stats.unseen)}): connections the cache could not see, nothing of them recorded")
+        lines.extend(f"  {u.host}  {u.test_id}" for u in stats.unseen[:MAX_MISSES_SHOWN])
+        if len(stats.unseen) > MAX_MISSES_SHOWN:
+            lines.append(f"  ... and {len(stats.unseen) - MAX_MISSES_SHOWN} more")
+        lines.append("make them through a client the cache can see, or allow their hosts with llm_cache_allowed_hosts")
+    if stats.cap_short:
+        lines.append("the cap is smaller than what this session used; nothing it used was evicted")
+    lines.extend(_stale_lines(report))
+    lines.extend(_unused_lines(report))
+    return lines
+
+
+def _stale_lines(report: Report) -> list[str]:
+    stats = report.stats
+    listed = report.stale_policy != "serve" and stats.stale_uses
+    if not listed:
+        c = stats.counts
+        return [f"{_plural(c.stale, 'cassette')} past the TTL served; re-record with --llm-cache=refresh"] if c.stale else []
+    uses = stats.stale_uses
+    ttl = format_duration(report.ttl)
+    failed = sum(u.failed for u in uses)
+    verb = f"{failed} failed their test (llm_cache_stale = fail)" if failed else "served (llm_cache_stale = warn)"
+    lines = [f"stale ({len(uses)}): cassettes past the TTL of {ttl}, {verb}"]
+    lines.extend(f"  {u.location}  {format_age(u.age_seconds)} old  {u.test_id}" for u in uses[:MAX_MISSES_SHOWN])
+    if len(uses) > MAX_MISSES_SHOWN:
+        lines.append(f"  ... and {len(uses) - MAX_MISSES_SHOWN} more")
+    lines.append("re-record them with --llm-cache=refresh")
+    return lines
+
+
+def _unused_lines(report: Report) -> list[str]:
+    unused = report.unused
+    if unused is None:
+        return []
+    if not unused.known:
+        return [f"unused: cannot tell, {unused.why_not}"]
+    if not unused.entries:
+        return ["unused: none (every cassette was used)"] if report.unused_policy == "fail" else []
+    n = len(unused.entries)
+    where = report.report_path or "REPORT.json"
+    prune = f"llm-cache prune --unused-in {where}"
+    if report.report_path is None:
+        prune += " after a run with --llm-cache-report=REPORT.json"
+    tail = "failing the run (--llm-cache-unused=fail)" if report.unused_failed else "or --llm-cache-unused=fail"
+    lines = [f"unused: {n} ({prune} {tail})"]
+    lines.extend(f"  {m.location}" for m in unused.entries[:MAX_MISSES_SHOWN])
+    if n > MAX_MISSES_SHOWN:
+        lines.append(f"  ... and {n - MAX_MISSES_SHOWN} more")
+    return lines
