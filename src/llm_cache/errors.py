@@ -270,9 +270,9 @@ class StaleCassette(LLMCacheError):
 
         from .values import format_age, format_duration
 
+        ttl = format_duration(timedelta(seconds=self.ttl_seconds))
         return "\n".join([
-            f"stale cassette {self.path}: recorded {format_age(self.age_seconds)} ago, "
-            f"past the TTL of {format_duration(timedelta(seconds=self.ttl_seconds))}",
+            f"stale cassette {self.path}: recorded {format_age(self.age_seconds)} ago, past the TTL of {ttl}",
             f"  test: {self.test_id}",
             f"  fix:  re-record it with: pytest --llm-cache=refresh {_quoted(self.test_id)}",
             "   or:  serve it anyway with llm_cache_stale = serve (or warn), or a longer --llm-cache-ttl",

@@ -196,6 +196,7 @@ class Scope:
         location = session.store.location(rk.key, rk.model_version)
         session.stats.add_stale(StaleUse(self.test_id, rk.key, location, age, ttl, failed=fail))
         if fail:
+            session.stats.use(rk.key, session.clock(), hit=False)  # the test's own cassette, not unused
             raise StaleCassette(path=location, age_seconds=age, ttl_seconds=ttl or 0.0, test_id=self.test_id)
 
     def used(self, key: str, model_version: str, location: str | None = None) -> None:

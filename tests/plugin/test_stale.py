@@ -1,0 +1,93 @@
+"""llm_cache_stale: in replay an expired cassette is served (serve), served and listed with
+its age and test (warn), or fails its test with StaleCassette (fail)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import Project
+
+pytestmark = pytest.mark.all_xdist_modes
+
+TESTS = """
+from conftest import chat
+def test_old(client, llm_cache, save):
+    save("old", chat(client, "old question").choices[0].message.content)
+def test_new(client, llm_cache, save):
+    save("new", chat(client, "new question").choices[0].message.content)
+"""
+
+
+def _aged(project: Project) -> Path:
+    project.pytester.makepyfile(test_st=TESTS)
+    project.run("--llm-cache=record").assert_outcomes(passed=2)
+    [old] = [p for p in project.files() if "old question" in p.read_text()]
+    old.write_text(re.sub(r"recorded_at: .*", "recorded_at: '2020-01-01T00:00:00Z'", old.read_text(), count=1))
+    return old
+
+
+def test_serve_is_the_default_and_lists_nothing(project: Project) -> None:
+    _aged(project)
+    result = project.run()
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["1 cassette past the TTL served; re-record with --llm-cache=refresh"])
+    assert "stale (1)" not in result.stdout.str()
+
+
+def test_warn_lists_each_stale_cassette_with_its_age_and_test(project: Project) -> None:
+    old = _aged(project)
+    report = project.pytester.path / "report.json"
+    result = project.run("--llm-cache-stale=warn", f"--llm-cache-report={report}")
+    result.assert_outcomes(passed=2)
+    assert project.result("old") == "echo: old question"  # served
+    result.stdout.fnmatch_lines([
+        "stale (1): cassettes past the TTL of 30d, served (llm_cache_stale = warn)",
+        f"  {old}  *d old  test_st.py::test_old",
+        "re-record them with --llm-cache=refresh",
+    ])
+    [stale] = json.loads(report.read_text())["stale_cassettes"]
+    assert stale["path"] == str(old) and stale["test_id"] == "test_st.py::test_old"
+    assert stale["age_seconds"] > 365 * 86400 and stale["ttl_seconds"] == 30 * 86400 and not stale["failed"]
+
+
+def test_fail_fails_the_test_naming_cassette_age_ttl_and_command(project: Project) -> None:
+    old = _aged(project)
+    result = project.run("--llm-cache-stale=fail")
+    result.assert_outcomes(passed=1, failed=1)
+    out = result.stdout.str()
+    assert f"stale cassette {old}: recorded " in out
+    assert "past the TTL of 30d" in out
+    assert "fix:  re-record it with: pytest --llm-cache=refresh test_st.py::test_old" in out
+    result.stdout.fnmatch_lines(["stale (1): cassettes past the TTL of 30d, 1 failed*", "FAILED test_st.py::test_old*"])
+    assert "unused:" not in out  # the cassette refused is the test's own, not unused
+    assert project.server.count() == 2  # nothing reached the API
+
+
+def test_fail_from_the_ini_and_refresh_mends_it(project: Project) -> None:
+    _aged(project)
+    project.pytester.makeini("[pytest]\nllm_cache_stale = fail\n")
+    project.run().assert_outcomes(passed=1, failed=1)
+    project.run("--llm-cache=refresh").assert_outcomes(passed=2)  # refresh re-records, never refuses
+    project.run().assert_outcomes(passed=2)
+
+
+def test_stale_cassette_is_importable_and_pickles() -> None:
+    import pickle
+
+    from llm_cache import StaleCassette
+
+    error = StaleCassette(path="c/x.yaml", age_seconds=40 * 86400, ttl_seconds=30 * 86400, test_id="t.py::test_x")
+    again = pickle.loads(pickle.dumps(error))
+    assert str(again) == str(error)
+    assert "recorded 40d ago, past the TTL of 30d" in str(error)
+
+
+def test_a_bad_value_is_a_usage_error(project: Project) -> None:
+    project.pytester.makepyfile(test_st=TESTS)
+    result = project.run("--llm-cache-stale=loud")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--llm-cache-stale must be one of serve|warn|fail, got 'loud'*"])
