@@ -162,3 +162,18 @@ def test_prune_unused_in_removes_exactly_what_the_report_listed(project: Project
     assert not orphan.exists()
     assert project.files() == kept
     project.run("--llm-cache-unused=fail").assert_outcomes(passed=2)
+
+
+def test_the_rootdir_or_a_testpath_on_the_command_line_is_the_whole_collection(project: Project) -> None:
+    orphan = _recorded(project)
+    sub = project.pytester.mkdir("suite")
+    (project.pytester.path / "test_u.py").rename(sub / "test_u.py")
+    project.pytester.makeini("[pytest]\ntestpaths = suite\n")
+    for args in ((str(project.pytester.path),), ("suite",)):
+        result = project.run("--llm-cache-unused=fail", *args)
+        result.assert_outcomes(passed=2)
+        assert result.ret == 1, args
+        result.stdout.fnmatch_lines([f"  {orphan}"])
+    result = project.run("--llm-cache-unused=fail", "suite/test_u.py")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["unused: cannot tell, only suite/test_u.py ran"])
