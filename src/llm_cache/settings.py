@@ -1,12 +1,11 @@
-"""Reading setting values: modes, durations, booleans, lists and mappings.
+"""The session's settings, resolved once from the command line, the ini and the environment.
 
-Every parser raises ``ConfigError`` naming the setting and the expected form;
+The value parsers live in ``values`` (re-exported here); every one raises ``ConfigError`` naming the setting and the expected form;
 the pytest plugin turns that into ``pytest.UsageError``.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import tempfile
@@ -28,10 +27,16 @@ from .values import (  # noqa: F401 - re-exported: settings is where users look
     STORE_FORM,
     format_duration,
     parse_bool,
+    parse_choice,
     parse_count,
     parse_duration,
+    parse_lines,
+    parse_mapping,
+    parse_prices,
+    parse_regexes,
     parse_seconds,
     parse_size,
+    parse_warm,
 )
 
 __all__ = [
@@ -80,13 +85,6 @@ UNUSED_POLICIES = ("report", "fail", "off")
 STALE_POLICIES = ("serve", "warn", "fail")
 
 
-def parse_choice(value: object, setting: str, choices: tuple[str, ...]) -> str:
-    text = str(value).strip().lower()
-    if text not in choices:
-        raise ConfigError(setting=setting, value=value, expected="one of " + "|".join(choices))
-    return text
-
-
 def parse_allowed_hosts(ini: object, cli: object) -> tuple[HostPattern, ...]:
     """The hosts the network guard lets through: the ini's list (localhost, 127.0.0.1 and ::1
     when it is not set; none at all for the single word ``none``), plus every
@@ -108,102 +106,6 @@ def parse_allowed_hosts(ini: object, cli: object) -> tuple[HostPattern, ...]:
         base = ()
     added = tuple(parse_host(g, "--llm-cache-allow-host") for g in given if g.lower() != "none")
     return base + tuple(h for h in added if h not in base)
-
-
-def parse_warm(value: object, setting: str) -> tuple[str, ...] | None:
-    """``all`` (or true): every model version; a list of model versions; empty or false: none."""
-    if value is None:
-        return None
-    items = value if isinstance(value, (list, tuple)) else str(value).replace(",", "\n").splitlines()
-    names = [str(v).strip() for v in items if str(v).strip()]
-    if not names or (len(names) == 1 and names[0].lower() in ("false", "no", "off", "0", "none")):
-        return None
-    if len(names) == 1 and names[0].lower() in ("all", "true", "yes", "on", "1", "*"):
-        return ()
-    return tuple(names)
-
-
-def parse_lines(value: object, setting: str) -> tuple[str, ...]:
-    """Dotted field paths, one a line (or a list of them)."""
-    if value is None:
-        return ()
-    items: Iterable[object]
-    if isinstance(value, str):
-        items = value.splitlines()
-    elif isinstance(value, (list, tuple)):
-        items = value
-    else:
-        raise ConfigError(setting=setting, value=value, expected="a list of dotted field paths")
-    out = []
-    for item in items:
-        text = str(item).strip()
-        if not text or text.startswith("#"):
-            continue
-        if not re.fullmatch(r"[^\s.]+(\.[^\s.]+)*", text):
-            raise ConfigError(
-                setting=setting, value=item, expected="dotted field paths like metadata.run_id"
-            )
-        out.append(text)
-    return tuple(out)
-
-
-def parse_regexes(value: object, setting: str) -> tuple[str, ...]:
-    """Regular expressions, one a line."""
-    if value is None:
-        return ()
-    lines = value if isinstance(value, (list, tuple)) else str(value).splitlines()
-    out = []
-    for line in lines:
-        text = str(line).strip()
-        if not text:
-            continue
-        try:
-            re.compile(text)
-        except (re.error, OverflowError, RecursionError) as exc:  # a{99999999999} overflows
-            raise ConfigError(setting=setting, value=line, expected=f"a regular expression ({exc})") from None
-        out.append(text)
-    return tuple(out)
-
-
-def parse_prices(value: object, setting: str) -> dict[str, tuple[float, float]]:
-    """Lines ``model = input, output``: dollars per million tokens."""
-    out: dict[str, tuple[float, float]] = {}
-    for name, text in parse_mapping(value, setting).items():
-        parts = [p.strip().lstrip("$") for p in text.split(",")]
-        try:
-            if len(parts) != 2:
-                raise ValueError
-            inp, outp = float(parts[0]), float(parts[1])
-            if not (0 <= inp < math.inf and 0 <= outp < math.inf):  # also nan
-                raise ValueError
-        except ValueError:
-            raise ConfigError(
-                setting=setting, value=f"{name} = {text}",
-                expected="lines 'model = input, output' in dollars per million tokens, e.g. gpt-4o = 2.50, 10.00",
-            ) from None
-        out[name] = (inp, outp)
-    return out
-
-
-def parse_mapping(value: object, setting: str) -> dict[str, str]:
-    """Lines ``alias = version`` (or a dict)."""
-    if value is None:
-        return {}
-    if isinstance(value, dict):
-        return {str(k): str(v) for k, v in value.items()}
-    lines = value if isinstance(value, (list, tuple)) else str(value).splitlines()
-    out: dict[str, str] = {}
-    for line in lines:
-        text = str(line).strip()
-        if not text or text.startswith("#"):
-            continue
-        name, sep, version = text.partition("=")
-        if not sep or not name.strip() or not version.strip():
-            raise ConfigError(
-                setting=setting, value=line, expected="lines 'alias = version', e.g. gpt-4o = 2024-08-06"
-            )
-        out[name.strip()] = version.strip()
-    return out
 
 
 @dataclass(frozen=True)
@@ -423,48 +325,3 @@ def _check_report(path: Path, setting: str, form: str = _REPORT_FORM) -> None:
         raise ConfigError(
             setting=setting, value=str(path), expected=f"{form} (cannot write in {where}: {reason})"
         ) from None
-
-
-@dataclass(frozen=True)
-class MarkerOptions:
-    """The keyword arguments of ``@pytest.mark.llm_cache(...)``, validated."""
-
-    mode: Mode | None = None
-    ttl: timedelta | None | object = ...  # ... when not given; None means never expire
-    model_version: str | dict[str, str] | None = None
-    ignore_fields: tuple[str, ...] = ()
-    sequence: bool = False
-
-
-MARKER_ARGS = ("mode", "ttl", "model_version", "ignore_fields", "sequence")
-
-
-def parse_marker(args: tuple[object, ...], kwargs: Mapping[str, object]) -> MarkerOptions:
-    """Check a marker's arguments; a typo is a ConfigError listing what it takes."""
-    where = "@pytest.mark.llm_cache"
-    if args:
-        raise ConfigError(setting=where, value=args, expected="keyword arguments only: " + ", ".join(MARKER_ARGS))
-    unknown = sorted(set(kwargs) - set(MARKER_ARGS))
-    if unknown:
-        raise ConfigError(
-            setting=f"{where} argument {unknown[0]!r}",
-            value=kwargs[unknown[0]],
-            expected="one of the arguments " + ", ".join(MARKER_ARGS),
-        )
-    mode = parse_mode(kwargs["mode"], f"{where}(mode=...)") if "mode" in kwargs else None
-    ttl: timedelta | None | object = ...
-    if "ttl" in kwargs:
-        ttl = parse_duration(kwargs["ttl"], f"{where}(ttl=...)")
-    version = kwargs.get("model_version")
-    if version is not None and not isinstance(version, (str, dict)):
-        raise ConfigError(
-            setting=f"{where}(model_version=...)", value=version,
-            expected="a version label like '2024-08-06' or a dict {model: version}",
-        )
-    if isinstance(version, dict):
-        version = parse_mapping(version, f"{where}(model_version=...)")
-    fields = parse_lines(kwargs.get("ignore_fields"), f"{where}(ignore_fields=...)")
-    sequence = kwargs.get("sequence", False)
-    if not isinstance(sequence, bool):
-        raise ConfigError(setting=f"{where}(sequence=...)", value=sequence, expected="True or False")
-    return MarkerOptions(mode=mode, ttl=ttl, model_version=version, ignore_fields=fields, sequence=sequence)

@@ -1,4 +1,5 @@
-"""Parsers of setting values that import nothing of ours: durations, sizes, counts, booleans.
+"""Parsers of setting values that import nothing of ours: durations, sizes, counts, booleans,
+choices, lists, regexes, mappings and prices.
 
 A leaf module, so that settings, stores and the CLI can all use it without an
 import circle. Every parser raises ``ConfigError`` naming the setting and the form.
@@ -6,7 +7,9 @@ import circle. Every parser raises ``ConfigError`` naming the setting and the fo
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Iterable
 from datetime import timedelta
 
 from .errors import ConfigError
@@ -19,10 +22,16 @@ __all__ = [
     "format_age",
     "format_duration",
     "parse_bool",
+    "parse_choice",
     "parse_count",
     "parse_duration",
+    "parse_lines",
+    "parse_mapping",
+    "parse_prices",
+    "parse_regexes",
     "parse_seconds",
     "parse_size",
+    "parse_warm",
 ]
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -155,3 +164,106 @@ def parse_bool(value: object, setting: str) -> bool:
 
 
 STORE_FORM = "a store URL: file://PATH, memory:// or redis://host:port/db"
+
+
+def parse_choice(value: object, setting: str, choices: tuple[str, ...]) -> str:
+    text = str(value).strip().lower()
+    if text not in choices:
+        raise ConfigError(setting=setting, value=value, expected="one of " + "|".join(choices))
+    return text
+
+
+def parse_warm(value: object, setting: str) -> tuple[str, ...] | None:
+    """``all`` (or true): every model version; a list of model versions; empty or false: none."""
+    if value is None:
+        return None
+    items = value if isinstance(value, (list, tuple)) else str(value).replace(",", "\n").splitlines()
+    names = [str(v).strip() for v in items if str(v).strip()]
+    if not names or (len(names) == 1 and names[0].lower() in ("false", "no", "off", "0", "none")):
+        return None
+    if len(names) == 1 and names[0].lower() in ("all", "true", "yes", "on", "1", "*"):
+        return ()
+    return tuple(names)
+
+
+def parse_lines(value: object, setting: str) -> tuple[str, ...]:
+    """Dotted field paths, one a line (or a list of them)."""
+    if value is None:
+        return ()
+    items: Iterable[object]
+    if isinstance(value, str):
+        items = value.splitlines()
+    elif isinstance(value, (list, tuple)):
+        items = value
+    else:
+        raise ConfigError(setting=setting, value=value, expected="a list of dotted field paths")
+    out = []
+    for item in items:
+        text = str(item).strip()
+        if not text or text.startswith("#"):
+            continue
+        if not re.fullmatch(r"[^\s.]+(\.[^\s.]+)*", text):
+            raise ConfigError(
+                setting=setting, value=item, expected="dotted field paths like metadata.run_id"
+            )
+        out.append(text)
+    return tuple(out)
+
+
+def parse_regexes(value: object, setting: str) -> tuple[str, ...]:
+    """Regular expressions, one a line."""
+    if value is None:
+        return ()
+    lines = value if isinstance(value, (list, tuple)) else str(value).splitlines()
+    out = []
+    for line in lines:
+        text = str(line).strip()
+        if not text:
+            continue
+        try:
+            re.compile(text)
+        except (re.error, OverflowError, RecursionError) as exc:  # a{99999999999} overflows
+            raise ConfigError(setting=setting, value=line, expected=f"a regular expression ({exc})") from None
+        out.append(text)
+    return tuple(out)
+
+
+def parse_prices(value: object, setting: str) -> dict[str, tuple[float, float]]:
+    """Lines ``model = input, output``: dollars per million tokens."""
+    out: dict[str, tuple[float, float]] = {}
+    for name, text in parse_mapping(value, setting).items():
+        parts = [p.strip().lstrip("$") for p in text.split(",")]
+        try:
+            if len(parts) != 2:
+                raise ValueError
+            inp, outp = float(parts[0]), float(parts[1])
+            if not (0 <= inp < math.inf and 0 <= outp < math.inf):  # also nan
+                raise ValueError
+        except ValueError:
+            raise ConfigError(
+                setting=setting, value=f"{name} = {text}",
+                expected="lines 'model = input, output' in dollars per million tokens, e.g. gpt-4o = 2.50, 10.00",
+            ) from None
+        out[name] = (inp, outp)
+    return out
+
+
+def parse_mapping(value: object, setting: str) -> dict[str, str]:
+    """Lines ``alias = version`` (or a dict)."""
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return {str(k): str(v) for k, v in value.items()}
+    lines = value if isinstance(value, (list, tuple)) else str(value).splitlines()
+    out: dict[str, str] = {}
+    for line in lines:
+        text = str(line).strip()
+        if not text or text.startswith("#"):
+            continue
+        name, sep, version = text.partition("=")
+        if not sep or not name.strip() or not version.strip():
+            raise ConfigError(
+                setting=setting, value=line, expected="lines 'alias = version', e.g. gpt-4o = 2024-08-06"
+            )
+        out[name.strip()] = version.strip()
+    return out

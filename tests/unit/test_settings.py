@@ -10,6 +10,7 @@ import pytest
 
 from llm_cache.errors import ConfigError
 from llm_cache.key import KeyRules
+from llm_cache.marker import parse_marker
 from llm_cache.modes import Mode
 from llm_cache.settings import (
     format_duration,
@@ -17,7 +18,6 @@ from llm_cache.settings import (
     parse_duration,
     parse_lines,
     parse_mapping,
-    parse_marker,
     parse_mode,
     resolve,
 )

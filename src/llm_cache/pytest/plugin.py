@@ -18,7 +18,8 @@ import pytest
 
 from ..errors import ConfigError, StoreUnavailable
 from ..modes import MODES, Mode
-from ..settings import Settings, check_paths, parse_marker, resolve
+from ..marker import parse_marker
+from ..settings import Settings, check_paths, resolve
 from .run import RunFacts, has_cassettes, partial_reason, uses_cache, write_report
 
 if TYPE_CHECKING:
