@@ -202,6 +202,9 @@ def test_unused_known_unknown_and_not_looked_for():
     assert "Not looked for (llm_cache_unused = off)." in off
     none = section(report_html(rich_report(unused=Unused(None), unused_policy="fail")), "unused")
     assert "None: every cassette was used." in none
+    one = section(report_html(rich_report(unused=Unused(None, (METAS[1],)), report_path="out/r.json")), "unused")
+    assert "1 cassette no test used." in one
+    assert "<code>llm-cache prune --unused-in out/r.json</code>." in one
 
 
 def test_stale_cassettes_met():
