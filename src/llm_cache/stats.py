@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -100,6 +101,13 @@ class Unseen:
     test_id: str
 
 
+# What a session tells its listeners (the metrics): an event, the model version it is of,
+# a reason (why not stored, which store error) and a number (a lookup's seconds; a size).
+# Events: hit, stale_served, miss, recorded, refreshed, not_stored, corrupt, store_error,
+# lookup (seconds), entries and bytes (the store's size after an eviction pass).
+Listener = Callable[[str, str, "str | None", "float | None"], None]
+
+
 @dataclass
 class SessionStats:
     """Everything the summary and the JSON report are made from."""
@@ -125,7 +133,13 @@ class SessionStats:
     stale_uses: list[StaleUse] = field(default_factory=list)
     # each test's own counts, by test id (a library scope's too)
     tests: dict[str, Counts] = field(default_factory=dict)
+    # told of each event as it happens (see Listener); none by default, and then free
+    listeners: list[Listener] = field(default_factory=list, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def emit(self, event: str, model_version: str, reason: str | None = None, value: float | None = None) -> None:
+        for listener in self.listeners:
+            listener(event, model_version, reason, value)
 
     def bump(self, counts: Counts, name: str, n: int = 1) -> None:
         """Count one event for a test's counts and the session's together."""
@@ -141,10 +155,12 @@ class SessionStats:
                 io[0] += input_tokens
                 io[1] += output_tokens
 
-    def not_stored(self, counts: Counts, reason: str) -> None:
+    def not_stored(self, counts: Counts, reason: str, model_version: str = "-") -> None:
         self.bump(counts, "not_stored")
         with self._lock:
             self.not_stored_reasons[reason] = self.not_stored_reasons.get(reason, 0) + 1
+        if self.listeners:
+            self.emit("not_stored", model_version, reason)
 
     def add_drift(self, drift: Drift) -> None:
         with self._lock:

@@ -77,6 +77,10 @@ class Flight:
         stats.bump(scope.stats, "hits")
         if self.action is Action.SERVE_STALE:
             stats.bump(scope.stats, "stale")
+        if stats.listeners:
+            stats.emit("hit", entry.model_version)
+            if self.action is Action.SERVE_STALE:
+                stats.emit("stale_served", entry.model_version)
         usage = entry.usage
         if usage:
             stats.add_tokens(entry.model_version, usage.get("input_tokens", 0), usage.get("output_tokens", 0))

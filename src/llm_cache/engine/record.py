@@ -54,21 +54,21 @@ def keep(
     rk = flight.rk
     assert rk is not None
     if not 200 <= status < 300 and not settings.record_errors:
-        stats.not_stored(scope.stats, "error status")
+        stats.not_stored(scope.stats, "error status", rk.model_version)
         log.debug("not stored %s: status %s", rk.prefix, status)
         return
     joined = _joined(headers)
     try:
         entry, known = _entry(flight, status, joined, raw, arrivals)
     except UndecodableBody as exc:  # the live client could not read it either, or read it cut short
-        stats.not_stored(scope.stats, "undecodable")
+        stats.not_stored(scope.stats, "undecodable", rk.model_version)
         warnings.warn(LLMCacheWarning(f"not storing {rk.prefix}: {exc}"), stacklevel=2)
         return
     body = entry.response_body  # a stream: events, lines or frames; text or bytes when cut mid-event
     if 200 <= status < 300 and body.kind != "json" and not stream_complete(
         body.to_bytes(), joined.get("content-type")
     ):
-        stats.not_stored(scope.stats, "incomplete")
+        stats.not_stored(scope.stats, "incomplete", rk.model_version)
         warnings.warn(
             LLMCacheWarning(
                 f"not storing {rk.prefix}: the stream ended without its provider's last event "
@@ -79,14 +79,14 @@ def keep(
         return
     reason = refusal_reason(entry.response_body) if 200 <= status < 300 else None
     if (reason == "empty" and not settings.record_empty) or (reason == "truncated" and not settings.record_truncated):
-        stats.not_stored(scope.stats, reason)
+        stats.not_stored(scope.stats, reason, rk.model_version)
         log.debug("not stored %s: %s response", rk.prefix, reason)
         return
     text = dump_entry(entry)
     location = session.store.location(rk.key, rk.model_version)
     size = len(text) if text.isascii() else len(text.encode("utf-8"))
     if size > settings.max_cassette_bytes:  # the loader would refuse it: it could never replay
-        stats.not_stored(scope.stats, "too large")
+        stats.not_stored(scope.stats, "too large", rk.model_version)
         warnings.warn(
             LLMCacheWarning(
                 f"not storing {location}: it would be {size} bytes, more than the limit of "
@@ -98,7 +98,7 @@ def keep(
         return
     findings = find_entry_secrets(entry, text, settings.secret_allow, known)
     if findings:
-        stats.not_stored(scope.stats, "secret-looking")
+        stats.not_stored(scope.stats, "secret-looking", rk.model_version)
         kinds = ", ".join(sorted({f"{f.kind} ({f.where}: {f.excerpt})" for f in findings}))
         warnings.warn(
             LLMCacheWarning(
@@ -116,7 +116,10 @@ def keep(
         _drift(flight, old, entry)
     location = session.store.put(entry, text)
     session.remember(entry)
-    stats.bump(scope.stats, "refreshed" if flight.action is Action.REFRESH else "recorded")
+    event = "refreshed" if flight.action is Action.REFRESH else "recorded"
+    stats.bump(scope.stats, event)
+    if stats.listeners:
+        stats.emit(event, entry.model_version)
     stats.use(entry.key, session.clock(), hit=False)
     scope.used(entry.key, entry.model_version, location)
 

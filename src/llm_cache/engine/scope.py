@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, NoReturn
@@ -76,10 +77,10 @@ class Scope:
             return Flight(self, None, Found.MISSING, Action.PASS, None, request)
         rk = self.key(request)
         try:
-            found, entry = self.session.find(rk, self.mode, self.ttl, self.stats)
+            found, entry = self._find(rk)
             return self._decided(rk, found, entry, request)
         except StoreUnavailable as exc:
-            return self._unavailable(exc, request)
+            return self._unavailable(exc, request, rk)
 
     async def abegin(self, request: Request) -> Flight:
         """``begin`` for an event loop: a hit is served at once; a request that must go
@@ -90,7 +91,7 @@ class Scope:
             return Flight(self, None, Found.MISSING, Action.PASS, None, request)
         rk = self.key(request)
         try:
-            found, entry = self.session.find(rk, self.mode, self.ttl, self.stats)
+            found, entry = self._find(rk)
             if decide(self.mode, found) not in _GOES_UP:
                 return self._decided(rk, found, entry, request)
             leave = await self.session.gates.enter(rk.key)
@@ -102,13 +103,24 @@ class Scope:
                     leave()
                 raise
         except StoreUnavailable as exc:
-            return self._unavailable(exc, request)
+            return self._unavailable(exc, request, rk)
         if leave is not None:
             if flight.forwards:
                 flight.on_done(leave)
             else:
                 leave()
         return flight
+
+    def _find(self, rk: RequestKey) -> tuple[Found, Entry | None]:
+        """The first look for the entry; timed for the listeners when there are any."""
+        stats = self.session.stats
+        if not stats.listeners:
+            return self.session.find(rk, self.mode, self.ttl, self.stats)
+        started = time.perf_counter()
+        try:
+            return self.session.find(rk, self.mode, self.ttl, self.stats)
+        finally:
+            stats.emit("lookup", rk.model_version, None, time.perf_counter() - started)
 
     def _not_ours(self, request: Request) -> bool:
         """A request to an ignored host, or to one outside ``llm_cache_hosts`` when that is
@@ -147,7 +159,10 @@ class Scope:
             flight.on_done(lambda: self._open.discard(flight))
         return flight
 
-    def _unavailable(self, exc: StoreUnavailable, request: Request) -> Flight:
+    def _unavailable(self, exc: StoreUnavailable, request: Request, rk: RequestKey) -> Flight:
+        stats = self.session.stats
+        if stats.listeners:
+            stats.emit("store_error", rk.model_version, "unavailable")
         if not self.session.passthrough:
             raise exc
         log.warning("llm_cache: %s; passing the call through", str(exc).splitlines()[0])
@@ -167,6 +182,8 @@ class Scope:
             self._missed.add(rk.key)
             closest_path, differences = closest(session.store, rk, self.rules)
             session.stats.bump(self.stats, "misses")
+            if session.stats.listeners:
+                session.stats.emit("miss", rk.model_version)
             session.stats.add_miss(Miss(self.test_id, rk.model, rk.path, rk.key, closest_path, differences))
             session.counted()
         else:

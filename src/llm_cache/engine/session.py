@@ -134,6 +134,8 @@ class CacheSession:
                 entry = self.store.get(rk.key, rk.model_version)
             except CassetteError as exc:
                 self.stats.bump(counts, "corrupt")
+                if self.stats.listeners:
+                    self.stats.emit("corrupt", rk.model_version)
                 if mode is Mode.REPLAY:
                     raise
                 moved = self.store.quarantine(rk.key, rk.model_version)
@@ -239,6 +241,13 @@ class CacheSession:
             return 0, 0
 
     def _finish(self, force: bool) -> None:
+        self._evict(force)
+        if self.stats.listeners:  # the gauges: the store's size after the eviction pass
+            entries, size = self.store.size()
+            self.stats.emit("entries", "-", None, entries)
+            self.stats.emit("bytes", "-", None, size)
+
+    def _evict(self, force: bool) -> None:
         stats = self.stats
         if not stats.tests_used:
             return
