@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from .exchange import Request, Response
     from .key import KeyRules, RequestKey, make_key
     from .library import LLMCache, WarmReport
+    from .metrics import Metrics
     from .modes import Mode
     from .settings import Settings
     from .stores import FileStore, MemoryStore, Store, open_store
@@ -58,6 +59,7 @@ _NAMES = {
     "make_key": "key",
     "LLMCache": "library",
     "WarmReport": "library",
+    "Metrics": "metrics",
     "Mode": "modes",
     "Request": "exchange",
     "Response": "exchange",
@@ -77,6 +79,7 @@ __all__ = [
     "LLMCacheError",
     "LLMCacheWarning",
     "MemoryStore",
+    "Metrics",
     "Mode",
     "NetworkBlocked",
     "StaleCassette",
