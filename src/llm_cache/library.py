@@ -29,6 +29,7 @@ from .engine.scope import Scope
 from .engine.session import CacheSession, utcnow
 from .errors import ConfigError, StoreUnavailable
 from .key import KeyRules
+from .metrics import Metrics
 from .modes import Mode
 from .policy import Cap, Eviction
 from .redact import mask_url
@@ -261,6 +262,13 @@ class LLMCache:
     def stats(self) -> dict[str, Any]:
         """The cache's figures: hits, misses, recorded, hit_rate, tokens_saved, entries, bytes, ..."""
         return report_json(build_report(self.session))
+
+    @property
+    def metrics(self) -> Metrics:
+        """The cache's metrics (hits, misses, lookup latency, store size...) per model version
+        and store: made and attached on first use, counting from then on (events cost nothing
+        before). ``prometheus_text()``, ``to_prometheus(registry)``, ``to_otel(meter_provider)``."""
+        return Metrics.of(self.session)
 
     def evict(self) -> int:
         """Keep usage and evict down to the cap now; returns how many entries went."""
