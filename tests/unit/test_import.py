@@ -44,7 +44,8 @@ def test_console_script_rejects_unknown_option():
     assert "unrecognized arguments: --bogus" in out.stderr
 
 
-HEAVY = ("vcr", "httpx", "httpx2", "requests", "urllib3", "aiohttp")
+# the metrics exporters' libraries too: only to_prometheus() and to_otel() bring them in
+HEAVY = ("vcr", "httpx", "httpx2", "requests", "urllib3", "aiohttp", "prometheus_client", "opentelemetry")
 _LIST = (
     "import sys; print(sorted({m.split('.')[0] for m in sys.modules} & set(%r)))"
 )
@@ -62,6 +63,11 @@ def test_import_llm_cache_imports_no_client_vcrpy_or_yaml():
 
 def test_public_names_load_without_vcrpy_or_a_client():
     code = "from llm_cache import LLMCache, CacheMiss, Settings, intercept, Mode, make_key, FileStore"
+    assert _loaded_after(code) == []
+
+
+def test_metrics_and_their_text_import_no_exporter_library():
+    code = "import llm_cache\ncache = llm_cache.LLMCache()\ncache.metrics.prometheus_text()\nllm_cache.Metrics"
     assert _loaded_after(code) == []
 
 
