@@ -371,6 +371,15 @@ class RedisStore:
             return None
         return load_entry(data, self.location(key, model_version), expected_key=key)
 
+    def raw(self, key: str) -> bytes | None:
+        """The entry's text as stored, unparsed (None when there is none): for ``llm-cache verify``,
+        which looks for secrets in what is kept, not only in what parses."""
+        with self._reach():
+            data = self.client.get(self._name(key))
+        if data is None:
+            return None
+        return data.encode("utf-8") if isinstance(data, str) else bytes(data)
+
     def put(self, entry: Entry, text: str | None = None) -> str:
         if text is None:
             text = dump_entry(entry)
