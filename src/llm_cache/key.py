@@ -17,7 +17,8 @@ A key is the sha256 of a canonical JSON form of the request. What goes in:
   part's name, file name, content type and content sha256, in order, whatever
   the boundary; parts named like an ignored field left out);
   any other body is hashed as raw bytes;
-- the model version label (the model, or ``model@version`` when pinned). The
+- the model version label (the model, or ``model@version`` when pinned, behind
+  ``namespace+`` for a request of a namespace). The
   model is the JSON body's ``model``, a form's ``model`` field, or else the
   one the URL path names (``MODEL_IN_PATH``: Gemini, Vertex AI, Bedrock).
 
@@ -89,13 +90,18 @@ class KeyRules:
     model_versions: Mapping[str, str] = field(default_factory=dict)
     # a pin for every model in one test, from the marker's model_version=
     pinned_version: str | None = None
+    # a separate cache (a tenant, an experiment): x-llm-cache namespace=NAME
+    namespace: str | None = None
 
     def version_label(self, model: str | None) -> str:
-        """The label that names the model's cassette directory and enters the key."""
+        """The label that names the model's cassette directory and enters the key:
+        ``model``, ``model@version`` when pinned, behind ``namespace+`` in a namespace."""
         if model is None:
-            return NO_MODEL
-        version = self.pinned_version or self.model_versions.get(model)
-        return f"{model}@{version}" if version else model
+            label = NO_MODEL
+        else:
+            version = self.pinned_version or self.model_versions.get(model)
+            label = f"{model}@{version}" if version else model
+        return f"{self.namespace}+{label}" if self.namespace else label
 
 
 @dataclass(frozen=True)

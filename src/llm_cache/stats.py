@@ -133,6 +133,10 @@ class SessionStats:
     stale_uses: list[StaleUse] = field(default_factory=list)
     # each test's own counts, by test id (a library scope's too)
     tests: dict[str, Counts] = field(default_factory=dict)
+    # expired answers served on purpose (stale_while_revalidate, stale_if_error), and the
+    # background refreshes that stored a new answer
+    stale_served: int = 0
+    revalidated: int = 0
     # told of each event as it happens (see Listener); none by default, and then free
     listeners: list[Listener] = field(default_factory=list, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -184,6 +188,14 @@ class SessionStats:
             if len(self.unseen) < MAX_MISSES_KEPT and unseen not in self.unseen:
                 self.unseen.append(unseen)
 
+    def stale_served_bump(self) -> None:
+        with self._lock:
+            self.stale_served += 1
+
+    def revalidated_bump(self) -> None:
+        with self._lock:
+            self.revalidated += 1
+
     def add_stale(self, stale: StaleUse) -> None:
         with self._lock:
             if len(self.stale_uses) < MAX_LISTED and not any(
@@ -216,6 +228,8 @@ class SessionStats:
             "unseen": [asdict(u) for u in self.unseen],
             "stale_uses": [asdict(u) for u in self.stale_uses],
             "tests": {t: asdict(c) for t, c in self.tests.items()},
+            "stale_served": self.stale_served,
+            "revalidated": self.revalidated,
         }
 
     def merge(self, data: dict[str, Any]) -> None:
@@ -246,6 +260,8 @@ class SessionStats:
                     self.tests[test_id].add(Counts(**counts))
                 elif len(self.tests) < MAX_TESTS_KEPT:
                     self.tests[test_id] = Counts(**counts)
+            self.stale_served += data.get("stale_served", 0)
+            self.revalidated += data.get("revalidated", 0)
             self.tests_used += data["tests_used"]
             # every worker warms its own memory: report the largest, not the sum
             self.warmed = max(self.warmed, data.get("warmed", 0))

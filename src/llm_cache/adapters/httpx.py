@@ -14,11 +14,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from ..engine import behind
+from ..engine.controls import STATUS_HEADER
 from ..engine.guard import upstream
 from ..exchange import Request, Response
 
 if TYPE_CHECKING:
-    from ..engine.flight import Recording
+    from ..engine.flight import Flight, Recording
     from ..engine.scope import Scope
 
 __all__ = ["ahandle", "handle", "played", "stream_classes", "to_request"]
@@ -37,14 +39,26 @@ def to_request(request: Any, body: bytes) -> Request:
     return Request(request.method, str(request.url), body, request.headers, _timeout(request))
 
 
-def played(httpx: ModuleType, response: Response) -> Any:
-    """The httpx response that replays ``response``: one chunk per recorded event."""
+def played(httpx: ModuleType, response: Response, status: str = "hit") -> Any:
+    """The httpx response that replays ``response``: one chunk per recorded event, marked
+    with ``x-llm-cache-status``."""
     stream = stream_classes(httpx)[0](response.chunks, response.offsets_ms)
-    return httpx.Response(response.status, headers=list(response.headers), stream=stream)
+    return httpx.Response(response.status, headers=[*response.headers, (STATUS_HEADER, status)], stream=stream)
 
 
 def _tee_headers(response: Any) -> list[tuple[str, str]]:
     return [(k, v) for k, v in response.headers.multi_items()]
+
+
+def _failed(response: Any) -> bool:
+    """An answer that stale_if_error stands in for: rate limited or a server error."""
+    code = int(response.status_code)
+    return code == 429 or code >= 500
+
+
+def _marked(response: Any, flight: Flight) -> Any:
+    response.headers[STATUS_HEADER] = flight.status
+    return response
 
 
 def handle(scope: Scope, httpx: ModuleType, request: Any, forward: Callable[[], Any]) -> Any:
@@ -52,24 +66,49 @@ def handle(scope: Scope, httpx: ModuleType, request: Any, forward: Callable[[], 
     __tracebackhide__ = True
     flight = scope.begin(to_request(request, request.read()))
     if flight.served:
-        return played(httpx, flight.response())
+        answer = played(httpx, flight.response(), flight.status)
+        if flight.revalidate:
+            behind.revalidate(scope, flight, lambda: _fetched(forward()))
+        return answer
     # what goes upstream from here was seen: the network guard lets it through
     if flight.passes:
         with upstream():
-            return forward()
+            return _marked(forward(), flight)
     try:
         with upstream():
             response = forward()
+    except Exception as exc:
+        if flight.can_fall_back():
+            return played(httpx, flight.fall_back(f"{type(exc).__name__}: {exc}"), "stale")
+        flight.abandon()
+        raise
     except BaseException:
         flight.abandon()
         raise
+    if _failed(response) and flight.can_fall_back():
+        response.close()
+        return played(httpx, flight.fall_back(f"HTTP {response.status_code}"), "stale")
     content = getattr(response, "_content", None)
     if isinstance(content, bytes):  # read already (a MockTransport's response): keep it now
         flight.record(response.status_code, _tee_headers(response), content)
-        return response
+        return _marked(response, flight)
     recording = flight.recording(response.status_code, _tee_headers(response))
     response.stream = stream_classes(httpx)[1](recording, response.stream)
-    return response
+    return _marked(response, flight)
+
+
+def _fetched(response: Any) -> tuple[int, list[tuple[str, str]], bytes]:
+    try:
+        return response.status_code, _tee_headers(response), response.read()
+    finally:
+        response.close()
+
+
+async def _afetched(response: Any) -> tuple[int, list[tuple[str, str]], bytes]:
+    try:
+        return response.status_code, _tee_headers(response), await response.aread()
+    finally:
+        await response.aclose()
 
 
 async def ahandle(scope: Scope, httpx: ModuleType, request: Any, forward: Callable[[], Awaitable[Any]]) -> Any:
@@ -77,23 +116,38 @@ async def ahandle(scope: Scope, httpx: ModuleType, request: Any, forward: Callab
     __tracebackhide__ = True
     flight = await scope.abegin(to_request(request, await request.aread()))
     if flight.served:
-        return played(httpx, flight.response())
+        answer = played(httpx, flight.response(), flight.status)
+        if flight.revalidate:
+
+            async def fetch() -> tuple[int, list[tuple[str, str]], bytes]:
+                return await _afetched(await forward())
+
+            behind.arevalidate(scope, flight, fetch)
+        return answer
     if flight.passes:
         with upstream():
-            return await forward()
+            return _marked(await forward(), flight)
     try:
         with upstream():
             response = await forward()
+    except Exception as exc:
+        if flight.can_fall_back():
+            return played(httpx, flight.fall_back(f"{type(exc).__name__}: {exc}"), "stale")
+        flight.abandon()
+        raise
     except BaseException:
         flight.abandon()
         raise
+    if _failed(response) and flight.can_fall_back():
+        await response.aclose()
+        return played(httpx, flight.fall_back(f"HTTP {response.status_code}"), "stale")
     content = getattr(response, "_content", None)
     if isinstance(content, bytes):
         flight.record(response.status_code, _tee_headers(response), content)
-        return response
+        return _marked(response, flight)
     recording = flight.recording(response.status_code, _tee_headers(response))
     response.stream = stream_classes(httpx)[2](recording, response.stream)
-    return response
+    return _marked(response, flight)
 
 
 @functools.cache

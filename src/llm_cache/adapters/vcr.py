@@ -14,6 +14,7 @@ when the first scope opens.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import importlib
@@ -26,6 +27,7 @@ from vcr.cassette import Cassette, CassetteContextDecorator
 from vcr.record_mode import RecordMode
 
 from ..engine import active
+from ..engine.controls import STATUS_HEADER, Controls, strip, using
 from ..engine.flight import Flight
 from ..engine.guard import upstream
 from ..exchange import Request, Response
@@ -94,7 +96,9 @@ class DispatchCassette(Cassette):  # type: ignore[misc]
     def play_response(self, request: Any) -> dict[str, Any]:
         flight = self._flight(request)
         assert flight is not None
-        return _vcr_response(flight.response())
+        played = _vcr_response(flight.response())
+        played["headers"][STATUS_HEADER] = [flight.status]
+        return played
 
     @property
     def write_protected(self) -> bool:
@@ -115,6 +119,8 @@ class DispatchCassette(Cassette):  # type: ignore[misc]
         ]
         raw = (response.get("body") or {}).get("string") or b""
         flight.record(status, headers, raw.encode("utf-8") if isinstance(raw, str) else raw)
+        if isinstance(response.get("headers"), dict):  # the response vcrpy hands the caller is built from it
+            response["headers"][STATUS_HEADER] = [flight.status]
 
     def __len__(self) -> int:
         return 0
@@ -143,13 +149,29 @@ def _guarded(call: Callable[..., Any]) -> Callable[..., Any]:
     return guarded
 
 
+def _aiohttp_controls(kwargs: dict[str, Any]) -> Controls | None:
+    """aiohttp sends the headers it was given, not vcrpy's copy: ``x-llm-cache`` is taken
+    out of a copy of them, which is what goes upstream."""
+    given = kwargs.get("headers")
+    if not given:
+        return None
+    from multidict import CIMultiDict
+
+    headers = CIMultiDict(given)
+    found = strip(headers)
+    if found is not None:
+        kwargs["headers"] = headers
+    return found
+
+
 def _aguarded(call: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(call)
     async def guarded(*args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True
         token = _begun.set([])
+        found = _aiohttp_controls(kwargs)
         try:
-            with upstream():
+            with upstream(), (using(found) if found is not None else contextlib.nullcontext()):
                 return await call(*args, **kwargs)
         except BaseException:
             for flight in _begun.get() or ():

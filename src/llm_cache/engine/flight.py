@@ -18,6 +18,7 @@ from ..exchange import Request, Response
 from ..key import RequestKey
 from ..modes import Action, Found
 from ..providers import stream_ended, worth_draining
+from .controls import NONE as NO_CONTROLS
 
 if TYPE_CHECKING:
     from .scope import Scope
@@ -29,7 +30,8 @@ class Flight:
     """What was found for one request, and what to do with it."""
 
     __slots__ = (
-        "_done", "_finished", "_recording", "action", "entry", "found", "request", "rk", "scope", "started",
+        "_done", "_finished", "_recording", "action", "controls", "entry", "found", "request", "revalidate", "rk",
+        "scope", "started", "stored",
     )
 
     def __init__(
@@ -46,6 +48,25 @@ class Flight:
         self._done: list[Callable[[], None]] = []
         self._finished = False
         self._recording: Recording | None = None
+        self.controls = NO_CONTROLS
+        # served from an expired entry within stale_while_revalidate: refresh it behind
+        self.revalidate = False
+        # the answer was written (record() kept it)
+        self.stored = False
+
+    @property
+    def status(self) -> str:
+        """What the cache did, for ``x-llm-cache-status``: hit, stale, miss, refresh or bypass."""
+        action = self.action
+        if action is Action.SERVE:
+            return "hit"
+        if action is Action.SERVE_STALE:
+            return "stale"
+        if action is Action.REFRESH or (action is Action.RECORD and self.controls.no_cache):
+            return "refresh"
+        if action is Action.RECORD:
+            return "miss"
+        return "bypass"
 
     @property
     def served(self) -> bool:
@@ -77,6 +98,8 @@ class Flight:
         stats.bump(scope.stats, "hits")
         if self.action is Action.SERVE_STALE:
             stats.bump(scope.stats, "stale")
+            if self.revalidate:
+                stats.stale_served_bump()
         if stats.listeners:
             stats.emit("hit", entry.model_version)
             if self.action is Action.SERVE_STALE:
@@ -117,13 +140,41 @@ class Flight:
         if self._finished:
             return
         try:
-            if self.forwards:
+            if self.forwards and self.controls.no_store:
+                assert self.rk is not None
+                self.scope.session.stats.not_stored(self.scope.stats, "no-store", self.rk.model_version)
+            elif self.forwards:
                 from .record import keep
 
                 keep(self, status, headers, body, arrivals)
         finally:
             self._finish()
             self.scope.session.counted()
+
+    # -- stale on purpose ---------------------------------------------------------
+
+    def can_fall_back(self) -> bool:
+        """A refresh of an expired entry still within ``stale_if_error`` past its TTL: when the
+        API fails (an error, a timeout, 429 or 5xx) the entry is served instead."""
+        return (
+            self.action is Action.REFRESH and self.entry is not None and not self._finished
+            and self.scope.session.within_sie(self.entry, self.scope.ttl if self.controls.ttl is ... else self.controls.ttl)
+        )
+
+    def fall_back(self, why: str) -> Response:
+        """Serve the expired entry in place of a failed refresh, with a warning; releases the lock."""
+        import warnings
+
+        from ..errors import LLMCacheWarning
+
+        assert self.entry is not None
+        warnings.warn(LLMCacheWarning(
+            f"serving the expired answer of {self.entry.key[:12]} (stale_if_error): the API failed: {why}"
+        ), stacklevel=3)
+        self._finish()
+        self.action = Action.SERVE_STALE
+        self.scope.session.stats.stale_served_bump()
+        return self.response()
 
     def abandon(self) -> None:
         """The request failed or its answer was dropped before the end: keep nothing, release."""

@@ -115,6 +115,7 @@ def keep(
                 old = session.store.get(old.key, old.model_version) or old
         _drift(flight, old, entry)
     location = session.store.put(entry, text)
+    flight.stored = True
     session.remember(entry)
     event = "refreshed" if flight.action is Action.REFRESH else "recorded"
     stats.bump(scope.stats, event)

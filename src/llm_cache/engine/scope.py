@@ -22,6 +22,8 @@ from ..hosts import any_match, url_host
 from ..key import KeyRules, RequestKey, make_key, sequenced
 from ..modes import Action, Found, Mode, decide
 from ..stats import Counts, Miss, StaleUse
+from .controls import NONE as NO_CONTROLS
+from .controls import Controls, take
 from .flight import Flight
 
 if TYPE_CHECKING:
@@ -63,8 +65,11 @@ class Scope:
 
     # -- deciding --------------------------------------------------------------
 
-    def key(self, request: Request) -> RequestKey:
-        rk = make_key(request.method, request.url, request.body, request.headers, self.rules)
+    def key(self, request: Request, controls: Controls = NO_CONTROLS) -> RequestKey:
+        rules = self.rules
+        if controls.namespace is not None:
+            rules = dataclasses.replace(rules, namespace=controls.namespace)
+        rk = make_key(request.method, request.url, request.body, request.headers, rules)
         if self.sequence:
             occurrence = self._occurrences[rk.key] = self._occurrences.get(rk.key, 0) + 1
             rk = dataclasses.replace(rk, key=sequenced(rk.key, occurrence), occurrence=occurrence)
@@ -73,12 +78,14 @@ class Scope:
     def begin(self, request: Request) -> Flight:
         """Decide what to do with ``request``; raises CacheMiss for a replay miss."""
         __tracebackhide__ = True
+        controls = take(request.headers)  # removed from the request whatever happens next
         if self.mode is Mode.OFF or self._not_ours(request):
             return Flight(self, None, Found.MISSING, Action.PASS, None, request)
-        rk = self.key(request)
+        rk = self.key(request, controls)
+        ttl = self._ttl(controls)
         try:
-            found, entry = self._find(rk)
-            return self._decided(rk, found, entry, request)
+            found, entry = self._first_look(rk, ttl, controls)
+            return self._decided(rk, found, entry, request, controls, ttl)
         except StoreUnavailable as exc:
             return self._unavailable(exc, request, rk)
 
@@ -87,17 +94,20 @@ class Scope:
         upstream first passes its key's gate, so identical requests of concurrent tasks
         wait for the first one's answer without blocking the loop."""
         __tracebackhide__ = True
+        controls = take(request.headers)
         if self.mode is Mode.OFF or self._not_ours(request):
             return Flight(self, None, Found.MISSING, Action.PASS, None, request)
-        rk = self.key(request)
+        rk = self.key(request, controls)
+        ttl = self._ttl(controls)
         try:
-            found, entry = self._find(rk)
-            if decide(self.mode, found) not in _GOES_UP:
-                return self._decided(rk, found, entry, request)
+            found, entry = self._first_look(rk, ttl, controls)
+            if self._action(found, entry, ttl) not in _GOES_UP or controls.no_store:
+                return self._decided(rk, found, entry, request, controls, ttl)
             leave = await self.session.gates.enter(rk.key)
             try:
-                found, entry = self.session.find(rk, self.mode, self.ttl, self.stats, reread=True)
-                flight = self._decided(rk, found, entry, request)
+                if not controls.no_cache:
+                    found, entry = self.session.find(rk, self.mode, ttl, self.stats, reread=True)
+                flight = self._decided(rk, found, entry, request, controls, ttl)
             except BaseException:
                 if leave is not None:
                     leave()
@@ -111,14 +121,31 @@ class Scope:
                 leave()
         return flight
 
-    def _find(self, rk: RequestKey) -> tuple[Found, Entry | None]:
+    def _ttl(self, controls: Controls) -> timedelta | None:
+        return self.ttl if controls.ttl is ... else controls.ttl
+
+    def _first_look(self, rk: RequestKey, ttl: timedelta | None, controls: Controls) -> tuple[Found, Entry | None]:
+        # no-cache: not looked up, but in replay, which never goes upstream
+        if controls.no_cache and self.mode is not Mode.REPLAY:
+            return Found.MISSING, None
+        return self._find(rk, ttl)
+
+    def _action(self, found: Found, entry: Entry | None, ttl: timedelta | None) -> Action:
+        """``modes.decide``, with the session's stale policies: an expired entry within
+        ``stale_while_revalidate`` past its TTL is served (and refreshed behind)."""
+        action = decide(self.mode, found)
+        if action is Action.REFRESH and entry is not None and self.session.within_swr(entry, ttl):
+            return Action.SERVE_STALE
+        return action
+
+    def _find(self, rk: RequestKey, ttl: timedelta | None) -> tuple[Found, Entry | None]:
         """The first look for the entry; timed for the listeners when there are any."""
         stats = self.session.stats
         if not stats.listeners:
-            return self.session.find(rk, self.mode, self.ttl, self.stats)
+            return self.session.find(rk, self.mode, ttl, self.stats)
         started = time.perf_counter()
         try:
-            return self.session.find(rk, self.mode, self.ttl, self.stats)
+            return self.session.find(rk, self.mode, ttl, self.stats)
         finally:
             stats.emit("lookup", rk.model_version, None, time.perf_counter() - started)
 
@@ -135,23 +162,33 @@ class Scope:
             return True
         return bool(settings.hosts) and not any_match(settings.hosts, port, host)
 
-    def _decided(self, rk: RequestKey, found: Found, entry: object, request: Request) -> Flight:
+    def _decided(
+        self, rk: RequestKey, found: Found, entry: Entry | None, request: Request,
+        controls: Controls = NO_CONTROLS, ttl: timedelta | None | object = ...,
+    ) -> Flight:
         __tracebackhide__ = True
-        action = decide(self.mode, found)
+        ttl = self.ttl if ttl is ... else ttl
+        action = self._action(found, entry, ttl)  # type: ignore[arg-type]
         release = None
-        if action in _GOES_UP:
+        # no-store keeps nothing: there is no recording to wait for, and none to wait on
+        if action in _GOES_UP and not controls.no_store:
             wait = self.session.lock_wait(request.timeout)
-            release, found, entry = self.session.claim(rk, self.mode, self.ttl, self.stats, wait)
-            action = decide(self.mode, found)
+            release, again, entry_again = self.session.claim(rk, self.mode, ttl, self.stats, wait)  # type: ignore[arg-type]
+            if not controls.no_cache:
+                found, entry = again, entry_again
+                action = self._action(found, entry, ttl)  # type: ignore[arg-type]
             if release is not None and action not in _GOES_UP:
                 release()
                 release = None
-        flight = Flight(self, rk, found, action, entry, request)  # type: ignore[arg-type]
+        flight = Flight(self, rk, found, action, entry, request)
+        flight.controls = controls
+        if action is Action.SERVE_STALE and found is Found.EXPIRED and self.mode is Mode.REFRESH:
+            flight.revalidate = True  # within stale_while_revalidate: served now, refreshed behind
         log.debug("%s %s model=%s endpoint=%s test=%s", action.value, rk.prefix, rk.model, rk.path, self.test_id)
         if action is Action.FAIL:
             self.refuse(rk, request)
-        if action is Action.SERVE_STALE:
-            self._stale(rk, entry)  # type: ignore[arg-type]
+        if action is Action.SERVE_STALE and not flight.revalidate:
+            self._stale(rk, entry, ttl)  # type: ignore[arg-type]
         if release is not None:
             flight.on_done(release)
         if flight.forwards:
@@ -203,13 +240,13 @@ class Scope:
             port=port if host else None,
         )
 
-    def _stale(self, rk: RequestKey, entry: Entry) -> None:
+    def _stale(self, rk: RequestKey, entry: Entry, ttl_given: timedelta | None) -> None:
         """List a cassette past its TTL; under ``llm_cache_stale = fail``, refuse it."""
         __tracebackhide__ = True
         session = self.session
         fail = session.settings.stale == "fail"
         age = (session.clock() - entry.recorded_at).total_seconds()
-        ttl = self.ttl.total_seconds() if self.ttl is not None else None
+        ttl = ttl_given.total_seconds() if ttl_given is not None else None
         location = session.store.location(rk.key, rk.model_version)
         session.stats.add_stale(StaleUse(self.test_id, rk.key, location, age, ttl, failed=fail))
         if fail:

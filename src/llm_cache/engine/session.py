@@ -85,6 +85,10 @@ class CacheSession:
         # keys that thread holds (a thread-local object, never a reusable thread id)
         self._inflight: dict[str, int] = {}
         self._held = threading.local()
+        # stale on purpose (the library): how long past its TTL an expired entry is still
+        # served while it is refreshed behind, or when the API fails
+        self.stale_while_revalidate: timedelta | None = None
+        self.stale_if_error: timedelta | None = None
 
     def scope(
         self,
@@ -151,6 +155,45 @@ class CacheSession:
         if ttl is not None and self.clock() - entry.recorded_at > ttl:
             return Found.EXPIRED, entry
         return Found.FRESH, entry
+
+    def _within(self, entry: Entry, ttl: timedelta | None, grace: timedelta | None) -> bool:
+        if grace is None or ttl is None:
+            return False
+        return self.clock() - entry.recorded_at <= ttl + grace
+
+    def within_swr(self, entry: Entry, ttl: timedelta | None) -> bool:
+        """An expired entry still young enough to serve while it is refreshed behind."""
+        return self._within(entry, ttl, self.stale_while_revalidate)
+
+    def within_sie(self, entry: Entry, ttl: timedelta | None) -> bool:
+        """An expired entry still young enough to serve when its refresh fails."""
+        return self._within(entry, ttl, self.stale_if_error)
+
+    def try_claim(self, key: str) -> Callable[[], None] | None:
+        """The key's recording lock if it is free now (in this process and every other),
+        else None: one background refresh per key, and none waits for another."""
+        with self._lock:
+            if key in self._inflight:
+                return None
+            self._inflight[key] = 1  # reserved: no other thread of this process tries now
+        lock: Lock = self.store.lock(key)
+        try:
+            lock.acquire(timeout=0)
+        except Exception:  # noqa: BLE001 - held elsewhere, or a store without working locks
+            with self._lock:
+                self._inflight.pop(key, None)
+            return None
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                with self._lock:
+                    self._inflight.pop(key, None)
+                lock.release()
+
+        return release
 
     def lock_wait(self, request_timeout: float | None) -> float:
         """How long a recorder waits for another holder of its key: the lock timeout

@@ -1,0 +1,106 @@
+"""Refreshing behind a served answer (``stale_while_revalidate``).
+
+An expired entry within ``stale_while_revalidate`` past its TTL is served at once, and
+one refresh of it runs in the background: a thread for a sync caller, a task of the
+running loop for an async one. Only the caller that takes the key's recording lock
+without waiting refreshes it (``CacheSession.try_claim``): one refresh per key across
+threads, tasks and processes. A refresh that fails keeps the entry as it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from ..modes import Action, Found
+from .guard import upstream
+
+if TYPE_CHECKING:
+    from .flight import Flight
+    from .scope import Scope
+
+__all__ = ["arevalidate", "revalidate"]
+
+log = logging.getLogger("llm_cache")
+
+# status, headers and the whole body of a fresh answer
+Fetched = tuple[int, list[tuple[str, str]], bytes]
+# the running refresh tasks: the loop keeps only weak references to its tasks
+_tasks: set[asyncio.Task[None]] = set()
+
+
+def _refresh_flight(scope: Scope, served: Flight) -> Flight | None:
+    from .flight import Flight
+
+    assert served.rk is not None
+    release = scope.session.try_claim(served.rk.key)
+    if release is None:
+        return None  # another thread, task or process refreshes it already
+    flight = Flight(scope, served.rk, Found.EXPIRED, Action.REFRESH, served.entry, served.request)
+    flight.controls = served.controls
+    flight.on_done(release)
+    return flight
+
+
+def _keep(flight: Flight, fetched: Fetched) -> None:
+    status, headers, body = fetched
+    if status == 429 or status >= 500:
+        flight.abandon()
+        log.warning("llm_cache: background refresh of %s got HTTP %s; the entry is kept", flight.rk.prefix, status)  # type: ignore[union-attr]
+        return
+    flight.record(status, headers, body)
+    if flight.stored:
+        flight.scope.session.stats.revalidated_bump()
+
+
+def _failed(flight: Flight, exc: BaseException) -> None:
+    flight.abandon()
+    log.warning("llm_cache: background refresh of %s failed (%s); the entry is kept",
+                flight.rk.prefix, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)  # type: ignore[union-attr]
+
+
+def revalidate(scope: Scope, served: Flight, fetch: Callable[[], Fetched]) -> threading.Thread | None:
+    """Refresh ``served``'s entry in a thread; ``fetch`` sends the request upstream."""
+    flight = _refresh_flight(scope, served)
+    if flight is None:
+        return None
+
+    def run() -> None:
+        try:
+            with upstream():
+                fetched = fetch()
+        except BaseException as exc:  # noqa: BLE001 - logged: nobody waits for this thread
+            _failed(flight, exc)
+            return
+        _keep(flight, fetched)
+
+    thread = threading.Thread(target=run, name="llm-cache-revalidate", daemon=True)
+    thread.start()
+    return thread
+
+
+def arevalidate(scope: Scope, served: Flight, fetch: Callable[[], Awaitable[Fetched]]) -> asyncio.Task[None] | None:
+    """Refresh ``served``'s entry in a task of the running loop."""
+    flight = _refresh_flight(scope, served)
+    if flight is None:
+        return None
+
+    async def run() -> None:
+        try:
+            with upstream():
+                fetched = await fetch()
+        except asyncio.CancelledError:
+            flight.abandon()
+            raise
+        except Exception as exc:  # noqa: BLE001 - logged: nobody awaits this task
+            _failed(flight, exc)
+            return
+        _keep(flight, fetched)
+
+    task = asyncio.get_running_loop().create_task(run())
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+    return task

@@ -1,0 +1,157 @@
+"""Per-request controls: the ``x-llm-cache`` header, ``@cached(...)`` and ``cache.options()``.
+
+Directives, comma-separated: ``no-cache`` (do not look up: call the API and store the
+answer), ``no-store`` (look up; on a miss call the API and keep nothing), ``ttl=DURATION``
+(this call's freshness limit) and ``namespace=NAME`` (a separate cache: it goes into the
+key and into the model version label, so into the file store's path).
+
+The header is read by every path of the engine and removed from the request before
+anything else sees it: it never goes upstream, into a key or into a cassette.
+``options()`` sets controls for the calls made inside a ``with`` block, in its thread
+and in the tasks it starts (a context variable); a thread is given them with ``carry``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+import re
+from collections.abc import Callable, Iterator, MutableMapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from ..errors import ConfigError
+from ..values import parse_duration
+
+__all__ = ["HEADER", "STATUS_HEADER", "Controls", "carry", "current", "make", "parse_controls", "strip", "take", "using"]
+
+HEADER = "x-llm-cache"
+STATUS_HEADER = "x-llm-cache-status"
+FORMS = "no-cache, no-store, ttl=DURATION (like 90s, 12h, 30d) or namespace=NAME (letters, digits, . _ -)"
+_NAMESPACE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
+_UNSET: Any = ...
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Controls:
+    """What one call asks of the cache. ``ttl`` is ``...`` when not given (None: never expires)."""
+
+    no_cache: bool = False
+    no_store: bool = False
+    ttl: timedelta | None | Any = _UNSET
+    namespace: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self == NONE
+
+    def over(self, base: Controls) -> Controls:
+        """These controls on top of ``base``: flags add up, a value given here wins."""
+        return Controls(
+            no_cache=self.no_cache or base.no_cache,
+            no_store=self.no_store or base.no_store,
+            ttl=base.ttl if self.ttl is _UNSET else self.ttl,
+            namespace=self.namespace if self.namespace is not None else base.namespace,
+        )
+
+
+NONE = Controls()
+_current: contextvars.ContextVar[Controls] = contextvars.ContextVar("llm_cache_controls", default=NONE)
+
+
+def make(
+    *, no_cache: bool = False, no_store: bool = False, ttl: object = _UNSET, namespace: str | None = None,
+    where: str = "options",
+) -> Controls:
+    """Controls from keyword arguments; ``ValueError`` naming the accepted forms."""
+    if not isinstance(no_cache, bool) or not isinstance(no_store, bool):
+        raise _bad(where, no_cache if not isinstance(no_cache, bool) else no_store, "no_cache/no_store: True or False")
+    parsed_ttl: timedelta | None | Any = _UNSET
+    if ttl is not _UNSET:
+        try:
+            parsed_ttl = parse_duration(ttl, f"{where} ttl")
+        except ConfigError as exc:
+            raise ValueError(f"{exc}; {HEADER} directives are {FORMS}") from None
+    if namespace is not None and (not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace)):
+        raise _bad(where, namespace, "namespace: 1 to 64 letters, digits, '.', '_' or '-', not starting with '.'")
+    return Controls(no_cache, no_store, parsed_ttl, namespace)
+
+
+def _bad(where: str, value: object, what: str) -> ValueError:
+    return ValueError(f"{where}: {value!r} is not a cache directive ({what}); {HEADER} directives are {FORMS}")
+
+
+@functools.lru_cache(maxsize=256)
+def parse_controls(text: str) -> Controls:
+    """The directives of an ``x-llm-cache`` header value."""
+    flags = {"no_cache": False, "no_store": False}
+    ttl: object = _UNSET
+    namespace = None
+    for part in text.split(","):
+        directive = part.strip()
+        if not directive:
+            continue
+        name, sep, value = (s.strip() for s in directive.partition("="))
+        name = name.lower()
+        if name in ("no-cache", "no-store") and not sep:
+            flags[name.replace("-", "_")] = True
+        elif name == "ttl" and sep:
+            ttl = value
+        elif name == "namespace" and sep:
+            namespace = value
+        else:
+            raise ValueError(f"{HEADER}: {directive!r} is not a directive; the directives are {FORMS}")
+    return make(ttl=ttl, namespace=namespace, where=HEADER, **flags)
+
+
+def strip(headers: MutableMapping[str, Any] | Any) -> Controls | None:
+    """The directives of ``headers``' ``x-llm-cache`` header, which is removed from them
+    (a dict, httpx's, vcrpy's or aiohttp's headers); None when there is none."""
+    if not headers:
+        return None
+    if not isinstance(headers, dict) and HEADER not in headers:  # the others compare without case
+        return None
+    values = []
+    for name in [n for n in headers if isinstance(n, str) and n.lower() == HEADER]:
+        value = headers[name]
+        del headers[name]
+        if isinstance(value, (list, tuple)):
+            value = ",".join(str(v) for v in value)
+        values.append(value.decode("latin-1") if isinstance(value, bytes) else str(value))
+    return parse_controls(",".join(values)) if values else None
+
+
+def take(headers: MutableMapping[str, Any] | Any) -> Controls:
+    """The controls a request asks for: its ``x-llm-cache`` header (removed from
+    ``headers``) over those of ``options()``."""
+    given = current()
+    found = strip(headers)
+    return given if found is None else found.over(given)
+
+
+def current() -> Controls:
+    return _current.get()
+
+
+@contextlib.contextmanager
+def using(controls: Controls) -> Iterator[Controls]:
+    """Apply ``controls`` (over the enclosing ones) to the calls made inside the block."""
+    token = _current.set(controls.over(_current.get()))
+    try:
+        yield _current.get()
+    finally:
+        _current.reset(token)
+
+
+def carry(func: Callable[..., T]) -> Callable[..., T]:
+    """``func`` run with the controls in force now, in whatever thread calls it::
+
+        threading.Thread(target=llm_cache.carry(work)).start()
+        pool.submit(llm_cache.carry(work), item)
+    """
+    context = contextvars.copy_context()
+    return functools.partial(context.run, func)
