@@ -1,7 +1,8 @@
-"""The ``llm-cache`` command: list, inspect, prune, verify, compare and upgrade cassettes.
+"""The ``llm-cache`` command: list, inspect, prune, verify, compare and upgrade cassettes,
+of a cassette directory (``--dir``) or of any shared store (``--store URL``: file://, redis://).
 
 Exit status: 0 on success, 1 when a command found a problem (a missing
-directory, a bad cassette, an unknown key), 2 on bad usage.
+directory, a bad cassette, an unknown key, a store that does not answer), 2 on bad usage.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from ..cassette import FORMAT_VERSION
 from ..errors import ConfigError, StoreUnavailable
 from .common import OK, PROBLEM, USAGE, Problem, UsageError
 from .listing import cmd_diff, cmd_ls, cmd_show, cmd_stats
-from .maintain import cmd_prune, cmd_upgrade, cmd_verify
+from .maintain import cmd_upgrade, cmd_verify
+from .prune import cmd_prune
+from .stores import CLI_STORE_FORM
 from .warm import cmd_warm
 
 __all__ = ["build_parser", "main"]
@@ -35,9 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     def add(name: str, func: Callable[[argparse.Namespace], int], text: str, *, json_flag: bool = True,
-            ttl: bool = False) -> argparse.ArgumentParser:
+            ttl: bool = False, store: str | None = f"the store instead of a directory: {CLI_STORE_FORM}",
+            ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text, description=text)
-        p.add_argument("--dir", default="cassettes", help="the cassette directory (default: ./cassettes)")
+        p.add_argument("--dir", help="the cassette directory (default: ./cassettes)")
+        if store is not None:
+            p.add_argument("--store", metavar="URL", help=store)
         if json_flag:
             p.add_argument("--json", action="store_true", help="print JSON instead of text")
         if ttl:
@@ -60,16 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
     verify = add("verify", cmd_verify, "check every cassette: parses, key matches, nothing secret-looking")
     verify.add_argument("--allow", action="append", default=[], metavar="REGEX",
                         help="a secret-looking value that is not a secret (repeatable)")
-    warm = add("warm", cmd_warm, "make sure each request of a YAML/JSONL file is cached and fresh", ttl=True)
+    warm = add("warm", cmd_warm, "make sure each request of a YAML/JSONL file is cached and fresh", ttl=True,
+               store="store URL (default: file://DIR)")
     warm.add_argument("file", help="requests: a YAML list or JSONL of {url or path, json, method, headers}")
-    warm.add_argument("--store", help="store URL (default: file://DIR)")
     warm.add_argument("--base-url", help="prefix for requests given by path, like https://api.openai.com/v1")
     warm.add_argument("--mode", default="record", help="record (default), refresh, or replay to only check")
     warm.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
                       help="a header for every request; ${VAR} is read from the environment")
-    upgrade = add("upgrade", cmd_upgrade, f"rewrite older cassettes in format {FORMAT_VERSION}, in place, keys unchanged")
+    upgrade = add("upgrade", cmd_upgrade, f"rewrite older cassette files in format {FORMAT_VERSION}, in place, keys "
+                  "unchanged (a cassette directory only)", store="file://PATH only: upgrade rewrites files")
     upgrade.add_argument("--dry-run", action="store_true", help="say what would be upgraded, write nothing")
-    diff = add("diff", cmd_diff, "field-level differences of two cassettes")
+    diff = add("diff", cmd_diff, "field-level differences of two cassettes (two files need no store)")
     diff.add_argument("a", help="key prefix or file")
     diff.add_argument("b", help="key prefix or file")
     return parser

@@ -11,46 +11,44 @@ from ..cassette import Entry
 from ..key import flatten
 from ..llm import completion_text, last_user_text, prompt_messages, tool_calls
 from ..policy import is_expired
-from ..settings import (
-    format_duration,
-)
+from ..stores.files import FileStore
+from ..values import format_duration
 from .common import (
     OK,
     _age,
     _emit,
-    _find,
-    _load,
-    _load_all,
     _not_cassettes,
     _now,
-    _store,
     _table,
     _ttl,
     _words,
 )
+from .stores import StoreArg, census, find, load_all, where
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    store, ttl, now = _store(args), _ttl(args), _now()
+    ttl, now = _ttl(args), _now()
+    with StoreArg(args) as stores:
+        store = stores.store
+        loaded, foreign = load_all(store)
     rows: list[list[str]] = []
     data: list[dict[str, Any]] = []
-    loaded, foreign = _load_all(store)
     for item in loaded:
         if item.entry is None:
-            rows.append([item.path.stem[:12], item.path.parent.name, "-", "-", "-", "-", "-", f"UNREADABLE: {item.error}"])
-            data.append({"path": str(item.path), "error": item.error})
+            rows.append([item.key[:12], item.group, "-", "-", "-", "-", "-", f"UNREADABLE: {item.error}"])
+            data.append({"path": item.location, "error": item.error})
             continue
         e = item.entry
         expired = is_expired(e.recorded_at, ttl, now)
-        size = item.path.stat().st_size
+        size = item.size
         prompt = _words(last_user_text(e.request_body.value if e.request_body.kind == "json" else None))
         rows.append([e.key[:12], e.model_version, e.recorded_at.strftime("%Y-%m-%d %H:%M"), _age(e.recorded_at, now),
                      "yes" if expired else "no", str(size), f"{e.method} {e.path}", prompt])
         data.append({"key": e.key, "model_version": e.model_version, "recorded_at": e.recorded_at.isoformat(),
                      "age_seconds": int((now - e.recorded_at).total_seconds()), "expired": expired, "size": size,
-                     "endpoint": e.path, "method": e.method, "prompt": prompt, "path": str(item.path)})
+                     "endpoint": e.path, "method": e.method, "prompt": prompt, "path": item.location})
     header = ["KEY", "MODEL VERSION", "RECORDED", "AGE", "EXPIRED", "SIZE", "ENDPOINT", "PROMPT"]
-    _emit(args, data, (_table(rows, header) if rows else f"no cassettes in {store.root}") + _not_cassettes(foreign))
+    _emit(args, data, (_table(rows, header) if rows else f"no cassettes in {where(store)}") + _not_cassettes(foreign))
     return OK
 
 
@@ -59,15 +57,15 @@ def _group() -> dict[str, Any]:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    store, ttl, now = _store(args), _ttl(args), _now()
-    usage = store.usage()
+    ttl, now = _ttl(args), _now()
+    with StoreArg(args) as stores:
+        store = stores.store
+        usage = store.usage()
+        listed = list(census(store))
     groups: dict[str, dict[str, Any]] = {}
-    for listed in store.census():
-        meta = listed.meta
-        if meta is None:
-            if listed.kind == "unusable":  # ours, but replay cannot use it
-                name = listed.path.name if listed.path.parent == store.root else listed.path.parent.name
-                groups.setdefault(name, _group())["unreadable"] += 1
+    for meta, name in listed:
+        if meta is None:  # ours, but replay cannot use it
+            groups.setdefault(name, _group())["unreadable"] += 1
             continue
         g = groups.setdefault(meta.model_version, _group())
         g["entries"] += 1
@@ -88,7 +86,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
             for name, g in sorted(groups.items())]
     rows.append(["total", str(total["entries"]), str(total["bytes"]), str(total["expired"]), "", "", str(total["hits"])])
     text = _table(rows, ["MODEL VERSION", "ENTRIES", "BYTES", "EXPIRED", "OLDEST", "NEWEST", "HITS"])
-    text += f"\n(ttl {format_duration(ttl)}; hits from {store.root}/.llm-cache/usage.json)"
+    kept = f"{store.root}/.llm-cache/usage.json" if isinstance(store, FileStore) else where(store)
+    text += f"\n(ttl {format_duration(ttl)}; hits from {kept})"
     data = {"model_versions": {name: {**g, "oldest": g["oldest"] and g["oldest"].isoformat(),
                                       "newest": g["newest"] and g["newest"].isoformat()}
                                for name, g in sorted(groups.items())},
@@ -98,16 +97,16 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    store = _store(args)
-    path = _find(store, args.key)
-    e = _load(path)
+    with StoreArg(args) as stores:
+        found = find(stores, args.key)
+    e, path = found.entry, found.location
     now = _now()
     request_json = e.request_body.value if e.request_body.kind == "json" else None
     answered = f", answered by {e.response_model}" if e.response_model else ""
     fingerprint = f", fingerprint {e.system_fingerprint}" if e.system_fingerprint else ""
     lines = [
         f"key:       {e.key}",
-        f"file:      {path}",
+        f"{'file:     ' if found.in_file else 'stored:   '} {path}",
         f"model:     {e.model or '-'} (version {e.model_version}{answered}{fingerprint})",
         f"recorded:  {e.recorded_at.isoformat()} ({_age(e.recorded_at, now)} ago)",
         f"endpoint:  {e.method} {e.path} -> {e.status}",
@@ -127,7 +126,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if calls:
         lines.append("tool calls:")
         lines.extend(f"  {name}({arguments})" for name, arguments in calls)
-    data = {"key": e.key, "path": str(path), "model": e.model, "model_version": e.model_version,
+    data = {"key": e.key, "path": path, "model": e.model, "model_version": e.model_version,
             "response_model": e.response_model, "system_fingerprint": e.system_fingerprint,
             "recorded_at": e.recorded_at.isoformat(), "endpoint": e.path, "status": e.status, "usage": e.usage,
             "prompt": [{"role": r, "text": t} for r, t in prompt], "completion": text, "streamed": stream,
@@ -168,13 +167,13 @@ def _diff_values(a: Entry, b: Entry) -> list[tuple[str, Any, Any]]:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    store = _store(args)
-    path_a, path_b = _find(store, args.a), _find(store, args.b)
-    differences = _diff_values(_load(path_a), _load(path_b))
-    lines = [f"--- {path_a}", f"+++ {path_b}"]
+    with StoreArg(args) as stores:  # opened only for a key prefix: two files need no store
+        a, b = find(stores, args.a), find(stores, args.b)
+    differences = _diff_values(a.entry, b.entry)
+    lines = [f"--- {a.location}", f"+++ {b.location}"]
     lines += [f"{name}: {json.dumps(va, default=str)} -> {json.dumps(vb, default=str)}" for name, va, vb in differences]
     if not differences:
         lines.append("(no differences)")
-    data = {"a": str(path_a), "b": str(path_b), "differences": [{"field": n, "a": va, "b": vb} for n, va, vb in differences]}
+    data = {"a": a.location, "b": b.location, "differences": [{"field": n, "a": va, "b": vb} for n, va, vb in differences]}
     _emit(args, data, "\n".join(lines))
     return OK

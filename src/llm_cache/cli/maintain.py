@@ -1,11 +1,10 @@
-"""Commands that check or change files: prune, verify, upgrade."""
+"""Commands that check or rewrite what is stored: verify (any store), upgrade (files only)."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import stat
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,96 +12,22 @@ from .. import cassette
 from ..atomic import read_regular, write_atomic
 from ..cassette import FORMAT_VERSION, dump_entry, load_doc, load_entry, parse_entry
 from ..errors import CassetteError
-from ..policy import Cap, is_expired, plan_eviction
-from ..settings import (
-    format_duration,
-    parse_count,
-    parse_duration,
-    parse_eviction,
-    parse_regexes,
-    parse_size,
-)
-from ..stores.protocol import EntryMeta
+from ..stores import Store
+from ..stores.files import FileStore
+from ..values import parse_regexes
+from ..verify import Note, examine_file, examine_stored
 from ..verify import Problem as VerifyProblem
-from ..verify import examine_file
 from .common import (
     OK,
     PROBLEM,
-    UsageError,
     _emit,
-    _now,
     _parse,
     _plural,
-    _store,
-    _ttl,
 )
+from .stores import StoreArg, stored_bytes
 
 
-def cmd_prune(args: argparse.Namespace) -> int:
-    store, now = _store(args), _now()
-    ttl = _ttl(args)
-    unused = _parse(parse_duration, args.unused_since, "--unused-since") if args.unused_since else None
-    cap = Cap(
-        max_bytes=_parse(parse_size, args.max_size, "--max-size") if args.max_size else None,
-        max_entries=_parse(parse_count, args.max_entries, "--max-entries") if args.max_entries else None,
-        policy=_parse(parse_eviction, args.eviction, "--eviction"),
-    )
-    if not (args.expired or unused or cap.active or args.model):
-        raise UsageError("prune needs at least one of --expired, --unused-since, --max-size, --max-entries, --model")
-    metas = list(store.scan())
-    usage = store.usage()
-    chosen: dict[str, tuple[EntryMeta, str]] = {}
-    selected = [m for m in metas if not args.model or m.model_version == args.model or
-                m.model_version.split("@")[0] == args.model]
-    only_model = args.model and not (args.expired or unused or cap.active)
-    for meta in selected:
-        if only_model:
-            chosen[meta.location] = (meta, f"model {meta.model_version}")
-        elif args.expired and is_expired(meta.recorded_at, ttl, now):
-            chosen[meta.location] = (meta, f"expired (older than {format_duration(ttl)})")
-        elif unused is not None:
-            last = usage[meta.key].last_used if meta.key in usage else (
-                meta.recorded_at.timestamp() if meta.recorded_at else 0.0)
-            if now.timestamp() - last > unused.total_seconds():
-                chosen[meta.location] = (meta, f"unused for {format_duration(unused)}")
-    if cap.active:
-        remaining = [m for m in metas if m.location not in chosen]
-        candidates = [m for m in remaining if m in selected]
-        protected = {m.key for m in remaining if m not in selected}
-        plan = plan_eviction(remaining, cap, usage, now, ttl, protected=protected)
-        for meta in plan.evict:
-            if meta in candidates:
-                chosen[meta.location] = (meta, f"over the cap ({cap.describe()})")
-    verb = "would remove" if args.dry_run else "removed"
-    removed = sorted(chosen.values(), key=lambda pair: pair[0].location)
-    failed: list[tuple[EntryMeta, str]] = []
-    if not args.dry_run:
-        for pair in list(removed):
-            try:
-                store.delete(pair[0])
-            except OSError as exc:  # a read-only checkout, a file we may not remove
-                removed.remove(pair)
-                failed.append((pair[0], exc.strerror or str(exc)))
-        gone = {meta.location for meta, _ in removed}
-        try:
-            store.touch({}, keep={m.key for m in metas if m.location not in gone})
-        except OSError as exc:  # the usage index is a record of use, not worth failing for
-            print(f"llm-cache prune: warning: usage index not updated: {exc.strerror or exc}", file=sys.stderr)
-    freed = sum(meta.size for meta, _ in removed)
-    lines = [f"{verb} {meta.location} ({reason})" for meta, reason in removed]
-    lines += [f"could not remove {meta.location}: {reason}" for meta, reason in failed]
-    lines.append(f"{verb} {len(removed)} of {len(metas)} cassettes, {freed} bytes"
-                 + (f"; {len(failed)} could not be removed" if failed else ""))
-    data = {"dry_run": args.dry_run, "removed": [{"path": m.location, "key": m.key, "reason": r, "size": m.size}
-                                                 for m, r in removed], "bytes": freed, "before": len(metas),
-            "failed": [{"path": m.location, "error": reason} for m, reason in failed]}
-    _emit(args, data, "\n".join(lines))
-    return PROBLEM if failed else OK
-
-
-def cmd_verify(args: argparse.Namespace) -> int:
-    _parse(parse_regexes, args.allow, "--allow")
-    store = _store(args)
+def _verify_files(store: FileStore, allow: tuple[str, ...]) -> tuple[int, list[VerifyProblem], list[Note], list[str]]:
     problems = []
     notes = []
     count = 0
@@ -115,9 +40,37 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if listed.refused:
             problems.append(VerifyProblem(str(listed.path), listed.problem or "unusable"))
             continue
-        found, noted = examine_file(listed.path, tuple(args.allow), store=store)
+        found, noted = examine_file(listed.path, allow, store=store)
         problems.extend(found)
         notes.extend(noted)
+    return count, problems, notes, foreign
+
+
+def _verify_entries(store: Store, allow: tuple[str, ...]) -> tuple[int, list[VerifyProblem], list[Note], list[str]]:
+    """Each entry's stored text, as kept (a store without files: Redis)."""
+    problems = []
+    notes = []
+    count = 0
+    for meta in sorted(store.scan(), key=lambda m: m.location):
+        data = stored_bytes(store, meta)
+        if data is None:  # removed since the scan
+            continue
+        count += 1
+        found, noted = examine_stored(meta, data, allow)
+        problems.extend(found)
+        notes.extend(noted)
+    return count, problems, notes, []
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    _parse(parse_regexes, args.allow, "--allow")
+    allow = tuple(args.allow)
+    with StoreArg(args) as stores:
+        store = stores.store
+        if isinstance(store, FileStore):
+            count, problems, notes, foreign = _verify_files(store, allow)
+        else:
+            count, problems, notes, foreign = _verify_entries(store, allow)
     lines = [f"{p.path}: {p.reason}" for p in problems]
     # notes (an older format, a damaged parsed copy) are worth knowing, never a failure
     lines += [f"{n.path}: note: {n.text}" for n in notes]
@@ -154,7 +107,10 @@ def _read_no_symlink(path: Path) -> bytes:
 
 
 def cmd_upgrade(args: argparse.Namespace) -> int:
-    root = _store(args).root
+    with StoreArg(args, file_only=True) as stores:
+        store = stores.store
+    assert isinstance(store, FileStore)  # file_only: nothing else is opened
+    root = store.root
     upgraded: list[str] = []
     current = 0
     unreadable: list[tuple[str, str]] = []

@@ -20,6 +20,7 @@ from .common import (
     _parse,
     _ttl,
 )
+from .stores import DEFAULT_DIR
 
 
 def _progress(done: int, total: int) -> None:
@@ -63,7 +64,7 @@ def cmd_warm(args: argparse.Namespace) -> int:
                 + f": {exc.reason}\nStart it, or give another store with --store (file://DIR, memory://)."
             ) from None
     else:
-        store = FileStore(Path(args.dir))
+        store = FileStore(Path(args.dir or DEFAULT_DIR))
     try:
         cache = LLMCache(store, mode=mode, ttl=ttl, log_every=None)
     except ConfigError as exc:
@@ -82,5 +83,3 @@ def cmd_warm(args: argparse.Namespace) -> int:
     _emit(args, {**report.__dict__}, "\n".join([*report.errors, text]))
     return PROBLEM if report.failed or report.missing else OK
 
-
-# -- parser ------------------------------------------------------------------
