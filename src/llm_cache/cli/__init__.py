@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     prune = add("prune", cmd_prune, "remove cassettes: expired, unused, over a cap, or of one model", ttl=True)
     prune.add_argument("--expired", action="store_true", help="remove cassettes older than the TTL")
     prune.add_argument("--unused-since", metavar="DURATION", help="remove cassettes not used for this long")
+    prune.add_argument("--unused-in", metavar="REPORT.json",
+                       help="remove the cassettes a run's JSON report (--llm-cache-report) listed as unused")
     prune.add_argument("--max-size", metavar="SIZE", help="evict down to this size (500KB, 50MB, 1GB)")
     prune.add_argument("--max-entries", metavar="N", help="evict down to this many cassettes")
     prune.add_argument("--eviction", default="lru", help="order for --max-size/--max-entries: lru, lfu or fifo")

@@ -1,10 +1,14 @@
-"""The prune command: remove entries that are expired, unused, over a cap, or of one model."""
+"""The prune command: remove entries that are expired, unused, over a cap, of one model, or
+that a run's JSON report listed as unused."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from ..policy import Cap, is_expired, plan_eviction
 from ..settings import parse_eviction
@@ -13,6 +17,7 @@ from ..values import format_duration, parse_count, parse_duration, parse_size
 from .common import (
     OK,
     PROBLEM,
+    Problem,
     UsageError,
     _emit,
     _now,
@@ -21,7 +26,55 @@ from .common import (
 )
 from .stores import StoreArg
 
-__all__ = ["cmd_prune"]
+__all__ = ["REPORT_FORM", "Listed", "cmd_prune", "read_unused"]
+
+REPORT_FORM = ('a JSON report written by --llm-cache-report, with "unused" (a list, or null) '
+               'and "unused_entries" ([{"key", "model_version", "path", "size"}])')
+
+
+@dataclass(frozen=True)
+class Listed:
+    """An entry a report listed as unused."""
+
+    key: str
+    model_version: str
+    path: str
+
+
+def read_unused(name: str) -> list[Listed]:
+    """The entries the JSON report ``name`` lists as unused.
+
+    A report that could not tell (``unused`` null) is a Problem saying why; a file that is
+    not such a report is a UsageError naming the form."""
+    path = Path(name)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise Problem(f"no report at {path}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"--unused-in must be {REPORT_FORM}; {path} is not UTF-8 text") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--unused-in must be {REPORT_FORM}; {path} is not JSON ({exc})") from None
+    if not isinstance(doc, dict) or "unused" not in doc:
+        raise UsageError(f"--unused-in must be {REPORT_FORM}; {path} has no \"unused\"")
+    if doc["unused"] is None:
+        why = doc.get("unused_why_not") or (
+            "the run did not look for them (--llm-cache-unused=off)" if doc.get("unused_policy") == "off"
+            else "the report does not say why")
+        raise Problem(f"{path} cannot tell which cassettes are unused: {why}")
+    rows = doc.get("unused_entries")
+    if not isinstance(doc["unused"], list) or not isinstance(rows, list):
+        raise UsageError(f"--unused-in must be {REPORT_FORM}; in {path} they are not lists")
+    out = []
+    for index, row in enumerate(rows):
+        if not (isinstance(row, dict) and isinstance(row.get("key"), str)
+                and isinstance(row.get("model_version"), str)):
+            raise UsageError(f"--unused-in must be {REPORT_FORM}; in {path} unused_entries[{index}] "
+                             "has no key and model_version")
+        out.append(Listed(row["key"], row["model_version"], str(row.get("path") or row["key"])))
+    return out
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
@@ -33,24 +86,29 @@ def cmd_prune(args: argparse.Namespace) -> int:
         max_entries=_parse(parse_count, args.max_entries, "--max-entries") if args.max_entries else None,
         policy=_parse(parse_eviction, args.eviction, "--eviction"),
     )
-    if not (args.expired or unused or cap.active or args.model):
-        raise UsageError("prune needs at least one of --expired, --unused-since, --max-size, --max-entries, --model")
-    with StoreArg(args) as stores:
-        return _prune(args, stores, now, ttl, unused, cap)
+    if not (args.expired or unused or args.unused_in or cap.active or args.model):
+        raise UsageError("prune needs at least one of --expired, --unused-since, --unused-in, --max-size, "
+                         "--max-entries, --model")
+    stores = StoreArg(args)  # bad usage is said before the report is read
+    listed = {(e.key, e.model_version): e for e in read_unused(args.unused_in)} if args.unused_in else None
+    with stores:
+        return _prune(args, stores, now, ttl, unused, cap, listed)
 
 
 def _prune(args: argparse.Namespace, stores: StoreArg, now: datetime, ttl: timedelta | None,
-           unused: timedelta | None, cap: Cap) -> int:
+           unused: timedelta | None, cap: Cap, listed: dict[tuple[str, str], Listed] | None) -> int:
     store = stores.store
     metas = list(store.scan())
     usage = store.usage()
     chosen: dict[str, tuple[EntryMeta, str]] = {}
     selected = [m for m in metas if not args.model or m.model_version == args.model or
                 m.model_version.split("@")[0] == args.model]
-    only_model = args.model and not (args.expired or unused or cap.active)
+    only_model = args.model and not (args.expired or unused or cap.active or listed is not None)
     for meta in selected:
         if only_model:
             chosen[meta.location] = (meta, f"model {meta.model_version}")
+        elif listed is not None and (meta.key, meta.model_version) in listed:
+            chosen[meta.location] = (meta, f"unused in {args.unused_in}")
         elif args.expired and is_expired(meta.recorded_at, ttl, now):
             chosen[meta.location] = (meta, f"expired (older than {format_duration(ttl)})")
         elif unused is not None:
@@ -66,6 +124,8 @@ def _prune(args: argparse.Namespace, stores: StoreArg, now: datetime, ttl: timed
         for meta in plan.evict:
             if meta in candidates:
                 chosen[meta.location] = (meta, f"over the cap ({cap.describe()})")
+    present = {(m.key, m.model_version) for m in metas}
+    gone = [e for pair, e in (listed or {}).items() if pair not in present]
     verb = "would remove" if args.dry_run else "removed"
     removed = sorted(chosen.values(), key=lambda pair: pair[0].location)
     failed: list[tuple[EntryMeta, str]] = []
@@ -84,10 +144,13 @@ def _prune(args: argparse.Namespace, stores: StoreArg, now: datetime, ttl: timed
     freed = sum(meta.size for meta, _ in removed)
     lines = [f"{verb} {meta.location} ({reason})" for meta, reason in removed]
     lines += [f"could not remove {meta.location}: {reason}" for meta, reason in failed]
+    lines += [f"listed in {args.unused_in} but not in the store (already gone): {e.path}" for e in gone]
     lines.append(f"{verb} {len(removed)} of {len(metas)} cassettes, {freed} bytes"
-                 + (f"; {len(failed)} could not be removed" if failed else ""))
+                 + (f"; {len(failed)} could not be removed" if failed else "")
+                 + (f"; {len(gone)} listed were already gone" if gone else ""))
     data = {"dry_run": args.dry_run, "removed": [{"path": m.location, "key": m.key, "reason": r, "size": m.size}
                                                  for m, r in removed], "bytes": freed, "before": len(metas),
-            "failed": [{"path": m.location, "error": reason} for m, reason in failed]}
+            "failed": [{"path": m.location, "error": reason} for m, reason in failed],
+            "gone": [{"path": e.path, "key": e.key, "model_version": e.model_version} for e in gone]}
     _emit(args, data, "\n".join(lines))
     return PROBLEM if failed else OK
