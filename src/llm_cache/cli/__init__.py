@@ -1,4 +1,4 @@
-"""The ``llm-cache`` command: list, inspect, prune, verify, compare and upgrade cassettes,
+"""The ``llm-cache`` command: list, inspect, prune, verify, compare, report and upgrade cassettes,
 of a cassette directory (``--dir``) or of any shared store (``--store URL``: file://, redis://).
 
 Exit status: 0 on success, 1 when a command found a problem (a missing
@@ -20,6 +20,7 @@ from .common import OK, PROBLEM, USAGE, Problem, UsageError
 from .listing import cmd_diff, cmd_ls, cmd_show, cmd_stats
 from .maintain import cmd_upgrade, cmd_verify
 from .prune import cmd_prune
+from .report import cmd_report
 from .stores import CLI_STORE_FORM
 from .warm import cmd_warm
 
@@ -81,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     diff = add("diff", cmd_diff, "field-level differences of two cassettes (two files need no store)")
     diff.add_argument("a", help="key prefix or file")
     diff.add_argument("b", help="key prefix or file")
+    report = add("report", cmd_report, "the inventory of a store as an HTML report (or JSON), without a test run",
+                 ttl=True)
+    report.add_argument("--html", metavar="PATH", help="write the HTML report here (required unless --json)")
     return parser
 
 
