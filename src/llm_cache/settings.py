@@ -160,6 +160,8 @@ class Settings:
     stale: str = "serve"
     # the self-contained HTML report, written at session end
     html_path: Path | None = None
+    # the session's metrics in the Prometheus text format, written at session end
+    metrics_path: Path | None = None
     # where the paths came from, for messages: {"dir": "--llm-cache-dir", "report": ...}
     origins: Mapping[str, str] = field(default_factory=dict)
 
@@ -225,6 +227,7 @@ def resolve(
     unused_source = _first(("--llm-cache-unused", cli.get("unused")), ("llm_cache_unused", ini.get("unused")))
     stale_source = _first(("--llm-cache-stale", cli.get("stale")), ("llm_cache_stale", ini.get("stale")))
     html_source = _first(("--llm-cache-html", cli.get("html")), ("llm_cache_html", ini.get("html")))
+    metrics_source = _first(("--llm-cache-metrics", cli.get("metrics")), ("llm_cache_metrics", ini.get("metrics")))
     return Settings(
         mode=mode,
         mode_from_cli=mode_source is not None and mode_source[0] == "--llm-cache",
@@ -255,8 +258,10 @@ def resolve(
         unused=parse_choice(unused_source[1], unused_source[0], UNUSED_POLICIES) if unused_source else "report",
         stale=parse_choice(stale_source[1], stale_source[0], STALE_POLICIES) if stale_source else "serve",
         html_path=rootdir / str(html_source[1]) if html_source else None,
+        metrics_path=rootdir / str(metrics_source[1]) if metrics_source else None,
         origins={name: source[0] for name, source in
-                 (("dir", dir_source), ("report", report_source), ("html", html_source)) if source is not None},
+                 (("dir", dir_source), ("report", report_source), ("html", html_source),
+                  ("metrics", metrics_source)) if source is not None},
     )
 
 
@@ -273,11 +278,14 @@ def check_paths(settings: Settings) -> None:
         _check_report(settings.report_path, settings.origins.get("report", "llm_cache_report"))
     if settings.html_path is not None:
         _check_report(settings.html_path, settings.origins.get("html", "llm_cache_html"), _HTML_FORM)
+    if settings.metrics_path is not None:
+        _check_report(settings.metrics_path, settings.origins.get("metrics", "llm_cache_metrics"), _METRICS_FORM)
 
 
 _DIR_FORM = "a directory, or a path where one can be made"
 _REPORT_FORM = "a path where a JSON file can be written"
 _HTML_FORM = "a path where an HTML file can be written"
+_METRICS_FORM = "a path where a Prometheus text file can be written"
 
 
 def _nearest(path: Path, setting: str, form: str) -> Path:

@@ -25,6 +25,7 @@ from .run import RunFacts, has_cassettes, partial_reason, uses_cache, write_repo
 if TYPE_CHECKING:
     from ..engine.scope import Scope
     from ..engine.session import CacheSession
+    from ..metrics import Metrics
     from ..report import Report
 
 # (option, dest, ini name, ini type, help). Every option has an ini twin.
@@ -52,6 +53,8 @@ _OPTIONS: list[tuple[str, str, str, str | None, str]] = [
      "a cassette past the TTL in replay: serve (default), warn (listed in the summary) or fail (its test fails)"),
     ("--llm-cache-html", "html", "llm_cache_html", None,
      "write the session's cache report as one self-contained HTML file to this path"),
+    ("--llm-cache-metrics", "metrics", "llm_cache_metrics", None,
+     "write the session's cache metrics in the Prometheus text format to this path"),
 ]
 _INI_ONLY: list[tuple[str, str, str, Any]] = [
     ("llm_cache_ignore_fields", "linelist", "request fields left out of the key: dotted paths, one a line", []),
@@ -89,6 +92,12 @@ class _Plugin:
         self.report: Report | None = None
         # what makes a run less than its whole collection (see run.partial_reason)
         self.run = RunFacts()
+        # --llm-cache-metrics: this process's metrics, told of its session's events
+        self.metrics: Metrics | None = None
+        if settings.metrics_path is not None:
+            from ..metrics import Metrics
+
+            self.metrics = Metrics()
 
     @property
     def started(self) -> bool:
@@ -100,6 +109,8 @@ class _Plugin:
             from ..engine.session import CacheSession
 
             self._session = CacheSession(self.settings)
+            if self.metrics is not None:
+                self.metrics.attach(self._session)
         return self._session
 
 
@@ -271,6 +282,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         state.patched = False
     if _is_worker(config):
         config.workeroutput["llm_cache_run"] = state.run.to_dict()  # type: ignore[attr-defined]
+        if state.metrics is not None:
+            config.workeroutput["llm_cache_metrics"] = state.metrics.to_dict()  # type: ignore[attr-defined]
         if state.started:
             config.workeroutput["llm_cache"] = state.session.stats.to_dict()  # type: ignore[attr-defined]
             state.session.close()
@@ -278,6 +291,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     settings = state.settings
     partial = partial_reason(session, state.run)
     if not state.started and not (partial is None and settings.unused != "off" and has_cassettes(settings)):
+        _write_metrics(state)
         return
     from ..report.model import Run, build_report
 
@@ -297,6 +311,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         from ..report.html import report_html
 
         write_report(settings.html_path, "HTML report", lambda: report_html(report))
+    _write_metrics(state)  # after finish(): the gauges are the store's size after eviction
+
+
+def _write_metrics(state: _Plugin) -> None:
+    if state.metrics is not None and state.settings.metrics_path is not None:
+        write_report(state.settings.metrics_path, "metrics file", state.metrics.prometheus_text)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -308,6 +328,9 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
     data = output.get("llm_cache")
     if data:
         state.session.stats.merge(data)
+    metrics = output.get("llm_cache_metrics")
+    if metrics and state.metrics is not None:
+        state.metrics.merge(metrics)
 
 
 @pytest.hookimpl
