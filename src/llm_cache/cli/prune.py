@@ -22,6 +22,7 @@ from .common import (
     _emit,
     _now,
     _parse,
+    _plural,
     _ttl,
 )
 from .stores import StoreArg
@@ -147,7 +148,7 @@ def _prune(args: argparse.Namespace, stores: StoreArg, now: datetime, ttl: timed
     lines += [f"listed in {args.unused_in} but not in the store (already gone): {e.path}" for e in gone]
     lines.append(f"{verb} {len(removed)} of {len(metas)} cassettes, {freed} bytes"
                  + (f"; {len(failed)} could not be removed" if failed else "")
-                 + (f"; {len(gone)} listed were already gone" if gone else ""))
+                 + (f"; {_plural(len(gone), 'listed cassette')} already gone" if gone else ""))
     data = {"dry_run": args.dry_run, "removed": [{"path": m.location, "key": m.key, "reason": r, "size": m.size}
                                                  for m, r in removed], "bytes": freed, "before": len(metas),
             "failed": [{"path": m.location, "error": reason} for m, reason in failed],

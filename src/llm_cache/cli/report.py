@@ -57,8 +57,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         return OK
     inventory = report.inventory
     expired = inventory.expired if inventory is not None else 0
-    print(f"{report.location}: {_plural(report.entries, 'cassette')}, {report.bytes} bytes, "
-          f"{expired} expired (ttl {format_duration(ttl)})")
+    print(f"{_plural(report.entries, 'cassette')}, {report.bytes} bytes, {expired} expired "
+          f"(ttl {format_duration(ttl)}) in {report.location}")
     if html_path is not None:
         print(f"HTML report written to {html_path}")
     return OK
