@@ -23,11 +23,12 @@ SCRIPT = shutil.which("llm-cache", path=os.path.dirname(sys.executable)) or "llm
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([SCRIPT, *args], capture_output=True, text=True, cwd=cwd, timeout=60)
+    return subprocess.run([SCRIPT, *args], capture_output=True, text=True, cwd=cwd, timeout=60, check=False)
 
 
 def chat_entry(prompt: str, answer: str, *, model: str = "gpt-4o", days_old: float = 0, stream: bool = False,
-               tool: bool = False, rules: KeyRules = KeyRules()) -> Entry:
+               tool: bool = False, rules: KeyRules | None = None) -> Entry:
+    rules = rules or KeyRules()
     body = {"model": model, "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": prompt}]}
     if stream:
         body["stream"] = True
@@ -208,7 +209,7 @@ def test_verify_sound_then_each_kind_of_problem(cassettes: tuple[Path, dict[str,
     ok = run("verify", "--dir", str(root))
     assert ok.returncode == 0 and "6 cassettes checked, all sound" in ok.stdout
 
-    path = lambda name: root / entries[name].model_version / f"{entries[name].key[:16]}.yaml"  # noqa: E731
+    path = lambda name: root / entries[name].model_version / f"{entries[name].key[:16]}.yaml"
     path("old").write_text("{broken")
     tampered = path("new").read_text().replace("a new question about refunds", "a different question")
     path("new").write_text(tampered)
