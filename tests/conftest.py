@@ -78,6 +78,7 @@ def fake_api(server: FakeLLMServer) -> Iterator[FakeLLMServer]:
     server.snapshot, server.fingerprint, server.generation = "2024-08-06", "fp_aaa111", 0
     server.calls.clear()
     server.event_delay = 0.0
+    server.fail_status = None
     yield server
 
 

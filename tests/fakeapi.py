@@ -193,6 +193,8 @@ class FakeLLMServer:
         # cut_streams: a stream ends cleanly (its last HTTP chunk sent) this many events
         # before its end, so without its terminator ([DONE], message_stop, response.completed)
         self.cut_streams = 0
+        # fail_status: every request is answered with this HTTP status (an outage), when set
+        self.fail_status: int | None = None
         self.calls: list[Call] = []
         self.url = ""
         self._lock = threading.Lock()
@@ -392,6 +394,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._fields = _form(self.headers.get("Content-Type", ""), body)
             elif method == "POST" and not isinstance(data, dict):
                 raise ApiError(400, "We could not parse the JSON body of your request.")
+            if self.server.fake.fail_status is not None:
+                raise ApiError(self.server.fake.fail_status, "Simulated outage of the fake server", "api_error")
             if req.get("model") in ("error-500", "error-429"):
                 status = int(req["model"][-3:])
                 kind = "api_error" if status == 500 else "rate_limit_error"

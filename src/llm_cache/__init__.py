@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .adapters.patches import intercept
     from .cassette import Entry, dump_entry, load_entry
+    from .engine.controls import carry
     from .engine.scope import Scope
     from .engine.session import CacheSession
     from .errors import (
@@ -65,6 +66,7 @@ _NAMES = {
     "Response": "exchange",
     "Settings": "settings",
     "intercept": "adapters.patches",
+    "carry": "engine.controls",
 }
 
 __all__ = [
@@ -93,6 +95,7 @@ __all__ = [
     "StoreUnavailable",
     "WarmReport",
     "__version__",
+    "carry",
     "dump_entry",
     "intercept",
     "load_entry",

@@ -38,7 +38,6 @@ from .settings import (
     DEFAULT_TTL,
     REPLAY_TIMINGS,
     Settings,
-    parse_choice,
     parse_count,
     parse_duration,
     parse_eviction,
@@ -46,7 +45,7 @@ from .settings import (
     parse_size,
 )
 from .stores import Store, open_store
-from .values import parse_seconds
+from .values import parse_choice, parse_seconds
 
 __all__ = ["LLMCache", "WarmReport"]
 
@@ -89,9 +88,14 @@ class LLMCache:
     """An LLM response cache for application code.
 
     ``store`` is a URL (``memory://``, ``file://cassettes``, ``redis://host:6379/0``) or a
-    ``Store``. ``mode`` defaults to ``record``: serve what is cached, fetch and keep what
-    is not. ``fallback="passthrough"`` sends calls to the API, with a warning, when the
-    store is unavailable, instead of raising ``StoreUnavailable``.
+    ``Store``. ``mode`` defaults to ``refresh``: serve what is cached and fresh, fetch and
+    keep what is not or has expired (past ``ttl``). ``stale_while_revalidate="10m"`` serves
+    an entry expired for less than that at once and refreshes it behind;
+    ``stale_if_error="1d"`` serves one expired for less than that when its refresh fails
+    (an error, a timeout, 429 or 5xx), with a warning. Both are also read from the store
+    URL's query (``?stale_while_revalidate=10m&stale_if_error=1d``).
+    ``fallback="passthrough"`` sends calls to the API, with a warning, when the store is
+    unavailable, instead of raising ``StoreUnavailable``.
     """
 
     def __init__(
@@ -102,7 +106,7 @@ class LLMCache:
         max_size: str | int | None = None,
         max_entries: int | None = None,
         eviction: str = "lru",
-        mode: str | Mode = Mode.RECORD,
+        mode: str | Mode = Mode.REFRESH,
         memory_entries: int = 4096,
         log_every: int | None = 1000,
         fallback: str = "error",
@@ -113,7 +117,13 @@ class LLMCache:
         replay_timing: str = "none",
         root: str | os.PathLike[str] = ".",
         clock: Callable[[], datetime] = utcnow,
+        stale_while_revalidate: str | timedelta | None = None,
+        stale_if_error: str | timedelta | None = None,
     ) -> None:
+        if isinstance(store, str):
+            store, from_url = _stale_params(store)
+            stale_while_revalidate = stale_while_revalidate or from_url.get("stale_while_revalidate")
+            stale_if_error = stale_if_error or from_url.get("stale_if_error")
         if fallback not in FALLBACKS:
             raise ConfigError(setting="fallback", value=fallback, expected="'error' or 'passthrough'")
         self.fallback = fallback
@@ -150,6 +160,8 @@ class LLMCache:
         else:
             resolved, self._down = store, False
         self.session = CacheSession(settings, store=resolved, clock=clock, passthrough=fallback == "passthrough")
+        self.session.stale_while_revalidate = _grace(stale_while_revalidate, "stale_while_revalidate")
+        self.session.stale_if_error = _grace(stale_if_error, "stale_if_error")
         # a store that could not be reached at start: every call goes to the API
         self._scope = self.session.scope("llm_cache.transport", mode=Mode.OFF if self._down else None)
 
@@ -184,24 +196,47 @@ class LLMCache:
         return intercept(scope)
 
     def cached(
-        self, fn: F | None = None, *, ttl: str | timedelta | None | object = ..., model_version: str | None = None
+        self, fn: F | None = None, *, ttl: str | timedelta | None | object = ..., model_version: str | None = None,
+        no_cache: bool = False, no_store: bool = False, namespace: str | None = None,
     ) -> Any:
         """Cache a function's JSON-serialisable result, keyed by its qualified name, its
         arguments and ``model_version``. Works on sync and async functions::
 
             @cache.cached(ttl="7d", model_version="gpt-4o-2024-08-06")
             def summarize_document(document: str) -> str: ...
+
+        ``no_cache``, ``no_store`` and ``namespace`` are the ``x-llm-cache`` directives, for
+        every call of the function. ``summarize_document.cache_status`` is what the cache
+        did for the last call (hit, stale, miss, refresh or bypass).
         """
         from .adapters.functions import cached_function
+        from .engine.controls import make
 
         scope_ttl = ... if ttl is ... else parse_duration(ttl, "ttl")
+        controls = make(no_cache=no_cache, no_store=no_store, namespace=namespace, where="cached")
 
         def decorate(func: F) -> F:
             scope = self.session.scope(f"{func.__module__}.{func.__qualname__}", ttl=scope_ttl,
                                        mode=Mode.OFF if self._down else None)
-            return cached_function(scope, func, model_version)
+            return cached_function(scope, func, model_version, controls)
 
         return decorate(fn) if fn is not None else decorate
+
+    def options(
+        self, *, no_cache: bool = False, no_store: bool = False, ttl: str | timedelta | None | object = ...,
+        namespace: str | None = None,
+    ) -> AbstractContextManager[Any]:
+        """The ``x-llm-cache`` directives for every call made inside a ``with`` block, in its
+        thread and the tasks it starts (give a thread them with ``llm_cache.carry(func)``)::
+
+            with cache.options(namespace="tenant-a", ttl="1h", no_store=True):
+                client.chat.completions.create(...)
+
+        A bad value is a ``ValueError`` naming the accepted forms, raised here, before any call.
+        """
+        from .engine.controls import make, using
+
+        return using(make(no_cache=no_cache, no_store=no_store, ttl=ttl, namespace=namespace))
 
     # -- warming, stats, life cycle --------------------------------------------------
 
@@ -286,6 +321,29 @@ class LLMCache:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_STALE_PARAMS = ("stale_while_revalidate", "stale_if_error")
+
+
+def _stale_params(url: str) -> tuple[str, dict[str, str]]:
+    """A store URL without its ``stale_while_revalidate``/``stale_if_error`` parameters, and them."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if not any(name in parts.query for name in _STALE_PARAMS):
+        return url, {}
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    found = {k: v for k, v in pairs if k in _STALE_PARAMS}
+    rest = urlencode([(k, v) for k, v in pairs if k not in _STALE_PARAMS])
+    return urlunsplit(parts._replace(query=rest)), found
+
+
+def _grace(value: str | timedelta | None, setting: str) -> timedelta | None:
+    """How long past its TTL an entry may still be served; None: not at all."""
+    if value is None or value == "":
+        return None
+    return parse_duration(value, setting)
 
 
 _REQUESTS_FORM = "a list of requests {url or path, json, method, headers}, in YAML or JSONL (one a line)"

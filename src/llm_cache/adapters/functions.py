@@ -13,6 +13,9 @@ import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from ..engine import behind
+from ..engine.controls import NONE as NO_CONTROLS
+from ..engine.controls import Controls, using
 from ..engine.flight import Flight
 from ..engine.scope import Scope
 from ..exchange import Request
@@ -23,8 +26,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 _JSON = [("content-type", "application/json")]
 
 
-def cached_function(scope: Scope, func: F, model_version: str | None) -> F:
-    """``func`` answered from ``scope`` (sync or async)."""
+def cached_function(scope: Scope, func: F, model_version: str | None, controls: Controls = NO_CONTROLS) -> F:
+    """``func`` answered from ``scope`` (sync or async), under ``controls`` for every call."""
     qualname = f"{func.__module__}.{func.__qualname__}"
     signature = inspect.signature(func)
 
@@ -40,41 +43,83 @@ def cached_function(scope: Scope, func: F, model_version: str | None) -> F:
             raise TypeError(f"@cached {qualname}: arguments must be JSON-serialisable ({exc})") from None
         return Request("POST", f"function://local/{qualname}", body, {"content-type": "application/json"})
 
+    def encoded(result: Any) -> bytes:
+        try:
+            return json.dumps(result).encode("utf-8")
+        except TypeError as exc:
+            raise TypeError(f"@cached {qualname}: the result must be JSON-serialisable ({exc})") from None
+
     def keep(flight: Flight, result: Any) -> Any:
         try:
-            raw = json.dumps(result).encode("utf-8")
-        except TypeError as exc:
+            raw = encoded(result)
+        except TypeError:
             flight.abandon()
-            raise TypeError(f"@cached {qualname}: the result must be JSON-serialisable ({exc})") from None
+            raise
         flight.record(200, _JSON, raw)
         return result
+
+    def begun(flight: Flight) -> Flight:
+        wrapper_of[0].cache_status = flight.status
+        return flight
+
+    def fell_back(flight: Flight, exc: BaseException) -> Any:
+        wrapper_of[0].cache_status = "stale"
+        return json.loads(flight.fall_back(f"{type(exc).__name__}: {exc}").body)
+
+    wrapper_of: list[Any] = [None]
 
     if inspect.iscoroutinefunction(func):
 
         @functools.wraps(func)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            flight = await scope.abegin(request_for(args, kwargs))
+            with using(controls):
+                flight = begun(await scope.abegin(request_for(args, kwargs)))
+                if flight.served:
+                    answer = json.loads(flight.response().body)
+                    if flight.revalidate:
+
+                        async def fetch() -> tuple[int, list[tuple[str, str]], bytes]:
+                            return 200, list(_JSON), encoded(await func(*args, **kwargs))
+
+                        behind.arevalidate(scope, flight, fetch)
+                    return answer
+                try:
+                    result = await func(*args, **kwargs)
+                except Exception as exc:
+                    if flight.can_fall_back():
+                        return fell_back(flight, exc)
+                    flight.abandon()
+                    raise
+                except BaseException:
+                    flight.abandon()
+                    raise
+                return keep(flight, result) if flight.forwards else result
+
+        async_wrapper.cache_status = None  # type: ignore[attr-defined]
+        wrapper_of[0] = async_wrapper
+        return async_wrapper  # type: ignore[return-value]
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with using(controls):
+            flight = begun(scope.begin(request_for(args, kwargs)))
             if flight.served:
-                return json.loads(flight.response().body)
+                answer = json.loads(flight.response().body)
+                if flight.revalidate:
+                    behind.revalidate(scope, flight, lambda: (200, list(_JSON), encoded(func(*args, **kwargs))))
+                return answer
             try:
-                result = await func(*args, **kwargs)
+                result = func(*args, **kwargs)
+            except Exception as exc:
+                if flight.can_fall_back():
+                    return fell_back(flight, exc)
+                flight.abandon()
+                raise
             except BaseException:
                 flight.abandon()
                 raise
             return keep(flight, result) if flight.forwards else result
 
-        return async_wrapper  # type: ignore[return-value]
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        flight = scope.begin(request_for(args, kwargs))
-        if flight.served:
-            return json.loads(flight.response().body)
-        try:
-            result = func(*args, **kwargs)
-        except BaseException:
-            flight.abandon()
-            raise
-        return keep(flight, result) if flight.forwards else result
-
+    wrapper.cache_status = None  # type: ignore[attr-defined]
+    wrapper_of[0] = wrapper
     return wrapper  # type: ignore[return-value]

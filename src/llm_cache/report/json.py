@@ -71,6 +71,8 @@ def report_json(report: Report) -> dict[str, Any]:
         "unused_why_not": unused.why_not if unused is not None else None,
         "per_test": [{"test_id": test_id, **_counts(c)} for test_id, c in sorted(stats.tests.items())],
         "inventory": _inventory(report.inventory) if report.inventory is not None else None,
+        "stale_served": stats.stale_served,
+        "revalidated": stats.revalidated,
         "created_at": report.created_at.isoformat(),
     }
 

@@ -1,0 +1,311 @@
+"""Per-request controls (x-llm-cache, options(), @cached(...)), x-llm-cache-status, and stale
+answers on purpose (stale_while_revalidate, stale_if_error), through the openai SDK
+against the local server."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import warnings
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+
+from fakeapi import FakeLLMServer
+from llm_cache import LLMCache, LLMCacheWarning, carry
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kw: float) -> None:
+        self.now += timedelta(**kw)
+
+
+def client_of(server: FakeLLMServer, cache: LLMCache, base: str | None = None) -> openai.OpenAI:
+    return openai.OpenAI(base_url=base or server.openai_base_url, api_key="sk-ctl-test-0000000", max_retries=0,
+                         http_client=httpx2.Client(transport=cache.transport()))
+
+
+def ask(client: openai.OpenAI, text: str = "hello", directives: str | None = None) -> tuple[str, str]:
+    """The answer's text and its x-llm-cache-status."""
+    extra = {"x-llm-cache": directives} if directives else None
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=[{"role": "user", "content": text}], extra_headers=extra,
+    )
+    return raw.parse().choices[0].message.content or "", raw.headers["x-llm-cache-status"]
+
+
+def test_status_says_miss_then_hit(fake_api: FakeLLMServer) -> None:
+    client = client_of(fake_api, LLMCache())
+    assert ask(client)[1] == "miss"
+    assert ask(client)[1] == "hit"
+    assert fake_api.count() == 1
+
+
+def test_the_header_never_goes_upstream_nor_into_a_cassette(fake_api: FakeLLMServer, tmp_path: Path) -> None:
+    cache = LLMCache("file://cassettes", root=tmp_path)
+    client = client_of(fake_api, cache)
+    ask(client, directives="no-cache, ttl=1h")
+    assert fake_api.calls and all("x-llm-cache" not in call.headers for call in fake_api.calls)
+    [cassette] = (tmp_path / "cassettes").rglob("*.yaml")
+    assert "x-llm-cache" not in cassette.read_text().lower()
+
+
+def test_no_cache_calls_the_api_and_stores_the_answer(fake_api: FakeLLMServer) -> None:
+    cache = LLMCache()
+    client = client_of(fake_api, cache)
+    assert ask(client) == ("echo: hello", "miss")
+    fake_api.generation = 2
+    assert ask(client, directives="no-cache") == ("echo: hello (gen 2)", "refresh")
+    assert fake_api.count() == 2
+    assert ask(client) == ("echo: hello (gen 2)", "hit")  # what no-cache fetched was stored
+
+
+def test_no_store_looks_up_but_keeps_nothing(fake_api: FakeLLMServer) -> None:
+    cache = LLMCache()
+    client = client_of(fake_api, cache)
+    assert ask(client, "a", directives="no-store")[1] == "miss"
+    assert ask(client, "a", directives="no-store")[1] == "miss"
+    assert fake_api.count() == 2 and cache.stats()["entries"] == 0
+    assert cache.stats()["not_stored_reasons"] == {"no-store": 2}
+    ask(client, "b")
+    assert ask(client, "b", directives="no-store")[1] == "hit"  # looked up all the same
+
+
+def test_ttl_is_this_calls_freshness_limit(fake_api: FakeLLMServer) -> None:
+    clock = Clock()
+    cache = LLMCache(ttl="30d", clock=clock)
+    client = client_of(fake_api, cache)
+    ask(client)
+    clock.advance(hours=2)
+    assert ask(client)[1] == "hit"
+    fake_api.generation = 3
+    assert ask(client, directives="ttl=1h") == ("echo: hello (gen 3)", "refresh")
+    assert fake_api.count() == 2
+
+
+def test_namespaces_are_separate_caches_and_paths(fake_api: FakeLLMServer, tmp_path: Path) -> None:
+    cache = LLMCache("file://cassettes", root=tmp_path)
+    client = client_of(fake_api, cache)
+    assert ask(client, directives="namespace=tenant-a")[1] == "miss"
+    assert ask(client, directives="namespace=tenant-b")[1] == "miss"
+    assert ask(client)[1] == "miss"
+    assert ask(client, directives="namespace=tenant-a")[1] == "hit"
+    assert fake_api.count() == 3
+    dirs = sorted(p.name for p in (tmp_path / "cassettes").iterdir() if not p.name.startswith("."))
+    assert dirs == ["gpt-4o", "tenant-a+gpt-4o", "tenant-b+gpt-4o"]
+
+
+@pytest.mark.parametrize("directive", ["no-cashe", "ttl=soon", "namespace=a/b", "namespace=", "no-cache=1"])
+def test_a_bad_directive_is_a_value_error_naming_the_forms_before_any_call(
+    fake_api: FakeLLMServer, directive: str
+) -> None:
+    cache = LLMCache()
+    with httpx2.Client(transport=cache.transport()) as http:
+        with pytest.raises(ValueError, match="no-cache, no-store, ttl=DURATION .* or namespace=NAME"):
+            http.post(f"{fake_api.openai_base_url}/chat/completions", headers={"x-llm-cache": directive},
+                      json={"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]})
+    assert fake_api.count() == 0
+
+
+def test_bad_options_raise_at_once() -> None:
+    cache = LLMCache()
+    with pytest.raises(ValueError, match="namespace"):
+        cache.options(namespace="no spaces")
+    with pytest.raises(ValueError, match="ttl"):
+        cache.options(ttl="soon")
+    with pytest.raises(ValueError, match="namespace"):
+        cache.cached(namespace="../up")
+
+
+def test_options_apply_inside_the_block_to_threads_given_them_and_tasks(fake_api: FakeLLMServer) -> None:
+    cache = LLMCache()
+    client = client_of(fake_api, cache)
+    ask(client)
+    seen: dict[str, str] = {}
+    with cache.options(namespace="exp-1"):
+        seen["block"] = ask(client)[1]
+        worker = threading.Thread(target=carry(lambda: seen.__setitem__("thread", ask(client)[1])))
+        worker.start()
+        worker.join()
+        bare = threading.Thread(target=lambda: seen.__setitem__("bare thread", ask(client)[1]))
+        bare.start()
+        bare.join()
+
+        async def in_a_task() -> str:
+            aclient = openai.AsyncOpenAI(base_url=fake_api.openai_base_url, api_key="sk-ctl-test-0000000",
+                                         max_retries=0, http_client=httpx2.AsyncClient(transport=cache.async_transport()))
+            raw = await aclient.chat.completions.with_raw_response.create(
+                model="gpt-4o", messages=[{"role": "user", "content": "hello"}])
+            return raw.headers["x-llm-cache-status"]
+
+        async def main() -> str:
+            return await asyncio.create_task(in_a_task())
+
+        seen["task"] = asyncio.run(main())
+    seen["after"] = ask(client)[1]
+    # the namespace's first call missed; the thread given it and the task hit its entry; a
+    # thread not given it, and calls after the block, use the default cache
+    assert seen == {"block": "miss", "thread": "hit", "bare thread": "hit", "task": "hit", "after": "hit"}
+    assert fake_api.count() == 2
+
+
+def test_cached_takes_the_directives_and_tells_its_last_status() -> None:
+    cache = LLMCache()
+    calls: list[str] = []
+
+    @cache.cached(no_store=True)
+    def never_kept(text: str) -> str:
+        calls.append(text)
+        return text.upper()
+
+    @cache.cached(namespace="fn")
+    def kept(text: str) -> str:
+        calls.append(text)
+        return text[::-1]
+
+    assert never_kept("a") == "A" and never_kept("a") == "A"
+    assert never_kept.cache_status == "miss"
+    assert kept("ab") == "ba" and kept.cache_status == "miss"
+    assert kept("ab") == "ba" and kept.cache_status == "hit"
+    assert calls == ["a", "a", "ab"]
+    with cache.options(no_cache=True):
+        kept("ab")
+    assert kept.cache_status == "refresh" and calls[-1] == "ab"
+
+
+def test_the_library_refreshes_what_has_expired(fake_api: FakeLLMServer) -> None:
+    clock = Clock()
+    cache = LLMCache(ttl="1h", clock=clock)
+    client = client_of(fake_api, cache)
+    ask(client)
+    clock.advance(hours=2)
+    fake_api.generation = 4
+    assert ask(client) == ("echo: hello (gen 4)", "refresh")
+    assert cache.stats()["refreshed"] == 1 and cache.stats()["stale"] == 0
+
+
+def _settled(cache: LLMCache, revalidated: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while cache.stats()["revalidated"] < revalidated and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_stale_while_revalidate_serves_at_once_and_refreshes_once_behind(fake_api: FakeLLMServer) -> None:
+    clock = Clock()
+    cache = LLMCache(ttl="1h", stale_while_revalidate="10m", clock=clock)
+    client = client_of(fake_api, cache)
+    ask(client)
+    clock.advance(minutes=65)
+    fake_api.generation = 5
+    assert ask(client) == ("echo: hello", "stale")  # the old answer, at once
+    statuses: list[tuple[str, str]] = []
+    start = threading.Barrier(8)
+
+    def caller() -> None:
+        start.wait()
+        statuses.append(ask(client))
+
+    threads = [threading.Thread(target=caller) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # each caller got the old answer at once, or the new one once the refresh had landed
+    assert set(statuses) <= {("echo: hello", "stale"), ("echo: hello (gen 5)", "hit")}
+    _settled(cache, 1)
+    assert fake_api.count() == 2  # one refresh behind, for nine callers
+    assert ask(client) == ("echo: hello (gen 5)", "hit")
+    stats = cache.stats()
+    assert stats["revalidated"] == 1 and stats["stale_served"] == 1 + statuses.count(("echo: hello", "stale"))
+
+
+def test_past_stale_while_revalidate_an_entry_is_fetched_again(fake_api: FakeLLMServer) -> None:
+    clock = Clock()
+    cache = LLMCache(ttl="1h", stale_while_revalidate="10m", clock=clock)
+    client = client_of(fake_api, cache)
+    ask(client)
+    clock.advance(minutes=75)
+    fake_api.generation = 6
+    assert ask(client) == ("echo: hello (gen 6)", "refresh")
+
+
+def test_stale_if_error_serves_the_expired_answer_when_the_api_fails(fake_api: FakeLLMServer) -> None:
+    clock = Clock()
+    cache = LLMCache("memory://?stale_if_error=1d", ttl="1h", clock=clock)
+    client = client_of(fake_api, cache)
+    ask(client)
+    clock.advance(hours=3)
+    fake_api.fail_status = 503
+    with pytest.warns(LLMCacheWarning, match="stale_if_error.*HTTP 503"):
+        assert ask(client) == ("echo: hello", "stale")
+    fake_api.fail_status = None
+    dead = client_of(fake_api, cache, base="http://127.0.0.1:9/v1")  # nothing listens there
+    with pytest.warns(LLMCacheWarning, match="stale_if_error.*ConnectError"):
+        assert ask(dead) == ("echo: hello", "stale")
+    assert cache.stats()["stale_served"] == 2
+    clock.advance(days=2)  # past stale_if_error: the failure is the caller's
+    fake_api.fail_status = 500
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(openai.InternalServerError):
+            ask(client)
+
+
+def test_stale_if_error_for_a_cached_function() -> None:
+    clock = Clock()
+    cache = LLMCache(ttl="1h", stale_if_error="1d", clock=clock)
+    state: dict[str, Any] = {"fail": False}
+
+    @cache.cached
+    def lookup(x: int) -> int:
+        if state["fail"]:
+            raise TimeoutError("upstream timed out")
+        return x * 2
+
+    assert lookup(21) == 42
+    clock.advance(hours=2)
+    state["fail"] = True
+    with pytest.warns(LLMCacheWarning, match="TimeoutError"):
+        assert lookup(21) == 42
+    assert lookup.cache_status == "stale"
+
+
+def test_stale_while_revalidate_in_an_event_loop_refreshes_in_a_task(fake_api: FakeLLMServer) -> None:
+    clock = Clock()
+    cache = LLMCache(ttl="1h", stale_while_revalidate="10m", clock=clock)
+
+    async def main() -> list[str]:
+        client = openai.AsyncOpenAI(base_url=fake_api.openai_base_url, api_key="sk-ctl-test-0000000", max_retries=0,
+                                    http_client=httpx2.AsyncClient(transport=cache.async_transport()))
+
+        async def one() -> str:
+            raw = await client.chat.completions.with_raw_response.create(
+                model="gpt-4o", messages=[{"role": "user", "content": "async"}])
+            return f"{raw.parse().choices[0].message.content} {raw.headers['x-llm-cache-status']}"
+
+        first = await one()
+        clock.advance(minutes=61)
+        fake_api.generation = 7
+        served = await asyncio.gather(*(one() for _ in range(5)))
+        for _ in range(500):  # the refresh task runs on this loop
+            if cache.stats()["revalidated"]:
+                break
+            await asyncio.sleep(0.01)
+        return [first, *served, await one()]
+
+    answers = asyncio.run(main())
+    assert answers[0] == "echo: async miss"
+    assert answers[1:6] == ["echo: async stale"] * 5
+    assert answers[6] == "echo: async (gen 7) hit"
+    assert fake_api.count() == 2
