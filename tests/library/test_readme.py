@@ -14,9 +14,12 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 def _library_blocks() -> list[str]:
     text = README.read_text()
-    section = text[text.index("## Library API") :]
-    section = section[: section.index("\n## ", 1)]
-    return re.findall(r"```python\n(.*?)```", section, re.S)
+    blocks = []
+    for title in ("## Library API", "## In production"):
+        section = text[text.index(title) :]
+        section = section[: section.index("\n## ", 1)]
+        blocks += re.findall(r"```python\n(.*?)```", section, re.S)
+    return blocks
 
 
 BLOCKS = _library_blocks()
@@ -37,7 +40,8 @@ def test_readme_example_runs(
     exec(compile(BLOCKS[index], f"README.md library example {index + 1}", "exec"), {"__name__": "__readme__"})
     out = capsys.readouterr().out
     calls = server.count() - before
-    expected = {0: ("1 1", 1), 1: ("{'echo: Hi'} 1", 1), 2: ("", 1), 3: ("2 0 0", 2), 4: ("", 1)}
+    expected = {0: ("1 1", 1), 1: ("{'echo: Hi'} 1", 1), 2: ("", 1), 3: ("2 0 0", 2), 4: ("", 1),
+                5: ("1 1", 1), 6: ("", 1), 7: ("miss hit miss refresh\n1", 3)}
     printed, upstream = expected[index]
     assert out.strip() == printed
     assert calls == upstream
