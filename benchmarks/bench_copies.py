@@ -46,7 +46,7 @@ import bench_corpus as bc
 from llm_cache.atomic import write_atomic
 from llm_cache.cassette import Entry, load_entry, parse_entry
 from llm_cache.errors import CassetteError
-from llm_cache.stores import files
+from llm_cache.stores import parsed
 from llm_cache.stores.files import FileStore
 
 KEY = re.compile(rb"\nkey: ([0-9a-f]{64})\n")
@@ -135,18 +135,18 @@ def main(argv: list[str] | None = None) -> int:
         def new_write(name: str, in_place: bool) -> Callable[[Path], None]:
             def write(p: Path) -> None:  # what FileStore.close does for one copy it queued
                 store = stores[name]
-                store._pending = {store._copy_of(bc.MODEL, p.stem): (digests[p], entries[p])}
+                store._pending = {store._copies.path(bc.MODEL, p.stem): (digests[p], entries[p])}
                 if in_place:
                     store.close()
                     return
-                files.overwrite = lambda path, data: False  # type: ignore[assignment]
+                parsed.overwrite = lambda path, data: False  # type: ignore[assignment]
                 try:
                     store.close()
                 finally:
-                    files.overwrite = overwrite
+                    parsed.overwrite = overwrite
             return write
 
-        overwrite = files.overwrite
+        overwrite = parsed.overwrite
 
         def reset_writes() -> None:
             for name in ("old-copies", "new-root", "atomic-root"):

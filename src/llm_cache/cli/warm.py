@@ -31,8 +31,9 @@ def _progress(done: int, total: int) -> None:
 
 
 def cmd_warm(args: argparse.Namespace) -> int:
-    from ..library import LLMCache, _read_requests
+    from ..library import LLMCache
     from ..stores import Store, open_store
+    from ..warming import read_requests
 
     source = Path(args.file)
     if not source.is_file():
@@ -46,7 +47,7 @@ def cmd_warm(args: argparse.Namespace) -> int:
     ttl = _ttl(args)
     mode = _parse(parse_mode, args.mode, "--mode")
     try:
-        _read_requests(source)  # a bad file stops here, before any store is opened or request sent
+        read_requests(source)  # a bad file stops here, before any store is opened or request sent
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     store: Store
