@@ -2,7 +2,10 @@
 
 - ``file://PATH`` (or a plain path): YAML cassettes under PATH, relative to the rootdir;
 - ``memory://`` (``?max_entries=N&max_bytes=SIZE``): bounded, nothing persisted;
-- ``redis://host:port/db`` (``?prefix=llm-cache:&timeout=2&grace=0s``): shared by machines.
+- ``redis://host:port/db`` (``?prefix=llm-cache:&timeout=2&grace=0s``): shared by machines;
+  ``rediss://`` with TLS, ``unix://PATH`` on a socket;
+- ``redis+cluster://host:port[,host:port...]/`` (``rediss+cluster://`` with TLS, same
+  query): a Redis Cluster, each prefix's keys in one hash slot (see ``redis_keys``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from ..values import STORE_FORM, parse_count, parse_duration, parse_size
 from .files import FileStore
 from .memory import MemoryStore
 from .protocol import EntryMeta, Store
+from .redis_url import SCHEMES as REDIS_SCHEMES
 
 __all__ = ["STORE_FORM", "EntryMeta", "FileStore", "MemoryStore", "Store", "open_store"]
 
@@ -50,7 +54,7 @@ def open_store(url: str, root: Path, ttl: timedelta | None = None, setting: str 
             max_entries=parse_count(query.get("max_entries", "10000"), f"{setting} max_entries"),
             max_bytes=parse_size(query.get("max_bytes"), f"{setting} max_bytes"),
         )
-    if parts.scheme in ("redis", "rediss", "unix"):
+    if parts.scheme in REDIS_SCHEMES:
         from .redis import RedisStore
 
         return RedisStore.from_url(

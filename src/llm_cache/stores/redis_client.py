@@ -1,0 +1,121 @@
+"""redis-py for the Redis store: the client a URL names, and its errors as ``StoreUnavailable``.
+
+One server gets a ``redis.Redis`` with one quick retry of a dropped pooled
+connection and none of a timeout. A cluster gets a ``redis.cluster.RedisCluster``
+that retries a command once after refreshing its view of the cluster (a
+master gone, a failover, slots moved): a failover that has completed is
+followed, and a master that stays dead is ``StoreUnavailable`` within about
+twice the timeout (the cluster's own CLUSTERDOWN likewise, once it sees the
+master fail), never an answer from another store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from ..errors import ConfigError, StoreUnavailable
+from ..redact import mask_url
+from .redis_url import RedisURL
+
+__all__ = ["INSTALL_HINT", "connect", "describe", "import_redis", "is_cluster", "reach"]
+
+INSTALL_HINT = "the Redis store needs redis-py: pip install 'pytest-llm-cache[redis]'"
+# how often a cluster command is tried again after the client refreshed its view of the cluster
+CLUSTER_RETRIES = 1
+
+
+def import_redis() -> Any:
+    try:
+        import redis
+    except ImportError as exc:
+        raise ImportError(INSTALL_HINT) from exc
+    return redis
+
+
+def is_cluster(client: Any) -> bool:
+    """Whether ``client`` is a redis-py cluster client (False when redis-py is absent)."""
+    try:
+        from redis.cluster import RedisCluster
+    except ImportError:
+        return False
+    return isinstance(client, RedisCluster)
+
+
+@contextlib.contextmanager
+def reach(url: str, timeout: float) -> Iterator[None]:
+    """Turn the errors of an unreachable or refusing server (or cluster) into StoreUnavailable."""
+    exceptions = import_redis().exceptions
+    try:
+        yield
+    except exceptions.CrossSlotTransactionError:  # a bug of ours, not a server away
+        raise
+    except (exceptions.ConnectionError, exceptions.TimeoutError, exceptions.ResponseError,
+            exceptions.ClusterError, exceptions.RedisClusterException) as exc:
+        reason = str(exc).strip() or type(exc).__name__
+        if isinstance(exc, exceptions.TimeoutError):
+            reason = f"timed out ({reason})"
+        elif isinstance(exc, exceptions.AuthenticationError):
+            reason = f"authentication failed ({reason})"
+        elif isinstance(exc, exceptions.ClusterDownError):
+            reason = f"the cluster is down ({reason})"
+        elif isinstance(exc, exceptions.ResponseError):
+            reason = f"the server refused the command ({reason})"
+        elif isinstance(exc, exceptions.RedisClusterException):
+            reason = f"the cluster cannot be used ({reason})"
+        raise StoreUnavailable(url=url, reason=reason, timeout=timeout) from exc
+
+
+def connect(parsed: RedisURL, setting: str) -> Any:
+    """A client for ``parsed`` (a cluster client has already asked a node for the cluster's
+    layout: call it inside ``reach``). A URL redis-py refuses is a ConfigError naming ``setting``."""
+    redis = import_redis()
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    timeouts = {"socket_connect_timeout": parsed.timeout, "socket_timeout": parsed.timeout,
+                "decode_responses": False}
+    try:
+        if not parsed.cluster:
+            # one quick retry of a dropped connection (a pooled socket the server closed);
+            # none of a timeout, and no backoff: a server that does not answer fails in `timeout`
+            retry = Retry(NoBackoff(), 1, (redis.exceptions.ConnectionError,))
+            return redis.Redis.from_url(parsed.target, retry=retry, **timeouts)
+        cluster = redis.cluster
+        return cluster.RedisCluster(
+            url=parsed.target,
+            startup_nodes=[cluster.ClusterNode(host, port) for host, port in parsed.nodes[1:]],
+            retry=Retry(NoBackoff(), CLUSTER_RETRIES),
+            **timeouts,
+        )
+    except ValueError as exc:
+        raise ConfigError(setting=setting, value=parsed.masked, expected=f"a Redis URL ({exc})") from None
+
+
+def describe(client: Any, url: str | None, base: str | None = None) -> str:
+    """What locations begin with: ``redis://host:port/db`` (``unix://path/db``), or a cluster's
+    ``redis+cluster://host:port,host:port``; never a password."""
+    if base is not None:
+        return base
+    if is_cluster(client):
+        if url is not None:
+            parts = urlsplit(mask_url(url))
+            return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], "", "", ""))
+        nodes = ",".join(node.name for node in getattr(client, "startup_nodes", []) or [])
+        return f"redis+cluster://{nodes}"
+    try:
+        kwargs = client.connection_pool.connection_kwargs
+    except AttributeError:
+        kwargs = {}
+    db = kwargs.get("db", 0)
+    if kwargs.get("path"):
+        return f"unix://{kwargs['path']}/{db}"
+    scheme = "rediss" if url is not None and url.startswith("rediss:") else "redis"
+    if "host" in kwargs:
+        return f"{scheme}://{kwargs['host']}:{kwargs.get('port', 6379)}/{db}"
+    if url is not None:
+        parts = urlsplit(mask_url(url))
+        return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+    return "redis://?"

@@ -1,0 +1,102 @@
+"""A Redis store URL, read: which server or cluster, our own query parameters, and the rest.
+
+- ``redis://host:port/db``, ``rediss://host:port/db`` (TLS), ``unix://path``:
+  one server, through ``redis.Redis.from_url``;
+- ``redis+cluster://host:port[,host:port...]/``, ``rediss+cluster://...`` (TLS):
+  a Redis Cluster, through ``redis.cluster.RedisCluster``; the hosts are where
+  the client starts to discover the cluster (one is enough, more survive one
+  being down), and a cluster has one database, 0.
+
+Our query parameters are ``prefix`` (default ``llm-cache:``), ``timeout``
+(seconds, default 2: the connect and the read timeout of every command) and
+``grace``; any other goes to redis-py (``client_name=``, ``ssl_ca_certs=``,
+``ssl_cert_reqs=``...). Nothing here imports redis-py.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from ..errors import ConfigError
+from ..redact import mask_url
+
+__all__ = ["CLUSTER_SCHEMES", "DEFAULT_PREFIX", "DEFAULT_TIMEOUT", "SCHEMES", "RedisURL", "parse_store_url"]
+
+DEFAULT_PREFIX = "llm-cache:"
+DEFAULT_TIMEOUT = 2.0
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+SCHEMES = ("redis", "rediss", "unix", *CLUSTER_SCHEMES)
+_OUR_PARAMS = ("prefix", "timeout", "grace")
+
+
+@dataclass(frozen=True)
+class RedisURL:
+    """A store URL taken apart. ``target`` is the URL redis-py is given: the server's, or
+    (on a cluster) the first node's, with ``nodes`` every startup node."""
+
+    url: str
+    prefix: str
+    timeout: float
+    grace: str | None
+    target: str
+    cluster: bool = False
+    nodes: tuple[tuple[str, int], ...] = ()
+    # a cluster's name in locations: scheme and nodes, never a password
+    base: str | None = None
+
+    @property
+    def masked(self) -> str:
+        return mask_url(self.url)
+
+
+def parse_store_url(url: str, setting: str = "--llm-cache-store") -> RedisURL:
+    """``url`` read; a ConfigError naming ``setting`` when it does not parse or a parameter is wrong."""
+    try:
+        parts = urlsplit(url)
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+    except ValueError as exc:  # redis://[::1/0: an unclosed IPv6 host
+        raise ConfigError(setting=setting, value=mask_url(url), expected=f"a Redis URL ({exc})") from None
+    ours = {name: value for name, value in pairs if name in _OUR_PARAMS}
+    rest = [(name, value) for name, value in pairs if name not in _OUR_PARAMS]
+    named = f"{setting} {mask_url(url)}"
+    prefix = ours.get("prefix", DEFAULT_PREFIX)
+    if not prefix:
+        raise ConfigError(setting=named, value=prefix, expected="prefix= a non-empty key prefix")
+    try:
+        timeout = float(ours.get("timeout", DEFAULT_TIMEOUT))
+    except ValueError:
+        raise ConfigError(setting=named, value=ours["timeout"], expected="timeout= a number of seconds") from None
+    if not (timeout > 0 and math.isfinite(timeout)):
+        raise ConfigError(setting=named, value=ours["timeout"], expected="timeout= a positive number of seconds")
+    grace = ours.get("grace")
+    scheme = parts.scheme.lower()
+    if scheme not in CLUSTER_SCHEMES:
+        target = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(rest), parts.fragment))
+        return RedisURL(url, prefix, timeout, grace, target)
+    if "{" in prefix or "}" in prefix:
+        raise ConfigError(setting=named, value=prefix,
+                          expected="prefix= without '{' or '}' on a cluster (the prefix is the keys' hash tag)")
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    nodes = tuple(_node(host, named) for host in hosts.split(","))
+    if parts.path.strip("/") not in ("", "0"):
+        raise ConfigError(setting=named, value=parts.path, expected="no database, or 0: a cluster has one database")
+    tls = scheme == "rediss+cluster"
+    first = hosts.split(",")[0].strip()
+    target = urlunsplit(("rediss" if tls else "redis", userinfo + at + first, "", urlencode(rest), ""))
+    base = f"{scheme}://" + ",".join(host.strip() for host in hosts.split(","))
+    return RedisURL(url, prefix, timeout, grace, target, cluster=True, nodes=nodes, base=base)
+
+
+def _node(text: str, named: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port``; port 6379 when left out) of one startup node."""
+    text = text.strip()
+    try:
+        parts = urlsplit("//" + text)
+        host, port = parts.hostname, parts.port
+    except ValueError:  # a port that is not a number, an unclosed [
+        host, port = None, None
+    if not host:
+        raise ConfigError(setting=named, value=text, expected="host:port for each cluster node, separated by commas")
+    return host, port or 6379
