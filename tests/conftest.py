@@ -15,6 +15,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from fakeapi import FakeLLMServer  # noqa: E402
 from redis_server import redis_server, redis_target, redis_url  # noqa: E402, F401 - fixtures
+from redis_cluster import cluster_target, cluster_url, redis_cluster  # noqa: E402, F401 - fixtures
 
 # Imported here so that pytester's in-process runs, which restore sys.modules
 # after each run, do not import the SDKs again every time (about 1 s each).

@@ -1,8 +1,9 @@
-"""What every store promises (stores/protocol.py), checked on each: file, memory and Redis.
+"""What every store promises (stores/protocol.py), checked on each: file, memory, Redis and Redis Cluster.
 
-The Redis case runs on the session's redis-server (tests/redis_server.py) with a
-prefix of its own; it is skipped where there is no redis-server, unless
-LLM_CACHE_REQUIRE_REDIS=1.
+The Redis case runs on the session's redis-server (tests/redis_server.py), the
+cluster case on the session's three-master cluster (tests/redis_cluster.py),
+each with a prefix of its own; they are skipped where there is no redis-server,
+unless LLM_CACHE_REQUIRE_REDIS=1.
 """
 
 from __future__ import annotations
@@ -109,14 +110,42 @@ def _redis_case(request: pytest.FixtureRequest) -> Case:
     return Case("redis", store, corrupt, outside, sibling)
 
 
-@pytest.fixture(params=["file", "memory", "redis"])
+def _cluster_case(request: pytest.FixtureRequest) -> Case:
+    target = request.getfixturevalue("cluster_target")
+    store = target.store()
+    client = target.client()
+
+    def corrupt(key: str, model_version: str, text: str) -> None:
+        client.set(target.base + "e:" + key, text.encode())
+
+    def outside() -> Callable[[], bool]:
+        # in the store's own hash slot, and in another: neither is the store's
+        names = [target.base + "outside", "llm-cache-contract-outside:" + target.prefix]
+        for name in names:
+            client.set(name, b"not ours")
+        request.addfinalizer(lambda: client.delete(*names))
+        return lambda: all(client.get(name) == b"not ours" for name in names)
+
+    def sibling() -> Any:
+        from llm_cache.stores.redis import RedisStore
+
+        other = RedisStore.from_url(f"{target.url}?prefix={target.prefix}sibling:")
+        request.addfinalizer(lambda: (other.clear(), other.close()))
+        return other
+
+    return Case("redis-cluster", store, corrupt, outside, sibling)
+
+
+@pytest.fixture(params=["file", "memory", "redis", "redis-cluster"])
 def case(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Case]:
     if request.param == "file":
         made = _file_case(tmp_path)
     elif request.param == "memory":
         made = _memory_case()
-    else:
+    elif request.param == "redis":
         made = _redis_case(request)
+    else:
+        made = _cluster_case(request)
     try:
         yield made
     finally:
