@@ -2,6 +2,8 @@
 
 Tests that break a server (kill it, stall it, require a password) use a
 private one; the others share the session's server, each under its own prefix.
+Those taking ``target`` run twice: on the server and on the session's cluster
+(tests/redis_cluster.py), where every key name begins with ``{prefix}``.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
+from redis_cluster import cluster_target, redis_cluster  # noqa: F401
 from redis_server import RedisServer, free_port, redis_server, redis_target, require_redis_server  # noqa: F401
 from test_store_contract import make_entry
 
@@ -32,6 +36,31 @@ from llm_cache.stores.redis import RedisStore, mask_url  # noqa: E402
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+@pytest.fixture(params=["server", "cluster"])
+def target(request: pytest.FixtureRequest) -> Any:
+    """This test's prefix on the session's server, then on the session's cluster."""
+    return request.getfixturevalue("redis_target" if request.param == "server" else "cluster_target")
+
+
+def base(target: Any) -> str:
+    """What every key name of the target's store begins with: the prefix, ``{prefix}`` on a cluster."""
+    return getattr(target, "base", target.prefix)
+
+
+def everything(target: Any, client: Any) -> set[bytes]:
+    """Every key on the server, or on every master of the cluster."""
+    if hasattr(target, "cluster"):
+        return set(client.keys(target_nodes=client.PRIMARIES))
+    return set(client.keys())
+
+
+def where(target: Any) -> str:
+    """What the target's store's locations begin with."""
+    if hasattr(target, "cluster"):
+        return target.url.rstrip("/")
+    return f"redis://127.0.0.1:{target.server.port}/0"
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +81,11 @@ def server(private_server: RedisServer) -> RedisServer:
 # -- layout ---------------------------------------------------------------------
 
 
-def test_every_key_is_under_the_prefix(redis_target):
-    client = redis_target.client()
-    before = set(client.keys())
-    store = redis_target.store(ttl=timedelta(days=30))
-    P = redis_target.prefix
+def test_every_key_is_under_the_prefix(target):
+    client = target.client()
+    before = everything(target, client)
+    store = target.store(ttl=timedelta(days=30))
+    P = base(target)
     a, b = make_entry("a", recorded_at=_now()), make_entry("b", recorded_at=_now())
     store.put(a)
     store.put(b)
@@ -66,19 +95,19 @@ def test_every_key_is_under_the_prefix(redis_target):
     lock = store.lock(a.key)
     lock.acquire(timeout=1)
     try:
-        new = {k.decode() for k in set(client.keys()) - before}
+        new = {k.decode() for k in everything(target, client) - before}
     finally:
         lock.release()
     assert new == {
         P + "e:" + a.key, P + "corrupt:" + b.key, P + "meta", P + "lru", P + "lfu", P + "fifo", P + "lock:" + a.key,
     }
-    assert P + "lock:" + a.key not in {k.decode() for k in client.keys()}  # released: gone
+    assert P + "lock:" + a.key not in {k.decode() for k in everything(target, client)}  # released: gone
 
 
-def test_index_rows(redis_target):
-    store = redis_target.store()
-    client = redis_target.client()
-    P = redis_target.prefix
+def test_index_rows(target):
+    store = target.store()
+    client = target.client()
+    P = base(target)
     entry = make_entry()
     store.put(entry)
     size = len(client.get(P + "e:" + entry.key))
@@ -92,16 +121,16 @@ def test_index_rows(redis_target):
     assert store.usage() == {entry.key: Usage(pytest.approx(entry.recorded_at.timestamp()), 0)}
 
 
-def test_location_names_server_db_and_key(redis_target):
-    store = redis_target.store()
+def test_location_names_server_db_and_key(target):
+    store = target.store()
     entry = make_entry()
-    expected = f"redis://127.0.0.1:{redis_target.server.port}/0/{redis_target.prefix}e:{entry.key}"
+    expected = f"{where(target)}/{base(target)}e:{entry.key}"
     assert store.put(entry) == expected == store.location(entry.key, entry.model_version)
 
 
-def test_two_prefixes_do_not_see_each_other(redis_target):
-    one = redis_target.store()
-    two = RedisStore.from_url(f"{redis_target.url}?prefix={redis_target.prefix[:-1]}-two:")
+def test_two_prefixes_do_not_see_each_other(target):
+    one = target.store()
+    two = RedisStore.from_url(f"{target.url}?prefix={target.prefix[:-1]}-two:")
     try:
         a, b = make_entry("a"), make_entry("b")
         one.put(a)
@@ -118,28 +147,28 @@ def test_two_prefixes_do_not_see_each_other(redis_target):
         two.close()
 
 
-def test_clear_skips_held_locks_and_counts_entries_only(redis_target):
-    store = redis_target.store()
-    client = redis_target.client()
+def test_clear_skips_held_locks_and_counts_entries_only(target):
+    store = target.store()
+    client = target.client()
     a, b = make_entry("a"), make_entry("b")
     store.put(a)
     store.put(b)
-    client.set(redis_target.prefix + "e:" + b.key, b"broken: [")
+    client.set(base(target) + "e:" + b.key, b"broken: [")
     store.quarantine(b.key, b.model_version)
     lock = store.lock(a.key)
     lock.acquire(timeout=1)
     try:
         assert store.clear() == 1
-        assert [k.decode() for k in client.keys(redis_target.prefix + "*")] == [redis_target.prefix + "lock:" + a.key]
+        assert [k.decode() for k in target.keys()] == [base(target) + "lock:" + a.key]
     finally:
         lock.release()
-    assert redis_target.keys() == []
+    assert target.keys() == []
 
 
-def test_put_is_one_transaction(redis_target, monkeypatch):
-    store = redis_target.store()
-    client = redis_target.client()
-    P = redis_target.prefix
+def test_put_is_one_transaction(target, monkeypatch):
+    store = target.store()
+    client = target.client()
+    P = base(target)
     calls = []
     real = store.client.pipeline
 
@@ -161,8 +190,8 @@ def test_put_is_one_transaction(redis_target, monkeypatch):
         assert client.zscore(P + zset, entry.key) is None
 
 
-def test_many_entries_in_batches(redis_target):
-    store = redis_target.store()
+def test_many_entries_in_batches(target):
+    store = target.store()
     entries = [make_entry(str(i), model="gpt-4o" if i % 2 else "gpt-4o-mini") for i in range(250)]
     for entry in entries:
         store.put(entry)
@@ -175,10 +204,10 @@ def test_many_entries_in_batches(redis_target):
 # -- expiry ---------------------------------------------------------------------
 
 
-def test_entry_expires_in_redis_and_scan_drops_its_rows(redis_target):
-    store = redis_target.store(ttl=timedelta(seconds=1), grace=timedelta(0))
-    client = redis_target.client()
-    P = redis_target.prefix
+def test_entry_expires_in_redis_and_scan_drops_its_rows(target):
+    store = target.store(ttl=timedelta(seconds=1), grace=timedelta(0))
+    client = target.client()
+    P = base(target)
     short, kept = make_entry("short", recorded_at=_now()), make_entry("kept", recorded_at=_now() + timedelta(hours=1))
     store.put(short)
     store.put(kept)
@@ -198,26 +227,26 @@ def test_entry_expires_in_redis_and_scan_drops_its_rows(redis_target):
     assert store.size() == (1, len(client.get(P + "e:" + kept.key)))
 
 
-def test_expiry_is_set_from_recorded_at(redis_target):
-    store = redis_target.store(ttl=timedelta(hours=2))
-    client = redis_target.client()
+def test_expiry_is_set_from_recorded_at(target):
+    store = target.store(ttl=timedelta(hours=2))
+    client = target.client()
     entry = make_entry(recorded_at=_now() - timedelta(hours=1))
     store.put(entry)
-    pttl = client.pttl(redis_target.prefix + "e:" + entry.key)
+    pttl = client.pttl(base(target) + "e:" + entry.key)
     assert abs(pttl - 3_600_000) < 10_000
 
 
-def test_grace_extends_the_expiry(redis_target):
-    client = redis_target.client()
-    P = redis_target.prefix
+def test_grace_extends_the_expiry(target):
+    client = target.client()
+    P = base(target)
     old = make_entry(recorded_at=_now() - timedelta(hours=2))
-    with_grace = redis_target.store(ttl=timedelta(hours=1), grace=timedelta(hours=2))
+    with_grace = target.store(ttl=timedelta(hours=1), grace=timedelta(hours=2))
     with_grace.put(old)
     assert abs(client.pttl(P + "e:" + old.key) - 3_600_000) < 10_000
     assert with_grace.get(old.key, old.model_version) == old  # stale but kept: the session decides
     with_grace.clear()
     # without the grace it is past its expiry already: stored, and dropped by Redis at once
-    without = redis_target.store(ttl=timedelta(hours=1))
+    without = target.store(ttl=timedelta(hours=1))
     without.put(old)
     assert without.get(old.key, old.model_version) is None
     assert list(without.scan()) == []
@@ -249,18 +278,18 @@ def test_other_query_parameters_go_to_redis(redis_target):
         store.close()
 
 
-def test_empty_prefix_is_refused(redis_target):
+def test_empty_prefix_is_refused(target):
     with pytest.raises(ConfigError, match="prefix"):
-        RedisStore.from_url(f"{redis_target.url}?prefix=")
+        RedisStore.from_url(f"{target.url}?prefix=")
     with pytest.raises(ConfigError, match="timeout"):
-        RedisStore.from_url(f"{redis_target.url}?timeout=soon")
+        RedisStore.from_url(f"{target.url}?timeout=soon")
 
 
 # -- usage ----------------------------------------------------------------------
 
 
-def test_touch_gives_no_row_to_a_key_not_stored(redis_target):
-    store = redis_target.store()
+def test_touch_gives_no_row_to_a_key_not_stored(target):
+    store = target.store()
     entry = make_entry()
     store.put(entry)
     meta = next(iter(store.scan()))
@@ -269,8 +298,8 @@ def test_touch_gives_no_row_to_a_key_not_stored(redis_target):
     assert store.usage() == {}
 
 
-def test_touch_keeps_the_latest_use(redis_target):
-    store = redis_target.store()
+def test_touch_keeps_the_latest_use(target):
+    store = target.store()
     entry = make_entry()
     store.put(entry)
     late = entry.recorded_at.timestamp() + 1000
@@ -399,14 +428,14 @@ def test_stalled_server_times_out(server):
 # -- locks --------------------------------------------------------------------------
 
 
-def test_lock_of_a_vanished_holder_expires(redis_target):
+def test_lock_of_a_vanished_holder_expires(target):
     key = make_entry().key
-    holder = redis_target.store(lock_expiry=1)
+    holder = target.store(lock_expiry=1)
     held = holder.lock(key)
     held.acquire(timeout=1)
     taken_at = time.monotonic()
     holder.close()  # the holder disappears without releasing
-    other = redis_target.store(lock_expiry=1)
+    other = target.store(lock_expiry=1)
     lock = other.lock(key)
     with pytest.raises(TimeoutError):
         lock.acquire(timeout=0.2)
@@ -420,8 +449,8 @@ def test_lock_of_a_vanished_holder_expires(redis_target):
     other.lock(key).acquire(timeout=0.1)
 
 
-def test_lock_waits_forever_by_default(redis_target):
-    store = redis_target.store()
+def test_lock_waits_forever_by_default(target):
+    store = target.store()
     key = make_entry().key
     first = store.lock(key)
     first.acquire()
@@ -452,12 +481,12 @@ def test_without_redis_py_the_module_imports_and_construction_says_how_to_instal
         open_store("redis://127.0.0.1:1/0", Path("."))
 
 
-def test_a_damaged_index_row_is_listed_as_unreadable(redis_target):
-    store = redis_target.store()
-    client = redis_target.client()
+def test_a_damaged_index_row_is_listed_as_unreadable(target):
+    store = target.store()
+    client = target.client()
     entry = make_entry()
     store.put(entry)
-    client.hset(redis_target.prefix + "meta", entry.key, b"no tabs here")
+    client.hset(base(target) + "meta", entry.key, b"no tabs here")
     (meta,) = store.scan()
     assert (meta.key, meta.recorded_at) == (entry.key, None)
     assert store.get(entry.key, entry.model_version) == entry
