@@ -59,8 +59,8 @@ def reach(url: str, timeout: float) -> Iterator[None]:
             reason = f"timed out ({reason})"
         elif isinstance(exc, exceptions.AuthenticationError):
             reason = f"authentication failed ({reason})"
-        elif isinstance(exc, exceptions.ClusterDownError):
-            reason = f"the cluster is down ({reason})"
+        elif isinstance(exc, exceptions.ClusterDownError):  # CLUSTERDOWN, MASTERDOWN
+            reason = f"the cluster refused the command ({reason})"
         elif isinstance(exc, exceptions.ResponseError):
             reason = f"the server refused the command ({reason})"
         elif isinstance(exc, exceptions.RedisClusterException):
