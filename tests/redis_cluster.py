@@ -5,7 +5,7 @@ no persistence, ``127.0.0.1`` only, each in a temporary ``--dir``), optionally
 ``replicas`` replicas for each, joins them with ``redis-cli --cluster create``
 and waits until every node says ``cluster_state:ok``; every wait is bounded.
 ``kill(port)`` simulates a crash of one node, ``master_of(key)`` names the
-node holding a key's slot. Outside pytest::
+master holding a key's slot, ``master_ports()`` the masters. Outside pytest::
 
     from redis_cluster import start_cluster
     url, stop = start_cluster(3)     # redis+cluster://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3/
@@ -94,7 +94,9 @@ class LocalCluster:
         self.cli_args = tuple(cli_args)
         self.scheme = scheme
         args = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                "--cluster-node-timeout", str(node_timeout_ms), *extra_args)
+                "--cluster-node-timeout", str(node_timeout_ms),
+                # a replica's first sync at once, not after the default 5 s wait for more replicas
+                "--repl-diskless-sync-delay", "0", *extra_args)
         taken: set[int] = set()
         for _ in range(masters * (1 + replicas)):
             taken.add(cluster_port(taken))
@@ -153,23 +155,45 @@ class LocalCluster:
         while True:
             infos = [self.info(node.port) for node in running]
             if all(i.get("cluster_state") == "ok" and i.get("cluster_known_nodes") == str(len(self.nodes))
-                   for i in infos):
+                   for i in infos) and self._replicas_synced(running):
                 return
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the cluster was not ok within {timeout} s: {infos}")
             time.sleep(0.05)
 
-    def master_of(self, key: str) -> int:
-        """The port of the master holding ``key``'s slot."""
-        slot = int(_cli(self.cli, *self.cli_args, "-p", str(self._any_port()), "cluster", "keyslot", key).split()[0])
+    def _table(self) -> list[tuple[int, str, list[str]]]:
+        """(port, flags, slot ranges) of every node, from ``CLUSTER NODES`` of a running one."""
+        rows = []
         for line in _cli(self.cli, *self.cli_args, "-p", str(self._any_port()), "cluster", "nodes").splitlines():
             fields = line.split()
-            if "master" not in fields[2] or "fail" in fields[2]:
+            if len(fields) >= 8:
+                rows.append((int(fields[1].split("@")[0].rsplit(":", 1)[1]), fields[2], fields[8:]))
+        return rows
+
+    def _replicas_synced(self, running: list[RedisServer]) -> bool:
+        """Whether every running replica has its master's data (``master_link_status:up``)."""
+        if not self.replicas:
+            return True
+        for node in running:
+            out = _cli(self.cli, *self.cli_args, "-p", str(node.port), "info", "replication", timeout=2)
+            if "role:slave" in out and "master_link_status:up" not in out:
+                return False
+        return True
+
+    def master_ports(self) -> list[int]:
+        """The ports of the masters not failing, in port order."""
+        return sorted(port for port, flags, _ in self._table() if "master" in flags and "fail" not in flags)
+
+    def master_of(self, key: str) -> int:
+        """The port of the (not failing) master holding ``key``'s slot."""
+        slot = int(_cli(self.cli, *self.cli_args, "-p", str(self._any_port()), "cluster", "keyslot", key).split()[0])
+        for port, flags, spans in self._table():
+            if "master" not in flags or "fail" in flags:
                 continue
-            for span in fields[8:]:
+            for span in spans:
                 low, _, high = span.partition("-")
                 if low.isdigit() and int(low) <= slot <= int(high or low):
-                    return int(fields[1].split("@")[0].rsplit(":", 1)[1])
+                    return port
         raise LookupError(f"no master holds slot {slot}")
 
     def _any_port(self) -> int:
