@@ -76,13 +76,20 @@ def start_browser(profile: Path) -> Any:
     return browser
 
 
+# the browser's own pages and in-page data: nothing that leaves the page's file
+_INTERNAL = ("chrome:", "chrome-extension:", "chrome-error:", "devtools:", "about:", "data:", "blob:")
+
+
 def page_requests(driver: Any) -> list[str]:
-    """The URLs requested (documents, scripts, styles, anything) since the last call."""
+    """The URLs requested (documents, scripts, styles, anything) since the last call, but
+    the browser's own (``chrome://`` pages it may load on its own, ``data:``)."""
     urls = []
     for entry in driver.get_log("performance"):
         message = json.loads(entry["message"])["message"]
         if message["method"] == "Network.requestWillBeSent":
-            urls.append(message["params"]["request"]["url"])
+            url = message["params"]["request"]["url"]
+            if not url.startswith(_INTERNAL):
+                urls.append(url)
     return urls
 
 
