@@ -59,6 +59,8 @@ def reach(url: str, timeout: float) -> Iterator[None]:
             reason = f"timed out ({reason})"
         elif isinstance(exc, exceptions.AuthenticationError):
             reason = f"authentication failed ({reason})"
+        elif isinstance(exc, exceptions.AskError):  # MOVED/ASK reach a single-server client only
+            reason = f"the server is a Redis Cluster node ({type(exc).__name__}: {reason}); use redis+cluster://"
         elif isinstance(exc, exceptions.ClusterDownError):  # CLUSTERDOWN, MASTERDOWN
             reason = f"the cluster refused the command ({reason})"
         elif isinstance(exc, exceptions.ResponseError):
