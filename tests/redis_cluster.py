@@ -5,7 +5,9 @@ no persistence, ``127.0.0.1`` only, each in a temporary ``--dir``), optionally
 ``replicas`` replicas for each, joins them with ``redis-cli --cluster create``
 and waits until every node says ``cluster_state:ok``; every wait is bounded.
 ``kill(port)`` simulates a crash of one node, ``master_of(key)`` names the
-master holding a key's slot, ``master_ports()`` the masters. Outside pytest::
+master holding a key's slot, ``master_ports()`` the masters. With
+``tls=make_tls_files(dir)`` each node also listens with TLS (``tls_url``), and
+the nodes talk TLS to each other. Outside pytest::
 
     from redis_cluster import start_cluster
     url, stop = start_cluster(3)     # redis+cluster://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3/
@@ -39,14 +41,15 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, final
 
 import pytest
 from redis_server import RedisServer, require_redis_server
 
 __all__ = [
-    "ClusterTarget", "LocalCluster", "cluster_port", "cluster_target", "cluster_url", "redis_cluster", "require_redis_cluster",
-    "start_cluster",
+    "ClusterTarget", "LocalCluster", "cluster_port", "cluster_target", "cluster_url", "make_tls_files", "redis_cluster",
+    "require_redis_cluster", "start_cluster",
 ]
 
 START_TIMEOUT = 20.0
@@ -87,6 +90,7 @@ class LocalCluster:
     def __init__(
         self, masters: int = 3, replicas: int = 0, *, extra_args: tuple[str, ...] = (),
         cli_args: tuple[str, ...] = (), scheme: str = "redis+cluster", node_timeout_ms: int = NODE_TIMEOUT_MS,
+        tls: Path | None = None,
     ) -> None:
         self.binary = shutil.which("redis-server") or "redis-server"
         self.cli = shutil.which("redis-cli") or "redis-cli"
@@ -100,7 +104,19 @@ class LocalCluster:
         taken: set[int] = set()
         for _ in range(masters * (1 + replicas)):
             taken.add(cluster_port(taken))
-        self.nodes = [RedisServer(port=port, extra_args=args, binary=self.binary) for port in sorted(taken)]
+        ports = sorted(taken)
+        # with ``tls`` (a directory of make_tls_files): a TLS port beside each plain one, TLS on the bus
+        self.tls_dir = tls
+        self.tls_ports = {port: cluster_port(taken | {port}) for port in ports} if tls else {}
+        self.nodes = [RedisServer(port=port, extra_args=args + self._tls_args(tls, port), binary=self.binary)
+                      for port in ports]
+
+    def _tls_args(self, tls: Path | None, port: int) -> tuple[str, ...]:
+        if tls is None:
+            return ()
+        return ("--tls-port", str(self.tls_ports[port]), "--tls-cluster", "yes", "--tls-auth-clients", "no",
+                "--tls-cert-file", str(tls / "cert.pem"), "--tls-key-file", str(tls / "key.pem"),
+                "--tls-ca-cert-file", str(tls / "ca.pem"))
 
     # -- where ---------------------------------------------------------------
 
@@ -112,6 +128,11 @@ class LocalCluster:
     def url(self) -> str:
         """The store URL naming every node as a startup node (no prefix)."""
         return f"{self.scheme}://" + ",".join(f"127.0.0.1:{port}" for port in self.ports) + "/"
+
+    @property
+    def tls_url(self) -> str:
+        """The ``rediss+cluster://`` store URL of the TLS ports (a cluster made with ``tls``)."""
+        return "rediss+cluster://" + ",".join(f"127.0.0.1:{port}" for port in self.tls_ports.values()) + "/"
 
     def node(self, port: int) -> RedisServer:
         return next(node for node in self.nodes if node.port == port)
@@ -216,6 +237,39 @@ class LocalCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.cleanup()
+
+
+def make_tls_files(directory: Path) -> Path:
+    """A throwaway CA and a certificate for 127.0.0.1 signed by it, as ``ca.pem``, ``cert.pem`` and
+    ``key.pem`` in ``directory`` (needs the ``cryptography`` package); returns ``directory``."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    valid = {"not_valid_before": now - datetime.timedelta(minutes=5), "not_valid_after": now + datetime.timedelta(days=1)}
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "llm-cache test CA")])
+    ca = (x509.CertificateBuilder(subject_name=ca_name, issuer_name=ca_name, public_key=ca_key.public_key(),
+                                  serial_number=x509.random_serial_number(), **valid)
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    names = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+    cert = (x509.CertificateBuilder(subject_name=x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]),
+                                    issuer_name=ca_name, public_key=key.public_key(),
+                                    serial_number=x509.random_serial_number(), **valid)
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    (directory / "ca.pem").write_bytes(ca.public_bytes(pem))
+    (directory / "cert.pem").write_bytes(cert.public_bytes(pem))
+    (directory / "key.pem").write_bytes(key.private_bytes(
+        pem, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()))
+    return directory
 
 
 def start_cluster(n: int = 3, replicas: int = 0) -> tuple[str, Callable[[], None]]:

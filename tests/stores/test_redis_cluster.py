@@ -26,7 +26,13 @@ from typing import Any
 import httpx2
 import pytest
 from fakeapi import FakeLLMServer
-from redis_cluster import ClusterTarget, LocalCluster, cluster_port, require_redis_cluster
+from redis_cluster import (
+    ClusterTarget,
+    LocalCluster,
+    cluster_port,
+    make_tls_files,
+    require_redis_cluster,
+)
 from test_store_contract import make_entry
 
 from llm_cache import LLMCache
@@ -421,3 +427,46 @@ def test_the_plugin_records_replays_and_warms_on_the_cluster(project: Any, clust
     result.assert_outcomes(passed=6)
     result.stdout.fnmatch_lines(["warmed: 3 entries in * s"])
     assert project.server.count() == 3
+
+
+# -- TLS --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """Three masters that also listen with TLS (a throwaway CA), and talk TLS to each other."""
+    require_redis_cluster()
+    pytest.importorskip("cryptography")
+    with LocalCluster(3, tls=make_tls_files(tmp_path_factory.mktemp("tls"))) as cluster:
+        yield cluster
+
+
+def test_rediss_cluster_and_rediss_over_tls(tls_cluster: LocalCluster) -> None:
+    assert tls_cluster.tls_dir is not None
+    ca = str(tls_cluster.tls_dir / "ca.pem")
+    url = f"{tls_cluster.tls_url}?prefix=tls:&ssl_ca_certs={ca}"
+    store = open_store(url, Path("."))
+    entry = make_entry()
+    assert store.put(entry).startswith(tls_cluster.tls_url.rstrip("/") + "/{tls:}e:")
+    assert store.get(entry.key, entry.model_version) == entry
+    with store.lock(entry.key):
+        pass
+    nodes = store.client.get_nodes()  # type: ignore[attr-defined]
+    assert {node.port for node in nodes} == set(tls_cluster.tls_ports.values())  # the cluster names its TLS ports
+    assert all(node.redis_connection.connection_pool.connection_kwargs.get("ssl_ca_certs") == ca for node in nodes)
+    assert store.clear() == 1
+    store.close()
+    # without the CA the certificate is refused: unavailable, never plaintext
+    with pytest.raises(StoreUnavailable, match="certificate verify failed"):
+        RedisStore.from_url(f"{tls_cluster.tls_url}?prefix=tls:&timeout=1")
+    # rediss:// to one node: TLS to one server; the nodes not holding the key's slot say to use the cluster URL
+    said = []
+    for port in tls_cluster.tls_ports.values():
+        single = RedisStore.from_url(f"rediss://127.0.0.1:{port}/0?prefix=tls:&ssl_ca_certs={ca}&timeout=1")
+        try:
+            said.append(single.get(entry.key, entry.model_version))
+        except StoreUnavailable as exc:
+            said.append(exc.reason)
+        single.close()
+    assert said.count(None) == 1, said  # the node holding the slot answers: nothing there
+    assert all("use redis+cluster://" in reason for reason in said if reason is not None)
