@@ -114,6 +114,23 @@ def test_no_cluster_listening_is_unavailable_fast_and_masked():
     assert f"127.0.0.1:{ports[0]}" in str(caught.value)
 
 
+def test_a_stalled_master_is_unavailable_within_about_twice_the_timeout(cluster_target: ClusterTarget):
+    store = cluster_target.store(timeout=0.5)
+    entry = make_entry()
+    store.put(entry)
+    port = cluster_target.cluster.master_of(cluster_target.base)
+    paused = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
+    paused.client_pause(1500)  # answers nothing for 1.5 s
+    start = time.monotonic()
+    with pytest.raises(StoreUnavailable, match="timed out") as caught:
+        store.get(entry.key, entry.model_version)
+    assert time.monotonic() - start < 2 * 0.5 + 0.5  # once, and once more after refreshing the layout
+    assert caught.value.timeout == 0.5
+    time.sleep(max(0.0, 1.6 - (time.monotonic() - start)))
+    assert store.get(entry.key, entry.model_version) == entry  # awake again: served
+    paused.close()
+
+
 # -- the slot design ---------------------------------------------------------------
 
 

@@ -39,18 +39,21 @@ from ..errors import CassetteError, ConfigError
 from ..redact import mask_url
 from ..usage import Usage
 from .protocol import EntryMeta
-from .redis_client import connect, describe, import_redis, is_cluster, reach
+from .redis_client import INSTALL_HINT, connect, describe, import_redis, is_cluster, reach
 from .redis_keys import KeyLayout, index_row, parse_row, posix
 from .redis_lock import LOCK_EXPIRY, LOCK_POLL, RedisLock
 from .redis_scripts import DROP_DANGLING, QUARANTINE
 from .redis_url import DEFAULT_PREFIX, DEFAULT_TIMEOUT, parse_store_url
 
-__all__ = ["DEFAULT_PREFIX", "DEFAULT_TIMEOUT", "LOCK_EXPIRY", "KeyLayout", "RedisLock", "RedisStore", "mask_url"]
+__all__ = [
+    "DEFAULT_PREFIX", "DEFAULT_TIMEOUT", "INSTALL_HINT", "LOCK_EXPIRY", "KeyLayout", "RedisLock", "RedisStore", "mask_url",
+]
 
 BATCH = 1000
 MGET_BATCH = 100
 CLUSTER_HINT = "the Redis Cluster store needs redis-py 6.1 or later (transactions on a cluster): pip install -U redis"
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
 
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
