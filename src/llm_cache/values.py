@@ -163,7 +163,7 @@ def parse_bool(value: object, setting: str) -> bool:
     raise ConfigError(setting=setting, value=value, expected="true or false")
 
 
-STORE_FORM = "a store URL: file://PATH, memory://, redis://host:port/db or redis+cluster://host:port[,host:port...]/"
+STORE_FORM = "a store URL: file://PATH, memory://, redis://host:port/db or redis+cluster://host:port,host:port/"
 
 
 def parse_choice(value: object, setting: str, choices: tuple[str, ...]) -> str:
