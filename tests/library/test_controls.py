@@ -309,3 +309,45 @@ def test_stale_while_revalidate_in_an_event_loop_refreshes_in_a_task(fake_api: F
     assert answers[1:6] == ["echo: async stale"] * 5
     assert answers[6] == "echo: async (gen 7) hit"
     assert fake_api.count() == 2
+
+
+CHILD = r"""
+import sys, time, httpx2, openai
+from llm_cache import LLMCache
+cache = LLMCache("file://cassettes", root=sys.argv[1], ttl="1s", stale_while_revalidate="10m")
+client = openai.OpenAI(base_url=sys.argv[2], api_key="sk-ctl-test-0000000", max_retries=0,
+                       http_client=httpx2.Client(transport=cache.transport()))
+with open(sys.argv[3], "a") as ready:
+    ready.write("x")
+while len(open(sys.argv[3]).read()) < 2:  # both processes ready: go together
+    time.sleep(0.005)
+raw = client.chat.completions.with_raw_response.create(
+    model="gpt-4o", messages=[{"role": "user", "content": "slow"}], stream=True)
+text = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+deadline = time.monotonic() + 4
+while not cache.stats()["revalidated"] and time.monotonic() < deadline:
+    time.sleep(0.02)
+print(raw.headers["x-llm-cache-status"], cache.stats()["revalidated"])
+"""
+
+
+def test_stale_while_revalidate_refreshes_once_across_processes(fake_api: FakeLLMServer, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    cache = LLMCache("file://cassettes", root=tmp_path, ttl="1s")
+    client = client_of(fake_api, cache)
+    list(client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "slow"}], stream=True))
+    cache.close()
+    time.sleep(1.1)  # expired, well within stale_while_revalidate
+    fake_api.event_delay = 0.15  # a refresh takes about a second: both processes meet it
+    ready = tmp_path / "ready"
+    children = [
+        subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path), fake_api.openai_base_url, str(ready)],
+                         stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = [c.communicate(timeout=30)[0].split() for c in children]
+    assert sorted(o[0] for o in outputs) == ["stale", "stale"]
+    assert sorted(o[1] for o in outputs) == ["0", "1"]  # one of them refreshed, the other did not
+    assert fake_api.count() == 2  # the recording and one refresh
