@@ -9,6 +9,7 @@ released exactly once.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -140,13 +141,8 @@ class Flight:
         if self._finished:
             return
         try:
-            if self.forwards and self.controls.no_store:
-                assert self.rk is not None
-                self.scope.session.stats.not_stored(self.scope.stats, "no-store", self.rk.model_version)
-            elif self.forwards:
-                from .record import keep
-
-                keep(self, status, headers, body, arrivals)
+            if self.forwards:
+                self._keep_here(status, headers, body, arrivals)
         finally:
             self._finish()
             self.scope.session.counted()
@@ -175,6 +171,36 @@ class Flight:
         self.action = Action.SERVE_STALE
         self.scope.session.stats.stale_served_bump()
         return self.response()
+
+    async def arecord(
+        self, status: int, headers: Sequence[tuple[str, str]], body: bytes,
+        arrivals: Sequence[tuple[int, float]] = (),
+    ) -> None:
+        """``record`` in an event loop: what writes to a store that waits on a disk or a
+        network runs in a worker thread; the release happens back on the loop."""
+        if self._finished:
+            return
+        try:
+            if self.forwards and not self.controls.no_store and self.scope.session.blocking_store:
+                from .record import keep
+
+                await asyncio.to_thread(keep, self, status, headers, body, arrivals)
+            elif self.forwards:
+                self._keep_here(status, headers, body, arrivals)
+        finally:
+            self._finish()
+            self.scope.session.counted()
+
+    def _keep_here(
+        self, status: int, headers: Sequence[tuple[str, str]], body: bytes, arrivals: Sequence[tuple[int, float]],
+    ) -> None:
+        if self.controls.no_store:
+            assert self.rk is not None
+            self.scope.session.stats.not_stored(self.scope.stats, "no-store", self.rk.model_version)
+            return
+        from .record import keep
+
+        keep(self, status, headers, body, arrivals)
 
     def abandon(self) -> None:
         """The request failed or its answer was dropped before the end: keep nothing, release."""
@@ -221,6 +247,12 @@ class Recording:
         if not self.over:
             self.over = True
             self.flight.record(self.status, self.headers, b"".join(self.chunks), self.arrivals)
+
+    async def aend(self) -> None:
+        """``end`` in an event loop (see ``Flight.arecord``)."""
+        if not self.over:
+            self.over = True
+            await self.flight.arecord(self.status, self.headers, b"".join(self.chunks), self.arrivals)
 
     def closed(self) -> bool:
         """The caller closed the stream; True when the adapter should drain it and call ``end``."""

@@ -9,6 +9,7 @@ or forward it and hand the answer back to be recorded. A replay miss raises
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -99,15 +100,27 @@ class Scope:
             return Flight(self, None, Found.MISSING, Action.PASS, None, request)
         rk = self.key(request, controls)
         ttl = self._ttl(controls)
+        # a store that waits on a disk or a network is asked from a worker thread, so that the
+        # loop goes on; what the memory tier holds is answered here, at once
+        offload = self.session.blocking_store
         try:
-            found, entry = self._first_look(rk, ttl, controls)
+            if offload and not self.session.remembers(rk.key):
+                found, entry = await asyncio.to_thread(self._first_look, rk, ttl, controls)
+            else:
+                found, entry = self._first_look(rk, ttl, controls)
             if self._action(found, entry, ttl) not in _GOES_UP or controls.no_store:
                 return self._decided(rk, found, entry, request, controls, ttl)
             leave = await self.session.gates.enter(rk.key)
             try:
-                if not controls.no_cache:
-                    found, entry = self.session.find(rk, self.mode, ttl, self.stats, reread=True)
-                flight = self._decided(rk, found, entry, request, controls, ttl)
+
+                def second_look() -> Flight:
+                    again, entry_again = (found, entry) if controls.no_cache else self.session.find(
+                        rk, self.mode, ttl, self.stats, reread=True
+                    )
+                    # the key's lock is taken here: another process may hold it for a while
+                    return self._decided(rk, again, entry_again, request, controls, ttl)
+
+                flight = await asyncio.to_thread(second_look) if offload else second_look()
             except BaseException:
                 if leave is not None:
                     leave()
