@@ -58,6 +58,15 @@ def cached_function(scope: Scope, func: F, model_version: str | None, controls: 
         flight.record(200, _JSON, raw)
         return result
 
+    async def akeep(flight: Flight, result: Any) -> Any:
+        try:
+            raw = encoded(result)
+        except TypeError:
+            flight.abandon()
+            raise
+        await flight.arecord(200, _JSON, raw)
+        return result
+
     def begun(flight: Flight) -> Flight:
         wrapper_of[0].cache_status = flight.status
         return flight
@@ -93,7 +102,7 @@ def cached_function(scope: Scope, func: F, model_version: str | None, controls: 
                 except BaseException:
                     flight.abandon()
                     raise
-                return keep(flight, result) if flight.forwards else result
+                return await akeep(flight, result) if flight.forwards else result
 
         async_wrapper.cache_status = None  # type: ignore[attr-defined]
         wrapper_of[0] = async_wrapper
