@@ -205,17 +205,22 @@ class LocalCluster:
         """The ports of the masters not failing, in port order."""
         return sorted(port for port, flags, _ in self._table() if "master" in flags and "fail" not in flags)
 
-    def master_of(self, key: str) -> int:
-        """The port of the (not failing) master holding ``key``'s slot."""
+    def master_of(self, key: str, timeout: float = 5.0) -> int:
+        """The port of the (not failing) master holding ``key``'s slot; after a failover, once the
+        node asked has heard of the promotion (at most ``timeout`` seconds)."""
         slot = int(_cli(self.cli, *self.cli_args, "-p", str(self._any_port()), "cluster", "keyslot", key).split()[0])
-        for port, flags, spans in self._table():
-            if "master" not in flags or "fail" in flags:
-                continue
-            for span in spans:
-                low, _, high = span.partition("-")
-                if low.isdigit() and int(low) <= slot <= int(high or low):
-                    return port
-        raise LookupError(f"no master holds slot {slot}")
+        deadline = time.monotonic() + timeout
+        while True:
+            for port, flags, spans in self._table():
+                if "master" not in flags or "fail" in flags:
+                    continue
+                for span in spans:
+                    low, _, high = span.partition("-")
+                    if low.isdigit() and int(low) <= slot <= int(high or low):
+                        return port
+            if time.monotonic() > deadline:
+                raise LookupError(f"no master holds slot {slot}")
+            time.sleep(0.05)
 
     def _any_port(self) -> int:
         return next(node.port for node in self.nodes if node.running)
