@@ -61,7 +61,7 @@ def cluster_port(taken: frozenset[int] | set[int] = frozenset()) -> int:
     """A loopback port free now whose cluster bus port (port + 10000) is free too."""
     rng = random.Random()
     for _ in range(200):
-        port = rng.randrange(20000, 45000)
+        port = rng.randrange(10000, 22000)  # the port and its bus below the kernel's ephemeral ports
         if port in taken or port + 10000 in taken or port - 10000 in taken:
             continue
         try:
@@ -101,15 +101,23 @@ class LocalCluster:
                 "--cluster-node-timeout", str(node_timeout_ms),
                 # a replica's first sync at once, not after the default 5 s wait for more replicas
                 "--repl-diskless-sync-delay", "0", *extra_args)
+        self._args = args
+        self.tls_dir = tls
+        self._allocate()
+
+    def _allocate(self) -> None:
+        """Free ports and a (not started) server for each node."""
         taken: set[int] = set()
-        for _ in range(masters * (1 + replicas)):
+        for _ in range(self.masters * (1 + self.replicas)):
             taken.add(cluster_port(taken))
         ports = sorted(taken)
         # with ``tls`` (a directory of make_tls_files): a TLS port beside each plain one, TLS on the bus
-        self.tls_dir = tls
-        self.tls_ports = {port: cluster_port(taken | {port}) for port in ports} if tls else {}
-        self.nodes = [RedisServer(port=port, extra_args=args + self._tls_args(tls, port), binary=self.binary)
-                      for port in ports]
+        self.tls_ports: dict[int, int] = {}
+        for port in ports if self.tls_dir else []:
+            self.tls_ports[port] = cluster_port(taken)
+            taken.add(self.tls_ports[port])
+        self.nodes = [RedisServer(port=port, extra_args=self._args + self._tls_args(self.tls_dir, port),
+                                  binary=self.binary) for port in ports]
 
     def _tls_args(self, tls: Path | None, port: int) -> tuple[str, ...]:
         if tls is None:
@@ -144,9 +152,18 @@ class LocalCluster:
 
     def start(self) -> LocalCluster:
         """Start every node, join them, and wait for ``cluster_state:ok`` (at most START_TIMEOUT s)."""
+        for attempt in range(3):
+            try:
+                for node in self.nodes:
+                    node.start()
+            except RuntimeError:  # a port taken meanwhile by another process: new ports, at most twice
+                self.cleanup()
+                if attempt == 2:
+                    raise
+                self._allocate()
+                continue
+            break
         try:
-            for node in self.nodes:
-                node.start()
             self._create()
             self.wait_ok()
         except BaseException:
