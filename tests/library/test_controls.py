@@ -351,3 +351,64 @@ def test_stale_while_revalidate_refreshes_once_across_processes(fake_api: FakeLL
     assert sorted(o[0] for o in outputs) == ["stale", "stale"]
     assert sorted(o[1] for o in outputs) == ["0", "1"]  # one of them refreshed, the other did not
     assert fake_api.count() == 2  # the recording and one refresh
+
+
+def test_repeated_headers_are_all_read(fake_api: FakeLLMServer) -> None:
+    cache = LLMCache()
+    with httpx2.Client(transport=cache.transport()) as http:
+        sent = http.post(f"{fake_api.openai_base_url}/chat/completions",
+                         headers=[("x-llm-cache", "namespace=ns1"), ("X-LLM-Cache", "no-store")],
+                         json={"model": "gpt-4o", "messages": [{"role": "user", "content": "twice"}]})
+    assert sent.headers["x-llm-cache-status"] == "miss"
+    assert cache.stats()["entries"] == 0  # no-store, the second header, was read too
+    assert all("x-llm-cache" not in call.headers for call in fake_api.calls)
+
+
+def test_a_cached_functions_directives_are_not_its_inner_calls(fake_api: FakeLLMServer) -> None:
+    cache = LLMCache()
+    client = client_of(fake_api, cache)
+
+    @cache.cached(no_store=True)
+    def summary(text: str) -> str:
+        return ask(client, text)[0]
+
+    assert summary("inner") == "echo: inner"
+    assert cache.stats()["entries"] == 1  # the inner API call was kept; the function's result not
+    assert ask(client, "inner")[1] == "hit"
+
+
+def test_a_task_cancelled_while_its_answer_is_written_keeps_the_lock_until_written(
+    fake_api: FakeLLMServer, tmp_path: Path
+) -> None:
+    cache = LLMCache("file://cassettes", root=tmp_path, lock_timeout=5)
+    store = cache.session.store
+    put = store.put
+
+    def slow_put(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.4)  # a slow disk
+        return put(*args, **kwargs)
+
+    store.put = slow_put  # type: ignore[method-assign]
+
+    async def main() -> tuple[str, float]:
+        client = openai.AsyncOpenAI(base_url=fake_api.openai_base_url, api_key="sk-ctl-test-0000000", max_retries=0,
+                                    http_client=httpx2.AsyncClient(transport=cache.async_transport()))
+
+        async def one() -> str:
+            raw = await client.chat.completions.with_raw_response.create(
+                model="gpt-4o", messages=[{"role": "user", "content": "cancelled"}])
+            return raw.headers["x-llm-cache-status"]
+
+        first = asyncio.create_task(one())
+        while not fake_api.count():  # the request is upstream; its answer is being written next
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.15)
+        first.cancel()
+        started = time.perf_counter()
+        second = await one()
+        return second, time.perf_counter() - started
+
+    status, waited = asyncio.run(main())
+    assert status == "hit"  # it waited for the write, then found the answer
+    assert fake_api.count() == 1 and waited < 3
+    assert not cache.session._inflight

@@ -81,44 +81,19 @@ def cached_function(scope: Scope, func: F, model_version: str | None, controls: 
 
         @functools.wraps(func)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            with using(controls):
+            with using(controls):  # for the lookup only: calls the function makes are its own
                 flight = begun(await scope.abegin(request_for(args, kwargs)))
-                if flight.served:
-                    answer = json.loads(flight.response().body)
-                    if flight.revalidate:
-
-                        async def fetch() -> tuple[int, list[tuple[str, str]], bytes]:
-                            return 200, list(_JSON), encoded(await func(*args, **kwargs))
-
-                        behind.arevalidate(scope, flight, fetch)
-                    return answer
-                try:
-                    result = await func(*args, **kwargs)
-                except Exception as exc:
-                    if flight.can_fall_back():
-                        return fell_back(flight, exc)
-                    flight.abandon()
-                    raise
-                except BaseException:
-                    flight.abandon()
-                    raise
-                return await akeep(flight, result) if flight.forwards else result
-
-        async_wrapper.cache_status = None  # type: ignore[attr-defined]
-        wrapper_of[0] = async_wrapper
-        return async_wrapper  # type: ignore[return-value]
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with using(controls):
-            flight = begun(scope.begin(request_for(args, kwargs)))
             if flight.served:
                 answer = json.loads(flight.response().body)
                 if flight.revalidate:
-                    behind.revalidate(scope, flight, lambda: (200, list(_JSON), encoded(func(*args, **kwargs))))
+
+                    async def fetch() -> tuple[int, list[tuple[str, str]], bytes]:
+                        return 200, list(_JSON), encoded(await func(*args, **kwargs))
+
+                    behind.arevalidate(scope, flight, fetch)
                 return answer
             try:
-                result = func(*args, **kwargs)
+                result = await func(*args, **kwargs)
             except Exception as exc:
                 if flight.can_fall_back():
                     return fell_back(flight, exc)
@@ -127,7 +102,32 @@ def cached_function(scope: Scope, func: F, model_version: str | None, controls: 
             except BaseException:
                 flight.abandon()
                 raise
-            return keep(flight, result) if flight.forwards else result
+            return await akeep(flight, result) if flight.forwards else result
+
+        async_wrapper.cache_status = None  # type: ignore[attr-defined]
+        wrapper_of[0] = async_wrapper
+        return async_wrapper  # type: ignore[return-value]
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with using(controls):  # for the lookup only: calls the function makes are its own
+            flight = begun(scope.begin(request_for(args, kwargs)))
+        if flight.served:
+            answer = json.loads(flight.response().body)
+            if flight.revalidate:
+                behind.revalidate(scope, flight, lambda: (200, list(_JSON), encoded(func(*args, **kwargs))))
+            return answer
+        try:
+            result = func(*args, **kwargs)
+        except Exception as exc:
+            if flight.can_fall_back():
+                return fell_back(flight, exc)
+            flight.abandon()
+            raise
+        except BaseException:
+            flight.abandon()
+            raise
+        return keep(flight, result) if flight.forwards else result
 
     wrapper.cache_status = None  # type: ignore[attr-defined]
     wrapper_of[0] = wrapper

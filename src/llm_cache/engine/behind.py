@@ -45,13 +45,16 @@ def _refresh_flight(scope: Scope, served: Flight) -> Flight | None:
     return flight
 
 
-def _keep(flight: Flight, fetched: Fetched) -> None:
-    status, headers, body = fetched
+def _refused(flight: Flight, fetched: Fetched) -> bool:
+    status = fetched[0]
     if status == 429 or status >= 500:
         flight.abandon()
         log.warning("llm_cache: background refresh of %s got HTTP %s; the entry is kept", flight.rk.prefix, status)  # type: ignore[union-attr]
-        return
-    flight.record(status, headers, body)
+        return True
+    return False
+
+
+def _kept(flight: Flight) -> None:
     if flight.stored:
         flight.scope.session.stats.revalidated_bump()
 
@@ -72,10 +75,11 @@ def revalidate(scope: Scope, served: Flight, fetch: Callable[[], Fetched]) -> th
         try:
             with upstream():
                 fetched = fetch()
+            if not _refused(flight, fetched):
+                flight.record(*fetched)
+                _kept(flight)
         except BaseException as exc:  # noqa: BLE001 - logged: nobody waits for this thread
             _failed(flight, exc)
-            return
-        _keep(flight, fetched)
 
     thread = threading.Thread(target=run, name="llm-cache-revalidate", daemon=True)
     thread.start()
@@ -92,13 +96,14 @@ def arevalidate(scope: Scope, served: Flight, fetch: Callable[[], Awaitable[Fetc
         try:
             with upstream():
                 fetched = await fetch()
+            if not _refused(flight, fetched):
+                await flight.arecord(*fetched)
+                _kept(flight)
         except asyncio.CancelledError:
             flight.abandon()
             raise
         except Exception as exc:  # noqa: BLE001 - logged: nobody awaits this task
             _failed(flight, exc)
-            return
-        _keep(flight, fetched)
 
     task = asyncio.get_running_loop().create_task(run())
     _tasks.add(task)

@@ -116,12 +116,14 @@ def strip(headers: MutableMapping[str, Any] | Any) -> Controls | None:
     if not isinstance(headers, dict) and HEADER not in headers:  # the others compare without case
         return None
     values = []
-    for name in [n for n in headers if isinstance(n, str) and n.lower() == HEADER]:
-        value = headers[name]
+    for name in dict.fromkeys(n for n in headers if isinstance(n, str) and n.lower() == HEADER):
+        getall = getattr(headers, "getall", None) or getattr(headers, "get_list", None)  # aiohttp's, httpx's
+        found = getall(name) if getall is not None else [headers[name]]
         del headers[name]
-        if isinstance(value, (list, tuple)):
-            value = ",".join(str(v) for v in value)
-        values.append(value.decode("latin-1") if isinstance(value, bytes) else str(value))
+        for value in found:
+            if isinstance(value, (list, tuple)):
+                value = ",".join(str(v) for v in value)
+            values.append(value.decode("latin-1") if isinstance(value, bytes) else str(value))
     return parse_controls(",".join(values)) if values else None
 
 

@@ -177,19 +177,34 @@ class Flight:
         arrivals: Sequence[tuple[int, float]] = (),
     ) -> None:
         """``record`` in an event loop: what writes to a store that waits on a disk or a
-        network runs in a worker thread; the release happens back on the loop."""
+        network runs in a worker thread, and the lock and gate are released back on the loop
+        once the write is over, even when the caller is cancelled meanwhile."""
         if self._finished:
             return
-        try:
-            if self.forwards and not self.controls.no_store and self.scope.session.blocking_store:
-                from .record import keep
+        if not (self.forwards and not self.controls.no_store and self.scope.session.blocking_store):
+            self.record(status, headers, body, arrivals)
+            return
+        from .record import keep
 
-                await asyncio.to_thread(keep, self, status, headers, body, arrivals)
-            elif self.forwards:
-                self._keep_here(status, headers, body, arrivals)
-        finally:
-            self._finish()
-            self.scope.session.counted()
+        writing = asyncio.ensure_future(asyncio.to_thread(keep, self, status, headers, body, arrivals))
+        try:
+            await asyncio.shield(writing)
+        except asyncio.CancelledError:
+            writing.add_done_callback(self._written)
+            raise
+        except BaseException:
+            self._done_recording()
+            raise
+        self._done_recording()
+
+    def _written(self, writing: asyncio.Future[None]) -> None:
+        if not writing.cancelled():
+            writing.exception()  # retrieved: the caller that would have seen it is gone
+        self._done_recording()
+
+    def _done_recording(self) -> None:
+        self._finish()
+        self.scope.session.counted()
 
     def _keep_here(
         self, status: int, headers: Sequence[tuple[str, str]], body: bytes, arrivals: Sequence[tuple[int, float]],

@@ -100,11 +100,11 @@ class Scope:
             return Flight(self, None, Found.MISSING, Action.PASS, None, request)
         rk = self.key(request, controls)
         ttl = self._ttl(controls)
-        # a store that waits on a disk or a network is asked from a worker thread, so that the
-        # loop goes on; what the memory tier holds is answered here, at once
-        offload = self.session.blocking_store
+        # the first look at a store that waits on a disk or a network is made from a worker
+        # thread (it holds nothing), so that the loop goes on; what the memory tier holds is
+        # answered here, at once
         try:
-            if offload and not self.session.remembers(rk.key):
+            if self.session.blocking_store and not self.session.remembers(rk.key):
                 found, entry = await asyncio.to_thread(self._first_look, rk, ttl, controls)
             else:
                 found, entry = self._first_look(rk, ttl, controls)
@@ -112,15 +112,11 @@ class Scope:
                 return self._decided(rk, found, entry, request, controls, ttl)
             leave = await self.session.gates.enter(rk.key)
             try:
-
-                def second_look() -> Flight:
-                    again, entry_again = (found, entry) if controls.no_cache else self.session.find(
-                        rk, self.mode, ttl, self.stats, reread=True
-                    )
-                    # the key's lock is taken here: another process may hold it for a while
-                    return self._decided(rk, again, entry_again, request, controls, ttl)
-
-                flight = await asyncio.to_thread(second_look) if offload else second_look()
+                # on the loop: the key's lock is taken here, and what takes a lock must not be
+                # left behind in a thread by a cancelled task
+                if not controls.no_cache:
+                    found, entry = self.session.find(rk, self.mode, ttl, self.stats, reread=True)
+                flight = self._decided(rk, found, entry, request, controls, ttl)
             except BaseException:
                 if leave is not None:
                     leave()
@@ -193,6 +189,9 @@ class Scope:
             if release is not None and action not in _GOES_UP:
                 release()
                 release = None
+        if entry is not None and action in _GOES_UP:
+            # its test asked for it, whatever becomes of the refresh: not an unused cassette
+            self.session.stats.use(rk.key, self.session.clock(), hit=False)
         flight = Flight(self, rk, found, action, entry, request)
         flight.controls = controls
         if action is Action.SERVE_STALE and found is Found.EXPIRED and self.mode is Mode.REFRESH:

@@ -260,10 +260,10 @@ def pytest_deselected(items: list[pytest.Item]) -> None:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    """Notes a skipped test that uses the cache: its cassettes would look unused."""
+    """Notes a skipped (or xfailed) test that uses the cache: its cassettes would look unused."""
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
-    if report.skipped and not hasattr(report, "wasxfail"):
+    if report.skipped:  # an xfailed test too: it stopped where it failed
         state = item.config.stash.get(STATE, None)
         if state is not None and uses_cache(item, state.settings.autouse):
             state.run.skipped.add(item.nodeid)

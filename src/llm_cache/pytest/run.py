@@ -8,9 +8,10 @@ was less than that, or None when it was the whole collection:
 - test paths or node ids on the command line that are not the rootdir, one of the
   ``testpaths``, or a directory holding them;
 - a test that uses the cache (its fixture, its marker, or every test under
-  ``llm_cache_autouse``) skipped;
-- a run stopped early (``-x``, ``--maxfail``, an interruption, a collection error),
-  or a pytest-xdist worker that crashed.
+  ``llm_cache_autouse``) skipped or xfailed, or any test failed: what it did not reach
+  would look unused;
+- a run stopped early (``-x``, ``--maxfail``, an interruption, a collection error), a
+  pytest-xdist worker that crashed, or no test run at all (``--collect-only``).
 """
 
 from __future__ import annotations
@@ -94,6 +95,11 @@ def _paths(config: pytest.Config) -> str | None:
 def partial_reason(session: pytest.Session, facts: RunFacts) -> str | None:
     """Why the run was not the whole collection, or None when it was."""
     config = session.config
+    option = config.option
+    if getattr(option, "collectonly", False) or getattr(option, "setuponly", False) or getattr(
+        option, "setupplan", False
+    ):
+        return "no test ran (--collect-only, --setup-only or --setup-plan)"
     if session.shouldstop or session.shouldfail or session.exitstatus == pytest.ExitCode.INTERRUPTED:
         return "the run stopped early"
     maxfail = getattr(config.option, "maxfail", 0)
@@ -101,6 +107,9 @@ def partial_reason(session: pytest.Session, facts: RunFacts) -> str | None:
         return "the run stopped at --maxfail"
     if facts.crashed:
         return "a pytest-xdist worker crashed"
+    if session.testsfailed:
+        n = session.testsfailed
+        return f"{n} {'test' if n == 1 else 'tests'} failed: what a failed test did not reach would look unused"
     reason = _selection(config) or _paths(config)
     if reason:
         return reason
@@ -108,7 +117,7 @@ def partial_reason(session: pytest.Session, facts: RunFacts) -> str | None:
         return f"{facts.deselected} tests were deselected"
     if facts.skipped:
         n = len(facts.skipped)
-        return f"{n} {'test' if n == 1 else 'tests'} using the cache skipped"
+        return f"{n} {'test' if n == 1 else 'tests'} using the cache skipped or xfailed"
     return None
 
 
