@@ -217,7 +217,7 @@ def resolve(
     )
     store_source = _first(("--llm-cache-store", cli.get("store")), ("llm_cache_store", ini.get("store")))
     store_url = str(store_source[1]).strip() if store_source else None
-    if store_url is not None and not re.match(r"^(file|memory|redis|rediss|unix)://", store_url):
+    if store_url is not None and not re.match(r"^(file|memory|redis|rediss|unix|redis\+cluster|rediss\+cluster)://", store_url):
         raise ConfigError(setting=store_source[0], value=mask_url(store_url), expected=STORE_FORM)  # type: ignore[index]
     warm_source = _first(("--llm-cache-warm", cli.get("warm")), ("llm_cache_warm", ini.get("warm")))
     memory_source = _first(

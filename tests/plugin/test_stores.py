@@ -36,7 +36,7 @@ def test_file_store_url_from_ini(project: Project) -> None:
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ("ftp://host/x", "--llm-cache-store must be a store URL: file://PATH, memory:// or redis://host:port/db, got 'ftp://host/x'"),
+        ("ftp://host/x", "--llm-cache-store must be a store URL: file://PATH, memory://, redis://host:port/db or redis+cluster://host:port,host:port/, got 'ftp://host/x'"),
         ("memory://?max_entries=lots", "--llm-cache-store max_entries must be a whole number above 0, like 1000, got 'lots'"),
         ("memory://?colour=blue", "--llm-cache-store must be memory:// with max_entries= and max_bytes= only, got*"),
     ],

@@ -72,7 +72,7 @@ PLUGIN_CASES = [
      "--llm-cache-ttl must be a duration of at most 36500d (100 years), or 'never', got '99999999999d'"),
     ("ttl-ini-overflow", [], f"llm_cache_ttl = {HUGE}s", "llm_cache_ttl must be a duration of at most 36500d *"),
     ("store-ipv6-unclosed", ["--llm-cache-store=redis://[::1/0"], None,
-     ("--llm-cache-store must be a store URL: file://PATH, memory:// or redis://host:port/db (Invalid IPv6 URL),"
+     ("--llm-cache-store must be a store URL: file://PATH, memory://, redis://host:port/db or redis+cluster://host:port,host:port/ (Invalid IPv6 URL),"
      " got 'redis://[[]::1/0'")),
     ("store-ipv6-password-hidden", ["--llm-cache-store=redis://:hunter2@[::1/0"], None,
      "--llm-cache-store must be a store URL: * (Invalid IPv6 URL), got 'redis://***@[[]::1/0'"),

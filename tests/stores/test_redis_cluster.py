@@ -272,8 +272,6 @@ def test_the_plugin_records_replays_and_warms_on_the_cluster(project: Any, clust
     project.pytester.makepyfile(test_c=PLUGIN_TESTS)
     store = f"--llm-cache-store={cluster_target.store_url}"
     result = project.run("--llm-cache=record", store)
-    if "must be a store URL" in result.stderr.str():
-        pytest.xfail("the plugin's settings do not take a redis+cluster:// store URL yet (settings.py)")
     result.assert_outcomes(passed=6)
     result.stdout.fnmatch_lines([f"mode: record   store: {cluster_target.store_url} (3 entries, * KB)",
                                  "hits: 3   misses: 0   recorded: 3*"])
@@ -292,3 +290,20 @@ def test_the_plugin_records_replays_and_warms_on_the_cluster(project: Any, clust
     result.assert_outcomes(passed=6)
     result.stdout.fnmatch_lines(["warmed: 3 entries in * s"])
     assert project.server.count() == 3
+
+
+def test_the_cli_reads_the_cluster(project: Any, cluster_target: ClusterTarget) -> None:
+    import json
+    import subprocess
+    import sys
+
+    project.pytester.makepyfile(test_c=PLUGIN_TESTS)
+    project.run("--llm-cache=record", f"--llm-cache-store={cluster_target.store_url}").assert_outcomes(passed=6)
+    listed = subprocess.run([sys.executable, "-m", "llm_cache.cli", "ls", "--json", "--store", cluster_target.store_url],
+                            capture_output=True, text=True, check=False)
+    assert listed.returncode == 0, listed.stderr
+    assert len(json.loads(listed.stdout)) == 3
+    verified = subprocess.run([sys.executable, "-m", "llm_cache.cli", "verify", "--store", cluster_target.store_url],
+                              capture_output=True, text=True, check=False)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "3 cassettes checked, all sound" in verified.stdout

@@ -39,8 +39,9 @@ __all__ = [
 ]
 
 DEFAULT_DIR = "cassettes"
-CLI_STORE_FORM = "file://PATH, redis://host:port/db?prefix=..., rediss://host:port/db or unix://PATH"
-_SCHEMES = ("", "file", "redis", "rediss", "unix")
+CLI_STORE_FORM = ("file://PATH, redis://host:port/db?prefix=..., rediss://host:port/db, unix://PATH "
+                  "or redis+cluster://host:port,host:port/?prefix=...")
+_SCHEMES = ("", "file", "redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 
 
 def where(store: Store) -> str:
