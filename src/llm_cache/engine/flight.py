@@ -9,7 +9,6 @@ released exactly once.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -176,35 +175,11 @@ class Flight:
         self, status: int, headers: Sequence[tuple[str, str]], body: bytes,
         arrivals: Sequence[tuple[int, float]] = (),
     ) -> None:
-        """``record`` in an event loop: what writes to a store that waits on a disk or a
-        network runs in a worker thread, and the lock and gate are released back on the loop
-        once the write is over, even when the caller is cancelled meanwhile."""
-        if self._finished:
-            return
-        if not (self.forwards and not self.controls.no_store and self.scope.session.blocking_store):
-            self.record(status, headers, body, arrivals)
-            return
-        from .record import keep
-
-        writing = asyncio.ensure_future(asyncio.to_thread(keep, self, status, headers, body, arrivals))
-        try:
-            await asyncio.shield(writing)
-        except asyncio.CancelledError:
-            writing.add_done_callback(self._written)
-            raise
-        except BaseException:
-            self._done_recording()
-            raise
-        self._done_recording()
-
-    def _written(self, writing: asyncio.Future[None]) -> None:
-        if not writing.cancelled():
-            writing.exception()  # retrieved: the caller that would have seen it is gone
-        self._done_recording()
-
-    def _done_recording(self) -> None:
-        self._finish()
-        self.scope.session.counted()
+        """``record`` in an event loop. The write stays on the loop: handed to a worker
+        thread, its CPU work (the YAML text, the secret search) fought the loop for the GIL
+        and held it longer, and a task cancelled meanwhile released the lock before the
+        write was over (benchmarks/bench_load.py measured both)."""
+        self.record(status, headers, body, arrivals)
 
     def _keep_here(
         self, status: int, headers: Sequence[tuple[str, str]], body: bytes, arrivals: Sequence[tuple[int, float]],

@@ -9,7 +9,6 @@ or forward it and hand the answer back to be recorded. A replay miss raises
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import time
@@ -100,14 +99,10 @@ class Scope:
             return Flight(self, None, Found.MISSING, Action.PASS, None, request)
         rk = self.key(request, controls)
         ttl = self._ttl(controls)
-        # the first look at a store that waits on a disk or a network is made from a worker
-        # thread (it holds nothing), so that the loop goes on; what the memory tier holds is
-        # answered here, at once
         try:
-            if self.session.blocking_store and not self.session.remembers(rk.key):
-                found, entry = await asyncio.to_thread(self._first_look, rk, ttl, controls)
-            else:
-                found, entry = self._first_look(rk, ttl, controls)
+            # on the loop: a lookup handed to a worker thread waits for one, and under load
+            # that queue costs far more than the lookup (benchmarks/bench_load.py)
+            found, entry = self._first_look(rk, ttl, controls)
             if self._action(found, entry, ttl) not in _GOES_UP or controls.no_store:
                 return self._decided(rk, found, entry, request, controls, ttl)
             leave = await self.session.gates.enter(rk.key)

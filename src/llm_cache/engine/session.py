@@ -195,15 +195,6 @@ class CacheSession:
 
         return release
 
-    @property
-    def blocking_store(self) -> bool:
-        """Whether the store waits on a disk or a network (all but the memory store)."""
-        return not isinstance(self.store, MemoryStore)
-
-    def remembers(self, key: str) -> bool:
-        """Whether the memory tier holds ``key``'s entry: a lookup that needs no store."""
-        return self.tier is not None and self.tier.get(key) is not None
-
     def lock_wait(self, request_timeout: float | None) -> float:
         """How long a recorder waits for another holder of its key: the lock timeout
         setting, or less when the request's own timeout is shorter."""
