@@ -58,6 +58,7 @@ from typing import Any
 from .body import Body, encode_body, encode_request_body
 from .entry import FORMAT_VERSION, READABLE_FORMATS, Entry, _FlowList
 from .schema import _fail, parse_entry
+from .values import DEFAULT_MAX_CASSETTE_BYTES
 
 __all__ = [
     "FORMAT_VERSION",
@@ -117,7 +118,7 @@ def dump_entry(entry: Entry) -> str:
 # A cassette is read in bounded time and memory whatever it holds: a size limit before
 # parsing, and, when it defines anchors, a budget on the nodes its aliases expand to
 # ("billion laughs"), and on nesting depth.
-MAX_CASSETTE_BYTES = 64 * 1024 * 1024
+MAX_CASSETTE_BYTES = DEFAULT_MAX_CASSETTE_BYTES
 MAX_EXPANDED_NODES = 200_000
 MAX_DEPTH = 200
 

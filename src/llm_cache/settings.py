@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from .cassette import MAX_CASSETTE_BYTES
 from .errors import ConfigError
 from .hosts import DEFAULT_ALLOWED, HOSTS_FORM, HostPattern, parse_host, parse_hosts
 from .key import KeyRules
@@ -22,6 +21,7 @@ from .modes import MODES, Mode
 from .policy import EVICTIONS, Cap, Eviction
 from .redact import mask_url
 from .values import (  # noqa: F401 - re-exported: settings is where users look
+    DEFAULT_MAX_CASSETTE_BYTES,
     DURATION_FORM,
     SIZE_FORM,
     STORE_FORM,
@@ -153,7 +153,7 @@ class Settings:
     # when set, only requests to these hosts are intercepted; others pass through
     hosts: tuple[HostPattern, ...] = ()
     # an answer whose cassette would be larger is not recorded; the loader reads up to this
-    max_cassette_bytes: int = MAX_CASSETTE_BYTES
+    max_cassette_bytes: int = DEFAULT_MAX_CASSETTE_BYTES
     # after a run of the whole collection: list the cassettes no test used, or fail on them
     unused: str = "report"
     # an expired cassette in replay: served, served and listed, or a failed test
@@ -254,7 +254,7 @@ def resolve(
         ignore_hosts=parse_hosts(ini.get("ignore_hosts"), "llm_cache_ignore_hosts"),
         hosts=parse_hosts(ini.get("hosts"), "llm_cache_hosts"),
         max_cassette_bytes=parse_size(ini.get("max_cassette_size"), "llm_cache_max_cassette_size")
-        or MAX_CASSETTE_BYTES,
+        or DEFAULT_MAX_CASSETTE_BYTES,
         unused=parse_choice(unused_source[1], unused_source[0], UNUSED_POLICIES) if unused_source else "report",
         stale=parse_choice(stale_source[1], stale_source[0], STALE_POLICIES) if stale_source else "serve",
         html_path=rootdir / str(html_source[1]) if html_source else None,

@@ -22,8 +22,6 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from filelock import FileLock
-
 from .atomic import UnsafePath, file_kind, read_regular, real_dir, write_atomic
 
 __all__ = ["MAX_INDEX_BYTES", "META_DIR", "Usage", "UsageIndex", "ensure_meta_dir"]
@@ -117,6 +115,8 @@ class UsageIndex:
             mode = os.lstat(self.path).st_mode
             if not stat.S_ISREG(mode):
                 raise UnsafePath(errno.EINVAL, f"is {file_kind(mode)}; remove it (it is made again)", str(self.path))
+        from filelock import FileLock  # only a session that writes usage needs it
+
         with FileLock(str(_lock_file(meta / "usage.lock")), timeout=LOCK_TIMEOUT):
             current = self.load()
             for key, usage in deltas.items():

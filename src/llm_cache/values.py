@@ -15,6 +15,7 @@ from datetime import timedelta
 from .errors import ConfigError
 
 __all__ = [
+    "DEFAULT_MAX_CASSETTE_BYTES",
     "DURATION_FORM",
     "MAX_DURATION",
     "SIZE_FORM",
@@ -33,6 +34,9 @@ __all__ = [
     "parse_size",
     "parse_warm",
 ]
+
+# The largest cassette recorded or read unless llm_cache_max_cassette_size says otherwise.
+DEFAULT_MAX_CASSETTE_BYTES = 64 * 1024 * 1024
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([smhdw])\s*$", re.IGNORECASE)

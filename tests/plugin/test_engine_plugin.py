@@ -131,7 +131,7 @@ MODULES_CONFTEST = '''
 import json, os, sys
 
 def pytest_sessionfinish(session):
-    heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("vcr", "httpx", "httpx2", "requests", "urllib3", "yaml"))
+    heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("vcr", "httpx", "httpx2", "requests", "urllib3", "yaml", "filelock"))
     pm = session.config.pluginmanager
     loaded = pm.hasplugin("llm_cache") or pm.hasplugin("llm_cache.pytest.plugin")
     with open(os.environ["MODULES_OUT"], "w") as f:
