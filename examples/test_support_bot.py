@@ -40,5 +40,5 @@ def test_embeddings(client, llm_cache):
 
 @pytest.mark.llm_cache(model_version="2024-08-06")
 def test_pinned_model_version(client):
-    # cassettes for this test live under cassettes/gpt-4o@2024-08-06/
+    # cassettes for this test live under examples/cassettes/gpt-4o@2024-08-06/
     assert support_bot.answer(client, "Do you ship abroad?")
