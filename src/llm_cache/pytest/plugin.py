@@ -42,8 +42,8 @@ _OPTIONS: list[tuple[str, str, str, str | None, str]] = [
     ("--llm-cache-eviction", "eviction", "llm_cache_eviction", None,
      "what goes first once expired cassettes are gone: lru (default), lfu or fifo"),
     ("--llm-cache-store", "store", "llm_cache_store", None,
-     "where entries live: file://PATH (default: the cassette dir), memory://, redis://host:port/db, "
-     "redis+cluster://host:port,host:port/"),
+     ("where entries live: file://PATH (default: the cassette dir), memory://, redis://host:port/db, "
+      "redis+cluster://host:port,host:port/")),
     ("--llm-cache-warm", "warm", "llm_cache_warm", None,
      "load entries into memory at start: all, or model versions separated by commas"),
     ("--llm-cache-memory-entries", "memory_entries", "llm_cache_memory_entries", None,
