@@ -213,3 +213,15 @@ def overwrite(path: Path, data: bytes) -> bool:
             os.close(fd)
     return True
 
+
+def nearest_existing(path: Path) -> Path:
+    """``path`` or its nearest ancestor that exists (not following a last symlink); an
+    ``OSError`` other than not-found (a name too long, a loop of links) is raised."""
+    while True:
+        try:
+            os.lstat(path)
+            return path
+        except (FileNotFoundError, NotADirectoryError):
+            if path.parent == path:
+                return path
+            path = path.parent

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from .atomic import nearest_existing
 from .errors import ConfigError
 from .hosts import DEFAULT_ALLOWED, HOSTS_FORM, HostPattern, parse_host, parse_hosts
 from .key import KeyRules
@@ -291,19 +292,12 @@ _METRICS_FORM = "a path where a Prometheus text file can be written"
 def _nearest(path: Path, setting: str, form: str) -> Path:
     """``path`` or its nearest ancestor that exists; a path the system refuses to look
     up (a name too long, a loop of links) is a ConfigError."""
-    start = path
-    while True:
-        try:
-            os.lstat(path)
-            return path
-        except (FileNotFoundError, NotADirectoryError):
-            if path.parent == path:
-                return path
-            path = path.parent
-        except OSError as exc:
-            raise ConfigError(
-                setting=setting, value=str(start), expected=f"{form} ({exc.strerror or type(exc).__name__})"
-            ) from None
+    try:
+        return nearest_existing(path)
+    except OSError as exc:
+        raise ConfigError(
+            setting=setting, value=str(path), expected=f"{form} ({exc.strerror or type(exc).__name__})"
+        ) from None
 
 
 def _check_dir(path: Path, setting: str) -> None:

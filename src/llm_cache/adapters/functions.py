@@ -58,31 +58,16 @@ def cached_function(scope: Scope, func: F, model_version: str | None, controls: 
         flight.record(200, _JSON, raw)
         return result
 
-    async def akeep(flight: Flight, result: Any) -> Any:
-        try:
-            raw = encoded(result)
-        except TypeError:
-            flight.abandon()
-            raise
-        await flight.arecord(200, _JSON, raw)
-        return result
-
-    def begun(flight: Flight) -> Flight:
-        wrapper_of[0].cache_status = flight.status
-        return flight
-
     def fell_back(flight: Flight, exc: BaseException) -> Any:
-        wrapper_of[0].cache_status = "stale"
         return json.loads(flight.fall_back(f"{type(exc).__name__}: {exc}").body)
-
-    wrapper_of: list[Any] = [None]
 
     if inspect.iscoroutinefunction(func):
 
         @functools.wraps(func)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
             with using(controls):  # for the lookup only: calls the function makes are its own
-                flight = begun(await scope.abegin(request_for(args, kwargs)))
+                flight = await scope.abegin(request_for(args, kwargs))
+            async_wrapper.cache_status = flight.status  # type: ignore[attr-defined]
             if flight.served:
                 answer = json.loads(flight.response().body)
                 if flight.revalidate:
@@ -96,22 +81,24 @@ def cached_function(scope: Scope, func: F, model_version: str | None, controls: 
                 result = await func(*args, **kwargs)
             except Exception as exc:
                 if flight.can_fall_back():
-                    return fell_back(flight, exc)
+                    answer = fell_back(flight, exc)
+                    async_wrapper.cache_status = flight.status  # type: ignore[attr-defined]
+                    return answer
                 flight.abandon()
                 raise
             except BaseException:
                 flight.abandon()
                 raise
-            return await akeep(flight, result) if flight.forwards else result
+            return keep(flight, result) if flight.forwards else result
 
         async_wrapper.cache_status = None  # type: ignore[attr-defined]
-        wrapper_of[0] = async_wrapper
         return async_wrapper  # type: ignore[return-value]
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         with using(controls):  # for the lookup only: calls the function makes are its own
-            flight = begun(scope.begin(request_for(args, kwargs)))
+            flight = scope.begin(request_for(args, kwargs))
+        wrapper.cache_status = flight.status  # type: ignore[attr-defined]
         if flight.served:
             answer = json.loads(flight.response().body)
             if flight.revalidate:
@@ -121,7 +108,9 @@ def cached_function(scope: Scope, func: F, model_version: str | None, controls: 
             result = func(*args, **kwargs)
         except Exception as exc:
             if flight.can_fall_back():
-                return fell_back(flight, exc)
+                answer = fell_back(flight, exc)
+                wrapper.cache_status = flight.status  # type: ignore[attr-defined]
+                return answer
             flight.abandon()
             raise
         except BaseException:
@@ -130,5 +119,4 @@ def cached_function(scope: Scope, func: F, model_version: str | None, controls: 
         return keep(flight, result) if flight.forwards else result
 
     wrapper.cache_status = None  # type: ignore[attr-defined]
-    wrapper_of[0] = wrapper
     return wrapper  # type: ignore[return-value]

@@ -140,8 +140,15 @@ class Flight:
         if self._finished:
             return
         try:
-            if self.forwards:
-                self._keep_here(status, headers, body, arrivals)
+            if self.forwards and self.controls.no_store:
+                assert self.rk is not None
+                self.scope.session.stats.not_stored(self.scope.stats, "no-store", self.rk.model_version)
+            elif self.forwards:
+                from .record import keep
+
+                # on the caller's thread, also in an event loop: handed to a worker thread, the
+                # write's CPU work fought the loop for the GIL (benchmarks/bench_load.py)
+                keep(self, status, headers, body, arrivals)
         finally:
             self._finish()
             self.scope.session.counted()
@@ -170,27 +177,6 @@ class Flight:
         self.action = Action.SERVE_STALE
         self.scope.session.stats.stale_served_bump()
         return self.response()
-
-    async def arecord(
-        self, status: int, headers: Sequence[tuple[str, str]], body: bytes,
-        arrivals: Sequence[tuple[int, float]] = (),
-    ) -> None:
-        """``record`` in an event loop. The write stays on the loop: handed to a worker
-        thread, its CPU work (the YAML text, the secret search) fought the loop for the GIL
-        and held it longer, and a task cancelled meanwhile released the lock before the
-        write was over (benchmarks/bench_load.py measured both)."""
-        self.record(status, headers, body, arrivals)
-
-    def _keep_here(
-        self, status: int, headers: Sequence[tuple[str, str]], body: bytes, arrivals: Sequence[tuple[int, float]],
-    ) -> None:
-        if self.controls.no_store:
-            assert self.rk is not None
-            self.scope.session.stats.not_stored(self.scope.stats, "no-store", self.rk.model_version)
-            return
-        from .record import keep
-
-        keep(self, status, headers, body, arrivals)
 
     def abandon(self) -> None:
         """The request failed or its answer was dropped before the end: keep nothing, release."""
@@ -237,12 +223,6 @@ class Recording:
         if not self.over:
             self.over = True
             self.flight.record(self.status, self.headers, b"".join(self.chunks), self.arrivals)
-
-    async def aend(self) -> None:
-        """``end`` in an event loop (see ``Flight.arecord``)."""
-        if not self.over:
-            self.over = True
-            await self.flight.arecord(self.status, self.headers, b"".join(self.chunks), self.arrivals)
 
     def closed(self) -> bool:
         """The caller closed the stream; True when the adapter should drain it and call ``end``."""

@@ -10,12 +10,12 @@
 
 from __future__ import annotations
 
-import os
 import re
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from ..atomic import nearest_existing
 from ..errors import ConfigError
 from ..values import STORE_FORM, parse_count, parse_duration, parse_size
 from .files import FileStore
@@ -68,16 +68,10 @@ def open_store(url: str, root: Path, ttl: timedelta | None = None, setting: str 
 
 def _nearest(path: Path, setting: str, url: str) -> Path:
     """``path`` or its nearest ancestor that exists (ConfigError when it cannot be looked up)."""
-    while True:
-        try:
-            os.lstat(path)
-            return path
-        except (FileNotFoundError, NotADirectoryError):
-            if path.parent == path:
-                return path
-            path = path.parent
-        except OSError as exc:  # a name too long, a loop of links
-            raise ConfigError(setting=setting, value=url, expected=f"file://PATH ({exc.strerror})") from None
+    try:
+        return nearest_existing(path)
+    except OSError as exc:  # a name too long, a loop of links
+        raise ConfigError(setting=setting, value=url, expected=f"file://PATH ({exc.strerror})") from None
 
 
 def _masked(url: str) -> str:
