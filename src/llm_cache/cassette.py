@@ -59,6 +59,7 @@ from .body import Body, encode_body, encode_request_body
 from .entry import FORMAT_VERSION, READABLE_FORMATS, Entry, _FlowList
 from .schema import _fail, parse_entry
 from .values import DEFAULT_MAX_CASSETTE_BYTES
+from .yaml_emit import emit
 
 __all__ = [
     "FORMAT_VERSION",
@@ -105,6 +106,9 @@ _WIDTH = 4096
 def dump_entry(entry: Entry) -> str:
     """The YAML text of an entry, in format ``FORMAT_VERSION``."""
     doc = entry.to_doc()
+    text = emit(doc)  # PyYAML's text, written without its representer: a tenth of the time
+    if text is not None:
+        return text
     width = _WIDTH
     offsets = doc["response"].get("offsets_ms")
     if offsets:
