@@ -6,7 +6,9 @@ import base64
 import json
 from datetime import datetime, timezone
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 from llm_cache.cassette import Body, Entry, dump_entry
 from llm_cache.key import KeyRules, make_key
@@ -14,7 +16,10 @@ from llm_cache.redact import (
     REDACTED,
     REQUEST_HEADERS,
     RESPONSE_HEADERS,
+    SECRET_PATTERNS,
+    environment_secrets,
     find_entry_secrets,
+    find_secrets,
     keep_headers,
     mask_url,
     plausible_secret,
@@ -311,3 +316,36 @@ def test_a_known_value_in_a_base64_body_is_found():
     [finding] = find_entry_secrets(entry, dump_entry(entry), known={"xk-2b4d6f8h0j2l": "credential the request carried"})
     assert (finding.kind, finding.where) == ("credential the request carried", "base64 response body")
     assert find_entry_secrets(entry, dump_entry(entry), known={"something-else-1": "x"}) == []
+
+
+# The literal-prefix prefilters only skip patterns that cannot match: the findings are
+# those of the patterns alone, on texts made of secret shapes, near-misses and words.
+_PIECES = [
+    "sk-", "sk-proj-", "sk-ant-", "xsk-", "Bearer ", "bearer ", "Bearer\t", "AKIA", "ASIA", "eyJ", ".eyJ", "AIza",
+    "ghp_", "gho_", "gh", "ABCDEFGHIJKLMNOP", "abcdefghij0123456789", "A1b2C3d4E5f6G7h8", "-", "_", ".", " ", "\n",
+    "x", "<redacted>", "data: ", '"', "task-", "earer ",
+]
+
+
+def _unfiltered(text: str) -> list[tuple[str, int, str]]:
+    return sorted(
+        (kind, text.count("\n", 0, m.start()) + 1, m.group(0))
+        for kind, pattern in SECRET_PATTERNS.items() for m in pattern.finditer(text)
+    )
+
+
+@hypothesis.settings(max_examples=500, deadline=None)
+@hypothesis.given(st.lists(st.sampled_from(_PIECES), max_size=30).map("".join))
+def test_the_prefilters_never_change_what_is_found(text: str) -> None:
+    found = [(f.kind, f.line) for f in find_secrets(text)]
+    assert sorted(found) == [(kind, line) for kind, line, _ in _unfiltered(text)]
+
+
+def test_the_environment_is_read_again_when_it_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SOME_API_KEY", raising=False)
+    before = environment_secrets()
+    value = "sk-" + "q7Zr2Lm9Xc4Vb8Nt1Kp6" * 2
+    monkeypatch.setenv("SOME_API_KEY", value)
+    assert value in environment_secrets()  # the cached answer is not kept across the change
+    monkeypatch.delenv("SOME_API_KEY")
+    assert environment_secrets() == before
