@@ -106,9 +106,9 @@ _WIDTH = 4096
 def dump_entry(entry: Entry) -> str:
     """The YAML text of an entry, in format ``FORMAT_VERSION``."""
     doc = entry.to_doc()
-    text = emit(doc)  # PyYAML's text, written without its representer: a tenth of the time
-    if text is not None:
-        return text
+    direct = emit(doc)  # PyYAML's text, written without its representer: a fraction of the time
+    if direct is not None:
+        return direct
     width = _WIDTH
     offsets = doc["response"].get("offsets_ms")
     if offsets:

@@ -20,6 +20,7 @@ to PyYAML's output, and every text to reading back as the document it was made f
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -60,7 +61,10 @@ _NOT_STR = re.compile(
     r"|[0-9][0-9][0-9][0-9]-[0-9][0-9]?-[0-9][0-9]?(?:[Tt]|[ \t]+)[0-9][0-9]?:[0-9][0-9]:[0-9][0-9]"
     r"(?:\.[0-9]*)?(?:[ \t]*(?:Z|[-+][0-9][0-9]?(?::[0-9][0-9])?))?|[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9])$"
 )
-_WORDS = frozenset("yes Yes YES no No NO true True TRUE false False FALSE on On ON off Off OFF null Null NULL".split())
+_WORDS = frozenset({
+    "yes", "Yes", "YES", "no", "No", "NO", "true", "True", "TRUE", "false", "False", "FALSE",
+    "on", "On", "ON", "off", "Off", "OFF", "null", "Null", "NULL",
+})
 # libyaml writes a longer key as a complex key ("? key"); such a document goes to PyYAML.
 _MAX_KEY_BYTES = 128
 
@@ -149,7 +153,7 @@ def _scalar(value: Any) -> str:
 
 
 def _float(value: float) -> str:
-    if value != value:
+    if math.isnan(value):
         return ".nan"
     if value == float("inf"):
         return ".inf"
@@ -180,7 +184,7 @@ def _block(head: str, hints: str, text: str, indent: int, out: _Lines) -> None:
     out.append(head + hints)
     out.open_ended = hints.endswith("+")
     pad = " " * indent
-    body = text[:-1] if text.endswith("\n") else text
+    body = text.removesuffix("\n")
     out.extend(pad + line if line else "" for line in body.split("\n"))
 
 
