@@ -29,18 +29,13 @@ __all__ = ["emit"]
 # The characters libyaml writes as they are: printable, and not a line break. (It takes
 # none beyond U+FFFF for printable: an emoji makes a string double-quoted, as \U0001F600.)
 _PRINTABLE = r"\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd"
-# What makes a one-line string unfit to be plain (libyaml's analysis, in block context):
-# a document marker, a leading indicator, '-', '?' or ':' followed by a space or the end,
-# ': ' or a final ':', ' #', a leading or trailing space, or a character not printable
-# (the tab included) or a line break.
-_NOT_PLAIN = re.compile(
-    r"^(?:---|\.\.\.|[#,\[\]{}&*!|>'\"%@`]|[-?:](?: |$)| )|: |:$| #| $|[^" + _PRINTABLE + "]"
-)
-# A character a single-quoted scalar cannot hold (not printable, or a line break).
-_NOT_QUOTABLE = re.compile("[^" + _PRINTABLE + "]")
-# What a literal block cannot hold: a character neither printable nor '\n' (a tab, a '\r',
-# NEL, LS, PS), a space before a break or at the end.
-_NOT_LITERAL = re.compile(r"[^\n" + _PRINTABLE + r"]| \n| $")
+# A one-line string is plain unless (libyaml's analysis, in block context) it starts with
+# an indicator or a space, with '-', '?' or ':' and then a space or nothing, or with a
+# document marker; holds ': ' or ' #'; ends with a space or ':'; or holds a character not
+# printable (the tab included) or a line break.
+_LEAD = frozenset("#,[]{}&*!|>'\"%@` ")
+_NOT_PRINTABLE = re.compile("[^" + _PRINTABLE + "]")
+_NOT_LITERAL = re.compile("[^\n" + _PRINTABLE + "]")
 # What a double-quoted scalar escapes, and how (libyaml's spelling).
 _ESCAPED = re.compile(r'[\x00-\x1f\x7f-\x9f"\\\u2028\u2029\ufeff\ufffe\uffff\U00010000-\U0010ffff]')
 _ESCAPES = {
@@ -95,21 +90,32 @@ def emit(doc: dict[str, Any]) -> str | None:
     return "\n".join(out)
 
 
+def _printable(text: str) -> bool:
+    """Whether every character is one libyaml writes as it is (no break, no tab)."""
+    if text.isascii():
+        return text.isprintable()
+    return _NOT_PRINTABLE.search(text) is None
+
+
 def _plain_ok(text: str) -> bool:
     if not text:
         return False
     first = text[0]
+    if first in _LEAD or (first in "-?:" and (len(text) == 1 or text[1] == " ")):
+        return False
     if "a" <= first <= "z" or "A" <= first <= "Z":  # no resolver but bool and null starts with a letter
         if text in _WORDS:
             return False
     elif _NOT_STR.match(text):
         return False
-    return _NOT_PLAIN.search(text) is None
+    if ": " in text or " #" in text or text[-1] in " :" or text.startswith(("---", "...")):
+        return False
+    return _printable(text)
 
 
 def _quoted(text: str) -> str:
     """One line: single-quoted when it can be, else double-quoted."""
-    if _NOT_QUOTABLE.search(text) is None:
+    if _printable(text):
         return "'" + text.replace("'", "''") + "'"
     if _SURROGATE.search(text):
         raise _Unfit  # not UTF-8: PyYAML says why
@@ -125,9 +131,23 @@ def _escape(match: re.Match[str]) -> str:
     return f"\\x{code:02X}" if code < 0x100 else f"\\u{code:04X}" if code < 0x10000 else f"\\U{code:08X}"
 
 
+# Keys repeat from one cassette to the next ("role", "content"): each is checked once.
+_KEYS: dict[str, str] = {}
+
+
 def _key(key: Any) -> str:
     if type(key) is not str:
         raise _Unfit
+    known = _KEYS.get(key)
+    if known is not None:
+        return known
+    written = _written_key(key)
+    if len(_KEYS) < 4096:
+        _KEYS[key] = written
+    return written
+
+
+def _written_key(key: str) -> str:
     if len(key) > _MAX_KEY_BYTES // 4 and len(key.encode("utf-8", "surrogatepass")) > _MAX_KEY_BYTES:
         raise _Unfit
     if _plain_ok(key):
@@ -168,7 +188,12 @@ def _float(value: float) -> str:
 def _literal(text: str) -> str | None:
     """The header of a literal block for ``text`` (``|``, ``|-``, ``|2+``...), or None
     when it cannot be one."""
-    if _NOT_LITERAL.search(text):
+    if " \n" in text or text[-1] == " ":
+        return None
+    if text.isascii():
+        if not text.replace("\n", " ").isprintable():
+            return None
+    elif _NOT_LITERAL.search(text):
         return None
     hints = "|"
     if text[0] in " \n":
