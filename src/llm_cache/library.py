@@ -40,7 +40,7 @@ from .settings import (
     parse_mode,
     parse_size,
 )
-from .stores import Store, open_store
+from .stores import MemoryStore, Store, open_store
 from .values import parse_choice, parse_seconds
 from .warming import WarmReport
 
@@ -50,6 +50,17 @@ log = logging.getLogger("llm_cache")
 
 F = TypeVar("F", bound=Callable[..., Any])
 FALLBACKS = ("error", "passthrough")
+
+
+def _load_request_path(store: Store) -> None:
+    """Import now what the first recording and the first read of a stored cassette would:
+    on an event loop, an import is 10 to 20 ms during which no other task runs."""
+    from .engine import record  # noqa: F401  (and the answer's readers and the YAML writer)
+
+    if not isinstance(store, MemoryStore):  # a file or Redis store reads cassettes' YAML
+        from .cassette import _yaml
+
+        _yaml()
 
 
 def _default_httpx() -> ModuleType:
@@ -166,6 +177,7 @@ class LLMCache:
         """The asynchronous twin of ``transport()``, for ``AsyncOpenAI``/``AsyncAnthropic``."""
         module = httpx or (_module_of(wrapped) if wrapped is not None else _default_httpx())
         inner = wrapped if wrapped is not None else module.AsyncHTTPTransport()
+        _load_request_path(self.session.store)
         return _async_transport_class(module)(self, inner, module)
 
     # -- interception and functions ----------------------------------------------

@@ -108,9 +108,12 @@ class Scope:
             leave = await self.session.gates.enter(rk.key)
             try:
                 # on the loop: the key's lock is taken here, and what takes a lock must not be
-                # left behind in a thread by a cancelled task
+                # left behind in a thread by a cancelled task. What the task waited for is in
+                # the memory tier now: no second read of the store (a YAML parse), since the
+                # key's lock, taken next when the answer is still missing, looks at the store
+                # again for what other processes wrote.
                 if not controls.no_cache:
-                    found, entry = self.session.find(rk, self.mode, ttl, self.stats, reread=True)
+                    found, entry = self.session.find(rk, self.mode, ttl, self.stats)
                 flight = self._decided(rk, found, entry, request, controls, ttl)
             except BaseException:
                 if leave is not None:

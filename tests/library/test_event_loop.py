@@ -1,0 +1,88 @@
+"""What the cache does on an event loop: no second read of the store by tasks that waited
+for the same request, and nothing left to import by the first answer recorded or read."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import openai
+
+from llm_cache import LLMCache
+from llm_cache.stores import FileStore
+
+ANSWER = {
+    "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+}
+
+
+class CountingStore(FileStore):
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.events: list[str] = []
+
+    def get(self, key: str, model_version: str) -> Any:
+        self.events.append("get")
+        return super().get(key, model_version)
+
+    def put(self, entry: Any, text: str | None = None) -> str:
+        self.events.append("put")
+        return super().put(entry, text)
+
+
+def test_tasks_that_waited_for_the_same_request_take_it_from_memory(tmp_path: Path) -> None:
+    store = CountingStore(tmp_path / "cassettes")
+    upstream: list[int] = []
+
+    async def answer(request: httpx2.Request) -> httpx2.Response:
+        upstream.append(1)
+        await asyncio.sleep(0.05)
+        return httpx2.Response(200, json=ANSWER)
+
+    async def main() -> list[str]:
+        cache = LLMCache(store)
+        http = httpx2.AsyncClient(transport=cache.async_transport(httpx2.MockTransport(answer)))
+        client = openai.AsyncOpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1", http_client=http)
+        ask = [{"role": "user", "content": "the same question"}]
+        calls = [client.chat.completions.create(model="gpt-4o", messages=ask) for _ in range(8)]  # type: ignore[arg-type]
+        answers = await asyncio.gather(*calls, return_exceptions=True)
+        statuses = [a.choices[0].message.content for a in answers if not isinstance(a, BaseException)]
+        assert statuses == ["hi"] * 8, answers
+        await http.aclose()
+        cache.close()
+        return store.events
+
+    events = asyncio.run(main())
+    assert upstream == [1]  # one call upstream for the eight
+    assert events.count("put") == 1
+    after = events[events.index("put") + 1:]
+    assert "get" not in after, events  # the seven that waited read no cassette back
+
+
+def _loaded(store: str, tmp_path: Path) -> dict[str, bool]:
+    code = (
+        "import json, sys, httpx2\n"
+        "from llm_cache import LLMCache\n"
+        f"cache = LLMCache({store!r}, root={str(tmp_path)!r})\n"
+        "before = {m: m in sys.modules for m in ('yaml', 'llm_cache.engine.record')}\n"
+        "cache.async_transport(httpx2.MockTransport(lambda r: httpx2.Response(200)))\n"
+        "after = {m: m in sys.modules for m in ('yaml', 'llm_cache.engine.record')}\n"
+        "print(json.dumps({'before': before, 'after': after}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+def test_the_async_transport_imports_what_the_first_answer_needs(tmp_path: Path) -> None:
+    on_disk = _loaded("file://cassettes", tmp_path)
+    assert on_disk["before"] == {"yaml": False, "llm_cache.engine.record": False}
+    assert on_disk["after"] == {"yaml": True, "llm_cache.engine.record": True}
+    in_memory = _loaded("memory://", tmp_path)
+    assert in_memory["after"] == {"yaml": False, "llm_cache.engine.record": True}  # nothing there is YAML
