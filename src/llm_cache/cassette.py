@@ -59,7 +59,6 @@ from .body import Body, encode_body, encode_request_body
 from .entry import FORMAT_VERSION, READABLE_FORMATS, Entry, _FlowList
 from .schema import _fail, parse_entry
 from .values import DEFAULT_MAX_CASSETTE_BYTES
-from .yaml_emit import emit
 
 __all__ = [
     "FORMAT_VERSION",
@@ -105,6 +104,8 @@ _WIDTH = 4096
 
 def dump_entry(entry: Entry) -> str:
     """The YAML text of an entry, in format ``FORMAT_VERSION``."""
+    from .yaml_emit import emit  # on the first write: a replay never needs it
+
     doc = entry.to_doc()
     direct = emit(doc)  # PyYAML's text, written without its representer: a fraction of the time
     if direct is not None:
