@@ -55,7 +55,8 @@ FALLBACKS = ("error", "passthrough")
 def _load_request_path(store: Store) -> None:
     """Import now what the first recording and the first read of a stored cassette would:
     on an event loop, an import is 10 to 20 ms during which no other task runs."""
-    from .engine import record  # noqa: F401  (and the answer's readers and the YAML writer)
+    from . import yaml_emit  # noqa: F401
+    from .engine import record  # noqa: F401  (and the readers of an answer)
 
     if not isinstance(store, MemoryStore):  # a file or Redis store reads cassettes' YAML
         from .cassette import _yaml

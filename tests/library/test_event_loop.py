@@ -71,9 +71,9 @@ def _loaded(store: str, tmp_path: Path) -> dict[str, bool]:
         "import json, sys, httpx2\n"
         "from llm_cache import LLMCache\n"
         f"cache = LLMCache({store!r}, root={str(tmp_path)!r})\n"
-        "before = {m: m in sys.modules for m in ('yaml', 'llm_cache.engine.record')}\n"
+        "before = {m: m in sys.modules for m in ('yaml', 'llm_cache.engine.record', 'llm_cache.yaml_emit')}\n"
         "cache.async_transport(httpx2.MockTransport(lambda r: httpx2.Response(200)))\n"
-        "after = {m: m in sys.modules for m in ('yaml', 'llm_cache.engine.record')}\n"
+        "after = {m: m in sys.modules for m in ('yaml', 'llm_cache.engine.record', 'llm_cache.yaml_emit')}\n"
         "print(json.dumps({'before': before, 'after': after}))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
@@ -82,7 +82,7 @@ def _loaded(store: str, tmp_path: Path) -> dict[str, bool]:
 
 def test_the_async_transport_imports_what_the_first_answer_needs(tmp_path: Path) -> None:
     on_disk = _loaded("file://cassettes", tmp_path)
-    assert on_disk["before"] == {"yaml": False, "llm_cache.engine.record": False}
-    assert on_disk["after"] == {"yaml": True, "llm_cache.engine.record": True}
-    in_memory = _loaded("memory://", tmp_path)
-    assert in_memory["after"] == {"yaml": False, "llm_cache.engine.record": True}  # nothing there is YAML
+    assert on_disk["before"] == {"yaml": False, "llm_cache.engine.record": False, "llm_cache.yaml_emit": False}
+    assert on_disk["after"] == {"yaml": True, "llm_cache.engine.record": True, "llm_cache.yaml_emit": True}
+    in_memory = _loaded("memory://", tmp_path)  # nothing there is read as YAML
+    assert in_memory["after"] == {"yaml": False, "llm_cache.engine.record": True, "llm_cache.yaml_emit": True}
