@@ -13,6 +13,10 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+# The suite runs alike on a developer's machine and in CI: what CI changes in the plugin
+# (no parsed copies unless asked for) is tested by setting CI where a test wants it.
+os.environ.pop("CI", None)
+
 from fakeapi import FakeLLMServer  # noqa: E402
 from redis_server import redis_server, redis_target, redis_url  # noqa: E402, F401 - fixtures
 from redis_cluster import cluster_target, cluster_url, redis_cluster  # noqa: E402, F401 - fixtures

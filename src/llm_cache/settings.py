@@ -84,6 +84,12 @@ REPLAY_TIMINGS = ("none", "recorded")
 # cassettes no test used, after a whole run; cassettes past the TTL met in replay
 UNUSED_POLICIES = ("report", "fail", "off")
 STALE_POLICIES = ("serve", "warn", "fail")
+PARSED_COPIES = ("auto", "on", "off")
+
+
+def in_ci(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether this runs in CI: the ``CI`` variable every CI service sets (true, 1, yes)."""
+    return environ.get("CI", "").strip().lower() not in ("", "0", "false", "no", "off")
 
 
 def parse_allowed_hosts(ini: object, cli: object) -> tuple[HostPattern, ...]:
@@ -157,6 +163,8 @@ class Settings:
     max_cassette_bytes: int = DEFAULT_MAX_CASSETTE_BYTES
     # after a run of the whole collection: list the cassettes no test used, or fail on them
     unused: str = "report"
+    # write parsed copies of the cassettes read (under .llm-cache/parsed/); auto: not in CI
+    parsed_copies: bool = True
     # an expired cassette in replay: served, served and listed, or a failed test
     stale: str = "serve"
     # the self-contained HTML report, written at session end
@@ -257,6 +265,7 @@ def resolve(
         max_cassette_bytes=parse_size(ini.get("max_cassette_size"), "llm_cache_max_cassette_size")
         or DEFAULT_MAX_CASSETTE_BYTES,
         unused=parse_choice(unused_source[1], unused_source[0], UNUSED_POLICIES) if unused_source else "report",
+        parsed_copies=_parsed_copies(ini.get("parsed_copies"), environ),
         stale=parse_choice(stale_source[1], stale_source[0], STALE_POLICIES) if stale_source else "serve",
         html_path=rootdir / str(html_source[1]) if html_source else None,
         metrics_path=rootdir / str(metrics_source[1]) if metrics_source else None,
@@ -264,6 +273,11 @@ def resolve(
                  (("dir", dir_source), ("report", report_source), ("html", html_source),
                   ("metrics", metrics_source)) if source is not None},
     )
+
+
+def _parsed_copies(value: object, environ: Mapping[str, str]) -> bool:
+    choice = parse_choice(value or "auto", "llm_cache_parsed_copies", PARSED_COPIES)
+    return choice == "on" or (choice == "auto" and not in_ci(environ))
 
 
 def check_paths(settings: Settings) -> None:

@@ -51,9 +51,13 @@ def _in_event_loop() -> bool:
 
 def open_settings_store(settings: Settings) -> Store:
     """The store the settings name: a store URL, else the file store at the cassette dir."""
-    if settings.store_url is None:
-        return FileStore(settings.cassette_dir)
-    return open_store(settings.store_url, settings.root, settings.ttl)
+    store = (
+        FileStore(settings.cassette_dir) if settings.store_url is None
+        else open_store(settings.store_url, settings.root, settings.ttl)
+    )
+    if isinstance(store, FileStore):
+        store.write_copies = settings.parsed_copies
+    return store
 
 
 class CacheSession:

@@ -77,6 +77,9 @@ class FileStore:
         self._locks: LockTable | None = None
         self._locks_guard = threading.Lock()
         self._checked: set[str] = set()
+        # False: no parsed copies are written (llm_cache_parsed_copies; a CI clone, thrown
+        # away after its run, would pay to write them for nothing); existing ones are read
+        self.write_copies = True
 
     def __repr__(self) -> str:
         return f"FileStore({str(self.root)!r})"
@@ -132,7 +135,7 @@ class FileStore:
         if entry is not None:
             return entry
         entry = load_entry(data, where, expected_key=key)
-        if remember:
+        if remember and self.write_copies:
             self._pending[copy] = (digest, entry)
         return entry
 
@@ -199,7 +202,8 @@ class FileStore:
             write_atomic(path, data)
         except OSError as exc:
             raise StoreError.from_os_error(str(path), exc) from None
-        self._pending[self._copies.path(directory.name, path.stem)] = (_sha256(data), entry)
+        if self.write_copies:
+            self._pending[self._copies.path(directory.name, path.stem)] = (_sha256(data), entry)
         return str(path)
 
     def quarantine(self, key: str, model_version: str) -> str | None:

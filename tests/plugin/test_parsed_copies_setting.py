@@ -1,0 +1,90 @@
+"""llm_cache_parsed_copies: parsed copies of the cassettes read are written for the next
+run (auto, on), except in CI by default (auto: a clone thrown away after its run would pay
+to write them for nothing), or never (off). Copies already there are read either way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import Project
+
+pytestmark = pytest.mark.all_xdist_modes
+
+TESTS = """
+from conftest import chat
+def test_one(client, llm_cache, save):
+    save("one", chat(client, "first question").choices[0].message.content)
+def test_two(client, llm_cache, save):
+    save("two", chat(client, "second question").choices[0].message.content)
+"""
+
+
+def _copies(project: Project) -> list[Path]:
+    parsed = project.cassettes / ".llm-cache" / "parsed"
+    return sorted(p for p in parsed.rglob("*") if p.is_file()) if parsed.exists() else []
+
+
+def _recorded(project: Project) -> None:
+    project.pytester.makepyfile(test_pc=TESTS)
+    project.run("--llm-cache=record").assert_outcomes(passed=2)
+
+
+def test_written_by_default_outside_ci(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    _recorded(project)
+    assert len(_copies(project)) == 2
+    project.run().assert_outcomes(passed=2)
+    assert len(_copies(project)) == 2
+
+
+@pytest.mark.parametrize("value", ["true", "1", "yes"])
+def test_not_written_in_ci_by_default_and_replay_still_passes(
+    project: Project, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("CI", value)
+    _recorded(project)
+    assert _copies(project) == []
+    calls = project.server.count()
+    project.run().assert_outcomes(passed=2)
+    assert _copies(project) == []
+    assert project.server.count() == calls  # replayed from the YAML, nothing reached the API
+    assert project.result("two") == "echo: second question"
+
+
+def test_ci_false_is_not_ci(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CI", "false")
+    _recorded(project)
+    assert len(_copies(project)) == 2
+
+
+def test_on_writes_them_in_ci_and_off_never(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CI", "true")
+    project.pytester.makeini("[pytest]\nllm_cache_parsed_copies = on\n")
+    _recorded(project)
+    assert len(_copies(project)) == 2
+    monkeypatch.delenv("CI")
+    project.pytester.makeini("[pytest]\nllm_cache_parsed_copies = off\n")
+    for copy in _copies(project):
+        copy.unlink()
+    project.run().assert_outcomes(passed=2)
+    assert _copies(project) == []
+
+
+def test_copies_already_there_are_left_as_they_are_in_ci(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    _recorded(project)
+    [copy, _] = _copies(project)
+    before = copy.stat().st_mtime_ns
+    monkeypatch.setenv("CI", "true")
+    project.run().assert_outcomes(passed=2)
+    assert copy.exists() and copy.stat().st_mtime_ns == before  # kept, not written again
+
+
+def test_a_bad_value_is_a_usage_error(project: Project) -> None:
+    project.pytester.makepyfile(test_pc=TESTS)
+    project.pytester.makeini("[pytest]\nllm_cache_parsed_copies = sometimes\n")
+    result = project.run()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*llm_cache_parsed_copies must be one of auto|on|off, got 'sometimes'*"])
