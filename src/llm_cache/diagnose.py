@@ -52,8 +52,21 @@ class Digests(NamedTuple):
 
     # its flattened field names (``messages[1].content``)
     names: frozenset[str]
-    # a hash of each (name, value) pair: 11 characters of base64, never a space
-    pairs: frozenset[str]
+    # a hash of each (name, value) pair: 11 characters of base64, never a space; or those
+    # hashes joined by spaces, as an index on disk keeps them (no set built per request)
+    pairs: frozenset[str] | str
+
+
+def _pair_set(pairs: frozenset[str] | str) -> frozenset[str]:
+    return frozenset(pairs.split()) if isinstance(pairs, str) else pairs
+
+
+def _shared(wanted: frozenset[str], stored: frozenset[str] | str) -> int:
+    """How many pair hashes two requests share. In a joined string of 11-character hashes
+    (``stores.digests`` checks that it is one) a hash is found exactly where it is one."""
+    if isinstance(stored, str):
+        return len([p for p in wanted if p in stored])
+    return len(wanted & stored)
 
 
 @runtime_checkable
@@ -125,7 +138,7 @@ def entry_digests(entry: Entry, ignore_fields: Iterable[str] = ()) -> Digests:
 def differing_fields(body: Any, stored: Digests) -> list[str]:
     """The sorted names of the fields in which a canonical body and a stored one differ."""
     wanted, named = _digests(flatten(body)) if body is not None else (_NOTHING, {})
-    return sorted((wanted.names | stored.names) - {named[p] for p in wanted.pairs & stored.pairs})
+    return sorted((wanted.names | stored.names) - {named[p] for p in _pair_set(wanted.pairs) & _pair_set(stored.pairs)})
 
 
 def _scanned(
@@ -164,6 +177,7 @@ def closest(
     else:
         rows = _scanned(store, rk, ignore, limit, budget)
     wanted = field_digests(rk.body)
+    wanted_pairs = _pair_set(wanted.pairs)
     # how many names the request and a body of a shape have between them, by shape
     together: dict[frozenset[str], int] = {}
     best: tuple[str, Digests] | None = None
@@ -176,7 +190,7 @@ def closest(
         if union is None:
             union = together[names] = len(wanted.names | names)
         # none: the query or headers differ, one difference
-        count = union - len(wanted.pairs & stored.pairs) or 1
+        count = union - _shared(wanted_pairs, stored.pairs) or 1
         if count < best_count:
             best, best_count = (location, stored), count
             if count == 1:
