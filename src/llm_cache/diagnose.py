@@ -36,6 +36,7 @@ __all__ = [
     "differing_fields",
     "entry_digests",
     "field_digests",
+    "pair_set",
 ]
 
 # How many stored requests of the model version a miss compares itself with (the first
@@ -57,15 +58,18 @@ class Digests(NamedTuple):
     pairs: frozenset[str] | str
 
 
-def _pair_set(pairs: frozenset[str] | str) -> frozenset[str]:
-    return frozenset(pairs.split()) if isinstance(pairs, str) else pairs
+def pair_set(pairs: frozenset[str] | str) -> frozenset[str]:
+    """The pair hashes as a set, from an index's joined string too."""
+    return (frozenset(pairs.split(" ")) if pairs else frozenset()) if isinstance(pairs, str) else pairs
 
 
 def _shared(wanted: frozenset[str], stored: frozenset[str] | str) -> int:
     """How many pair hashes two requests share. In a joined string of 11-character hashes
-    (``stores.digests`` checks that it is one) a hash is found exactly where it is one."""
+    (``stores.digests`` checks that it is one) a hash is found exactly where it is one; a
+    search per hash, cheaper than making the set once, for the first miss only (the store
+    keeps sets after it)."""
     if isinstance(stored, str):
-        return len([p for p in wanted if p in stored])
+        return len([p for p in wanted if p in stored]) if len(wanted) <= 32 else len(wanted & pair_set(stored))
     return len(wanted & stored)
 
 
@@ -138,7 +142,7 @@ def entry_digests(entry: Entry, ignore_fields: Iterable[str] = ()) -> Digests:
 def differing_fields(body: Any, stored: Digests) -> list[str]:
     """The sorted names of the fields in which a canonical body and a stored one differ."""
     wanted, named = _digests(flatten(body)) if body is not None else (_NOTHING, {})
-    return sorted((wanted.names | stored.names) - {named[p] for p in _pair_set(wanted.pairs) & _pair_set(stored.pairs)})
+    return sorted((wanted.names | stored.names) - {named[p] for p in pair_set(wanted.pairs) & pair_set(stored.pairs)})
 
 
 def _scanned(
@@ -177,7 +181,7 @@ def closest(
     else:
         rows = _scanned(store, rk, ignore, limit, budget)
     wanted = field_digests(rk.body)
-    wanted_pairs = _pair_set(wanted.pairs)
+    wanted_pairs = pair_set(wanted.pairs)
     # how many names the request and a body of a shape have between them, by shape
     together: dict[frozenset[str], int] = {}
     best: tuple[str, Digests] | None = None

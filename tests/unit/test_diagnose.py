@@ -306,3 +306,21 @@ def test_equal_bodies_count_as_one_difference_and_the_first_of_equals_wins(tmp_p
     for entry in [entry_for(chat("q", temperature=t)) for t in range(1, 10)] + [entry_for(chat("q"))]:
         files.put(entry)
     assert closest(files, rk, KeyRules()) == old_closest(files, rk, KeyRules())
+
+
+def test_the_index_read_from_disk_is_searched_as_text_once_then_kept_as_sets(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    for n in range(5):
+        store.put(entry_for(chat(f"q{n}", temperature=0)))
+    rk = request(chat("q1", temperature=0.5))
+    expected = closest(store, rk, KeyRules())  # writes the index
+    again = FileStore(tmp_path)
+
+    def kinds() -> set[type]:
+        [rows] = again._digests._indexes.values()
+        return {type(row[3][3].pairs) for row in rows.values() if row[3] is not None}
+
+    assert closest(again, rk, KeyRules()) == expected
+    assert kinds() == {str}  # the first miss: the hashes as the index holds them
+    assert closest(again, rk, KeyRules()) == expected
+    assert kinds() == {frozenset}  # later ones: sets, made once

@@ -23,7 +23,7 @@ from typing import Any
 
 from ..atomic import read_regular
 from ..cassette import Entry
-from ..diagnose import Digests, entry_digests
+from ..diagnose import Digests, entry_digests, pair_set
 from ..errors import CassetteError
 from ..usage import MAX_INDEX_BYTES, META_DIR
 from .derived import Derived
@@ -74,6 +74,9 @@ class RequestDigests:
         index = self._index(directory.name, ignore)
         with self._guard:
             known = self._indexes.get(index)
+        # an index read from disk keeps each request's pair hashes as the string it holds
+        # (the first miss searches it); a later miss makes the sets once and keeps them
+        as_read = known is None
         if known is None:
             known = self._load(index, ignore)
         kept: dict[str, _DigestRow] = {}
@@ -95,6 +98,9 @@ class RequestDigests:
             ):
                 row = (stat_.st_size, stat_.st_mtime_ns, stat_.st_ino, self._row(Path(item.path), ignore, read))
                 changed = True
+            elif not as_read and row[3] is not None and isinstance(row[3][3].pairs, str):
+                where, method, path, digests = row[3]
+                row = (row[0], row[1], row[2], (where, method, path, Digests(digests.names, pair_set(digests.pairs))))
             kept[item.name] = row
             if row[3] is not None:
                 out.append(row[3])
