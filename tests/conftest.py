@@ -13,10 +13,6 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-# The suite runs alike on a developer's machine and in CI: what CI changes in the plugin
-# (no parsed copies unless asked for) is tested by setting CI where a test wants it.
-os.environ.pop("CI", None)
-
 from fakeapi import FakeLLMServer  # noqa: E402
 from redis_server import redis_server, redis_target, redis_url  # noqa: E402, F401 - fixtures
 from redis_cluster import cluster_target, cluster_url, redis_cluster  # noqa: E402, F401 - fixtures
@@ -103,6 +99,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def stress(request: pytest.FixtureRequest) -> bool:
     """True under --stress: reliability tests use their long sizes."""
     return bool(request.config.getoption("--stress"))
+
+
+@pytest.fixture(autouse=True)
+def _not_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test runs alike on a developer's machine and in CI: what CI changes in the
+    plugin (no parsed copies unless asked for) is tested by setting it where a test wants it.
+    The outer pytest keeps its own CI behaviour (whole messages in its summary)."""
+    from llm_cache.settings import CI_VARIABLES
+
+    for name in ("CI", *CI_VARIABLES):
+        monkeypatch.delenv(name, raising=False)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -87,9 +87,17 @@ STALE_POLICIES = ("serve", "warn", "fail")
 PARSED_COPIES = ("auto", "on", "off")
 
 
+# Set by CI services that do not set CI: Jenkins and others (BUILD_NUMBER, which pytest
+# also reads), Azure Pipelines, TeamCity, AWS CodeBuild.
+CI_VARIABLES = ("BUILD_NUMBER", "JENKINS_URL", "TF_BUILD", "TEAMCITY_VERSION", "CODEBUILD_BUILD_ID")
+
+
 def in_ci(environ: Mapping[str, str] = os.environ) -> bool:
-    """Whether this runs in CI: the ``CI`` variable every CI service sets (true, 1, yes)."""
-    return environ.get("CI", "").strip().lower() not in ("", "0", "false", "no", "off")
+    """Whether this runs in CI: ``CI`` set to anything but 0, false, no or off (GitHub,
+    GitLab, CircleCI, Buildkite, Travis...), or one of ``CI_VARIABLES`` set."""
+    if environ.get("CI", "").strip().lower() not in ("", "0", "false", "no", "off"):
+        return True
+    return any(environ.get(name, "").strip() for name in CI_VARIABLES)
 
 
 def parse_allowed_hosts(ini: object, cli: object) -> tuple[HostPattern, ...]:

@@ -286,3 +286,27 @@ def test_parse_eviction():
     assert parse_eviction("LFU", "x") is Eviction.LFU
     with pytest.raises(ConfigError, match=r"--llm-cache-eviction must be one of lru\|lfu\|fifo, got 'random'"):
         parse_eviction("random", "--llm-cache-eviction")
+
+
+@pytest.mark.parametrize("environ, expected", [
+    ({}, False), ({"CI": "true"}, True), ({"CI": "1"}, True), ({"CI": "yes"}, True), ({"CI": "false"}, False),
+    ({"CI": "0"}, False), ({"CI": " "}, False), ({"BUILD_NUMBER": "12"}, True),
+    ({"JENKINS_URL": "http://jenkins.internal/"}, True), ({"TF_BUILD": "True"}, True),
+    ({"TEAMCITY_VERSION": "2025.1"}, True), ({"CODEBUILD_BUILD_ID": "b:1"}, True), ({"BUILD_NUMBER": ""}, False),
+])
+def test_in_ci(environ: dict[str, str], expected: bool) -> None:
+    from llm_cache.settings import in_ci
+
+    assert in_ci(environ) is expected
+
+
+def test_parsed_copies_auto_follows_ci_and_on_off_do_not(tmp_path: Path) -> None:
+    from llm_cache.settings import resolve
+
+    def copies(ini: dict[str, object], environ: dict[str, str]) -> bool:
+        return resolve({}, ini, environ, tmp_path).parsed_copies
+
+    assert copies({}, {}) is True
+    assert copies({}, {"CI": "true"}) is False
+    assert copies({"parsed_copies": "on"}, {"CI": "true"}) is True
+    assert copies({"parsed_copies": "OFF"}, {}) is False
