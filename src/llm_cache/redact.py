@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import os
 import re
@@ -165,6 +166,18 @@ def _cookies(value: str) -> Iterator[str]:
             yield item.strip().strip('"')
 
 
+@functools.lru_cache(maxsize=1024)
+def _header_secrets(name: str, value: str) -> tuple[str, ...]:
+    """``_header_credentials`` kept per header: a client sends the same headers every time."""
+    return tuple(_header_credentials(name, value))
+
+
+@functools.lru_cache(maxsize=1024)
+def _forms(item: str) -> tuple[str, ...]:
+    """A credential as an answer could echo it: raw, percent-encoded and JSON-escaped."""
+    return (item, quote(item, safe=""), quote_plus(item), json.dumps(item)[1:-1])
+
+
 def _header_credentials(name: str, value: str) -> Iterator[str]:
     lower = name.lower()
     if lower in REQUEST_HEADERS or lower in _PROTOCOL_HEADERS or lower.startswith(_PROTOCOL_PREFIXES):
@@ -206,12 +219,12 @@ def request_credentials(headers: Mapping[str, Any] = {}, url: str = "") -> set[s
     for name, value in headers.items():
         values = value if isinstance(value, (list, tuple)) else [value]
         for item in values:
-            found.update(_header_credentials(_text(name), _text(item)))
+            found.update(_header_secrets(_text(name), _text(item)))
     found.update(_url_credentials(url))
     forms: set[str] = set()
     for item in found:
         if len(item) >= MIN_SECRET_LENGTH:
-            forms.update((item, quote(item, safe=""), quote_plus(item), json.dumps(item)[1:-1]))
+            forms.update(_forms(item))
     return forms
 
 
