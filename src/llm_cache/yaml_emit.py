@@ -24,6 +24,8 @@ import math
 import re
 from typing import Any
 
+from .entry import _FlowList
+
 __all__ = ["emit"]
 
 # The characters libyaml writes as they are: printable, and not a line break. (It takes
@@ -238,7 +240,7 @@ def _value(value: Any, head: str, indent: int, out: _Lines) -> None:
 
 
 def _flow(items: list[Any]) -> str:
-    if type(items).__name__ != "_FlowList" or any(type(v) not in (int, float) for v in items):
+    if type(items) is not _FlowList or any(type(v) not in (int, float) for v in items):
         raise _Unfit
     return "[" + ", ".join(_scalar(v) for v in items) + "]"
 

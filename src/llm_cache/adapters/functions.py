@@ -58,8 +58,11 @@ def cached_function(scope: Scope, func: F, model_version: str | None, controls: 
         flight.record(200, _JSON, raw)
         return result
 
-    def fell_back(flight: Flight, exc: BaseException) -> Any:
-        return json.loads(flight.fall_back(f"{type(exc).__name__}: {exc}").body)
+    def fell_back(flight: Flight, exc: BaseException, wrapper: Any) -> Any:
+        """stale_if_error's answer for a call that raised; the wrapper tells its status."""
+        answer = json.loads(flight.fall_back(f"{type(exc).__name__}: {exc}").body)
+        wrapper.cache_status = flight.status
+        return answer
 
     if inspect.iscoroutinefunction(func):
 
@@ -81,9 +84,7 @@ def cached_function(scope: Scope, func: F, model_version: str | None, controls: 
                 result = await func(*args, **kwargs)
             except Exception as exc:
                 if flight.can_fall_back():
-                    answer = fell_back(flight, exc)
-                    async_wrapper.cache_status = flight.status  # type: ignore[attr-defined]
-                    return answer
+                    return fell_back(flight, exc, async_wrapper)
                 flight.abandon()
                 raise
             except BaseException:
@@ -108,9 +109,7 @@ def cached_function(scope: Scope, func: F, model_version: str | None, controls: 
             result = func(*args, **kwargs)
         except Exception as exc:
             if flight.can_fall_back():
-                answer = fell_back(flight, exc)
-                wrapper.cache_status = flight.status  # type: ignore[attr-defined]
-                return answer
+                return fell_back(flight, exc, wrapper)
             flight.abandon()
             raise
         except BaseException:
