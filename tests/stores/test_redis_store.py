@@ -431,13 +431,15 @@ def test_stalled_server_times_out(server):
 
 def test_lock_of_a_vanished_holder_expires(target):
     key = make_entry().key
+    # the other store first: connecting to a cluster on a busy machine can take longer
+    # than the lock's second of life
+    other = target.store(lock_expiry=1)
+    lock = other.lock(key)
     holder = target.store(lock_expiry=1)
     held = holder.lock(key)
     held.acquire(timeout=1)
     taken_at = time.monotonic()
     holder.close()  # the holder disappears without releasing
-    other = target.store(lock_expiry=1)
-    lock = other.lock(key)
     with pytest.raises(TimeoutError):
         lock.acquire(timeout=0.2)
     lock.acquire(timeout=3)
