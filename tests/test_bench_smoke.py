@@ -111,3 +111,6 @@ def test_bench_load_tiny_runs_and_writes_json(tmp_path: Path) -> None:
     for name in ["memory"] + (["redis"] if with_redis else []):
         assert rows[name]["closed"]["hit_ms"]["n"] + rows[name]["closed"]["joined_ms"]["n"] > 0
         assert rows[name]["closed"]["cache_hold_ms"]["n"] > 0
+        holds, own = rows[name]["closed"]["cache_hold_ms"], rows[name]["closed"]["cache_hold_without_gc_ms"]
+        assert own["n"] == holds["n"] == rows[name]["closed"]["cache_hold_gc_ms"]["n"]
+        assert own["max"] <= holds["max"] + 1e-9  # the collector's pauses taken out, never added
