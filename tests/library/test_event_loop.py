@@ -86,3 +86,80 @@ def test_the_async_transport_imports_what_the_first_answer_needs(tmp_path: Path)
     assert on_disk["after"] == {"yaml": True, "llm_cache.engine.record": True, "llm_cache.yaml_emit": True}
     in_memory = _loaded("memory://", tmp_path)  # nothing there is read as YAML
     assert in_memory["after"] == {"yaml": False, "llm_cache.engine.record": True, "llm_cache.yaml_emit": True}
+
+
+class _SpiedLock:
+    def __init__(self, lock: Any, events: list[str]) -> None:
+        self._lock, self._events = lock, events
+
+    def acquire(self, timeout: float = -1) -> object:
+        self._events.append("lock")
+        return self._lock.acquire(timeout)
+
+    def release(self) -> None:
+        self._events.append("release")
+        self._lock.release()
+
+
+def _spied(store: Any, events: list[str]) -> Any:
+    """The real Redis store, each call that goes to the server noted in ``events`` first."""
+    get, put, lock = store.get, store.put, store.lock
+    store.get = lambda key, mv: (events.append("get"), get(key, mv))[1]
+    store.put = lambda entry, text=None: (events.append("put"), put(entry, text))[1]
+    store.lock = lambda key: _SpiedLock(lock(key), events)
+    return store
+
+
+def _turns_between(events: list[str], first: str, then: str) -> int:
+    """How often the other task ran between the first ``first`` and the ``then`` after it."""
+    start = events.index(first)
+    return events[start:events.index(then, start)].count("tick")
+
+
+def test_a_remote_store_gives_the_loop_back_between_its_round_trips(redis_target: Any) -> None:
+    """Over Redis each call is a round trip that holds the loop: a miss's lookup, then its
+    lock and second look, then its write, then the lock's release, are stretches of their
+    own, and the loop's other tasks run between them (plain and streamed answers)."""
+    events: list[str] = []
+    store = _spied(redis_target.store(), events)
+
+    async def answer(request: httpx2.Request) -> httpx2.Response:
+        if json.loads(request.content).get("stream"):
+            chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
+                     "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": "stop"}]}
+            body = f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode()
+            return httpx2.Response(200, content=body, headers={"content-type": "text/event-stream"})
+        return httpx2.Response(200, json=ANSWER)
+
+    async def main(stream: bool) -> None:
+        cache = LLMCache(store)
+        http = httpx2.AsyncClient(transport=cache.async_transport(httpx2.MockTransport(answer)))
+        client = openai.AsyncOpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1", http_client=http)
+        done = asyncio.Event()
+
+        async def ticker() -> None:
+            while not done.is_set():
+                events.append("tick")
+                await asyncio.sleep(0)
+
+        ticking = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        ask = [{"role": "user", "content": f"a new question, streamed={stream}"}]
+        if stream:
+            got = await client.chat.completions.create(model="gpt-4o", messages=ask, stream=True)  # type: ignore[arg-type]
+            assert "".join([c.choices[0].delta.content or "" async for c in got]) == "hi"
+        else:
+            reply = await client.chat.completions.create(model="gpt-4o", messages=ask)  # type: ignore[arg-type]
+            assert reply.choices[0].message.content == "hi"
+        done.set()
+        await ticking
+        await http.aclose()
+        assert cache.stats()["recorded"] == 1
+
+    for stream in (False, True):
+        events.clear()
+        asyncio.run(main(stream))
+        calls = [e for e in events if e != "tick"]
+        assert calls[:4] == ["get", "lock", "get", "put"] and calls[-1] == "release", calls
+        assert _turns_between(events, "get", "lock") >= 1, events  # the lookup | the lock and second look
+        assert _turns_between(events, "put", "release") >= 1, events  # the write | the release

@@ -49,13 +49,19 @@ def cached_function(scope: Scope, func: F, model_version: str | None, controls: 
         except TypeError as exc:
             raise TypeError(f"@cached {qualname}: the result must be JSON-serialisable ({exc})") from None
 
-    def keep(flight: Flight, result: Any) -> Any:
+    def raw_of(flight: Flight, result: Any) -> bytes:
         try:
-            raw = encoded(result)
+            return encoded(result)
         except TypeError:
             flight.abandon()
             raise
-        flight.record(200, _JSON, raw)
+
+    def keep(flight: Flight, result: Any) -> Any:
+        flight.record(200, _JSON, raw_of(flight, result))
+        return result
+
+    async def akeep(flight: Flight, result: Any) -> Any:
+        await flight.arecord(200, _JSON, raw_of(flight, result))
         return result
 
     def fell_back(flight: Flight, exc: BaseException, wrapper: Any) -> Any:
@@ -90,7 +96,7 @@ def cached_function(scope: Scope, func: F, model_version: str | None, controls: 
             except BaseException:
                 flight.abandon()
                 raise
-            return keep(flight, result) if flight.forwards else result
+            return await akeep(flight, result) if flight.forwards else result
 
         async_wrapper.cache_status = None  # type: ignore[attr-defined]
         return async_wrapper  # type: ignore[return-value]

@@ -143,7 +143,7 @@ async def ahandle(scope: Scope, httpx: ModuleType, request: Any, forward: Callab
         return played(httpx, flight.fall_back(f"HTTP {response.status_code}"), "stale")
     content = getattr(response, "_content", None)
     if isinstance(content, bytes):
-        flight.record(response.status_code, _tee_headers(response), content)
+        await flight.arecord(response.status_code, _tee_headers(response), content)
         return _marked(response, flight)
     recording = flight.recording(response.status_code, _tee_headers(response))
     response.stream = stream_classes(httpx)[2](recording, response.stream)
@@ -253,7 +253,7 @@ def stream_classes(httpx: ModuleType) -> tuple[type, type, type]:
             except BaseException:
                 self.recording.failed()
                 raise
-            self.recording.end()
+            await self.recording.aend()
 
         async def aclose(self) -> None:
             try:
@@ -262,7 +262,7 @@ def stream_classes(httpx: ModuleType) -> tuple[type, type, type]:
                         self.source = self.upstream.__aiter__()
                     async for chunk in self.source:
                         self.recording.feed(chunk)
-                    self.recording.end()
+                    await self.recording.aend()
             except Exception:  # noqa: BLE001 - a drain that fails keeps nothing; close anyway
                 self.recording.failed()
             finally:

@@ -97,7 +97,7 @@ def arevalidate(scope: Scope, served: Flight, fetch: Callable[[], Awaitable[Fetc
             with upstream():
                 fetched = await fetch()
             if not _refused(flight, fetched):
-                flight.record(*fetched)
+                await flight.arecord(*fetched)
                 _kept(flight)
         except asyncio.CancelledError:
             flight.abandon()

@@ -9,6 +9,7 @@ released exactly once.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -140,18 +141,40 @@ class Flight:
         if self._finished:
             return
         try:
-            if self.forwards and self.controls.no_store:
-                assert self.rk is not None
-                self.scope.session.stats.not_stored(self.scope.stats, "no-store", self.rk.model_version)
-            elif self.forwards:
-                from .record import keep
-
-                # on the caller's thread, also in an event loop: handed to a worker thread, the
-                # write's CPU work fought the loop for the GIL (benchmarks/bench_load.py)
-                keep(self, status, headers, body, arrivals)
+            self._keep(status, headers, body, arrivals)
         finally:
             self._finish()
             self.scope.session.counted()
+
+    async def arecord(
+        self, status: int, headers: Sequence[tuple[str, str]], body: bytes,
+        arrivals: Sequence[tuple[int, float]] = (),
+    ) -> None:
+        """``record`` for an event loop. With a remote store the write and the lock's release
+        are two round trips: the loop's other tasks run between them."""
+        if self._finished or not self.scope.session.remote:
+            self.record(status, headers, body, arrivals)
+            return
+        try:
+            self._keep(status, headers, body, arrivals)
+            await asyncio.sleep(0)
+        finally:
+            self._finish()
+            self.scope.session.counted()
+
+    def _keep(
+        self, status: int, headers: Sequence[tuple[str, str]], body: bytes, arrivals: Sequence[tuple[int, float]],
+    ) -> None:
+        if self.forwards and self.controls.no_store:
+            assert self.rk is not None
+            self.scope.session.stats.not_stored(self.scope.stats, "no-store", self.rk.model_version)
+        elif self.forwards:
+            from .record import keep
+
+            # on the caller's thread, also in an event loop: handed to a worker thread, the
+            # write's CPU work fought the loop for the GIL, and a remote store's round trips
+            # made every hit wait (benchmarks/bench_load.py)
+            keep(self, status, headers, body, arrivals)
 
     # -- stale on purpose ---------------------------------------------------------
 
@@ -223,6 +246,12 @@ class Recording:
         if not self.over:
             self.over = True
             self.flight.record(self.status, self.headers, b"".join(self.chunks), self.arrivals)
+
+    async def aend(self) -> None:
+        """``end`` for an event loop."""
+        if not self.over:
+            self.over = True
+            await self.flight.arecord(self.status, self.headers, b"".join(self.chunks), self.arrivals)
 
     def closed(self) -> bool:
         """The caller closed the stream; True when the adapter should drain it and call ``end``."""

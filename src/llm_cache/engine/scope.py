@@ -9,6 +9,7 @@ or forward it and hand the answer back to be recorded. A replay miss raises
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -105,15 +106,18 @@ class Scope:
             found, entry = self._first_look(rk, ttl, controls)
             if self._action(found, entry, ttl) not in _GOES_UP or controls.no_store:
                 return self._decided(rk, found, entry, request, controls, ttl)
+            if self.session.remote:  # the lookup was a round trip; the lock and second look are next
+                await asyncio.sleep(0)
             leave = await self.session.gates.enter(rk.key)
             try:
                 # on the loop: the key's lock is taken here, and what takes a lock must not be
                 # left behind in a thread by a cancelled task. What the task waited for is in
-                # the memory tier now: no second read of the store (a YAML parse), since the
-                # key's lock, taken next when the answer is still missing, looks at the store
-                # again for what other processes wrote.
-                if not controls.no_cache:
-                    found, entry = self.session.find(rk, self.mode, ttl, self.stats)
+                # the memory tier now: no second read of the store (a YAML parse, a round trip),
+                # since the key's lock, taken next when the answer is still missing, looks at
+                # the store again for what other processes wrote.
+                recalled = None if controls.no_cache else self.session.recall(rk, ttl)
+                if recalled is not None:
+                    found, entry = recalled
                 flight = self._decided(rk, found, entry, request, controls, ttl)
             except BaseException:
                 if leave is not None:

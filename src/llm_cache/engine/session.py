@@ -83,6 +83,9 @@ class CacheSession:
         # A memory store needs no tier in front of it.
         self.tier = None if isinstance(self.store, MemoryStore) else MemoryTier(settings.memory_entries)
         self.gates = Gates()
+        # a store across the network (Redis): in an event loop each of its round trips on
+        # the way to a recording is a stretch of its own, the loop's other tasks run between
+        self.remote = bool(getattr(self.store, "remote", False))
         self._lock = threading.Lock()
         self._warmed = settings.warm is None
         # keys this process is recording now -> how many recorders; and, per thread, the
@@ -156,6 +159,14 @@ class CacheSession:
                 return Found.MISSING, None
             if self.tier is not None:
                 self.tier.put(entry)
+        return self._fresh(entry, ttl)
+
+    def recall(self, rk: RequestKey, ttl: timedelta | None) -> tuple[Found, Entry] | None:
+        """The entry for ``rk`` from the memory tier alone (None when it is not there)."""
+        entry = None if self.tier is None else self.tier.get(rk.key)
+        return None if entry is None else self._fresh(entry, ttl)
+
+    def _fresh(self, entry: Entry, ttl: timedelta | None) -> tuple[Found, Entry]:
         if ttl is not None and self.clock() - entry.recorded_at > ttl:
             return Found.EXPIRED, entry
         return Found.FRESH, entry

@@ -21,7 +21,11 @@ class Lock(Protocol):
 
 
 class Store(Protocol):
-    """Entries by key, grouped by model version."""
+    """Entries by key, grouped by model version.
+
+    A store whose calls cross the network says so with a class attribute ``remote = True``:
+    in an event loop the engine then gives the loop back between its round trips.
+    """
 
     def location(self, key: str, model_version: str) -> str:
         """Where the entry for ``key`` is (or would be) kept, for messages."""

@@ -71,6 +71,10 @@ class RedisStore:
     own socket timeouts bound every call).
     """
 
+    # its calls are network round trips: in an event loop, the engine gives the loop back
+    # between them (engine.scope.abegin, engine.flight.arecord)
+    remote = True
+
     def __init__(
         self,
         client: Any,
