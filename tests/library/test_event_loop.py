@@ -7,6 +7,7 @@ import asyncio
 import json
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,39 @@ def test_tasks_that_waited_for_the_same_request_take_it_from_memory(tmp_path: Pa
     assert events.count("put") == 1
     after = events[events.index("put") + 1:]
     assert "get" not in after, events  # the seven that waited read no cassette back
+
+
+class LockCountingStore(CountingStore):
+    def lock(self, key: str) -> Any:
+        self.events.append("lock")
+        return super().lock(key)
+
+
+def test_without_a_memory_tier_the_tasks_that_waited_read_the_store_not_the_lock(tmp_path: Path) -> None:
+    """memory_entries=0 keeps nothing in memory: a task that waited for the same request
+    reads the cassette the first one wrote, and never takes the key's lock (which another
+    process could hold for long, with the loop stopped)."""
+    store = LockCountingStore(tmp_path / "cassettes")
+
+    async def answer(request: httpx2.Request) -> httpx2.Response:
+        await asyncio.sleep(0.05)
+        return httpx2.Response(200, json=ANSWER)
+
+    async def main() -> None:
+        cache = LLMCache(store, memory_entries=0)
+        http = httpx2.AsyncClient(transport=cache.async_transport(httpx2.MockTransport(answer)))
+        client = openai.AsyncOpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1", http_client=http)
+        ask = [{"role": "user", "content": "asked by four at once"}]
+        replies = await asyncio.gather(*[client.chat.completions.create(model="gpt-4o", messages=ask)  # type: ignore[arg-type]
+                                         for _ in range(4)])
+        assert [r.choices[0].message.content for r in replies] == ["hi"] * 4
+        assert cache.stats()["recorded"] == 1
+        await http.aclose()
+        cache.close()
+
+    asyncio.run(main())
+    assert store.events.count("put") == 1
+    assert store.events.count("lock") == 1, store.events  # the recorder's only
 
 
 def _loaded(store: str, tmp_path: Path) -> dict[str, bool]:
@@ -163,3 +197,42 @@ def test_a_remote_store_gives_the_loop_back_between_its_round_trips(redis_target
         assert calls[:4] == ["get", "lock", "get", "put"] and calls[-1] == "release", calls
         assert _turns_between(events, "get", "lock") >= 1, events  # the lookup | the lock and second look
         assert _turns_between(events, "put", "release") >= 1, events  # the write | the release
+
+
+def test_a_background_refresh_cancelled_after_its_write_is_counted_and_released(redis_target: Any) -> None:
+    """Over Redis a background refresh gives the loop back between its write and its lock's
+    release; a task cancelled there (the loop shutting down) has refreshed the entry: it is
+    counted as revalidated, and its lock is released."""
+    events: list[str] = []
+    store = _spied(redis_target.store(), events)
+    now = [datetime(2026, 1, 1, tzinfo=timezone.utc)]
+    asked: list[int] = []
+
+    async def answer(request: httpx2.Request) -> httpx2.Response:
+        asked.append(1)
+        reply = {**ANSWER, "choices": [{**ANSWER["choices"][0], "message": {"role": "assistant", "content": f"v{len(asked)}"}}]}
+        return httpx2.Response(200, json=reply)
+
+    async def main() -> None:
+        cache = LLMCache(store, ttl="1h", stale_while_revalidate="10m", clock=lambda: now[0])
+        http = httpx2.AsyncClient(transport=cache.async_transport(httpx2.MockTransport(answer)))
+        client = openai.AsyncOpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1", http_client=http)
+        ask = [{"role": "user", "content": "refreshed behind"}]
+        assert (await client.chat.completions.create(model="gpt-4o", messages=ask)).choices[0].message.content == "v1"  # type: ignore[arg-type]
+        now[0] += timedelta(minutes=65)
+        stale = await client.chat.completions.create(model="gpt-4o", messages=ask)  # type: ignore[arg-type]
+        assert stale.choices[0].message.content == "v1"  # served at once, refreshed behind
+        for _ in range(10_000):  # until the refresh has written its answer
+            if events.count("put") == 2:
+                break
+            await asyncio.sleep(0)
+        assert events.count("put") == 2 and events[-1] == "put", events
+        behind = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        assert len(behind) == 1
+        behind[0].cancel()  # between the write and the release
+        await asyncio.gather(*behind, return_exceptions=True)
+        assert cache.stats()["revalidated"] == 1
+        assert events[-1] == "release", events
+        await http.aclose()
+
+    asyncio.run(main())

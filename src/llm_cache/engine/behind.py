@@ -100,6 +100,7 @@ def arevalidate(scope: Scope, served: Flight, fetch: Callable[[], Awaitable[Fetc
                 await flight.arecord(*fetched)
                 _kept(flight)
         except asyncio.CancelledError:
+            _kept(flight)  # cancelled after its write (the loop's turn before the release): counted
             flight.abandon()
             raise
         except Exception as exc:  # noqa: BLE001 - logged: nobody awaits this task

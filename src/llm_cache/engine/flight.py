@@ -157,7 +157,8 @@ class Flight:
             return
         try:
             self._keep(status, headers, body, arrivals)
-            await asyncio.sleep(0)
+            if self.stored:  # the write was a round trip; the release is the next
+                await asyncio.sleep(0)
         finally:
             self._finish()
             self.scope.session.counted()

@@ -115,7 +115,7 @@ class Scope:
                 # the memory tier now: no second read of the store (a YAML parse, a round trip),
                 # since the key's lock, taken next when the answer is still missing, looks at
                 # the store again for what other processes wrote.
-                recalled = None if controls.no_cache else self.session.recall(rk, ttl)
+                recalled = None if controls.no_cache else self.session.recall(rk, self.mode, ttl, self.stats)
                 if recalled is not None:
                     found, entry = recalled
                 flight = self._decided(rk, found, entry, request, controls, ttl)

@@ -161,9 +161,15 @@ class CacheSession:
                 self.tier.put(entry)
         return self._fresh(entry, ttl)
 
-    def recall(self, rk: RequestKey, ttl: timedelta | None) -> tuple[Found, Entry] | None:
-        """The entry for ``rk`` from the memory tier alone (None when it is not there)."""
-        entry = None if self.tier is None else self.tier.get(rk.key)
+    def recall(
+        self, rk: RequestKey, mode: Mode, ttl: timedelta | None, counts: Counts
+    ) -> tuple[Found, Entry | None] | None:
+        """After a task waited for its key's gate: the entry the task it waited for left in the
+        memory tier, None when there is none (the key's lock looks at the store next). With
+        no tier that holds entries (a memory store, ``memory_entries=0``) the store is read."""
+        if self.tier is None or self.tier.max_entries <= 0:
+            return self.find(rk, mode, ttl, counts)
+        entry = self.tier.get(rk.key)
         return None if entry is None else self._fresh(entry, ttl)
 
     def _fresh(self, entry: Entry, ttl: timedelta | None) -> tuple[Found, Entry]:
