@@ -151,9 +151,9 @@ def _turns_between(events: list[str], first: str, then: str) -> int:
 
 
 def test_a_remote_store_gives_the_loop_back_between_its_round_trips(redis_target: Any) -> None:
-    """Over Redis each call is a round trip that holds the loop: a miss's lookup, then its
-    lock and second look, then its write, then the lock's release, are stretches of their
-    own, and the loop's other tasks run between them (plain and streamed answers)."""
+    """Over Redis each call is a round trip that holds the loop: a miss's lookup, its lock,
+    its second look, its write and the lock's release are stretches of their own, and the
+    loop's other tasks run between them (plain and streamed answers)."""
     events: list[str] = []
     store = _spied(redis_target.store(), events)
 
@@ -195,7 +195,8 @@ def test_a_remote_store_gives_the_loop_back_between_its_round_trips(redis_target
         asyncio.run(main(stream))
         calls = [e for e in events if e != "tick"]
         assert calls[:4] == ["get", "lock", "get", "put"] and calls[-1] == "release", calls
-        assert _turns_between(events, "get", "lock") >= 1, events  # the lookup | the lock and second look
+        assert _turns_between(events, "get", "lock") >= 1, events  # the lookup | the lock
+        assert _turns_between(events, "lock", "get") >= 1, events  # the lock | the second look
         assert _turns_between(events, "put", "release") >= 1, events  # the write | the release
 
 
@@ -236,3 +237,57 @@ def test_a_background_refresh_cancelled_after_its_write_is_counted_and_released(
         await http.aclose()
 
     asyncio.run(main())
+
+
+def test_a_lock_another_process_holds_is_waited_for_with_the_loop_running(redis_target: Any) -> None:
+    """Another application server records the same request: this one's task asks for the
+    key's lock again and again without stopping its loop (other tasks run meanwhile), then
+    serves what the other one wrote, with no call of its own."""
+    ours, theirs = redis_target.store(), redis_target.store()
+    asked: list[int] = []
+
+    async def answer(request: httpx2.Request) -> httpx2.Response:
+        asked.append(1)
+        return httpx2.Response(200, json=ANSWER)
+
+    def client_of(cache: LLMCache) -> openai.AsyncOpenAI:
+        http = httpx2.AsyncClient(transport=cache.async_transport(httpx2.MockTransport(answer)))
+        return openai.AsyncOpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1", http_client=http)
+
+    ask = [{"role": "user", "content": "recorded by the other server"}]
+
+    async def main() -> None:
+        await client_of(LLMCache(theirs)).chat.completions.create(model="gpt-4o", messages=ask)  # type: ignore[arg-type]
+        (meta,) = list(theirs.scan())
+        recorded = theirs.get(meta.key, meta.model_version)
+        theirs.delete(meta)  # as it was while the other server's call was on its way
+        lock = theirs.lock(meta.key)
+        lock.acquire(timeout=0)
+        ticks = 0
+        stop = asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not stop.is_set():
+                ticks += 1
+                await asyncio.sleep(0.005)
+
+        async def the_other_server_finishes() -> None:
+            await asyncio.sleep(0.3)
+            theirs.put(recorded)
+            lock.release()
+
+        ticking = asyncio.create_task(ticker())
+        finishing = asyncio.create_task(the_other_server_finishes())
+        cache = LLMCache(ours)
+        reply = await client_of(cache).chat.completions.with_raw_response.create(model="gpt-4o", messages=ask)  # type: ignore[arg-type]
+        ticks_while_waiting = ticks
+        stop.set()
+        await asyncio.gather(ticking, finishing)
+        assert reply.parse().choices[0].message.content == "hi"
+        assert reply.headers["x-llm-cache-status"] == "hit"
+        assert ticks_while_waiting >= 20, ticks_while_waiting  # about 60 in 0.3 s; 0 with the loop stopped
+        assert cache.stats()["recorded"] == 0
+
+    asyncio.run(main())
+    assert asked == [1]  # the other server's call only

@@ -28,6 +28,8 @@ from .controls import Controls, take
 from .flight import Flight
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ..cassette import Entry
     from .session import CacheSession
 
@@ -118,7 +120,17 @@ class Scope:
                 recalled = None if controls.no_cache else self.session.recall(rk, self.mode, ttl, self.stats)
                 if recalled is not None:
                     found, entry = recalled
-                flight = self._decided(rk, found, entry, request, controls, ttl)
+                claimed = None
+                if self._action(found, entry, ttl) in _GOES_UP:  # no-store went out above
+                    claimed = await self.session.aclaim(
+                        rk, self.mode, ttl, self.stats, self.session.lock_wait(request.timeout)
+                    )
+                try:
+                    flight = self._decided(rk, found, entry, request, controls, ttl, claimed)
+                except BaseException:
+                    if claimed is not None and claimed[0] is not None:
+                        claimed[0]()
+                    raise
             except BaseException:
                 if leave is not None:
                     leave()
@@ -176,15 +188,20 @@ class Scope:
     def _decided(
         self, rk: RequestKey, found: Found, entry: Entry | None, request: Request,
         controls: Controls = NO_CONTROLS, ttl: timedelta | None | object = ...,
+        claimed: tuple[Callable[[], None] | None, Found, Entry | None] | None = None,
     ) -> Flight:
+        """What to do with the request: serve, refuse, or go upstream holding the key's lock
+        (``claimed``: the lock and second look an event loop's task took already)."""
         __tracebackhide__ = True
         ttl = self.ttl if ttl is ... else ttl
         action = self._action(found, entry, ttl)  # type: ignore[arg-type]
         release = None
         # no-store keeps nothing: there is no recording to wait for, and none to wait on
         if action in _GOES_UP and not controls.no_store:
-            wait = self.session.lock_wait(request.timeout)
-            release, again, entry_again = self.session.claim(rk, self.mode, ttl, self.stats, wait)  # type: ignore[arg-type]
+            if claimed is None:
+                wait = self.session.lock_wait(request.timeout)
+                claimed = self.session.claim(rk, self.mode, ttl, self.stats, wait)  # type: ignore[arg-type]
+            release, again, entry_again = claimed
             if not controls.no_cache:
                 found, entry = again, entry_again
                 action = self._action(found, entry, ttl)  # type: ignore[arg-type]

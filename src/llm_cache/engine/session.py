@@ -36,6 +36,9 @@ __all__ = ["CacheSession", "open_settings_store", "utcnow"]
 
 log = logging.getLogger("llm_cache")
 
+# How often a task of an event loop asks again for a key's lock that is held elsewhere.
+LOCK_POLL = 0.02
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -250,6 +253,43 @@ class CacheSession:
         else:
             release = self._holding(rk.key, lock, held)
         try:
+            found, entry = self.find(rk, mode, ttl, counts, reread=True)
+        except BaseException:
+            if release is not None:
+                release()
+            raise
+        return release, found, entry
+
+    async def aclaim(
+        self, rk: RequestKey, mode: Mode, ttl: timedelta | None, counts: Counts, wait: float
+    ) -> tuple[Callable[[], None] | None, Found, Entry | None]:
+        """``claim`` for an event loop: a lock held elsewhere (another process recording the
+        key) is asked for again every ``LOCK_POLL`` seconds, the loop running meanwhile,
+        instead of waited for on the loop. A task of this process never waits: the holder is
+        this loop's own task (the gate lets only it through) or a thread of this process."""
+        lock: Lock = self.store.lock(rk.key)
+        held = self._thread_keys()
+        mine = rk.key in held or rk.key in self._inflight
+        deadline = time.monotonic() + (0.0 if mine else wait)
+        release = None
+        while True:
+            try:
+                lock.acquire(timeout=0)
+            except TimeoutError as exc:  # held elsewhere (filelock's Timeout is one too)
+                if time.monotonic() >= deadline:
+                    if not mine and wait:
+                        log.warning("could not lock %s within %g s (%s); recording without the lock",
+                                    rk.prefix, wait, exc)
+                    break
+                await asyncio.sleep(LOCK_POLL)
+            except Exception:  # noqa: BLE001 - a store without working locks: recorded without
+                break
+            else:
+                release = self._holding(rk.key, lock, held)
+                break
+        try:
+            if release is not None and self.remote:  # the lock was a round trip; the look is next
+                await asyncio.sleep(0)
             found, entry = self.find(rk, mode, ttl, counts, reread=True)
         except BaseException:
             if release is not None:
