@@ -279,15 +279,53 @@ def test_a_lock_another_process_holds_is_waited_for_with_the_loop_running(redis_
 
         ticking = asyncio.create_task(ticker())
         finishing = asyncio.create_task(the_other_server_finishes())
-        cache = LLMCache(ours)
+        cache = LLMCache(ours, lock_timeout=5)  # the old code waited on the loop: 5 s, not 120
         reply = await client_of(cache).chat.completions.with_raw_response.create(model="gpt-4o", messages=ask)  # type: ignore[arg-type]
         ticks_while_waiting = ticks
         stop.set()
         await asyncio.gather(ticking, finishing)
         assert reply.parse().choices[0].message.content == "hi"
         assert reply.headers["x-llm-cache-status"] == "hit"
-        assert ticks_while_waiting >= 20, ticks_while_waiting  # about 60 in 0.3 s; 0 with the loop stopped
+        assert ticks_while_waiting >= 5, ticks_while_waiting  # about 60 in 0.3 s; 0 with the loop stopped
         assert cache.stats()["recorded"] == 0
 
     asyncio.run(main())
     assert asked == [1]  # the other server's call only
+
+
+def test_a_lock_a_task_took_is_released_when_the_second_look_needs_none(tmp_path: Path) -> None:
+    """A task takes the key's lock for a refresh; by the time the engine decides, the entry is
+    fresh (another process refreshed it, or the clock moved): the lock it took is released,
+    not left held until the process ends."""
+    from llm_cache.modes import Action, Found
+
+    store = FileStore(tmp_path / "cassettes")
+    cache = LLMCache(store)
+    client = openai.OpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1", http_client=httpx2.Client(
+        transport=cache.transport(httpx2.MockTransport(lambda r: httpx2.Response(200, json=ANSWER)))))
+    ask = [{"role": "user", "content": "recorded, then refreshed elsewhere"}]
+    client.chat.completions.create(model="gpt-4o", messages=ask)  # type: ignore[arg-type]
+    (meta,) = list(store.scan())
+    entry = store.get(meta.key, meta.model_version)
+    assert entry is not None
+    scope = cache._scope
+    request = entry_request(entry)
+    rk = scope.key(request)
+    assert rk.key == entry.key
+    released: list[int] = []
+    flight = scope._decided(rk, Found.MISSING, None, request, claimed=(lambda: released.append(1), Found.MISSING, None))
+    assert flight.action is Action.RECORD and released == []  # needed: the flight holds it
+    flight.abandon()
+    assert released == [1]
+    released.clear()
+    flight = scope._decided(rk, Found.FRESH, entry, request, claimed=(lambda: released.append(1), Found.FRESH, entry))
+    assert flight.served and released == [1]  # not needed any more: released at once
+    cache.close()
+
+
+def entry_request(entry: Any) -> Any:
+    """The request an entry was recorded for, as the engine sees one."""
+    from llm_cache.exchange import Request
+
+    return Request(entry.method, f"http://127.0.0.1:9{entry.path}", entry.request_body.to_bytes(),
+                   {"content-type": "application/json"})

@@ -208,6 +208,8 @@ class Scope:
             if release is not None and action not in _GOES_UP:
                 release()
                 release = None
+        elif claimed is not None and claimed[0] is not None:
+            claimed[0]()  # taken by the task for an action that, looked at again, needs no lock
         if entry is not None and action in _GOES_UP:
             # its test asked for it, whatever becomes of the refresh: not an unused cassette
             self.session.stats.use(rk.key, self.session.clock(), hit=False)
