@@ -1,6 +1,7 @@
 """The engine: one flow for every request, whichever adapter brought it.
 
-- ``session.CacheSession``: settings, store, memory tier, stats, recording locks;
+- ``session.CacheSession``: settings, store, memory tier, stats;
+- ``claims``: the key's recording lock across threads, tasks and processes;
 - ``scope.Scope``: one test's (or block's, or application's) view; ``begin`` decides;
 - ``flight.Flight``: serve, forward, record or abandon one request; ``Recording`` tees a stream;
 - ``record``: what an answer must pass to be stored;

@@ -1,13 +1,12 @@
 """One cache session (a pytest run, or an application's cache): settings, store, stats, locks.
 
 What a request needs of the session: ``find`` its entry (memory tier first), and
-``claim`` the key's recording lock before going upstream, so that one call per
-key goes out however many threads and processes ask at once.
+``claim`` the key's recording lock before going upstream (``claims.KeyLocks``), so
+that one call per key goes out however many threads and processes ask at once.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import threading
@@ -25,8 +24,8 @@ from ..policy import plan_eviction
 from ..settings import Settings
 from ..stats import Counts, SessionStats
 from ..stores import FileStore, MemoryStore, Store, open_store
-from ..stores.protocol import Lock
 from ..stores.tier import MemoryTier
+from .claims import KeyLocks
 from .gate import Gates
 
 if TYPE_CHECKING:
@@ -36,20 +35,8 @@ __all__ = ["CacheSession", "open_settings_store", "utcnow"]
 
 log = logging.getLogger("llm_cache")
 
-# How often a task of an event loop asks again for a key's lock that is held elsewhere.
-LOCK_POLL = 0.02
-
-
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def _in_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
 
 
 def open_settings_store(settings: Settings) -> Store:
@@ -63,7 +50,7 @@ def open_settings_store(settings: Settings) -> Store:
     return store
 
 
-class CacheSession:
+class CacheSession(KeyLocks):
     """Settings, a store, a clock and the session's stats.
 
     ``passthrough`` (the library's ``fallback="passthrough"``): when the store is
@@ -192,138 +179,6 @@ class CacheSession:
     def within_sie(self, entry: Entry, ttl: timedelta | None) -> bool:
         """An expired entry still young enough to serve when its refresh fails."""
         return self._within(entry, ttl, self.stale_if_error)
-
-    def try_claim(self, key: str) -> Callable[[], None] | None:
-        """The key's recording lock if it is free now (in this process and every other),
-        else None: one background refresh per key, and none waits for another."""
-        with self._lock:
-            if key in self._inflight:
-                return None
-            self._inflight[key] = 1  # reserved: no other thread of this process tries now
-        lock: Lock = self.store.lock(key)
-        try:
-            lock.acquire(timeout=0)
-        except Exception:  # noqa: BLE001 - held elsewhere, or a store without working locks
-            with self._lock:
-                self._inflight.pop(key, None)
-            return None
-        released = False
-
-        def release() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                with self._lock:
-                    self._inflight.pop(key, None)
-                lock.release()
-
-        return release
-
-    def lock_wait(self, request_timeout: float | None) -> float:
-        """How long a recorder waits for another holder of its key: the lock timeout
-        setting, or less when the request's own timeout is shorter."""
-        limit = self.settings.lock_timeout
-        if request_timeout is not None and request_timeout >= 0:
-            return min(limit, request_timeout)
-        return limit
-
-    def claim(
-        self, rk: RequestKey, mode: Mode, ttl: timedelta | None, counts: Counts, wait: float
-    ) -> tuple[Callable[[], None] | None, Found, Entry | None]:
-        """Take the key's lock before going upstream, then look again.
-
-        Whoever holds the lock records; the others wait, then find the cassette
-        it wrote and serve it. Returns what releases the lock (None: not held),
-        and what the second look found. A lock left by a killed process is released
-        by the kernel, so it never blocks a later run.
-        """
-        lock: Lock = self.store.lock(rk.key)
-        held = self._thread_keys()
-        # A thread asking again for a key it is recording itself, or a task of an event
-        # loop whose process holds the key (the holder must finish on this very loop),
-        # goes upstream without the lock: a duplicate call, never a deadlock.
-        mine = rk.key in held or (rk.key in self._inflight and _in_event_loop())
-        timeout = 0.0 if mine else wait
-        try:
-            lock.acquire(timeout=timeout)
-        except Exception as exc:  # noqa: BLE001 - a Timeout, or a store without working locks
-            if timeout:
-                log.warning("could not lock %s within %g s (%s); recording without the lock", rk.prefix, timeout, exc)
-            release = None
-        else:
-            release = self._holding(rk.key, lock, held)
-        try:
-            found, entry = self.find(rk, mode, ttl, counts, reread=True)
-        except BaseException:
-            if release is not None:
-                release()
-            raise
-        return release, found, entry
-
-    async def aclaim(
-        self, rk: RequestKey, mode: Mode, ttl: timedelta | None, counts: Counts, wait: float
-    ) -> tuple[Callable[[], None] | None, Found, Entry | None]:
-        """``claim`` for an event loop: a lock held elsewhere (another process recording the
-        key) is asked for again every ``LOCK_POLL`` seconds, the loop running meanwhile,
-        instead of waited for on the loop. A task of this process never waits: the holder is
-        this loop's own task (the gate lets only it through) or a thread of this process."""
-        lock: Lock = self.store.lock(rk.key)
-        held = self._thread_keys()
-        mine = rk.key in held or rk.key in self._inflight
-        deadline = time.monotonic() + (0.0 if mine else wait)
-        release = None
-        while True:
-            try:
-                lock.acquire(timeout=0)
-            except TimeoutError as exc:  # held elsewhere (filelock's Timeout is one too)
-                if time.monotonic() >= deadline:
-                    if not mine and wait:
-                        log.warning("could not lock %s within %g s (%s); recording without the lock",
-                                    rk.prefix, wait, exc)
-                    break
-                await asyncio.sleep(LOCK_POLL)
-            except Exception:  # noqa: BLE001 - a store without working locks: recorded without
-                break
-            else:
-                release = self._holding(rk.key, lock, held)
-                break
-        try:
-            if release is not None and self.remote:  # the lock was a round trip; the look is next
-                await asyncio.sleep(0)
-            found, entry = self.find(rk, mode, ttl, counts, reread=True)
-        except BaseException:
-            if release is not None:
-                release()
-            raise
-        return release, found, entry
-
-    def _thread_keys(self) -> set[str]:
-        keys: set[str] | None = getattr(self._held, "keys", None)
-        if keys is None:
-            keys = self._held.keys = set()
-        return keys
-
-    def _holding(self, key: str, lock: Lock, held: set[str]) -> Callable[[], None]:
-        with self._lock:
-            self._inflight[key] = self._inflight.get(key, 0) + 1
-        held.add(key)
-        done = False
-
-        def release() -> None:
-            nonlocal done
-            if done:
-                return
-            done = True
-            held.discard(key)
-            with self._lock:
-                left = self._inflight.get(key, 1) - 1
-                if left:
-                    self._inflight[key] = left
-                else:
-                    self._inflight.pop(key, None)
-            lock.release()
-
-        return release
 
     # -- session end -------------------------------------------------------
 

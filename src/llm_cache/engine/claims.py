@@ -1,0 +1,201 @@
+"""The key's recording lock, across threads, tasks and processes: whoever holds it goes
+upstream and records; the others wait, then serve what it wrote.
+
+``CacheSession`` takes these methods from ``KeyLocks``: ``claim`` before a request goes
+upstream (``aclaim`` on an event loop, where a lock held elsewhere is asked for again
+with the loop running), ``try_claim`` for a background refresh, which never waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from ..key import RequestKey
+from ..modes import Found, Mode
+from ..stats import Counts
+
+if TYPE_CHECKING:
+    from ..cassette import Entry
+    from ..settings import Settings
+    from ..stores import Store
+    from ..stores.protocol import Lock
+
+__all__ = ["LOCK_POLL", "KeyLocks"]
+
+log = logging.getLogger("llm_cache")
+
+# How often a task of an event loop asks again for a key's lock that is held elsewhere,
+# unless the store says (``lock_poll``).
+LOCK_POLL = 0.02
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _not_locked(rk: RequestKey, waited: float, exc: BaseException) -> None:
+    log.warning("could not lock %s within %g s (%s); recording without the lock", rk.prefix, waited, exc)
+
+
+class KeyLocks:
+    """The recording locks of a session: what ``CacheSession.__init__`` sets up below."""
+
+    store: Store
+    settings: Settings
+    remote: bool
+    _lock: threading.Lock
+    # keys this process is recording now -> how many recorders; and, per thread, the keys
+    # that thread holds (a thread-local object, never a reusable thread id)
+    _inflight: dict[str, int]
+    _held: threading.local
+
+    if TYPE_CHECKING:  # CacheSession's
+
+        def find(
+            self, rk: RequestKey, mode: Mode, ttl: timedelta | None, counts: Counts, reread: bool = False
+        ) -> tuple[Found, Entry | None]: ...
+
+    def try_claim(self, key: str) -> Callable[[], None] | None:
+        """The key's recording lock if it is free now (in this process and every other),
+        else None: one background refresh per key, and none waits for another."""
+        with self._lock:
+            if key in self._inflight:
+                return None
+            self._inflight[key] = 1  # reserved: no other thread of this process tries now
+        lock: Lock = self.store.lock(key)
+        try:
+            lock.acquire(timeout=0)
+        except Exception:  # noqa: BLE001 - held elsewhere, or a store without working locks
+            with self._lock:
+                self._inflight.pop(key, None)
+            return None
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                with self._lock:
+                    self._inflight.pop(key, None)
+                lock.release()
+
+        return release
+
+    def lock_wait(self, request_timeout: float | None) -> float:
+        """How long a recorder waits for another holder of its key: the lock timeout
+        setting, or less when the request's own timeout is shorter."""
+        limit = self.settings.lock_timeout
+        if request_timeout is not None and request_timeout >= 0:
+            return min(limit, request_timeout)
+        return limit
+
+    def claim(
+        self, rk: RequestKey, mode: Mode, ttl: timedelta | None, counts: Counts, wait: float
+    ) -> tuple[Callable[[], None] | None, Found, Entry | None]:
+        """Take the key's lock before going upstream, then look again.
+
+        Whoever holds the lock records; the others wait, then find the cassette
+        it wrote and serve it. Returns what releases the lock (None: not held),
+        and what the second look found. A lock left by a killed process is released
+        by the kernel, so it never blocks a later run.
+        """
+        lock: Lock = self.store.lock(rk.key)
+        held = self._thread_keys()
+        # A thread asking again for a key it is recording itself, or a task of an event
+        # loop whose process holds the key (the holder must finish on this very loop),
+        # goes upstream without the lock: a duplicate call, never a deadlock.
+        mine = rk.key in held or (rk.key in self._inflight and _in_event_loop())
+        timeout = 0.0 if mine else wait
+        try:
+            lock.acquire(timeout=timeout)
+        except Exception as exc:  # noqa: BLE001 - a Timeout, or a store without working locks
+            if timeout:
+                _not_locked(rk, timeout, exc)
+            release = None
+        else:
+            release = self._holding(rk.key, lock, held)
+        return self._look_again(rk, mode, ttl, counts, release)
+
+    async def aclaim(
+        self, rk: RequestKey, mode: Mode, ttl: timedelta | None, counts: Counts, wait: float
+    ) -> tuple[Callable[[], None] | None, Found, Entry | None]:
+        """``claim`` for an event loop: a lock held elsewhere (another process recording the
+        key) is asked for again every ``LOCK_POLL`` seconds, the loop running meanwhile,
+        instead of waited for on the loop. A task of this process never waits: the holder is
+        this loop's own task (the gate lets only it through) or a thread of this process."""
+        lock: Lock = self.store.lock(rk.key)
+        held = self._thread_keys()
+        mine = rk.key in held or rk.key in self._inflight
+        deadline = time.monotonic() + (0.0 if mine else wait)
+        release = None
+        while True:
+            try:
+                lock.acquire(timeout=0)
+            except TimeoutError as exc:  # held elsewhere (filelock's Timeout is one too)
+                if time.monotonic() >= deadline:
+                    if not mine and wait:
+                        _not_locked(rk, wait, exc)
+                    break
+                await asyncio.sleep(getattr(self.store, "lock_poll", LOCK_POLL))  # the Redis store has its own
+            except Exception:  # noqa: BLE001 - a store without working locks: recorded without
+                break
+            else:
+                release = self._holding(rk.key, lock, held)
+                break
+        if release is not None and self.remote:  # the lock was a round trip; the look is next
+            try:
+                await asyncio.sleep(0)
+            except BaseException:
+                release()
+                raise
+        return self._look_again(rk, mode, ttl, counts, release)
+
+    def _look_again(
+        self, rk: RequestKey, mode: Mode, ttl: timedelta | None, counts: Counts, release: Callable[[], None] | None
+    ) -> tuple[Callable[[], None] | None, Found, Entry | None]:
+        """The second look, under the key's lock when ``release`` holds it (released if the look fails)."""
+        try:
+            found, entry = self.find(rk, mode, ttl, counts, reread=True)
+        except BaseException:
+            if release is not None:
+                release()
+            raise
+        return release, found, entry
+
+    def _thread_keys(self) -> set[str]:
+        keys: set[str] | None = getattr(self._held, "keys", None)
+        if keys is None:
+            keys = self._held.keys = set()
+        return keys
+
+    def _holding(self, key: str, lock: Lock, held: set[str]) -> Callable[[], None]:
+        with self._lock:
+            self._inflight[key] = self._inflight.get(key, 0) + 1
+        held.add(key)
+        done = False
+
+        def release() -> None:
+            nonlocal done
+            if done:
+                return
+            done = True
+            held.discard(key)
+            with self._lock:
+                left = self._inflight.get(key, 1) - 1
+                if left:
+                    self._inflight[key] = left
+                else:
+                    self._inflight.pop(key, None)
+            lock.release()
+
+        return release
