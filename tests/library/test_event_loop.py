@@ -135,13 +135,65 @@ class _SpiedLock:
         self._lock.release()
 
 
+class _SpiedAsyncLock:
+    def __init__(self, lock: Any, events: list[str]) -> None:
+        self._lock, self._events = lock, events
+
+    async def acquire(self) -> bool:
+        got = await self._lock.acquire()
+        self._events.append("lock")
+        return bool(got)
+
+    async def arelease(self) -> None:
+        await self._lock.arelease()
+        self._events.append("release")
+
+    def release(self) -> None:
+        self._lock.release()
+        self._events.append("release")
+
+
 def _spied(store: Any, events: list[str]) -> Any:
-    """The real Redis store, each call that goes to the server noted in ``events`` first."""
+    """The real Redis store, each call that goes to the server noted in ``events``: before a
+    blocking call, after an awaited one (of its ``aio`` side)."""
     get, put, lock = store.get, store.put, store.lock
     store.get = lambda key, mv: (events.append("get"), get(key, mv))[1]
     store.put = lambda entry, text=None: (events.append("put"), put(entry, text))[1]
     store.lock = lambda key: _SpiedLock(lock(key), events)
+    aio = store.aio
+    if aio is not None:
+        aget, aput, alock = aio.get, aio.put, aio.lock
+
+        async def spied_get(key: str, mv: str) -> Any:
+            got = await aget(key, mv)
+            events.append("get")
+            return got
+
+        async def spied_put(entry: Any, text: str | None = None) -> str:
+            where = await aput(entry, text)
+            events.append("put")
+            return str(where)
+
+        aio.get, aio.put = spied_get, spied_put
+        aio.lock = lambda key: _SpiedAsyncLock(alock(key), events)
     return store
+
+
+def _blocking_only(store: Any) -> Any:
+    """The store as one made with ``asyncio=no`` or from a redis-py client alone: no asyncio side."""
+    store.aio = None
+    return store
+
+
+def test_a_redis_url_with_asyncio_no_makes_a_store_with_no_asyncio_side(redis_target: Any) -> None:
+    from llm_cache.stores.redis import RedisStore
+
+    assert redis_target.store().aio is not None
+    blocking = RedisStore.from_url(redis_target.store_url + "&asyncio=no")
+    try:
+        assert blocking.aio is None
+    finally:
+        blocking.close()
 
 
 def _turns_between(events: list[str], first: str, then: str) -> int:
@@ -150,12 +202,83 @@ def _turns_between(events: list[str], first: str, then: str) -> int:
     return events[start:events.index(then, start)].count("tick")
 
 
+def _answer_plain_or_streamed(request: httpx2.Request) -> httpx2.Response:
+    if json.loads(request.content).get("stream"):
+        chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
+                 "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": "stop"}]}
+        body = f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode()
+        return httpx2.Response(200, content=body, headers={"content-type": "text/event-stream"})
+    return httpx2.Response(200, json=ANSWER)
+
+
+async def _ask(client: openai.AsyncOpenAI, question: str, stream: bool) -> Any:
+    ask = [{"role": "user", "content": question}]
+    if stream:
+        got = await client.chat.completions.with_raw_response.create(model="gpt-4o", messages=ask, stream=True)  # type: ignore[arg-type]
+        assert "".join([c.choices[0].delta.content or "" async for c in got.parse()]) == "hi"
+    else:
+        got = await client.chat.completions.with_raw_response.create(model="gpt-4o", messages=ask)  # type: ignore[arg-type]
+        assert got.parse().choices[0].message.content == "hi"
+    return got.headers["x-llm-cache-status"]
+
+
+def test_over_redis_the_loop_runs_while_the_server_is_slow_to_answer(redis_target: Any) -> None:
+    """The store's round trips are awaited (redis.asyncio): with the server paused for
+    0.25 s (CLIENT PAUSE) during a miss, and again during a hit, the loop's other tasks
+    keep running, and the store's blocking client is never used on the loop."""
+    store = redis_target.store()
+    assert store.aio is not None
+
+    def on_the_loop(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a blocking Redis call on the event loop")
+
+    admin = redis_target.client()
+
+    async def main(stream: bool) -> None:
+        ticks = 0
+        stop = asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not stop.is_set():
+                ticks += 1
+                await asyncio.sleep(0.005)
+
+        ticking = asyncio.create_task(ticker())
+        question = f"asked while Redis is paused, streamed={stream}"
+        for expected in ("miss", "hit"):
+            cache = LLMCache(store)  # a new memory tier each time: the hit is read from Redis
+            http = httpx2.AsyncClient(transport=cache.async_transport(httpx2.MockTransport(_answer_plain_or_streamed)))
+            client = openai.AsyncOpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1", http_client=http)
+            before = ticks
+            admin.execute_command("CLIENT", "PAUSE", 250, "ALL")
+            started = asyncio.get_running_loop().time()
+            assert await _ask(client, question, stream) == expected
+            took = asyncio.get_running_loop().time() - started
+            assert took >= 0.2, took  # the pause was felt: the first round trip waited for it
+            assert ticks - before >= 10, (expected, ticks - before)  # about 50; 0 to 2 with the loop held
+            await http.aclose()
+        stop.set()
+        await ticking
+        await store.aio.aclose()
+
+    blocking = store.get, store.put, store.lock
+    store.get = store.put = store.lock = on_the_loop
+    try:
+        for stream in (False, True):
+            asyncio.run(main(stream))
+    finally:
+        store.get, store.put, store.lock = blocking
+    assert len(list(store.scan())) == 2
+
+
 def test_a_remote_store_gives_the_loop_back_between_its_round_trips(redis_target: Any) -> None:
-    """Over Redis each call is a round trip that holds the loop: a miss's lookup, its lock,
-    its second look, its write and the lock's release are stretches of their own, and the
-    loop's other tasks run between them (plain and streamed answers)."""
+    """Over Redis without an asyncio client (a store made from a redis-py client alone) each
+    call is a round trip that holds the loop: a miss's lookup, its lock, its second look, its
+    write and the lock's release are stretches of their own, and the loop's other tasks run
+    between them (plain and streamed answers)."""
     events: list[str] = []
-    store = _spied(redis_target.store(), events)
+    store = _spied(_blocking_only(redis_target.store()), events)
 
     async def answer(request: httpx2.Request) -> httpx2.Response:
         if json.loads(request.content).get("stream"):
@@ -201,11 +324,11 @@ def test_a_remote_store_gives_the_loop_back_between_its_round_trips(redis_target
 
 
 def test_a_background_refresh_cancelled_after_its_write_is_counted_and_released(redis_target: Any) -> None:
-    """Over Redis a background refresh gives the loop back between its write and its lock's
-    release; a task cancelled there (the loop shutting down) has refreshed the entry: it is
-    counted as revalidated, and its lock is released."""
+    """Over Redis without an asyncio client a background refresh gives the loop back between
+    its write and its lock's release; a task cancelled there (the loop shutting down) has
+    refreshed the entry: it is counted as revalidated, and its lock is released."""
     events: list[str] = []
-    store = _spied(redis_target.store(), events)
+    store = _spied(_blocking_only(redis_target.store()), events)
     now = [datetime(2026, 1, 1, tzinfo=timezone.utc)]
     asked: list[int] = []
 
@@ -329,3 +452,72 @@ def entry_request(entry: Any) -> Any:
 
     return Request(entry.method, f"http://127.0.0.1:9{entry.path}", entry.request_body.to_bytes(),
                    {"content-type": "application/json"})
+
+
+def test_a_task_cancelled_while_it_gives_its_lock_back_leaves_the_lock_free(redis_target: Any) -> None:
+    """The key's lock is given back with an await; a task cancelled during that await (the
+    loop shutting down) gives it back at once, blocking, instead of leaving it held until
+    it expires (60 s) for every other server."""
+    events: list[str] = []
+    store = _spied(redis_target.store(), events)
+    made = store.aio.lock
+
+    class SlowRelease:
+        def __init__(self, key: str) -> None:
+            self.lock = made(key)
+
+        async def acquire(self) -> bool:
+            return bool(await self.lock.acquire())
+
+        async def arelease(self) -> None:
+            await asyncio.sleep(10)  # the cancellation lands here
+            await self.lock.arelease()
+
+        def release(self) -> None:
+            self.lock.release()
+
+    store.aio.lock = SlowRelease
+
+    async def main() -> None:
+        cache = LLMCache(store)
+        http = httpx2.AsyncClient(transport=cache.async_transport(httpx2.MockTransport(_answer_plain_or_streamed)))
+        client = openai.AsyncOpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1", http_client=http)
+        asking = asyncio.create_task(_ask(client, "cancelled at the very end", False))
+        for _ in range(10_000):
+            if "put" in events:
+                break
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.01)
+        asking.cancel()
+        await asyncio.gather(asking, return_exceptions=True)
+        (meta,) = list(store.scan())
+        lock = store.lock(meta.key)
+        lock.acquire(timeout=0)  # free: TimeoutError while the cancelled task's lock is held
+        lock.release()
+        await http.aclose()
+        await store.aio.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_process_that_runs_many_event_loops_keeps_no_connection_of_a_loop_that_ended(redis_target: Any) -> None:
+    """Each event loop gets its own asyncio connections to Redis, closed as its runner ends
+    it (``asyncio.run``): a test suite that runs a loop per test does not pile them up."""
+    store = redis_target.store()
+    admin = redis_target.client()
+
+    def connections() -> int:
+        return len(admin.client_list())
+
+    async def once(n: int) -> None:
+        cache = LLMCache(store)
+        http = httpx2.AsyncClient(transport=cache.async_transport(httpx2.MockTransport(_answer_plain_or_streamed)))
+        client = openai.AsyncOpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1", http_client=http)
+        assert await _ask(client, f"question {n % 2}", False) in ("miss", "hit")
+        await http.aclose()
+
+    asyncio.run(once(0))
+    before = connections()
+    for n in range(1, 6):
+        asyncio.run(once(n))
+    assert connections() <= before, (before, connections())  # one more per loop when they are kept

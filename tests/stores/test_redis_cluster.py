@@ -81,6 +81,9 @@ def test_a_cluster_url_names_its_startup_nodes():
     assert tls.cluster and tls.target == "rediss://10.0.0.1:7000"
     single = parse_store_url("rediss://10.0.0.1:6380/2?prefix=q:")
     assert not single.cluster and single.target == "rediss://10.0.0.1:6380/2" and single.prefix == "q:"
+    assert tls.asyncio and single.asyncio  # an event loop's tasks await Redis unless told
+    blocking = parse_store_url("redis://10.0.0.1:6379/0?asyncio=no&client_name=app")
+    assert not blocking.asyncio and blocking.target == "redis://10.0.0.1:6379/0?client_name=app"  # not redis-py's
 
 
 @pytest.mark.parametrize(
@@ -92,6 +95,8 @@ def test_a_cluster_url_names_its_startup_nodes():
         ("redis+cluster://127.0.0.1:7000/?prefix=a{b}:", "without '{' or '}'"),
         ("redis+cluster://127.0.0.1:7000/?prefix=", "non-empty"),
         ("rediss+cluster://127.0.0.1:7000/?timeout=-1", "positive"),
+        ("redis+cluster://127.0.0.1:7000/?asyncio=maybe", "asyncio= yes or no"),
+        ("redis://127.0.0.1:6379/0?asyncio=", "asyncio= yes or no"),
     ],
 )
 def test_a_bad_cluster_url_is_a_config_error_naming_the_setting(url, expected):

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from ..cassette import Entry
     from ..settings import Settings
     from ..stores import Store
-    from ..stores.protocol import Lock
+    from ..stores.protocol import AsyncLock, AsyncSide, Lock
 
 __all__ = ["LOCK_POLL", "KeyLocks"]
 
@@ -53,6 +53,7 @@ class KeyLocks:
     store: Store
     settings: Settings
     remote: bool
+    aio: AsyncSide | None
     _lock: threading.Lock
     # keys this process is recording now -> how many recorders; and, per thread, the keys
     # that thread holds (a thread-local object, never a reusable thread id)
@@ -62,6 +63,10 @@ class KeyLocks:
     if TYPE_CHECKING:  # CacheSession's
 
         def find(
+            self, rk: RequestKey, mode: Mode, ttl: timedelta | None, counts: Counts, reread: bool = False
+        ) -> tuple[Found, Entry | None]: ...
+
+        async def afind(
             self, rk: RequestKey, mode: Mode, ttl: timedelta | None, counts: Counts, reread: bool = False
         ) -> tuple[Found, Entry | None]: ...
 
@@ -133,14 +138,18 @@ class KeyLocks:
         key) is asked for again every ``LOCK_POLL`` seconds, the loop running meanwhile,
         instead of waited for on the loop. A task of this process never waits: the holder is
         this loop's own task (the gate lets only it through) or a thread of this process."""
-        lock: Lock = self.store.lock(rk.key)
+        aio = self.aio
+        lock: Lock | AsyncLock = self.store.lock(rk.key) if aio is None else aio.lock(rk.key)
         held = self._thread_keys()
         mine = rk.key in held or rk.key in self._inflight
         deadline = time.monotonic() + (0.0 if mine else wait)
         release = None
         while True:
             try:
-                lock.acquire(timeout=0)
+                if aio is None:
+                    lock.acquire(timeout=0)  # type: ignore[call-arg]
+                elif not await lock.acquire():  # type: ignore[misc]
+                    raise TimeoutError(f"lock {rk.prefix} is held")
             except TimeoutError as exc:  # held elsewhere (filelock's Timeout is one too)
                 if time.monotonic() >= deadline:
                     if not mine and wait:
@@ -152,6 +161,8 @@ class KeyLocks:
             else:
                 release = self._holding(rk.key, lock, held)
                 break
+        if aio is not None:
+            return await self._alook_again(rk, mode, ttl, counts, release)
         if release is not None and self.remote:  # the lock was a round trip; the look is next
             try:
                 await asyncio.sleep(0)
@@ -159,6 +170,18 @@ class KeyLocks:
                 release()
                 raise
         return self._look_again(rk, mode, ttl, counts, release)
+
+    async def _alook_again(
+        self, rk: RequestKey, mode: Mode, ttl: timedelta | None, counts: Counts, release: Release | None
+    ) -> tuple[Release | None, Found, Entry | None]:
+        """``_look_again`` through the store's ``aio`` side."""
+        try:
+            found, entry = await self.afind(rk, mode, ttl, counts, reread=True)
+        except BaseException:
+            if release is not None:
+                release()
+            raise
+        return release, found, entry
 
     def _look_again(
         self, rk: RequestKey, mode: Mode, ttl: timedelta | None, counts: Counts, release: Callable[[], None] | None
@@ -178,24 +201,52 @@ class KeyLocks:
             keys = self._held.keys = set()
         return keys
 
-    def _holding(self, key: str, lock: Lock, held: set[str]) -> Callable[[], None]:
+    def _holding(self, key: str, lock: Lock | AsyncLock, held: set[str]) -> Release:
         with self._lock:
             self._inflight[key] = self._inflight.get(key, 0) + 1
         held.add(key)
-        done = False
+        return Release(self, key, lock, held)
 
-        def release() -> None:
-            nonlocal done
-            if done:
-                return
-            done = True
-            held.discard(key)
-            with self._lock:
-                left = self._inflight.get(key, 1) - 1
-                if left:
-                    self._inflight[key] = left
-                else:
-                    self._inflight.pop(key, None)
-            lock.release()
 
-        return release
+class Release:
+    """Gives a key's lock back, once: called, or awaited (``arelease``) when a task took the
+    lock through the store's ``aio`` side (a cancelled await gives it back blocking)."""
+
+    __slots__ = ("done", "held", "key", "lock", "owner")
+
+    def __init__(self, owner: KeyLocks, key: str, lock: Lock | AsyncLock, held: set[str]) -> None:
+        self.owner, self.key, self.lock, self.held = owner, key, lock, held
+        self.done = False
+
+    def __call__(self) -> None:
+        if self._forget():
+            self.lock.release()
+
+    async def arelease(self) -> None:
+        arelease = getattr(self.lock, "arelease", None)
+        if arelease is None:
+            self()
+            return
+        if self.done:
+            return
+        try:
+            await arelease()
+        except BaseException:
+            self()
+            raise
+        self._forget()
+
+    def _forget(self) -> bool:
+        """Not held any more by this process; False when it was given back already."""
+        if self.done:
+            return False
+        self.done = True
+        self.held.discard(self.key)
+        owner = self.owner
+        with owner._lock:
+            left = owner._inflight.get(self.key, 1) - 1
+            if left:
+                owner._inflight[self.key] = left
+            else:
+                owner._inflight.pop(self.key, None)
+        return True

@@ -151,17 +151,33 @@ class Flight:
         arrivals: Sequence[tuple[int, float]] = (),
     ) -> None:
         """``record`` for an event loop. With a remote store the write and the lock's release
-        are two round trips: the loop's other tasks run between them."""
-        if self._finished or not self.scope.session.remote:
+        are two round trips: awaited through the store's ``aio`` side when it has one, else
+        made on the loop with its other tasks run between them."""
+        session = self.scope.session
+        if self._finished or not session.remote:
             self.record(status, headers, body, arrivals)
             return
+        if session.aio is None:
+            try:
+                self._keep(status, headers, body, arrivals)
+                if self.stored:  # the write was a round trip; the release is the next
+                    await asyncio.sleep(0)
+            finally:
+                self._finish()
+                session.counted()
+            return
         try:
-            self._keep(status, headers, body, arrivals)
-            if self.stored:  # the write was a round trip; the release is the next
-                await asyncio.sleep(0)
+            if self.forwards and not self.controls.no_store:
+                from .record import akeep
+
+                await akeep(self, status, headers, body, arrivals)
+            else:
+                self._keep(status, headers, body, arrivals)
         finally:
-            self._finish()
-            self.scope.session.counted()
+            try:
+                await self._afinish()
+            finally:
+                session.counted()
 
     def _keep(
         self, status: int, headers: Sequence[tuple[str, str]], body: bytes, arrivals: Sequence[tuple[int, float]],
@@ -213,6 +229,25 @@ class Flight:
         callbacks, self._done = self._done, []
         for callback in reversed(callbacks):
             callback()
+
+    async def _afinish(self) -> None:
+        """``_finish`` with a lock taken through the store's ``aio`` side given back by an
+        await; when that await is cancelled, everything left is done at once."""
+        if self._finished:
+            return
+        self._finished = True
+        pending, self._done = self._done[::-1], []
+        try:
+            while pending:
+                callback = pending.pop(0)
+                arelease = getattr(callback, "arelease", None)
+                if arelease is not None:
+                    await arelease()
+                else:
+                    callback()
+        finally:
+            for callback in pending:
+                callback()
 
 
 class Recording:

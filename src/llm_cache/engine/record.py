@@ -37,7 +37,7 @@ from ..stats import MAX_DRIFT_TEXT, Drift
 if TYPE_CHECKING:
     from .flight import Flight
 
-__all__ = ["keep"]
+__all__ = ["akeep", "keep"]
 
 log = logging.getLogger("llm_cache")
 
@@ -47,6 +47,45 @@ def keep(
     arrivals: Sequence[tuple[int, float]],
 ) -> None:
     """Store the answer of a flight that went upstream, or count why not."""
+    made = _storable(flight, status, headers, raw, arrivals)
+    if made is None:
+        return
+    entry, text = made
+    store = flight.scope.session.store
+    if flight.action is Action.REFRESH and flight.entry is not None:
+        old = flight.entry
+        if old._slim:  # the memory tier keeps no parsed body: read the one being replaced
+            with contextlib.suppress(CassetteError):
+                old = store.get(old.key, old.model_version) or old
+        _drift(flight, old, entry)
+    _stored(flight, entry, store.put(entry, text))
+
+
+async def akeep(
+    flight: Flight, status: int, headers: Sequence[tuple[str, str]], raw: bytes,
+    arrivals: Sequence[tuple[int, float]],
+) -> None:
+    """``keep`` for an event loop's task, through the store's ``aio`` side (its round trips awaited)."""
+    aio = flight.scope.session.aio
+    assert aio is not None
+    made = _storable(flight, status, headers, raw, arrivals)
+    if made is None:
+        return
+    entry, text = made
+    if flight.action is Action.REFRESH and flight.entry is not None:
+        old = flight.entry
+        if old._slim:
+            with contextlib.suppress(CassetteError):
+                old = await aio.get(old.key, old.model_version) or old
+        _drift(flight, old, entry)
+    _stored(flight, entry, await aio.put(entry, text))
+
+
+def _storable(
+    flight: Flight, status: int, headers: Sequence[tuple[str, str]], raw: bytes,
+    arrivals: Sequence[tuple[int, float]],
+) -> tuple[Entry, str] | None:
+    """The entry to store and its text, or None, counted and said why not."""
     scope = flight.scope
     session = scope.session
     stats = session.stats
@@ -56,14 +95,14 @@ def keep(
     if not 200 <= status < 300 and not settings.record_errors:
         stats.not_stored(scope.stats, "error status", rk.model_version)
         log.debug("not stored %s: status %s", rk.prefix, status)
-        return
+        return None
     joined = _joined(headers)
     try:
         entry, known = _entry(flight, status, joined, raw, arrivals)
     except UndecodableBody as exc:  # the live client could not read it either, or read it cut short
         stats.not_stored(scope.stats, "undecodable", rk.model_version)
         warnings.warn(LLMCacheWarning(f"not storing {rk.prefix}: {exc}"), stacklevel=2)
-        return
+        return None
     body = entry.response_body  # a stream: events, lines or frames; text or bytes when cut mid-event
     if 200 <= status < 300 and body.kind != "json" and not stream_complete(
         body.to_bytes(), joined.get("content-type")
@@ -76,12 +115,12 @@ def keep(
             ),
             stacklevel=2,
         )
-        return
+        return None
     reason = refusal_reason(entry.response_body) if 200 <= status < 300 else None
     if (reason == "empty" and not settings.record_empty) or (reason == "truncated" and not settings.record_truncated):
         stats.not_stored(scope.stats, reason, rk.model_version)
         log.debug("not stored %s: %s response", rk.prefix, reason)
-        return
+        return None
     text = dump_entry(entry)
     location = session.store.location(rk.key, rk.model_version)
     size = len(text) if text.isascii() else len(text.encode("utf-8"))
@@ -95,7 +134,7 @@ def keep(
             ),
             stacklevel=2,
         )
-        return
+        return None
     findings = find_entry_secrets(entry, text, settings.secret_allow, known)
     if findings:
         stats.not_stored(scope.stats, "secret-looking", rk.model_version)
@@ -107,14 +146,15 @@ def keep(
             ),
             stacklevel=2,
         )
-        return
-    if flight.action is Action.REFRESH and flight.entry is not None:
-        old = flight.entry
-        if old._slim:  # the memory tier keeps no parsed body: read the one being replaced
-            with contextlib.suppress(CassetteError):
-                old = session.store.get(old.key, old.model_version) or old
-        _drift(flight, old, entry)
-    location = session.store.put(entry, text)
+        return None
+    return entry, text
+
+
+def _stored(flight: Flight, entry: Entry, location: str) -> None:
+    """What follows a write: the memory tier, the counts, the scope's list of cassettes used."""
+    scope = flight.scope
+    session = scope.session
+    stats = session.stats
     flight.stored = True
     session.remember(entry)
     event = "refreshed" if flight.action is Action.REFRESH else "recorded"

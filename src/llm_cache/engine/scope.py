@@ -103,13 +103,11 @@ class Scope:
         rk = self.key(request, controls)
         ttl = self._ttl(controls)
         try:
-            # on the loop: a lookup handed to a worker thread waits for one, and under load
-            # that queue costs far more than the lookup (benchmarks/bench_load.py)
-            found, entry = self._first_look(rk, ttl, controls)
+            found, entry = await self._afirst_look(rk, ttl, controls)
             if self._action(found, entry, ttl) not in _GOES_UP or controls.no_store:
                 return self._decided(rk, found, entry, request, controls, ttl)
-            if self.session.remote:  # the lookup was a round trip; the lock and second look are next
-                await asyncio.sleep(0)
+            if self.session.remote and self.session.aio is None:
+                await asyncio.sleep(0)  # the lookup was a round trip; the lock and second look are next
             leave = await self.session.gates.enter(rk.key)
             try:
                 # on the loop: the key's lock is taken here, and what takes a lock must not be
@@ -117,7 +115,7 @@ class Scope:
                 # the memory tier now: no second read of the store (a YAML parse, a round trip),
                 # since the key's lock, taken next when the answer is still missing, looks at
                 # the store again for what other processes wrote.
-                recalled = None if controls.no_cache else self.session.recall(rk, self.mode, ttl, self.stats)
+                recalled = None if controls.no_cache else await self.session.arecall(rk, self.mode, ttl, self.stats)
                 if recalled is not None:
                     found, entry = recalled
                 claimed = None
@@ -152,6 +150,24 @@ class Scope:
         if controls.no_cache and self.mode is not Mode.REPLAY:
             return Found.MISSING, None
         return self._find(rk, ttl)
+
+    async def _afirst_look(
+        self, rk: RequestKey, ttl: timedelta | None, controls: Controls
+    ) -> tuple[Found, Entry | None]:
+        """``_first_look`` for an event loop's task. A lookup the store cannot await is made
+        on the loop: handed to a worker thread it waits for one, and under load that queue
+        costs far more than the lookup (benchmarks/bench_load.py)."""
+        session = self.session
+        if session.aio is None or (controls.no_cache and self.mode is not Mode.REPLAY):
+            return self._first_look(rk, ttl, controls)
+        stats = session.stats
+        if not stats.listeners:
+            return await session.afind(rk, self.mode, ttl, self.stats)
+        started = time.perf_counter()
+        try:
+            return await session.afind(rk, self.mode, ttl, self.stats)
+        finally:
+            stats.emit("lookup", rk.model_version, None, time.perf_counter() - started)
 
     def _action(self, found: Found, entry: Entry | None, ttl: timedelta | None) -> Action:
         """``modes.decide``, with the session's stale policies: an expired entry within

@@ -76,6 +76,8 @@ class CacheSession(KeyLocks):
         # a store across the network (Redis): in an event loop each of its round trips on
         # the way to a recording is a stretch of its own, the loop's other tasks run between
         self.remote = bool(getattr(self.store, "remote", False))
+        # and when it has one, its side for an event loop's tasks: each round trip an await
+        self.aio = getattr(self.store, "aio", None)
         self._lock = threading.Lock()
         self._warmed = settings.warm is None
         # keys this process is recording now -> how many recorders; and, per thread, the
@@ -134,31 +136,57 @@ class CacheSession(KeyLocks):
             try:
                 entry = self.store.get(rk.key, rk.model_version)
             except CassetteError as exc:
-                self.stats.bump(counts, "corrupt")
-                if self.stats.listeners:
-                    self.stats.emit("corrupt", rk.model_version)
-                if mode is Mode.REPLAY:
-                    raise
-                moved = self.store.quarantine(rk.key, rk.model_version)
-                warnings.warn(
-                    LLMCacheWarning(f"{exc.path} is unusable ({exc.reason}); moved to {moved}, recording again"),
-                    stacklevel=2,
-                )
-                return Found.MISSING, None
-            if entry is None:
-                return Found.MISSING, None
-            if self.tier is not None:
-                self.tier.put(entry)
+                return self._unusable(exc, rk, mode, counts)
+            return self._read(entry, ttl)
         return self._fresh(entry, ttl)
 
-    def recall(
+    async def afind(
+        self, rk: RequestKey, mode: Mode, ttl: timedelta | None, counts: Counts, reread: bool = False
+    ) -> tuple[Found, Entry | None]:
+        """``find`` for an event loop's task: through the store's ``aio`` side when it has one."""
+        __tracebackhide__ = True
+        aio = self.aio
+        if aio is None:
+            return self.find(rk, mode, ttl, counts, reread)
+        entry = None if reread or self.tier is None else self.tier.get(rk.key)
+        if entry is None:
+            try:
+                entry = await aio.get(rk.key, rk.model_version)
+            except CassetteError as exc:
+                return self._unusable(exc, rk, mode, counts)
+            return self._read(entry, ttl)
+        return self._fresh(entry, ttl)
+
+    def _read(self, entry: Entry | None, ttl: timedelta | None) -> tuple[Found, Entry | None]:
+        if entry is None:
+            return Found.MISSING, None
+        if self.tier is not None:
+            self.tier.put(entry)
+        return self._fresh(entry, ttl)
+
+    def _unusable(self, exc: CassetteError, rk: RequestKey, mode: Mode, counts: Counts) -> tuple[Found, None]:
+        """A corrupt entry: counted; moved aside and recorded again, except in replay (raised)."""
+        __tracebackhide__ = True
+        self.stats.bump(counts, "corrupt")
+        if self.stats.listeners:
+            self.stats.emit("corrupt", rk.model_version)
+        if mode is Mode.REPLAY:
+            raise exc
+        moved = self.store.quarantine(rk.key, rk.model_version)
+        warnings.warn(
+            LLMCacheWarning(f"{exc.path} is unusable ({exc.reason}); moved to {moved}, recording again"),
+            stacklevel=3,
+        )
+        return Found.MISSING, None
+
+    async def arecall(
         self, rk: RequestKey, mode: Mode, ttl: timedelta | None, counts: Counts
     ) -> tuple[Found, Entry | None] | None:
         """After a task waited for its key's gate: the entry the task it waited for left in the
         memory tier, None when there is none (the key's lock looks at the store next). With
         no tier that holds entries (a memory store, ``memory_entries=0``) the store is read."""
         if self.tier is None or self.tier.max_entries <= 0:
-            return self.find(rk, mode, ttl, counts)
+            return await self.afind(rk, mode, ttl, counts)
         entry = self.tier.get(rk.key)
         return None if entry is None else self._fresh(entry, ttl)
 

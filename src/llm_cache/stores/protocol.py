@@ -9,7 +9,7 @@ from ..cassette import Entry
 from ..meta import EntryMeta
 from ..usage import Usage
 
-__all__ = ["EntryMeta", "Lock", "Store"]
+__all__ = ["AsyncLock", "AsyncSide", "EntryMeta", "Lock", "Store"]
 
 
 class Lock(Protocol):
@@ -20,11 +20,35 @@ class Lock(Protocol):
     def release(self) -> None: ...
 
 
+class AsyncLock(Protocol):
+    """A key's lock taken by an event loop's task (see ``AsyncSide``)."""
+
+    async def acquire(self) -> bool:
+        """Ask once: True when the lock is now held, False when another holds it."""
+
+    async def arelease(self) -> None: ...
+
+    def release(self) -> None:
+        """The same, blocking: for the paths that end outside a coroutine."""
+
+
+class AsyncSide(Protocol):
+    """What a store offers an event loop's tasks, as awaits (``store.aio``)."""
+
+    async def get(self, key: str, model_version: str) -> Entry | None: ...
+
+    async def put(self, entry: Entry, text: str | None = None) -> str: ...
+
+    def lock(self, key: str) -> AsyncLock: ...
+
+
 class Store(Protocol):
     """Entries by key, grouped by model version.
 
     A store whose calls cross the network says so with a class attribute ``remote = True``:
-    in an event loop the engine then gives the loop back between its round trips.
+    in an event loop the engine then gives the loop back between its round trips. Such a
+    store may also have an attribute ``aio``, an ``AsyncSide`` (or None): then the tasks of
+    an event loop look up, lock and write through it, and each round trip is an await.
     """
 
     def location(self, key: str, model_version: str) -> str:

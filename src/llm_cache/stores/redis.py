@@ -4,7 +4,8 @@
 ``redis+cluster://host:port[,host:port...]/`` (also ``rediss+cluster://``)
 for a Redis Cluster; query parameters ``prefix`` (default ``llm-cache:``),
 ``timeout`` (seconds, default 2: the connect and the read timeout of every
-command) and ``grace``, any other going to redis-py (see ``redis_url``).
+command), ``grace`` and ``asyncio`` (see ``redis_async``), any other going to
+redis-py (see ``redis_url``).
 
 Every key is under the prefix, in the layout ``redis_keys`` describes:
 unchanged on one server, and on a cluster with the prefix as the keys' hash
@@ -30,7 +31,7 @@ never another entry's answer.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -39,7 +40,16 @@ from ..errors import CassetteError, ConfigError
 from ..redact import mask_url
 from ..usage import Usage
 from .protocol import EntryMeta
-from .redis_client import INSTALL_HINT, connect, describe, import_redis, is_cluster, reach
+from .redis_async import RedisAsync
+from .redis_client import (
+    INSTALL_HINT,
+    connect,
+    connect_async,
+    describe,
+    import_redis,
+    is_cluster,
+    reach,
+)
 from .redis_keys import KeyLayout, index_row, parse_row, posix
 from .redis_lock import LOCK_EXPIRY, LOCK_POLL, RedisLock
 from .redis_scripts import DROP_DANGLING, QUARANTINE
@@ -88,6 +98,7 @@ class RedisStore:
         lock_poll: float = LOCK_POLL,
         cluster: bool | None = None,
         base: str | None = None,
+        async_client: Callable[[], Any] | None = None,
     ) -> None:
         self._redis = import_redis()
         if not prefix:
@@ -111,6 +122,8 @@ class RedisStore:
         self.url = mask_url(url) if url is not None else self._base
         self._drop_script: Any = None
         self._quarantine_script: Any = None
+        # the engine's async path goes through this when there is one (see redis_async)
+        self.aio = None if async_client is None else RedisAsync(self, async_client)
 
     @classmethod
     def from_url(
@@ -134,6 +147,8 @@ class RedisStore:
         with reach(parsed.masked, parsed.timeout):  # a cluster client asks for the layout at once
             client = connect(parsed, setting)
         try:
+            if parsed.asyncio:
+                kwargs.setdefault("async_client", lambda: connect_async(parsed))
             store = cls(client, url=url, prefix=parsed.prefix, ttl=ttl, grace=grace, timeout=parsed.timeout,
                         cluster=parsed.cluster, base=parsed.base, **kwargs)
         except BaseException:
@@ -205,6 +220,9 @@ class RedisStore:
     def get(self, key: str, model_version: str) -> Entry | None:
         with self._reach():
             data = self.client.get(self._name(key))
+        return self._loaded(data, key, model_version)
+
+    def _loaded(self, data: bytes | None, key: str, model_version: str) -> Entry | None:
         if data is None:
             return None
         return load_entry(data, self.location(key, model_version), expected_key=key)
@@ -220,25 +238,27 @@ class RedisStore:
 
     def put(self, entry: Entry, text: str | None = None) -> str:
         """The entry and its index rows in one MULTI/EXEC (keys of one slot on a cluster)."""
-        if text is None:
-            text = dump_entry(entry)
-        data = text.encode("utf-8")
+        with self._reach():
+            pipe = self.client.pipeline(transaction=True)
+            self._queue_put(pipe, entry, text)
+            pipe.execute()
+        return self.location(entry.key, entry.model_version)
+
+    def _queue_put(self, pipe: Any, entry: Entry, text: str | None) -> None:
+        """The commands of ``put`` queued on ``pipe`` (a redis-py or redis.asyncio pipeline)."""
+        data = (dump_entry(entry) if text is None else text).encode("utf-8")
         recorded = posix(entry.recorded_at)
         score = float(recorded)
         expire_at = self._expire_at_ms(entry.recorded_at)
         key, names = entry.key, self.keys
-        with self._reach():
-            pipe = self.client.pipeline(transaction=True)
-            if expire_at is None:
-                pipe.set(self._name(key), data)
-            else:
-                pipe.set(self._name(key), data, pxat=max(expire_at, 1))
-            pipe.hset(names.meta, key, index_row(entry.model_version, recorded, len(data)))
-            pipe.zadd(names.fifo, {key: score})
-            pipe.zadd(names.lru, {key: score}, gt=True)  # adds a new key; an old one keeps a later use
-            pipe.zadd(names.lfu, {key: 0}, nx=True)  # a re-recorded key keeps its hits
-            pipe.execute()
-        return self.location(key, entry.model_version)
+        if expire_at is None:
+            pipe.set(self._name(key), data)
+        else:
+            pipe.set(self._name(key), data, pxat=max(expire_at, 1))
+        pipe.hset(names.meta, key, index_row(entry.model_version, recorded, len(data)))
+        pipe.zadd(names.fifo, {key: score})
+        pipe.zadd(names.lru, {key: score}, gt=True)  # adds a new key; an old one keeps a later use
+        pipe.zadd(names.lfu, {key: 0}, nx=True)  # a re-recorded key keeps its hits
 
     def delete(self, meta: EntryMeta) -> None:
         key, names = meta.key, self.keys
@@ -350,8 +370,16 @@ class RedisStore:
                     self.client.delete(*others)
         return removed
 
+    async def aclose(self) -> None:
+        """``close``, and the running event loop's asyncio client closed with an await."""
+        if self.aio is not None:
+            await self.aio.aclose()
+        self.close()
+
     def close(self) -> None:
         """Disconnect the client's connections (a later call connects again)."""
+        if self.aio is not None:
+            self.aio.close()
         with contextlib.suppress(Exception):
             if self.cluster:
                 self.client.disconnect_connection_pools()

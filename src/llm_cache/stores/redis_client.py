@@ -20,7 +20,7 @@ from ..errors import ConfigError, StoreUnavailable
 from ..redact import mask_url
 from .redis_url import RedisURL
 
-__all__ = ["INSTALL_HINT", "connect", "describe", "import_redis", "is_cluster", "reach"]
+__all__ = ["INSTALL_HINT", "connect", "connect_async", "describe", "import_redis", "is_cluster", "reach"]
 
 INSTALL_HINT = "the Redis store needs redis-py: pip install 'pytest-llm-cache[redis]'"
 # how often a cluster command is tried again after the client refreshed its view of the cluster
@@ -94,6 +94,29 @@ def connect(parsed: RedisURL, setting: str) -> Any:
         )
     except ValueError as exc:
         raise ConfigError(setting=setting, value=parsed.masked, expected=f"a Redis URL ({exc})") from None
+
+
+def connect_async(parsed: RedisURL) -> Any:
+    """The redis.asyncio twin of ``connect(parsed)``: the same server or cluster, timeouts and
+    retries, for the tasks of the event loop it is first used in (its connections belong
+    to that loop). It connects on its first command."""
+    import redis.asyncio
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    exceptions = import_redis().exceptions
+    timeouts: dict[str, Any] = {"socket_connect_timeout": parsed.timeout, "socket_timeout": parsed.timeout,
+                "decode_responses": False}
+    if not parsed.cluster:
+        retry = Retry(NoBackoff(), 1, (exceptions.ConnectionError,))
+        return redis.asyncio.Redis.from_url(parsed.target, retry=retry, **timeouts)
+    cluster = redis.asyncio.cluster
+    return cluster.RedisCluster.from_url(
+        parsed.target,
+        startup_nodes=[cluster.ClusterNode(host, port) for host, port in parsed.nodes[1:]],
+        retry=Retry(NoBackoff(), CLUSTER_RETRIES),
+        **timeouts,
+    )
 
 
 def describe(client: Any, url: str | None, base: str | None = None) -> str:

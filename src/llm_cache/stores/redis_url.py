@@ -8,8 +8,10 @@
   being down), and a cluster has one database, 0.
 
 Our query parameters are ``prefix`` (default ``llm-cache:``), ``timeout``
-(seconds, default 2: the connect and the read timeout of every command) and
-``grace``; any other goes to redis-py (``client_name=``, ``ssl_ca_certs=``,
+(seconds, default 2: the connect and the read timeout of every command),
+``grace`` and ``asyncio`` (``yes``, the default: an event loop's tasks await
+their round trips through a ``redis.asyncio`` client; ``no``: they make them
+on the loop with the blocking client); any other goes to redis-py (``client_name=``, ``ssl_ca_certs=``,
 ``ssl_cert_reqs=``...). Nothing here imports redis-py.
 """
 
@@ -28,7 +30,8 @@ DEFAULT_PREFIX = "llm-cache:"
 DEFAULT_TIMEOUT = 2.0
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 SCHEMES = ("redis", "rediss", "unix", *CLUSTER_SCHEMES)
-_OUR_PARAMS = ("prefix", "timeout", "grace")
+_OUR_PARAMS = ("prefix", "timeout", "grace", "asyncio")
+_YES, _NO = ("yes", "true", "1", "on"), ("no", "false", "0", "off")
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,8 @@ class RedisURL:
     nodes: tuple[tuple[str, int], ...] = ()
     # a cluster's name in locations: scheme and nodes, never a password
     base: str | None = None
+    # an event loop's tasks await their round trips (redis.asyncio)
+    asyncio: bool = True
 
     @property
     def masked(self) -> str:
@@ -71,10 +76,14 @@ def parse_store_url(url: str, setting: str = "--llm-cache-store") -> RedisURL:
     if not (timeout > 0 and math.isfinite(timeout)):
         raise ConfigError(setting=named, value=ours["timeout"], expected="timeout= a positive number of seconds")
     grace = ours.get("grace")
+    aio = ours.get("asyncio", "yes").lower()
+    if aio not in _YES + _NO:
+        raise ConfigError(setting=named, value=ours["asyncio"], expected="asyncio= yes or no")
+    awaited = aio in _YES
     scheme = parts.scheme.lower()
     if scheme not in CLUSTER_SCHEMES:
         target = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(rest), parts.fragment))
-        return RedisURL(url, prefix, timeout, grace, target)
+        return RedisURL(url, prefix, timeout, grace, target, asyncio=awaited)
     if "{" in prefix or "}" in prefix:
         raise ConfigError(setting=named, value=prefix,
                           expected="prefix= without '{' or '}' on a cluster (the prefix is the keys' hash tag)")
@@ -86,7 +95,7 @@ def parse_store_url(url: str, setting: str = "--llm-cache-store") -> RedisURL:
     first = hosts.split(",")[0].strip()
     target = urlunsplit(("rediss" if tls else "redis", userinfo + at + first, "", urlencode(rest), ""))
     base = f"{scheme}://" + ",".join(host.strip() for host in hosts.split(","))
-    return RedisURL(url, prefix, timeout, grace, target, cluster=True, nodes=nodes, base=base)
+    return RedisURL(url, prefix, timeout, grace, target, cluster=True, nodes=nodes, base=base, asyncio=awaited)
 
 
 def _node(text: str, named: str) -> tuple[str, int]:
