@@ -522,6 +522,24 @@ def start_redis(stack: ExitStack) -> tuple[str | None, str | None]:
     return server.url, None
 
 
+def behind_rtt(stack: ExitStack, url: str, rtt_ms: float) -> str:
+    """``url`` through rtt_proxy.py: Redis answering as across a network, ``rtt_ms`` a round trip."""
+    from urllib.parse import urlsplit
+
+    port = urlsplit(url).port
+    proxy = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve().parent / "rtt_proxy.py"), str(port), str(rtt_ms)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    assert proxy.stdin is not None and proxy.stdout is not None
+    stack.callback(proxy.wait, 10)
+    stack.callback(proxy.stdin.close)
+    listening = proxy.stdout.readline().strip()
+    if not listening.isdigit():
+        raise RuntimeError(f"rtt_proxy.py did not start (said {listening!r})")
+    return url.replace(f":{port}", f":{listening}", 1)
+
+
 def cluster_support() -> str | None:
     """Why the Redis Cluster row cannot run, or None when it can."""
     if not (ROOT / "tests" / "redis_cluster.py").exists():
@@ -594,7 +612,8 @@ def report(args: argparse.Namespace, rows: list[str], closed: dict[str, Run], pa
                 None if cpu_p99 is None or floor_cpu_p99 is None else cpu_p99 - floor_cpu_p99)
 
     print(f"cache under load: {args.callers} asyncio callers, one AsyncOpenAI client, the API answering in "
-          f"{args.latency_ms:g} ms; {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}")
+          f"{args.latency_ms:g} ms; {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}"
+          + (f"; Redis {args.redis_rtt_ms:g} ms away (a round trip, through rtt_proxy.py)" if args.redis_rtt_ms else ""))
     print(f"each closed-loop run: {total_each} requests ({args.requests_per_caller} a caller), {distinct_each} "
           f"distinct: the first ask of each at a random place, every other request repeats an earlier one "
           f"({args.repeat:.0%}); empty cache each run; {args.rounds} round(s), pooled")
@@ -724,6 +743,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--paced-requests", type=int, default=4, help="requests of each caller per paced run")
     parser.add_argument("--think-ms", type=float, default=250.0, help="mean pause between a caller's paced requests")
     parser.add_argument("--idle-s", type=float, default=0.5, help="seconds of the probe alone on the loop, per round")
+    parser.add_argument("--redis-rtt-ms", type=float, default=0.0,
+                        help="a network's round trip between the application and redis-server "
+                             "(rtt_proxy.py in front of it; the redis rows only, not the cluster)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures there")
     args = parser.parse_args(argv)
     args.stores = [s.strip() for s in args.stores.split(",") if s.strip()]
@@ -780,6 +802,8 @@ def main(argv: list[str] | None = None) -> int:
         stores = Stores(workdir)
         if "redis" in args.stores or "redis-direct" in args.stores:
             stores.redis_url, why = start_redis(stack)
+            if stores.redis_url is not None and args.redis_rtt_ms > 0:
+                stores.redis_url = behind_rtt(stack, stores.redis_url, args.redis_rtt_ms)
             if why:
                 stores.skipped.update({r: why for r in ("redis", "redis-direct") if r in args.stores})
         if "cluster" in args.stores:

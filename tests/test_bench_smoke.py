@@ -89,7 +89,7 @@ def test_bench_load_tiny_runs_and_writes_json(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "bench_load.py"), "--callers", "4", "--requests-per-caller", "5",
          "--paced-requests", "2", "--think-ms", "5", "--rounds", "1", "--idle-s", "0.1", "--stores", "memory,redis",
-         "--json", str(out)],
+         "--redis-rtt-ms", "1", "--json", str(out)],
         check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + "\n" + proc.stderr[-4000:]
@@ -98,6 +98,7 @@ def test_bench_load_tiny_runs_and_writes_json(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     assert data["wrong_answers"] == 0
     assert data["targets"] and all(isinstance(t["pass"], bool) for t in data["targets"])
+    assert data["options"]["redis_rtt_ms"] == 1 and "1 ms away" in proc.stdout  # Redis behind rtt_proxy.py
     rows = data["rows"]
     assert set(rows) == {"floor", "none", "memory", "redis"}
     with_redis = shutil.which("redis-server") is not None or os.environ.get("LLM_CACHE_REQUIRE_REDIS") == "1"
