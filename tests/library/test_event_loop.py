@@ -185,15 +185,28 @@ def _blocking_only(store: Any) -> Any:
     return store
 
 
-def test_a_redis_url_with_asyncio_no_makes_a_store_with_no_asyncio_side(redis_target: Any) -> None:
+def _awaited(redis_target: Any) -> Any:
+    """A store whose event-loop tasks await Redis (``asyncio=yes``: the default on another machine)."""
     from llm_cache.stores.redis import RedisStore
 
-    assert redis_target.store().aio is not None
-    blocking = RedisStore.from_url(redis_target.store_url + "&asyncio=no")
-    try:
-        assert blocking.aio is None
-    finally:
-        blocking.close()
+    store = RedisStore.from_url(redis_target.store_url + "&asyncio=yes")
+    redis_target._opened.append(store)
+    assert store.aio is not None
+    return store
+
+
+def test_a_redis_url_says_whether_an_event_loop_awaits_redis(redis_target: Any) -> None:
+    """``asyncio=auto`` (the default): a server on this machine answers in microseconds, its
+    round trips are made on the loop; ``yes`` awaits them, ``no`` never does."""
+    from llm_cache.stores.redis import RedisStore
+
+    assert redis_target.url.startswith("redis://127.0.0.1:")
+    for query, awaited in (("", False), ("&asyncio=auto", False), ("&asyncio=yes", True), ("&asyncio=no", False)):
+        store = RedisStore.from_url(redis_target.store_url + query)
+        try:
+            assert (store.aio is not None) is awaited, query
+        finally:
+            store.close()
 
 
 def _turns_between(events: list[str], first: str, then: str) -> int:
@@ -226,8 +239,7 @@ def test_over_redis_the_loop_runs_while_the_server_is_slow_to_answer(redis_targe
     """The store's round trips are awaited (redis.asyncio): with the server paused for
     0.25 s (CLIENT PAUSE) during a miss, and again during a hit, the loop's other tasks
     keep running, and the store's blocking client is never used on the loop."""
-    store = redis_target.store()
-    assert store.aio is not None
+    store = _awaited(redis_target)
 
     def on_the_loop(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a blocking Redis call on the event loop")
@@ -459,7 +471,7 @@ def test_a_task_cancelled_while_it_gives_its_lock_back_leaves_the_lock_free(redi
     loop shutting down) gives it back at once, blocking, instead of leaving it held until
     it expires (60 s) for every other server."""
     events: list[str] = []
-    store = _spied(redis_target.store(), events)
+    store = _spied(_awaited(redis_target), events)
     made = store.aio.lock
 
     class SlowRelease:
@@ -503,7 +515,7 @@ def test_a_task_cancelled_while_it_gives_its_lock_back_leaves_the_lock_free(redi
 def test_a_process_that_runs_many_event_loops_keeps_no_connection_of_a_loop_that_ended(redis_target: Any) -> None:
     """Each event loop gets its own asyncio connections to Redis, closed as its runner ends
     it (``asyncio.run``): a test suite that runs a loop per test does not pile them up."""
-    store = redis_target.store()
+    store = _awaited(redis_target)
     admin = redis_target.client()
 
     def connections() -> int:

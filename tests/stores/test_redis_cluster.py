@@ -81,7 +81,13 @@ def test_a_cluster_url_names_its_startup_nodes():
     assert tls.cluster and tls.target == "rediss://10.0.0.1:7000"
     single = parse_store_url("rediss://10.0.0.1:6380/2?prefix=q:")
     assert not single.cluster and single.target == "rediss://10.0.0.1:6380/2" and single.prefix == "q:"
-    assert tls.asyncio and single.asyncio  # an event loop's tasks await Redis unless told
+    # an event loop's tasks await a server on another machine, not one on this machine
+    assert parsed.asyncio and tls.asyncio and single.asyncio
+    local = ("redis://127.0.0.1:6379/0", "redis://localhost/0", "redis://[::1]:6379/0", "unix:///tmp/redis.sock",
+             "redis+cluster://127.0.0.1:7000,127.0.0.1:7001/")
+    assert not any(parse_store_url(url).asyncio for url in local)
+    assert parse_store_url("redis+cluster://127.0.0.1:7000,10.0.0.2:7000/").asyncio  # one node elsewhere
+    assert parse_store_url("redis://127.0.0.1:6379/0?asyncio=yes").asyncio  # a tunnel to a remote server
     blocking = parse_store_url("redis://10.0.0.1:6379/0?asyncio=no&client_name=app")
     assert not blocking.asyncio and blocking.target == "redis://10.0.0.1:6379/0?client_name=app"  # not redis-py's
 
@@ -95,8 +101,8 @@ def test_a_cluster_url_names_its_startup_nodes():
         ("redis+cluster://127.0.0.1:7000/?prefix=a{b}:", "without '{' or '}'"),
         ("redis+cluster://127.0.0.1:7000/?prefix=", "non-empty"),
         ("rediss+cluster://127.0.0.1:7000/?timeout=-1", "positive"),
-        ("redis+cluster://127.0.0.1:7000/?asyncio=maybe", "asyncio= yes or no"),
-        ("redis://127.0.0.1:6379/0?asyncio=", "asyncio= yes or no"),
+        ("redis+cluster://127.0.0.1:7000/?asyncio=maybe", "asyncio= auto, yes or no"),
+        ("redis://127.0.0.1:6379/0?asyncio=", "asyncio= auto, yes or no"),
     ],
 )
 def test_a_bad_cluster_url_is_a_config_error_naming_the_setting(url, expected):
@@ -177,6 +183,43 @@ def test_caches_in_threads_make_one_upstream_call(fake_api: FakeLLMServer, clust
     assert answers == {"echo: the same question"}
     assert fake_api.count() == 1
     assert sum(cache.stats()["recorded"] for cache in caches) == 1
+
+
+def test_event_loops_awaiting_the_cluster_make_one_upstream_call(fake_api: FakeLLMServer, cluster_target: ClusterTarget):
+    """``asyncio=yes`` (the default for a cluster on other machines): tasks of two event loops
+    in two threads, each loop with its own session, record one answer through redis.asyncio's
+    cluster client (its MULTI/EXEC in the prefix's slot, its lock) and serve it; the blocking
+    client is never called on a loop."""
+    import asyncio
+
+    url = cluster_target.store_url + "&asyncio=yes"
+
+    def on_the_loop(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a blocking Redis call on the event loop")
+
+    def loop_of_tasks() -> set[str]:
+        store = RedisStore.from_url(url)
+        assert store.aio is not None
+        store.get = store.put = store.lock = on_the_loop
+        cache = LLMCache(store)
+
+        async def main() -> set[str]:
+            async with httpx2.AsyncClient(transport=cache.async_transport(), timeout=30) as client:
+                asks = [client.post(fake_api.openai_base_url + "/chat/completions", json=body("the same question"))
+                        for _ in range(8)]
+                return {answer(reply) for reply in await asyncio.gather(*asks)}
+
+        try:
+            return asyncio.run(main())
+        finally:
+            del store.get, store.put, store.lock
+            cache.close()
+
+    with ThreadPoolExecutor(2) as pool:
+        answers = set().union(*pool.map(lambda _: loop_of_tasks(), range(2)))
+    assert answers == {"echo: the same question"}
+    assert fake_api.count() == 1
+    assert len(entry_names(cluster_target)) == 1
 
 
 def test_cached_functions_in_threads_compute_once(cluster_url: str):

@@ -9,14 +9,17 @@
 
 Our query parameters are ``prefix`` (default ``llm-cache:``), ``timeout``
 (seconds, default 2: the connect and the read timeout of every command),
-``grace`` and ``asyncio`` (``yes``, the default: an event loop's tasks await
-their round trips through a ``redis.asyncio`` client; ``no``: they make them
-on the loop with the blocking client); any other goes to redis-py (``client_name=``, ``ssl_ca_certs=``,
+``grace`` and ``asyncio``: ``yes``, an event loop's tasks await their round
+trips through a ``redis.asyncio`` client; ``no``, they make them on the loop
+with the blocking client; ``auto`` (the default), ``no`` for a server on this
+machine (a loopback address, ``localhost``, a unix socket), whose round trips
+take microseconds, else ``yes``. Any other parameter goes to redis-py (``client_name=``, ``ssl_ca_certs=``,
 ``ssl_cert_reqs=``...). Nothing here imports redis-py.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -32,6 +35,7 @@ CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 SCHEMES = ("redis", "rediss", "unix", *CLUSTER_SCHEMES)
 _OUR_PARAMS = ("prefix", "timeout", "grace", "asyncio")
 _YES, _NO = ("yes", "true", "1", "on"), ("no", "false", "0", "off")
+_LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
 
 
 @dataclass(frozen=True)
@@ -76,12 +80,12 @@ def parse_store_url(url: str, setting: str = "--llm-cache-store") -> RedisURL:
     if not (timeout > 0 and math.isfinite(timeout)):
         raise ConfigError(setting=named, value=ours["timeout"], expected="timeout= a positive number of seconds")
     grace = ours.get("grace")
-    aio = ours.get("asyncio", "yes").lower()
-    if aio not in _YES + _NO:
-        raise ConfigError(setting=named, value=ours["asyncio"], expected="asyncio= yes or no")
-    awaited = aio in _YES
+    aio = ours.get("asyncio", "auto").lower()
+    if aio not in ("auto", *_YES, *_NO):
+        raise ConfigError(setting=named, value=ours["asyncio"], expected="asyncio= auto, yes or no")
     scheme = parts.scheme.lower()
     if scheme not in CLUSTER_SCHEMES:
+        awaited = aio in _YES or (aio == "auto" and scheme != "unix" and not _local(parts.hostname))
         target = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(rest), parts.fragment))
         return RedisURL(url, prefix, timeout, grace, target, asyncio=awaited)
     if "{" in prefix or "}" in prefix:
@@ -95,6 +99,7 @@ def parse_store_url(url: str, setting: str = "--llm-cache-store") -> RedisURL:
     first = hosts.split(",")[0].strip()
     target = urlunsplit(("rediss" if tls else "redis", userinfo + at + first, "", urlencode(rest), ""))
     base = f"{scheme}://" + ",".join(host.strip() for host in hosts.split(","))
+    awaited = aio in _YES or (aio == "auto" and not all(_local(host) for host, _ in nodes))
     return RedisURL(url, prefix, timeout, grace, target, cluster=True, nodes=nodes, base=base, asyncio=awaited)
 
 
@@ -109,3 +114,16 @@ def _node(text: str, named: str) -> tuple[str, int]:
     if not host:
         raise ConfigError(setting=named, value=text, expected="host:port for each cluster node, separated by commas")
     return host, port or 6379
+
+
+def _local(host: str | None) -> bool:
+    """A host on this machine: a loopback address or name (an empty one is redis-py's localhost)."""
+    if not host:
+        return True
+    host = host.strip("[]").lower()
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
