@@ -454,7 +454,12 @@ def test_a_lock_a_task_took_is_released_when_the_second_look_needs_none(tmp_path
     assert released == [1]
     released.clear()
     flight = scope._decided(rk, Found.FRESH, entry, request, claimed=(lambda: released.append(1), Found.FRESH, entry))
-    assert flight.served and released == [1]  # not needed any more: released at once
+    # not needed any more: handed back for the task to give back at once (abegin awaits it)
+    assert flight.served and flight.unneeded is not None and released == []
+    from llm_cache.engine.scope import _given_back
+
+    asyncio.run(_given_back(flight.unneeded))
+    assert released == [1]
     cache.close()
 
 
@@ -533,3 +538,101 @@ def test_a_process_that_runs_many_event_loops_keeps_no_connection_of_a_loop_that
     for n in range(1, 6):
         asyncio.run(once(n))
     assert connections() <= before, (before, connections())  # one more per loop when they are kept
+
+
+def test_a_lock_found_unneeded_is_given_back_with_an_await(redis_target: Any, monkeypatch: Any) -> None:
+    """Another process recorded the answer between a task's first look and its lock: the
+    second look serves it, and the lock goes back through redis.asyncio, not through a
+    blocking round trip on the loop."""
+    from llm_cache.stores import redis_lock
+
+    store = _awaited(redis_target)
+    blocking: list[str] = []
+    real_release = redis_lock.RedisLock.release
+
+    def spied(self: Any) -> None:
+        if self._store is store:
+            blocking.append(self.name)
+        real_release(self)
+
+    monkeypatch.setattr(redis_lock.RedisLock, "release", spied)
+
+    async def main() -> None:
+        http = httpx2.AsyncClient(transport=LLMCache(store).async_transport(httpx2.MockTransport(_answer_plain_or_streamed)))
+        client = openai.AsyncOpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1", http_client=http)
+        assert await _ask(client, "recorded elsewhere meanwhile", False) == "miss"
+        await http.aclose()
+        real_get, looks = store.aio.get, []
+
+        async def first_look_misses(key: str, mv: str) -> Any:
+            looks.append(key)
+            return None if len(looks) == 1 else await real_get(key, mv)
+
+        store.aio.get = first_look_misses
+        http = httpx2.AsyncClient(transport=LLMCache(store).async_transport(httpx2.MockTransport(_answer_plain_or_streamed)))
+        client = openai.AsyncOpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1", http_client=http)
+        assert await _ask(client, "recorded elsewhere meanwhile", False) == "hit"
+        assert len(looks) == 2
+        assert blocking == [], blocking  # no blocking release on the loop
+        (meta,) = list(store.scan())
+        lock = store.lock(meta.key)
+        lock.acquire(timeout=0)  # given back
+        lock.release()
+        await http.aclose()
+        await store.aio.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_task_cancelled_while_its_lock_is_being_taken_gives_it_back(redis_target: Any) -> None:
+    """Cancelled after the lock's SET reached Redis but before its reply came: the lock the
+    task may hold is given back at once, not left to its 60 s expiry."""
+    store = _awaited(redis_target)
+    admin = redis_target.client()
+
+    async def main() -> None:
+        cache = LLMCache(store)
+        http = httpx2.AsyncClient(transport=cache.async_transport(httpx2.MockTransport(_answer_plain_or_streamed)))
+        client = openai.AsyncOpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1", http_client=http)
+        made = store.aio.lock
+
+        class SetThenCancelled:
+            def __init__(self, key: str) -> None:
+                self.inner = made(key)
+
+            async def acquire(self) -> bool:
+                from types import SimpleNamespace
+
+                redis_client = await self.inner._side.client()
+                lock_set = redis_client.set
+
+                async def set_then_wait(*args: Any, **kwargs: Any) -> Any:
+                    done = await lock_set(*args, **kwargs)  # the SET ran on the server
+                    await asyncio.sleep(10)  # its reply is slow: the cancellation lands here
+                    return done
+
+                lock = redis_client.lock(self.inner.name, timeout=60, sleep=0.02, blocking=False, thread_local=False)
+                lock.redis = SimpleNamespace(set=set_then_wait, connection_pool=redis_client.connection_pool)
+                self.inner._lock = lock
+                return await self.inner.acquire()
+
+            async def arelease(self) -> None:
+                await self.inner.arelease()
+
+            def release(self) -> None:
+                self.inner.release()
+
+        store.aio.lock = SetThenCancelled
+        asking = asyncio.create_task(_ask(client, "cancelled while locking", False))
+        for _ in range(2000):
+            if admin.keys(f"{redis_target.prefix}lock:*"):
+                break
+            await asyncio.sleep(0.005)
+        assert admin.keys(f"{redis_target.prefix}lock:*"), "the lock's SET never ran"
+        asking.cancel()
+        await asyncio.gather(asking, return_exceptions=True)
+        assert admin.keys(f"{redis_target.prefix}lock:*") == []  # given back: held 60 s before
+        await http.aclose()
+        await store.aio.aclose()
+
+    asyncio.run(main())

@@ -32,7 +32,7 @@ class Flight:
 
     __slots__ = (
         "_done", "_finished", "_recording", "action", "controls", "entry", "found", "request", "revalidate", "rk",
-        "scope", "started", "stored",
+        "scope", "started", "stored", "unneeded",
     )
 
     def __init__(
@@ -54,6 +54,9 @@ class Flight:
         self.revalidate = False
         # the answer was written (record() kept it)
         self.stored = False
+        # a lock an event loop's task took that, looked at again, is not needed: the task
+        # gives it back with an await (Scope.abegin)
+        self.unneeded: Callable[[], None] | None = None
 
     @property
     def status(self) -> str:

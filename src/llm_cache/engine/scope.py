@@ -42,6 +42,15 @@ MAX_CASSETTES_LISTED = 1000
 _GOES_UP = (Action.RECORD, Action.REFRESH)
 
 
+async def _given_back(release: Callable[[], None]) -> None:
+    """A key's lock given back by an event loop's task: awaited when it can be."""
+    arelease = getattr(release, "arelease", None)
+    if arelease is None:
+        release()
+    else:
+        await arelease()
+
+
 @dataclass
 class Scope:
     """One test's view of the cache: the object the ``llm_cache`` fixture yields."""
@@ -125,6 +134,9 @@ class Scope:
                     )
                 try:
                     flight = self._decided(rk, found, entry, request, controls, ttl, claimed)
+                    if flight.unneeded is not None:  # another process recorded it meanwhile
+                        unneeded, flight.unneeded = flight.unneeded, None
+                        await _given_back(unneeded)
                 except BaseException:
                     if claimed is not None and claimed[0] is not None:
                         claimed[0]()
@@ -211,7 +223,9 @@ class Scope:
         __tracebackhide__ = True
         ttl = self.ttl if ttl is ... else ttl
         action = self._action(found, entry, ttl)  # type: ignore[arg-type]
-        release = None
+        release = unneeded = None
+        # a lock taken by an event loop's task is given back by the task (an await), not here
+        tasks = claimed is not None
         # no-store keeps nothing: there is no recording to wait for, and none to wait on
         if action in _GOES_UP and not controls.no_store:
             if claimed is None:
@@ -222,15 +236,19 @@ class Scope:
                 found, entry = again, entry_again
                 action = self._action(found, entry, ttl)  # type: ignore[arg-type]
             if release is not None and action not in _GOES_UP:
-                release()
+                if tasks:
+                    unneeded = release
+                else:
+                    release()
                 release = None
         elif claimed is not None and claimed[0] is not None:
-            claimed[0]()  # taken by the task for an action that, looked at again, needs no lock
+            unneeded = claimed[0]  # taken by the task for an action that, looked at again, needs no lock
         if entry is not None and action in _GOES_UP:
             # its test asked for it, whatever becomes of the refresh: not an unused cassette
             self.session.stats.use(rk.key, self.session.clock(), hit=False)
         flight = Flight(self, rk, found, action, entry, request)
         flight.controls = controls
+        flight.unneeded = unneeded
         if action is Action.SERVE_STALE and found is Found.EXPIRED and self.mode is Mode.REFRESH:
             flight.revalidate = True  # within stale_while_revalidate: served now, refreshed behind
         log.debug("%s %s model=%s endpoint=%s test=%s", action.value, rk.prefix, rk.model, rk.path, self.test_id)

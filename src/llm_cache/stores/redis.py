@@ -65,6 +65,12 @@ CLUSTER_HINT = "the Redis Cluster store needs redis-py 6.1 or later (transaction
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
+def _asyncio_cluster() -> Any:
+    import redis.asyncio.cluster
+
+    return redis.asyncio.cluster
+
+
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
@@ -122,8 +128,10 @@ class RedisStore:
         self.url = mask_url(url) if url is not None else self._base
         self._drop_script: Any = None
         self._quarantine_script: Any = None
-        # the engine's async path goes through this when there is one (see redis_async)
-        self.aio = None if async_client is None else RedisAsync(self, async_client)
+        # the engine's async path goes through this when there is one (see redis_async);
+        # redis.asyncio's cluster client has transactions from redis-py 6.2 only
+        awaitable = not self.cluster or hasattr(_asyncio_cluster(), "TransactionStrategy")
+        self.aio = None if async_client is None or not awaitable else RedisAsync(self, async_client)
 
     @classmethod
     def from_url(

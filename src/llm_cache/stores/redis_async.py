@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import uuid
 from collections.abc import AsyncGenerator, Callable
 from typing import TYPE_CHECKING, Any, final
 
@@ -125,6 +126,9 @@ class AsyncRedisLock:
         self._store = side._store
         self.name = name
         self._lock: Any = None
+        # the token this lock sets, known before the SET is sent: a task cancelled while the
+        # SET or the release is on its way can still give back what may be its lock
+        self._token: bytes | None = None
 
     def __repr__(self) -> str:
         return f"AsyncRedisLock({self.name!r})"
@@ -135,15 +139,27 @@ class AsyncRedisLock:
             self._lock = (await self._side.client()).lock(
                 self.name, timeout=store.lock_expiry, sleep=store.lock_poll, blocking=False, thread_local=False
             )
-        with store._reach():
-            return bool(await self._lock.acquire(blocking=False))
+        self._token = uuid.uuid1().hex.encode()
+        try:
+            with store._reach():
+                got = bool(await self._lock.acquire(blocking=False, token=self._token))
+        except asyncio.CancelledError:
+            self.release()  # the SET may have run: give back what may be ours (nothing if not)
+            raise
+        except BaseException:
+            self._token = None
+            raise
+        if not got:
+            self._token = None
+        return got
 
     async def arelease(self) -> None:
         redis = self._store._redis
-        if self._lock is None:
+        if self._lock is None or self._token is None:
             return
         try:
             await self._lock.release()
+            self._token = None
         except redis.exceptions.LockError:
             log.debug("lock %s had expired before its release", self.name)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
@@ -154,7 +170,7 @@ class AsyncRedisLock:
         """Release through the store's blocking client, with this lock's token."""
         from .redis_lock import RedisLock
 
-        token = None if self._lock is None else self._lock.local.token
+        token, self._token = self._token, None
         if token is None:
             return
         lock = RedisLock(self._store, self.name)
