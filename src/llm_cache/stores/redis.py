@@ -65,12 +65,6 @@ CLUSTER_HINT = "the Redis Cluster store needs redis-py 6.1 or later (transaction
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-def _asyncio_cluster() -> Any:
-    import redis.asyncio.cluster
-
-    return redis.asyncio.cluster
-
-
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
@@ -128,10 +122,11 @@ class RedisStore:
         self.url = mask_url(url) if url is not None else self._base
         self._drop_script: Any = None
         self._quarantine_script: Any = None
-        # the engine's async path goes through this when there is one (see redis_async);
-        # redis.asyncio's cluster client has transactions from redis-py 6.2 only
-        awaitable = not self.cluster or hasattr(_asyncio_cluster(), "TransactionStrategy")
-        self.aio = None if async_client is None or not awaitable else RedisAsync(self, async_client)
+        # the engine's async path goes through this when there is one (see redis_async). Not
+        # on a cluster: redis.asyncio's cluster transactions (redis-py 8.1) run each queued
+        # command in a thread of its own with a loop of its own, joined by the caller: they
+        # would hold the loop, and fail when the client is not yet set up
+        self.aio = None if async_client is None or self.cluster else RedisAsync(self, async_client)
 
     @classmethod
     def from_url(

@@ -3,7 +3,8 @@
 The engine's async path (``Scope.abegin``, ``CacheSession.aclaim``, ``Flight.arecord``)
 reads, locks and writes through ``store.aio`` when a store has one: the same keys,
 commands and errors as the store's own methods (``RedisStore._loaded``,
-``_queue_put``, ``_reach``), sent by a ``redis.asyncio`` client. While Redis answers,
+``_queue_put``, ``_reach``), sent by a ``redis.asyncio`` client. One server only: a cluster store has no ``aio``
+(see ``RedisStore.__init__``). While Redis answers,
 the loop runs its other tasks; a slow or paused server delays the task that asked,
 never the loop.
 
