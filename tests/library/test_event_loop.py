@@ -49,8 +49,7 @@ def test_tasks_that_waited_for_the_same_request_take_it_from_memory(tmp_path: Pa
 
     async def main() -> list[str]:
         cache = LLMCache(store)
-        http = httpx2.AsyncClient(transport=cache.async_transport(httpx2.MockTransport(answer)))
-        client = openai.AsyncOpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1", http_client=http)
+        http, client = _openai_over(cache, answer)
         ask = [{"role": "user", "content": "the same question"}]
         calls = [client.chat.completions.create(model="gpt-4o", messages=ask) for _ in range(8)]  # type: ignore[arg-type]
         answers = await asyncio.gather(*calls, return_exceptions=True)
@@ -85,8 +84,7 @@ def test_without_a_memory_tier_the_tasks_that_waited_read_the_store_not_the_lock
 
     async def main() -> None:
         cache = LLMCache(store, memory_entries=0)
-        http = httpx2.AsyncClient(transport=cache.async_transport(httpx2.MockTransport(answer)))
-        client = openai.AsyncOpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1", http_client=http)
+        http, client = _openai_over(cache, answer)
         ask = [{"role": "user", "content": "asked by four at once"}]
         replies = await asyncio.gather(*[client.chat.completions.create(model="gpt-4o", messages=ask)  # type: ignore[arg-type]
                                          for _ in range(4)])
@@ -235,6 +233,30 @@ async def _ask(client: openai.AsyncOpenAI, question: str, stream: bool) -> Any:
     return got.headers["x-llm-cache-status"]
 
 
+class _Ticker:
+    """A task that counts its turns, one every 5 ms while the loop runs: ``count``."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._stop = asyncio.Event()
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while not self._stop.is_set():
+            self.count += 1
+            await asyncio.sleep(0.005)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await self._task
+
+
+def _openai_over(cache: LLMCache, handler: Any = _answer_plain_or_streamed) -> tuple[httpx2.AsyncClient, openai.AsyncOpenAI]:
+    """An AsyncOpenAI client on ``cache.async_transport()`` over ``handler`` (and its HTTP client, to close)."""
+    http = httpx2.AsyncClient(transport=cache.async_transport(httpx2.MockTransport(handler)))
+    return http, openai.AsyncOpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1", http_client=http)
+
+
 def test_over_redis_the_loop_runs_while_the_server_is_slow_to_answer(redis_target: Any) -> None:
     """The store's round trips are awaited (redis.asyncio): with the server paused for
     0.25 s (CLIENT PAUSE) during a miss, and again during a hit, the loop's other tasks
@@ -247,31 +269,20 @@ def test_over_redis_the_loop_runs_while_the_server_is_slow_to_answer(redis_targe
     admin = redis_target.client()
 
     async def main(stream: bool) -> None:
-        ticks = 0
-        stop = asyncio.Event()
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while not stop.is_set():
-                ticks += 1
-                await asyncio.sleep(0.005)
-
-        ticking = asyncio.create_task(ticker())
+        ticker = _Ticker()
         question = f"asked while Redis is paused, streamed={stream}"
         for expected in ("miss", "hit"):
-            cache = LLMCache(store)  # a new memory tier each time: the hit is read from Redis
-            http = httpx2.AsyncClient(transport=cache.async_transport(httpx2.MockTransport(_answer_plain_or_streamed)))
-            client = openai.AsyncOpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1", http_client=http)
-            before = ticks
+            http, client = _openai_over(LLMCache(store))  # a new memory tier each time: the hit is read from Redis
+            before = ticker.count
             admin.execute_command("CLIENT", "PAUSE", 250, "ALL")
             started = asyncio.get_running_loop().time()
             assert await _ask(client, question, stream) == expected
             took = asyncio.get_running_loop().time() - started
             assert took >= 0.2, took  # the pause was felt: the first round trip waited for it
-            assert ticks - before >= 10, (expected, ticks - before)  # about 50; 0 to 2 with the loop held
+            ticks = ticker.count - before
+            assert ticks >= 10, (expected, ticks)  # about 50; 0 to 2 with the loop held
             await http.aclose()
-        stop.set()
-        await ticking
+        await ticker.stop()
         await store.aio.aclose()
 
     blocking = store.get, store.put, store.lock
@@ -302,8 +313,7 @@ def test_a_remote_store_gives_the_loop_back_between_its_round_trips(redis_target
 
     async def main(stream: bool) -> None:
         cache = LLMCache(store)
-        http = httpx2.AsyncClient(transport=cache.async_transport(httpx2.MockTransport(answer)))
-        client = openai.AsyncOpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1", http_client=http)
+        http, client = _openai_over(cache, answer)
         done = asyncio.Event()
 
         async def ticker() -> None:
@@ -351,8 +361,7 @@ def test_a_background_refresh_cancelled_after_its_write_is_counted_and_released(
 
     async def main() -> None:
         cache = LLMCache(store, ttl="1h", stale_while_revalidate="10m", clock=lambda: now[0])
-        http = httpx2.AsyncClient(transport=cache.async_transport(httpx2.MockTransport(answer)))
-        client = openai.AsyncOpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1", http_client=http)
+        http, client = _openai_over(cache, answer)
         ask = [{"role": "user", "content": "refreshed behind"}]
         assert (await client.chat.completions.create(model="gpt-4o", messages=ask)).choices[0].message.content == "v1"  # type: ignore[arg-type]
         now[0] += timedelta(minutes=65)
@@ -386,8 +395,7 @@ def test_a_lock_another_process_holds_is_waited_for_with_the_loop_running(redis_
         return httpx2.Response(200, json=ANSWER)
 
     def client_of(cache: LLMCache) -> openai.AsyncOpenAI:
-        http = httpx2.AsyncClient(transport=cache.async_transport(httpx2.MockTransport(answer)))
-        return openai.AsyncOpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1", http_client=http)
+        return _openai_over(cache, answer)[1]
 
     ask = [{"role": "user", "content": "recorded by the other server"}]
 
@@ -398,27 +406,19 @@ def test_a_lock_another_process_holds_is_waited_for_with_the_loop_running(redis_
         theirs.delete(meta)  # as it was while the other server's call was on its way
         lock = theirs.lock(meta.key)
         lock.acquire(timeout=0)
-        ticks = 0
-        stop = asyncio.Event()
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while not stop.is_set():
-                ticks += 1
-                await asyncio.sleep(0.005)
 
         async def the_other_server_finishes() -> None:
             await asyncio.sleep(0.3)
             theirs.put(recorded)
             lock.release()
 
-        ticking = asyncio.create_task(ticker())
+        ticker = _Ticker()
         finishing = asyncio.create_task(the_other_server_finishes())
         cache = LLMCache(ours, lock_timeout=5)  # the old code waited on the loop: 5 s, not 120
         reply = await client_of(cache).chat.completions.with_raw_response.create(model="gpt-4o", messages=ask)  # type: ignore[arg-type]
-        ticks_while_waiting = ticks
-        stop.set()
-        await asyncio.gather(ticking, finishing)
+        ticks_while_waiting = ticker.count
+        await ticker.stop()
+        await finishing
         assert reply.parse().choices[0].message.content == "hi"
         assert reply.headers["x-llm-cache-status"] == "hit"
         assert ticks_while_waiting >= 5, ticks_while_waiting  # about 60 in 0.3 s; 0 with the loop stopped
@@ -456,9 +456,9 @@ def test_a_lock_a_task_took_is_released_when_the_second_look_needs_none(tmp_path
     flight = scope._decided(rk, Found.FRESH, entry, request, claimed=(lambda: released.append(1), Found.FRESH, entry))
     # not needed any more: handed back for the task to give back at once (abegin awaits it)
     assert flight.served and flight.unneeded is not None and released == []
-    from llm_cache.engine.scope import _given_back
+    from llm_cache.engine.flight import given_back
 
-    asyncio.run(_given_back(flight.unneeded))
+    asyncio.run(given_back(flight.unneeded))
     assert released == [1]
     cache.close()
 
@@ -497,8 +497,7 @@ def test_a_task_cancelled_while_it_gives_its_lock_back_leaves_the_lock_free(redi
 
     async def main() -> None:
         cache = LLMCache(store)
-        http = httpx2.AsyncClient(transport=cache.async_transport(httpx2.MockTransport(_answer_plain_or_streamed)))
-        client = openai.AsyncOpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1", http_client=http)
+        http, client = _openai_over(cache)
         asking = asyncio.create_task(_ask(client, "cancelled at the very end", False))
         for _ in range(10_000):
             if "put" in events:
@@ -528,8 +527,7 @@ def test_a_process_that_runs_many_event_loops_keeps_no_connection_of_a_loop_that
 
     async def once(n: int) -> None:
         cache = LLMCache(store)
-        http = httpx2.AsyncClient(transport=cache.async_transport(httpx2.MockTransport(_answer_plain_or_streamed)))
-        client = openai.AsyncOpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1", http_client=http)
+        http, client = _openai_over(cache)
         assert await _ask(client, f"question {n % 2}", False) in ("miss", "hit")
         await http.aclose()
 
@@ -558,8 +556,7 @@ def test_a_lock_found_unneeded_is_given_back_with_an_await(redis_target: Any, mo
     monkeypatch.setattr(redis_lock.RedisLock, "release", spied)
 
     async def main() -> None:
-        http = httpx2.AsyncClient(transport=LLMCache(store).async_transport(httpx2.MockTransport(_answer_plain_or_streamed)))
-        client = openai.AsyncOpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1", http_client=http)
+        http, client = _openai_over(LLMCache(store))
         assert await _ask(client, "recorded elsewhere meanwhile", False) == "miss"
         await http.aclose()
         real_get, looks = store.aio.get, []
@@ -569,8 +566,7 @@ def test_a_lock_found_unneeded_is_given_back_with_an_await(redis_target: Any, mo
             return None if len(looks) == 1 else await real_get(key, mv)
 
         store.aio.get = first_look_misses
-        http = httpx2.AsyncClient(transport=LLMCache(store).async_transport(httpx2.MockTransport(_answer_plain_or_streamed)))
-        client = openai.AsyncOpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1", http_client=http)
+        http, client = _openai_over(LLMCache(store))
         assert await _ask(client, "recorded elsewhere meanwhile", False) == "hit"
         assert len(looks) == 2
         assert blocking == [], blocking  # no blocking release on the loop
@@ -592,8 +588,7 @@ def test_a_task_cancelled_while_its_lock_is_being_taken_gives_it_back(redis_targ
 
     async def main() -> None:
         cache = LLMCache(store)
-        http = httpx2.AsyncClient(transport=cache.async_transport(httpx2.MockTransport(_answer_plain_or_streamed)))
-        client = openai.AsyncOpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1", http_client=http)
+        http, client = _openai_over(cache)
         made = store.aio.lock
 
         class SetThenCancelled:

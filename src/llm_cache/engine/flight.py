@@ -27,6 +27,16 @@ if TYPE_CHECKING:
 __all__ = ["Flight", "Recording"]
 
 
+async def given_back(release: Callable[[], None]) -> None:
+    """Call ``release``, or await its ``arelease`` when it has one (a key's lock an event
+    loop's task took through the store's ``aio`` side, see ``claims.Release``)."""
+    arelease = getattr(release, "arelease", None)
+    if arelease is None:
+        release()
+    else:
+        await arelease()
+
+
 class Flight:
     """What was found for one request, and what to do with it."""
 
@@ -242,12 +252,7 @@ class Flight:
         pending, self._done = self._done[::-1], []
         try:
             while pending:
-                callback = pending.pop(0)
-                arelease = getattr(callback, "arelease", None)
-                if arelease is not None:
-                    await arelease()
-                else:
-                    callback()
+                await given_back(pending.pop(0))
         finally:
             for callback in pending:
                 callback()

@@ -25,7 +25,7 @@ from ..modes import Action, Found, Mode, decide
 from ..stats import Counts, Miss, StaleUse
 from .controls import NONE as NO_CONTROLS
 from .controls import Controls, take
-from .flight import Flight
+from .flight import Flight, given_back
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -40,15 +40,6 @@ log = logging.getLogger("llm_cache")
 # A scope lists at most this many cassettes it used (a test uses a few; an application's many).
 MAX_CASSETTES_LISTED = 1000
 _GOES_UP = (Action.RECORD, Action.REFRESH)
-
-
-async def _given_back(release: Callable[[], None]) -> None:
-    """A key's lock given back by an event loop's task: awaited when it can be."""
-    arelease = getattr(release, "arelease", None)
-    if arelease is None:
-        release()
-    else:
-        await arelease()
 
 
 @dataclass
@@ -136,7 +127,7 @@ class Scope:
                     flight = self._decided(rk, found, entry, request, controls, ttl, claimed)
                     if flight.unneeded is not None:  # another process recorded it meanwhile
                         unneeded, flight.unneeded = flight.unneeded, None
-                        await _given_back(unneeded)
+                        await given_back(unneeded)
                 except BaseException:
                     if claimed is not None and claimed[0] is not None:
                         claimed[0]()
