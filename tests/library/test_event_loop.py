@@ -631,3 +631,91 @@ def test_a_task_cancelled_while_its_lock_is_being_taken_gives_it_back(redis_targ
         await store.aio.aclose()
 
     asyncio.run(main())
+
+
+def _versioned(asked: list[int]) -> Any:
+    """A handler answering ``v1``, ``v2``, ... one more each time it is asked."""
+
+    async def answer(request: httpx2.Request) -> httpx2.Response:
+        asked.append(1)
+        reply = {**ANSWER, "choices": [{**ANSWER["choices"][0], "message": {"role": "assistant", "content": f"v{len(asked)}"}}]}
+        return httpx2.Response(200, json=reply)
+
+    return answer
+
+
+def test_a_background_refresh_over_redis_awaits_its_lock(redis_target: Any) -> None:
+    """A stale answer served from an awaited Redis store (``asyncio=yes``) is refreshed in a
+    task whose lock is asked for through the asyncio client: the serving task never makes a
+    blocking round trip for it (it did: the refresh's lock was taken on the loop)."""
+    store = _awaited(redis_target)
+    now = [datetime(2026, 1, 1, tzinfo=timezone.utc)]
+    asked: list[int] = []
+
+    def on_the_loop(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a blocking Redis call on the event loop")
+
+    async def main() -> None:
+        cache = LLMCache(store, ttl="1h", stale_while_revalidate="10m", clock=lambda: now[0])
+        http, client = _openai_over(cache, _versioned(asked))
+        ask = [{"role": "user", "content": "refreshed behind, awaited"}]
+        assert (await client.chat.completions.create(model="gpt-4o", messages=ask)).choices[0].message.content == "v1"  # type: ignore[arg-type]
+        now[0] += timedelta(minutes=65)
+        stale = await client.chat.completions.with_raw_response.create(model="gpt-4o", messages=ask)  # type: ignore[arg-type]
+        assert stale.headers["x-llm-cache-status"] == "stale"
+        assert stale.parse().choices[0].message.content == "v1"
+        for _ in range(500):
+            if cache.stats()["revalidated"]:
+                break
+            await asyncio.sleep(0.01)
+        assert cache.stats()["revalidated"] == 1 and len(asked) == 2
+        now[0] += timedelta(minutes=1)
+        fresh = await client.chat.completions.with_raw_response.create(model="gpt-4o", messages=ask)  # type: ignore[arg-type]
+        assert fresh.headers["x-llm-cache-status"] == "hit"
+        assert fresh.parse().choices[0].message.content == "v2"
+        await http.aclose()
+        await store.aio.aclose()
+
+    blocking = store.get, store.put, store.lock
+    store.get = store.put = store.lock = on_the_loop
+    try:
+        asyncio.run(main())
+    finally:
+        store.get, store.put, store.lock = blocking
+    assert redis_target.client().keys("*lock*") == []  # the refresh gave its lock back
+
+
+def test_a_background_refresh_cancelled_before_it_ran_leaves_the_key_free(tmp_path: Path) -> None:
+    """A refresh task cancelled before its first step (its loop closing) takes no lock and
+    leaves no reservation: the next stale answer of the key is refreshed. (The lock used to
+    be taken before the task started, and kept by one that never ran.)"""
+    now = [datetime(2026, 1, 1, tzinfo=timezone.utc)]
+    asked: list[int] = []
+    cache = LLMCache(f"file://{tmp_path}", ttl="1h", stale_while_revalidate="10m", clock=lambda: now[0])
+    transport = cache.async_transport(httpx2.MockTransport(_versioned(asked)))
+    body = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "cancelled early"}]}).encode()
+
+    def request() -> httpx2.Request:
+        return httpx2.Request("POST", "http://127.0.0.1:9/v1/chat/completions", content=body,
+                              headers={"content-type": "application/json"})
+
+    async def main() -> None:
+        first = await transport.handle_async_request(request())
+        await first.aread()
+        now[0] += timedelta(minutes=65)
+        stale = await transport.handle_async_request(request())  # returns as the refresh task is made
+        assert stale.headers["x-llm-cache-status"] == "stale"
+        behind = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        assert len(behind) == 1
+        behind[0].cancel()  # before it ran
+        await asyncio.gather(*behind, return_exceptions=True)
+        assert len(asked) == 1 and cache.stats()["revalidated"] == 0
+        again = await transport.handle_async_request(request())
+        assert again.headers["x-llm-cache-status"] == "stale"
+        behind = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        assert len(behind) == 1  # a refresh: the key was left free
+        await asyncio.gather(*behind)
+        assert len(asked) == 2 and cache.stats()["revalidated"] == 1
+
+    asyncio.run(main())
+    cache.close()

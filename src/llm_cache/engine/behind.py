@@ -3,7 +3,8 @@
 An expired entry within ``stale_while_revalidate`` past its TTL is served at once, and
 one refresh of it runs in the background: a thread for a sync caller, a task of the
 running loop for an async one. Only the caller that takes the key's recording lock
-without waiting refreshes it (``CacheSession.try_claim``): one refresh per key across
+without waiting refreshes it (``CacheSession.try_claim``; in a task ``reserve``, then
+``atry_claim``, awaited through the store's ``aio`` side): one refresh per key across
 threads, tasks and processes. A refresh that fails keeps the entry as it is.
 """
 
@@ -32,13 +33,9 @@ Fetched = tuple[int, list[tuple[str, str]], bytes]
 _tasks: set[asyncio.Task[None]] = set()
 
 
-def _refresh_flight(scope: Scope, served: Flight) -> Flight | None:
+def _refresh_flight(scope: Scope, served: Flight, release: Callable[[], None]) -> Flight:
     from .flight import Flight
 
-    assert served.rk is not None
-    release = scope.session.try_claim(served.rk.key)
-    if release is None:
-        return None  # another thread, task or process refreshes it already
     flight = Flight(scope, served.rk, Found.EXPIRED, Action.REFRESH, served.entry, served.request)
     flight.controls = served.controls
     flight.on_done(release)
@@ -67,9 +64,11 @@ def _failed(flight: Flight, exc: BaseException) -> None:
 
 def revalidate(scope: Scope, served: Flight, fetch: Callable[[], Fetched]) -> threading.Thread | None:
     """Refresh ``served``'s entry in a thread; ``fetch`` sends the request upstream."""
-    flight = _refresh_flight(scope, served)
-    if flight is None:
-        return None
+    assert served.rk is not None
+    release = scope.session.try_claim(served.rk.key)
+    if release is None:
+        return None  # another thread, task or process refreshes it already
+    flight = _refresh_flight(scope, served, release)
 
     def run() -> None:
         try:
@@ -87,12 +86,22 @@ def revalidate(scope: Scope, served: Flight, fetch: Callable[[], Fetched]) -> th
 
 
 def arevalidate(scope: Scope, served: Flight, fetch: Callable[[], Awaitable[Fetched]]) -> asyncio.Task[None] | None:
-    """Refresh ``served``'s entry in a task of the running loop."""
-    flight = _refresh_flight(scope, served)
-    if flight is None:
-        return None
+    """Refresh ``served``'s entry in a task of the running loop. The key is reserved here, so
+    that concurrent tasks start one refresh; its lock is asked for in the task, awaited
+    when the store has an ``aio`` side (one round trip the loop does not wait for)."""
+    assert served.rk is not None
+    session, key = scope.session, served.rk.key
+    if not session.reserve(key):
+        return None  # another thread or task of this process refreshes it already
+    reserved = True  # until the task hands the reservation to atry_claim
 
     async def run() -> None:
+        nonlocal reserved
+        reserved = False
+        release = await session.atry_claim(key)
+        if release is None:
+            return  # another process refreshes it
+        flight = _refresh_flight(scope, served, release)
         try:
             with upstream():
                 fetched = await fetch()
@@ -106,7 +115,12 @@ def arevalidate(scope: Scope, served: Flight, fetch: Callable[[], Awaitable[Fetc
         except Exception as exc:  # noqa: BLE001 - logged: nobody awaits this task
             _failed(flight, exc)
 
+    def done(task: asyncio.Task[None]) -> None:
+        _tasks.discard(task)
+        if reserved:  # cancelled before it ran (the loop closing): the reservation is given back
+            session.unreserve(key)
+
     task = asyncio.get_running_loop().create_task(run())
     _tasks.add(task)
-    task.add_done_callback(_tasks.discard)
+    task.add_done_callback(done)
     return task

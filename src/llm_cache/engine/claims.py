@@ -3,7 +3,8 @@ upstream and records; the others wait, then serve what it wrote.
 
 ``CacheSession`` takes these methods from ``KeyLocks``: ``claim`` before a request goes
 upstream (``aclaim`` on an event loop, where a lock held elsewhere is asked for again
-with the loop running), ``try_claim`` for a background refresh, which never waits.
+with the loop running), ``try_claim`` for a background refresh, which never waits
+(``atry_claim`` in a task, after ``reserve``).
 """
 
 from __future__ import annotations
@@ -70,31 +71,55 @@ class KeyLocks:
             self, rk: RequestKey, mode: Mode, ttl: timedelta | None, counts: Counts, reread: bool = False
         ) -> tuple[Found, Entry | None]: ...
 
-    def try_claim(self, key: str) -> Callable[[], None] | None:
+    def try_claim(self, key: str) -> Release | None:
         """The key's recording lock if it is free now (in this process and every other),
         else None: one background refresh per key, and none waits for another."""
-        with self._lock:
-            if key in self._inflight:
-                return None
-            self._inflight[key] = 1  # reserved: no other thread of this process tries now
+        if not self.reserve(key):
+            return None
         lock: Lock = self.store.lock(key)
         try:
             lock.acquire(timeout=0)
         except Exception:  # noqa: BLE001 - held elsewhere, or a store without working locks
-            with self._lock:
-                self._inflight.pop(key, None)
+            self.unreserve(key)
             return None
-        released = False
+        return Release(self, key, lock, set())
 
-        def release() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                with self._lock:
-                    self._inflight.pop(key, None)
-                lock.release()
+    def reserve(self, key: str) -> bool:
+        """Mark ``key`` as refreshed by this process, unless this process records or refreshes
+        it already (False): ``try_claim``'s first step, and ``atry_claim``'s, taken before the
+        task that refreshes starts. Whoever reserved gives it back with ``unreserve``, unless
+        it hands it to ``atry_claim``."""
+        with self._lock:
+            if key in self._inflight:
+                return False
+            self._inflight[key] = 1  # no other thread or task of this process tries now
+            return True
 
-        return release
+    def unreserve(self, key: str) -> None:
+        with self._lock:
+            self._inflight.pop(key, None)
+
+    async def atry_claim(self, key: str) -> Release | None:
+        """``try_claim`` for a task of an event loop, of a key it ``reserve``d: the lock is
+        asked for once, through the store's ``aio`` side when it has one (an await, not a
+        round trip on the loop). None, the reservation given back, when it is held elsewhere."""
+        aio = self.aio
+        lock: Lock | AsyncLock = self.store.lock(key) if aio is None else aio.lock(key)
+        try:
+            if aio is None:
+                lock.acquire(timeout=0)  # type: ignore[call-arg]
+                got = True
+            else:
+                got = await lock.acquire()  # type: ignore[misc]
+        except Exception:  # noqa: BLE001 - held elsewhere, or a store without working locks
+            got = False
+        except BaseException:  # cancelled: the aio lock gives back what it may have taken
+            self.unreserve(key)
+            raise
+        if not got:
+            self.unreserve(key)
+            return None
+        return Release(self, key, lock, set())
 
     def lock_wait(self, request_timeout: float | None) -> float:
         """How long a recorder waits for another holder of its key: the lock timeout
