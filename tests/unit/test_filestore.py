@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -56,6 +57,15 @@ def test_put_replaces(tmp_path):
     store.put(make_entry(text="old"))
     store.put(make_entry(text="new"))
     assert store.get("ab" * 32, "gpt-4o").response_body.value == "new"
+
+
+def test_put_makes_the_model_dir_again_when_it_went_since_the_last_write(tmp_path):
+    store = FileStore(tmp_path / "c")
+    first = Path(store.put(make_entry(text="old")))
+    shutil.rmtree(first.parent)  # removed by hand while the store lives: its check is not trusted then
+    second = Path(store.put(make_entry(key="cd" * 32, text="new")))
+    assert second.parent == first.parent and second.is_file()
+    assert store.get("cd" * 32, "gpt-4o").response_body.value == "new"
 
 
 def test_put_is_atomic(tmp_path, monkeypatch):

@@ -88,7 +88,8 @@ class FileStore:
         return cassette_path(self.root, key, model_version)
 
     def location(self, key: str, model_version: str) -> str:
-        return str(self.path_for(key, model_version))
+        # str(path_for(...)) without the Path objects (every recording asks)
+        return f"{self._tree.prefix}{safe_dirname(model_version)}{os.sep}{key[:KEY_PREFIX_LENGTH]}{SUFFIX}"
 
     def get(self, key: str, model_version: str) -> Entry | None:
         # path_for as a string: Path objects cost more than the rest of a cold read's bookkeeping
@@ -175,8 +176,11 @@ class FileStore:
     # -- writing -------------------------------------------------------------------
 
     def _checked_dir(self, model_version: str) -> Path:
+        """The model version's directory, made when missing; checked once in the store's life
+        (as ``Tree`` checks what it reads), not at every write: ``put`` checks it again when
+        it is gone."""
         directory = self.root / safe_dirname(model_version)
-        if model_version in self._checked and directory.is_dir() and not directory.is_symlink():
+        if model_version in self._checked:
             return directory
         if not directory.is_symlink():
             try:
@@ -199,7 +203,12 @@ class FileStore:
         path = directory / (entry.key[:KEY_PREFIX_LENGTH] + SUFFIX)
         data = (dump_entry(entry) if text is None else text).encode("utf-8")
         try:
-            write_atomic(path, data)
+            try:
+                write_atomic(path, data)
+            except FileNotFoundError:  # the directory went since it was checked: made again
+                self._checked.discard(entry.model_version)
+                self._checked_dir(entry.model_version)
+                write_atomic(path, data)
         except OSError as exc:
             raise StoreError.from_os_error(str(path), exc) from None
         if self.write_copies:
