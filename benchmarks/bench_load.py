@@ -317,6 +317,8 @@ class Run:
             "cache_hold_ms": dist(self.holds),
             "cache_hold_cpu_ms": dist(self.holds_cpu), "cache_hold_gc_ms": dist(self.holds_gc),
             "cache_hold_without_gc_ms": dist(self.own_holds()), "caller_step_ms": dist(self.steps),
+            "cache_holds_over_limit": sum(h > MAX_BLOCK_MS for h in self.holds),
+            "cache_holds_cpu_over_limit": sum(c > MAX_BLOCK_MS for c in self.holds_cpu),
             "distinct": self.distinct, "upstream": self.upstream, "upstream_distinct": self.upstream_distinct,
             "most_calls_per_prompt": self.most_calls_per_prompt, "wrong_answers": self.wrong, "server": self.server,
         }

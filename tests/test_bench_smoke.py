@@ -115,3 +115,10 @@ def test_bench_load_tiny_runs_and_writes_json(tmp_path: Path) -> None:
         holds, own = rows[name]["closed"]["cache_hold_ms"], rows[name]["closed"]["cache_hold_without_gc_ms"]
         assert own["n"] == holds["n"] == rows[name]["closed"]["cache_hold_gc_ms"]["n"]
         assert own["max"] <= holds["max"] + 1e-9  # the collector's pauses taken out, never added
+        over = rows[name]["closed"]["cache_holds_over_limit"]
+        assert 0 <= over <= holds["n"] and (over == 0) == (holds["max"] <= 5.0)
+
+    tables = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "load_tables.py"), str(out)],
+                            check=True, cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
+    assert "| `memory://` |" in tables and "| idle loop (the probe alone) |" in tables
+    assert tables.count("\n| --- |") == 2  # the closed-loop table and the event loop's
