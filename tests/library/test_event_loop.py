@@ -719,3 +719,42 @@ def test_a_background_refresh_cancelled_before_it_ran_leaves_the_key_free(tmp_pa
 
     asyncio.run(main())
     cache.close()
+
+
+def test_an_unusable_entry_in_redis_is_moved_aside_with_an_await(redis_target: Any) -> None:
+    """Over an awaited Redis store, an entry that cannot be read is moved aside (``corrupt:``)
+    through the asyncio client, not by a blocking round trip on the loop, and recorded again."""
+    import pytest as _pytest
+
+    from llm_cache.errors import LLMCacheWarning
+
+    store = _awaited(redis_target)
+    asked: list[int] = []
+    admin = redis_target.client()
+
+    def on_the_loop(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a blocking Redis call on the event loop")
+
+    async def main() -> None:
+        cache = LLMCache(store)
+        http, client = _openai_over(cache, _versioned(asked))
+        ask = [{"role": "user", "content": "damaged in Redis"}]
+        assert (await client.chat.completions.create(model="gpt-4o", messages=ask)).choices[0].message.content == "v1"  # type: ignore[arg-type]
+        [entry_key] = [k for k in admin.keys(redis_target.prefix + "*") if b"e:" in k]
+        admin.set(entry_key, b"llm_cache: 1\nkey: [unclosed\n")
+        await http.aclose()
+        http, client = _openai_over(LLMCache(store), _versioned(asked))  # no memory tier holding it
+        with _pytest.warns(LLMCacheWarning, match="unusable.*moved to .*corrupt:"):
+            again = await client.chat.completions.create(model="gpt-4o", messages=ask)  # type: ignore[arg-type]
+        assert again.choices[0].message.content == "v2" and len(asked) == 2  # recorded again
+        await http.aclose()
+        await store.aio.aclose()
+
+    blocking = store.get, store.put, store.lock, store.quarantine
+    store.get = store.put = store.lock = store.quarantine = on_the_loop
+    try:
+        asyncio.run(main())
+    finally:
+        store.get, store.put, store.lock, store.quarantine = blocking
+    moved = [k for k in admin.keys(redis_target.prefix + "*") if b"corrupt:" in k]
+    assert len(moved) == 1 and admin.get(moved[0]) == b"llm_cache: 1\nkey: [unclosed\n"

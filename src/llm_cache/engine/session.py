@@ -153,7 +153,9 @@ class CacheSession(KeyLocks):
             try:
                 entry = await aio.get(rk.key, rk.model_version)
             except CassetteError as exc:
-                return self._unusable(exc, rk, mode, counts)
+                self._count_unusable(exc, rk, mode, counts)
+                moved = await aio.quarantine(rk.key, rk.model_version)  # awaited too
+                return self._moved_aside(exc, moved, stacklevel=3)
             return self._read(entry, ttl)
         return self._fresh(entry, ttl)
 
@@ -167,15 +169,22 @@ class CacheSession(KeyLocks):
     def _unusable(self, exc: CassetteError, rk: RequestKey, mode: Mode, counts: Counts) -> tuple[Found, None]:
         """A corrupt entry: counted; moved aside and recorded again, except in replay (raised)."""
         __tracebackhide__ = True
+        self._count_unusable(exc, rk, mode, counts)
+        return self._moved_aside(exc, self.store.quarantine(rk.key, rk.model_version))
+
+    def _count_unusable(self, exc: CassetteError, rk: RequestKey, mode: Mode, counts: Counts) -> None:
+        """Count a corrupt entry; in replay raise it (nothing is moved, nothing recorded)."""
+        __tracebackhide__ = True
         self.stats.bump(counts, "corrupt")
         if self.stats.listeners:
             self.stats.emit("corrupt", rk.model_version)
         if mode is Mode.REPLAY:
             raise exc
-        moved = self.store.quarantine(rk.key, rk.model_version)
+
+    def _moved_aside(self, exc: CassetteError, moved: str | None, stacklevel: int = 4) -> tuple[Found, None]:
         warnings.warn(
             LLMCacheWarning(f"{exc.path} is unusable ({exc.reason}); moved to {moved}, recording again"),
-            stacklevel=3,
+            stacklevel=stacklevel,  # the caller of find (through _unusable) or of afind
         )
         return Found.MISSING, None
 

@@ -41,6 +41,8 @@ class AsyncSide(Protocol):
 
     def lock(self, key: str) -> AsyncLock: ...
 
+    async def quarantine(self, key: str, model_version: str) -> str | None: ...
+
 
 class Store(Protocol):
     """Entries by key, grouped by model version.

@@ -276,12 +276,17 @@ class RedisStore:
 
     def quarantine(self, key: str, model_version: str) -> str | None:
         """Rename the entry to ``B corrupt:<key>`` (keeping its expiry) and drop its index rows."""
-        target = self.keys.corrupt(key)
+        keys, moved_to = self._quarantine_keys(key)
         with self._reach():
             if self._quarantine_script is None:
                 self._quarantine_script = self.client.register_script(QUARANTINE)
-            moved = self._quarantine_script(keys=[self._name(key), target, *self.keys.indexes], args=[key])
-        return f"{self._base}/{target}" if moved else None
+            moved = self._quarantine_script(keys=keys, args=[key])
+        return moved_to if moved else None
+
+    def _quarantine_keys(self, key: str) -> tuple[list[str], str]:
+        """The keys ``QUARANTINE`` touches for ``key``, and where it says the entry went."""
+        target = self.keys.corrupt(key)
+        return [self._name(key), target, *self.keys.indexes], f"{self._base}/{target}"
 
     def scan(self) -> Iterator[EntryMeta]:
         """The index (one HGETALL), less the entries Redis has expired (their rows are dropped)."""

@@ -28,6 +28,7 @@ from collections.abc import AsyncGenerator, Callable
 from typing import TYPE_CHECKING, Any, final
 
 from ..cassette import Entry
+from .redis_scripts import QUARANTINE
 
 if TYPE_CHECKING:
     from .redis import RedisStore
@@ -39,7 +40,7 @@ log = logging.getLogger("llm_cache")
 
 @final
 class RedisAsync:
-    """``get``, ``put`` and ``lock`` of a ``RedisStore`` for the tasks of an event loop."""
+    """``get``, ``put``, ``lock`` and ``quarantine`` of a ``RedisStore`` for the tasks of an event loop."""
 
     def __init__(self, store: RedisStore, factory: Callable[[], Any]) -> None:
         self._store = store
@@ -78,6 +79,14 @@ class RedisAsync:
 
     def lock(self, key: str) -> AsyncRedisLock:
         return AsyncRedisLock(self, self._store.keys.lock(key))
+
+    async def quarantine(self, key: str, model_version: str) -> str | None:
+        """``RedisStore.quarantine``, awaited: the same script over the same keys."""
+        store = self._store
+        keys, moved_to = store._quarantine_keys(key)
+        with store._reach():
+            moved = await (await self.client()).eval(QUARANTINE, len(keys), *keys, key)
+        return moved_to if moved else None
 
     async def aclose(self) -> None:
         """Close the running loop's client, if it has one."""
