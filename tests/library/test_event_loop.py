@@ -758,3 +758,51 @@ def test_an_unusable_entry_in_redis_is_moved_aside_with_an_await(redis_target: A
         store.get, store.put, store.lock, store.quarantine = blocking
     moved = [k for k in admin.keys(redis_target.prefix + "*") if b"corrupt:" in k]
     assert len(moved) == 1 and admin.get(moved[0]) == b"llm_cache: 1\nkey: [unclosed\n"
+
+
+def test_a_key_reserved_for_a_refresh_behind_is_not_taken_for_a_lock_this_process_holds(redis_target: Any) -> None:
+    """A stale answer's refresh reserves its key before its task asks for the lock. Meanwhile
+    another task must record the key (its request allows no stale answer) while another
+    process holds the lock: it waits for that process and serves what it wrote, instead of
+    taking the reservation for a lock of its own process and going upstream at once."""
+    import dataclasses
+
+    ours, theirs = _awaited(redis_target), redis_target.store()  # awaited: the refresh's lock is a round trip away
+    now = [datetime(2026, 1, 1, tzinfo=timezone.utc)]
+    asked: list[int] = []
+
+    async def main() -> None:
+        cache = LLMCache(ours, ttl="1h", stale_while_revalidate="10m", lock_timeout=5, clock=lambda: now[0])
+        http, client = _openai_over(cache, _versioned(asked))
+        ask = [{"role": "user", "content": "reserved, not held"}]
+        await client.chat.completions.create(model="gpt-4o", messages=ask)  # type: ignore[arg-type]
+        now[0] += timedelta(minutes=65)
+        (meta,) = list(theirs.scan())
+        lock = theirs.lock(meta.key)
+        lock.acquire(timeout=0)  # the other process is refreshing it
+
+        async def the_other_process_finishes() -> None:
+            await asyncio.sleep(0.3)
+            recorded = theirs.get(meta.key, meta.model_version)
+            theirs.put(dataclasses.replace(recorded, recorded_at=now[0]))
+            lock.release()
+
+        finishing = asyncio.create_task(the_other_process_finishes())
+        stale, strict = await asyncio.gather(
+            client.chat.completions.with_raw_response.create(model="gpt-4o", messages=ask),  # type: ignore[arg-type]
+            client.chat.completions.with_raw_response.create(  # type: ignore[arg-type]
+                model="gpt-4o", messages=ask, extra_headers={"x-llm-cache": "ttl=1m"}),
+        )
+        await finishing
+        assert stale.headers["x-llm-cache-status"] == "stale"
+        assert strict.headers["x-llm-cache-status"] == "hit"  # what the other process wrote
+        assert asked == [1]  # no call of this process's own: it went upstream at once before
+        for _ in range(100):  # the refresh behind found the lock held elsewhere and gave up
+            if not (cache.session._refreshing or cache.session._inflight):  # nothing left reserved or held
+                break
+            await asyncio.sleep(0.01)
+        assert not cache.session._refreshing and not cache.session._inflight
+        await http.aclose()
+        await ours.aio.aclose()
+
+    asyncio.run(main())

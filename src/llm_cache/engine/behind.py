@@ -45,7 +45,6 @@ def _refresh_flight(scope: Scope, served: Flight, release: Callable[[], None]) -
 def _refused(flight: Flight, fetched: Fetched) -> bool:
     status = fetched[0]
     if status == 429 or status >= 500:
-        flight.abandon()
         log.warning("llm_cache: background refresh of %s got HTTP %s; the entry is kept", flight.rk.prefix, status)  # type: ignore[union-attr]
         return True
     return False
@@ -57,7 +56,6 @@ def _kept(flight: Flight) -> None:
 
 
 def _failed(flight: Flight, exc: BaseException) -> None:
-    flight.abandon()
     log.warning("llm_cache: background refresh of %s failed (%s); the entry is kept",
                 flight.rk.prefix, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)  # type: ignore[union-attr]
 
@@ -74,10 +72,13 @@ def revalidate(scope: Scope, served: Flight, fetch: Callable[[], Fetched]) -> th
         try:
             with upstream():
                 fetched = fetch()
-            if not _refused(flight, fetched):
+            if _refused(flight, fetched):
+                flight.abandon()
+            else:
                 flight.record(*fetched)
                 _kept(flight)
         except BaseException as exc:  # noqa: BLE001 - logged: nobody waits for this thread
+            flight.abandon()
             _failed(flight, exc)
 
     thread = threading.Thread(target=run, name="llm-cache-revalidate", daemon=True)
@@ -86,9 +87,10 @@ def revalidate(scope: Scope, served: Flight, fetch: Callable[[], Fetched]) -> th
 
 
 def arevalidate(scope: Scope, served: Flight, fetch: Callable[[], Awaitable[Fetched]]) -> asyncio.Task[None] | None:
-    """Refresh ``served``'s entry in a task of the running loop. The key is reserved here, so
-    that concurrent tasks start one refresh; its lock is asked for in the task, awaited
-    when the store has an ``aio`` side (one round trip the loop does not wait for)."""
+    """Refresh ``served``'s entry in a task of the running loop (None when this process
+    refreshes it already). The key is reserved here, so that concurrent tasks start one
+    refresh; its lock is asked for in the task, awaited when the store has an ``aio`` side
+    (one round trip the loop does not wait for), and given back the same way."""
     assert served.rk is not None
     session, key = scope.session, served.rk.key
     if not session.reserve(key):
@@ -105,7 +107,9 @@ def arevalidate(scope: Scope, served: Flight, fetch: Callable[[], Awaitable[Fetc
         try:
             with upstream():
                 fetched = await fetch()
-            if not _refused(flight, fetched):
+            if _refused(flight, fetched):
+                await flight.aabandon()  # its lock given back by an await, as it was taken
+            else:
                 await flight.arecord(*fetched)
                 _kept(flight)
         except asyncio.CancelledError:
@@ -114,13 +118,23 @@ def arevalidate(scope: Scope, served: Flight, fetch: Callable[[], Awaitable[Fetc
             raise
         except Exception as exc:  # noqa: BLE001 - logged: nobody awaits this task
             _failed(flight, exc)
+            await flight.aabandon()
+        except BaseException:
+            flight.abandon()
+            raise
 
     def done(task: asyncio.Task[None]) -> None:
         _tasks.discard(task)
         if reserved:  # cancelled before it ran (the loop closing): the reservation is given back
             session.unreserve(key)
 
-    task = asyncio.get_running_loop().create_task(run())
+    coroutine = run()
+    try:
+        task = asyncio.get_running_loop().create_task(coroutine)
+    except BaseException:
+        coroutine.close()
+        session.unreserve(key)
+        raise
     _tasks.add(task)
     task.add_done_callback(done)
     return task

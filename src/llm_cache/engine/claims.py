@@ -36,12 +36,15 @@ log = logging.getLogger("llm_cache")
 LOCK_POLL = 0.02
 
 
-def _in_event_loop() -> bool:
+def _running_loop() -> asyncio.AbstractEventLoop | None:
     try:
-        asyncio.get_running_loop()
+        return asyncio.get_running_loop()
     except RuntimeError:
-        return False
-    return True
+        return None
+
+
+def _in_event_loop() -> bool:
+    return _running_loop() is not None
 
 
 def _not_locked(rk: RequestKey, waited: float, exc: BaseException) -> None:
@@ -59,6 +62,9 @@ class KeyLocks:
     # keys this process is recording now -> how many recorders; and, per thread, the keys
     # that thread holds (a thread-local object, never a reusable thread id)
     _inflight: dict[str, int]
+    # keys reserved for a refresh behind whose lock is not taken yet (``reserve``) -> the
+    # event loop of the task that will ask for it (None: a thread asks at once)
+    _refreshing: dict[str, asyncio.AbstractEventLoop | None]
     _held: threading.local
 
     if TYPE_CHECKING:  # CacheSession's
@@ -82,30 +88,37 @@ class KeyLocks:
         except Exception:  # noqa: BLE001 - held elsewhere, or a store without working locks
             self.unreserve(key)
             return None
-        return Release(self, key, lock, set())
+        return self._reserved_held(key, lock)
 
     def reserve(self, key: str) -> bool:
-        """Mark ``key`` as refreshed by this process, unless this process records or refreshes
-        it already (False): ``try_claim``'s first step, and ``atry_claim``'s, taken before the
-        task that refreshes starts. Whoever reserved gives it back with ``unreserve``, unless
-        it hands it to ``atry_claim``."""
+        """Mark ``key`` as about to be refreshed by this process, unless this process records,
+        refreshes or is about to refresh it already (False): ``try_claim``'s first step, and
+        ``atry_claim``'s, taken before the task that refreshes starts. A reservation is not
+        the lock: ``claim`` and ``aclaim`` take no key as this process's own for it. Whoever
+        reserved gives it back with ``unreserve``, unless it hands it to ``atry_claim``."""
+        loop = _running_loop()
         with self._lock:
             if key in self._inflight:
                 return False
-            self._inflight[key] = 1  # no other thread or task of this process tries now
+            if key in self._refreshing:
+                owner = self._refreshing[key]
+                if owner is None or not owner.is_closed():
+                    return False
+                # reserved by a task of a loop closed before the task ran: nothing will give it back
+            self._refreshing[key] = loop
             return True
 
     def unreserve(self, key: str) -> None:
         with self._lock:
-            self._inflight.pop(key, None)
+            self._refreshing.pop(key, None)
 
     async def atry_claim(self, key: str) -> Release | None:
         """``try_claim`` for a task of an event loop, of a key it ``reserve``d: the lock is
         asked for once, through the store's ``aio`` side when it has one (an await, not a
         round trip on the loop). None, the reservation given back, when it is held elsewhere."""
         aio = self.aio
-        lock: Lock | AsyncLock = self.store.lock(key) if aio is None else aio.lock(key)
         try:
+            lock: Lock | AsyncLock = self.store.lock(key) if aio is None else aio.lock(key)
             if aio is None:
                 lock.acquire(timeout=0)  # type: ignore[call-arg]
                 got = True
@@ -119,6 +132,13 @@ class KeyLocks:
         if not got:
             self.unreserve(key)
             return None
+        return self._reserved_held(key, lock)
+
+    def _reserved_held(self, key: str, lock: Lock | AsyncLock) -> Release:
+        """The reservation of ``key`` becomes a holder: its lock is taken."""
+        with self._lock:
+            self._refreshing.pop(key, None)
+            self._inflight[key] = self._inflight.get(key, 0) + 1
         return Release(self, key, lock, set())
 
     def lock_wait(self, request_timeout: float | None) -> float:

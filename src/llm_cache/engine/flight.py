@@ -235,6 +235,10 @@ class Flight:
         """The request failed or its answer was dropped before the end: keep nothing, release."""
         self._finish()
 
+    async def aabandon(self) -> None:
+        """``abandon`` for a task: a lock taken through the store's ``aio`` side is given back by an await."""
+        await self._afinish()
+
     def _finish(self) -> None:
         if self._finished:
             return

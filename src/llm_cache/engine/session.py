@@ -29,6 +29,8 @@ from .claims import KeyLocks
 from .gate import Gates
 
 if TYPE_CHECKING:
+    import asyncio
+
     from .scope import Scope
 
 __all__ = ["CacheSession", "open_settings_store", "utcnow"]
@@ -83,6 +85,7 @@ class CacheSession(KeyLocks):
         # keys this process is recording now -> how many recorders; and, per thread, the
         # keys that thread holds (a thread-local object, never a reusable thread id)
         self._inflight: dict[str, int] = {}
+        self._refreshing: dict[str, asyncio.AbstractEventLoop | None] = {}
         self._held = threading.local()
         # stale on purpose (the library): how long past its TTL an expired entry is still
         # served while it is refreshed behind, or when the API fails
