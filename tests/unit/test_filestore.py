@@ -68,6 +68,27 @@ def test_put_makes_the_model_dir_again_when_it_went_since_the_last_write(tmp_pat
     assert store.get("cd" * 32, "gpt-4o").response_body.value == "new"
 
 
+def test_put_never_writes_through_a_model_dir_made_a_symlink_after_a_write(tmp_path):
+    store = FileStore(tmp_path / "c")
+    first = Path(store.put(make_entry(text="old")))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.rmtree(first.parent)
+    first.parent.symlink_to(outside, target_is_directory=True)
+    with pytest.raises(CassetteError, match="symlink"):
+        store.put(make_entry(key="cd" * 32, text="new"))
+    assert list(outside.iterdir()) == []
+
+
+def test_locations_in_the_current_directory_are_the_paths_put_gives(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for root in (".", "", "c/", "./c"):
+        store = FileStore(Path(root))
+        entry = make_entry()
+        assert store.put(entry) == store.location(entry.key, "gpt-4o") == os.path.join(
+            os.path.normpath(root), "gpt-4o", "ab" * 8 + ".yaml").removeprefix("." + os.sep)
+
+
 def test_put_is_atomic(tmp_path, monkeypatch):
     store = FileStore(tmp_path)
     path = Path(store.put(make_entry(text="old")))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -176,12 +177,16 @@ class FileStore:
     # -- writing -------------------------------------------------------------------
 
     def _checked_dir(self, model_version: str) -> Path:
-        """The model version's directory, made when missing; checked once in the store's life
-        (as ``Tree`` checks what it reads), not at every write: ``put`` checks it again when
-        it is gone."""
+        """The model version's directory, made when missing, never a symlink. Once found
+        real, later writes check it with one ``lstat``, not the whole check again."""
         directory = self.root / safe_dirname(model_version)
         if model_version in self._checked:
-            return directory
+            try:
+                if stat.S_ISDIR(os.lstat(directory).st_mode):  # a real directory still
+                    return directory
+            except OSError:
+                pass  # gone: made again below
+            self._checked.discard(model_version)
         if not directory.is_symlink():
             try:
                 directory.mkdir(parents=True, exist_ok=True)
@@ -203,12 +208,7 @@ class FileStore:
         path = directory / (entry.key[:KEY_PREFIX_LENGTH] + SUFFIX)
         data = (dump_entry(entry) if text is None else text).encode("utf-8")
         try:
-            try:
-                write_atomic(path, data)
-            except FileNotFoundError:  # the directory went since it was checked: made again
-                self._checked.discard(entry.model_version)
-                self._checked_dir(entry.model_version)
-                write_atomic(path, data)
+            write_atomic(path, data)
         except OSError as exc:
             raise StoreError.from_os_error(str(path), exc) from None
         if self.write_copies:

@@ -54,7 +54,8 @@ class Tree:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.prefix = os.path.join(str(root), "")  # the root, and a separator
+        # the root and a separator, as str(root / name) starts (nothing for ".")
+        self.prefix = "" if str(root) == "." else os.path.join(str(root), "")
         self._real: set[str] = set()
 
     def known(self, directory: str) -> bool:
