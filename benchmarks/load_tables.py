@@ -23,6 +23,16 @@ LABELS = {
 }
 
 
+def measured(rows: dict[str, Any]) -> dict[str, Any]:
+    """The rows that ran: a skipped one (no redis-server, no cluster) holds only why."""
+    return {name: row for name, row in rows.items() if row.get("closed") and row.get("paced")}
+
+
+def skipped(rows: dict[str, Any]) -> list[str]:
+    return [f"{LABELS.get(name, name)}: {row.get('skipped', 'not run')}" for name, row in rows.items()
+            if name not in measured(rows)]
+
+
 def ms(value: float | None, digits: int = 2) -> str:
     return "" if value is None else f"{value:,.{digits}f}"
 
@@ -36,7 +46,7 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 def closed_table(rows: dict[str, Any]) -> str:
     none_rps = rows["none"]["closed"]["requests_per_s"]
     out = []
-    for name, row in rows.items():
+    for name, row in measured(rows).items():
         run = row["closed"]
         hits = run["latency_ms"] if name == "floor" else run["hit_ms"]
         up = "" if name == "floor" else f"{run['upstream']:,} / {run['distinct']:,}"
@@ -55,7 +65,7 @@ def loop_table(rows: dict[str, Any], idle: dict[str, Any] | None) -> str:
     out = []
     if idle:
         out.append(["idle loop (the probe alone)", "", "", "", f"{ms(idle['p99'])} / {ms(idle['max'])}", "", "", ""])
-    for name, row in rows.items():
+    for name, row in measured(rows).items():
         run, slow = row["closed"], row["paced"]
         holds = over = ""
         if name != "none":
@@ -87,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     print(closed_table(data["rows"]))
     print()
     print(loop_table(data["rows"], data.get("idle_loop_lag_ms")))
+    for line in skipped(data["rows"]):
+        print(f"\nnot measured: {line}")
     return 0
 
 

@@ -122,3 +122,8 @@ def test_bench_load_tiny_runs_and_writes_json(tmp_path: Path) -> None:
                             check=True, cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
     assert "| `memory://` |" in tables and "| idle loop (the probe alone) |" in tables
     assert tables.count("\n| --- |") == 2  # the closed-loop table and the event loop's
+    data["rows"]["redis"] = {"skipped": "no redis-server here"}  # as a machine without one writes it
+    out.write_text(json.dumps(data))
+    tables = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "load_tables.py"), str(out)],
+                            check=True, cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
+    assert "| `redis://` |" not in tables and "not measured: `redis://`: no redis-server here" in tables
