@@ -651,13 +651,20 @@ def test_a_background_refresh_over_redis_awaits_its_lock(redis_target: Any) -> N
     store = _awaited(redis_target)
     now = [datetime(2026, 1, 1, tzinfo=timezone.utc)]
     asked: list[int] = []
+    locked: list[bool] = []
+    admin = redis_target.client()
+    versioned = _versioned(asked)
 
     def on_the_loop(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a blocking Redis call on the event loop")
 
+    async def answer(request: httpx2.Request) -> httpx2.Response:
+        locked.append(bool(admin.keys(redis_target.prefix + "*lock*")))  # the key's lock held meanwhile
+        return await versioned(request)
+
     async def main() -> None:
         cache = LLMCache(store, ttl="1h", stale_while_revalidate="10m", clock=lambda: now[0])
-        http, client = _openai_over(cache, _versioned(asked))
+        http, client = _openai_over(cache, answer)
         ask = [{"role": "user", "content": "refreshed behind, awaited"}]
         assert (await client.chat.completions.create(model="gpt-4o", messages=ask)).choices[0].message.content == "v1"  # type: ignore[arg-type]
         now[0] += timedelta(minutes=65)
@@ -669,6 +676,7 @@ def test_a_background_refresh_over_redis_awaits_its_lock(redis_target: Any) -> N
                 break
             await asyncio.sleep(0.01)
         assert cache.stats()["revalidated"] == 1 and len(asked) == 2
+        assert locked == [True, True]  # the recording's and the refresh's: the refresh took the lock
         now[0] += timedelta(minutes=1)
         fresh = await client.chat.completions.with_raw_response.create(model="gpt-4o", messages=ask)  # type: ignore[arg-type]
         assert fresh.headers["x-llm-cache-status"] == "hit"
