@@ -4,6 +4,7 @@ for the same request, and nothing left to import by the first answer recorded or
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -257,14 +258,40 @@ def _openai_over(cache: LLMCache, handler: Any = _answer_plain_or_streamed) -> t
     return http, openai.AsyncOpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1", http_client=http)
 
 
+def _versioned(asked: list[int]) -> Any:
+    """A handler answering ``v1``, ``v2``, ... one more each time it is asked."""
+
+    async def answer(request: httpx2.Request) -> httpx2.Response:
+        asked.append(1)
+        reply = {**ANSWER, "choices": [{**ANSWER["choices"][0], "message": {"role": "assistant", "content": f"v{len(asked)}"}}]}
+        return httpx2.Response(200, json=reply)
+
+    return answer
+
+
+@contextlib.contextmanager
+def _no_blocking_calls(store: Any, *names: str) -> Any:
+    """For the block, the store's blocking methods ``names`` raise: an event loop's tasks must
+    go through its asyncio side."""
+
+    def on_the_loop(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a blocking Redis call on the event loop")
+
+    saved = {name: getattr(store, name) for name in names}
+    for name in names:
+        setattr(store, name, on_the_loop)
+    try:
+        yield
+    finally:
+        for name, method in saved.items():
+            setattr(store, name, method)
+
+
 def test_over_redis_the_loop_runs_while_the_server_is_slow_to_answer(redis_target: Any) -> None:
     """The store's round trips are awaited (redis.asyncio): with the server paused for
     0.25 s (CLIENT PAUSE) during a miss, and again during a hit, the loop's other tasks
     keep running, and the store's blocking client is never used on the loop."""
     store = _awaited(redis_target)
-
-    def on_the_loop(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("a blocking Redis call on the event loop")
 
     admin = redis_target.client()
 
@@ -285,13 +312,9 @@ def test_over_redis_the_loop_runs_while_the_server_is_slow_to_answer(redis_targe
         await ticker.stop()
         await store.aio.aclose()
 
-    blocking = store.get, store.put, store.lock
-    store.get = store.put = store.lock = on_the_loop
-    try:
+    with _no_blocking_calls(store, "get", "put", "lock"):
         for stream in (False, True):
             asyncio.run(main(stream))
-    finally:
-        store.get, store.put, store.lock = blocking
     assert len(list(store.scan())) == 2
 
 
@@ -354,14 +377,9 @@ def test_a_background_refresh_cancelled_after_its_write_is_counted_and_released(
     now = [datetime(2026, 1, 1, tzinfo=timezone.utc)]
     asked: list[int] = []
 
-    async def answer(request: httpx2.Request) -> httpx2.Response:
-        asked.append(1)
-        reply = {**ANSWER, "choices": [{**ANSWER["choices"][0], "message": {"role": "assistant", "content": f"v{len(asked)}"}}]}
-        return httpx2.Response(200, json=reply)
-
     async def main() -> None:
         cache = LLMCache(store, ttl="1h", stale_while_revalidate="10m", clock=lambda: now[0])
-        http, client = _openai_over(cache, answer)
+        http, client = _openai_over(cache, _versioned(asked))
         ask = [{"role": "user", "content": "refreshed behind"}]
         assert (await client.chat.completions.create(model="gpt-4o", messages=ask)).choices[0].message.content == "v1"  # type: ignore[arg-type]
         now[0] += timedelta(minutes=65)
@@ -633,16 +651,6 @@ def test_a_task_cancelled_while_its_lock_is_being_taken_gives_it_back(redis_targ
     asyncio.run(main())
 
 
-def _versioned(asked: list[int]) -> Any:
-    """A handler answering ``v1``, ``v2``, ... one more each time it is asked."""
-
-    async def answer(request: httpx2.Request) -> httpx2.Response:
-        asked.append(1)
-        reply = {**ANSWER, "choices": [{**ANSWER["choices"][0], "message": {"role": "assistant", "content": f"v{len(asked)}"}}]}
-        return httpx2.Response(200, json=reply)
-
-    return answer
-
 
 def test_a_background_refresh_over_redis_awaits_its_lock(redis_target: Any) -> None:
     """A stale answer served from an awaited Redis store (``asyncio=yes``) is refreshed in a
@@ -654,9 +662,6 @@ def test_a_background_refresh_over_redis_awaits_its_lock(redis_target: Any) -> N
     locked: list[bool] = []
     admin = redis_target.client()
     versioned = _versioned(asked)
-
-    def on_the_loop(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("a blocking Redis call on the event loop")
 
     async def answer(request: httpx2.Request) -> httpx2.Response:
         locked.append(bool(admin.keys(redis_target.prefix + "*lock*")))  # the key's lock held meanwhile
@@ -684,12 +689,8 @@ def test_a_background_refresh_over_redis_awaits_its_lock(redis_target: Any) -> N
         await http.aclose()
         await store.aio.aclose()
 
-    blocking = store.get, store.put, store.lock
-    store.get = store.put = store.lock = on_the_loop
-    try:
+    with _no_blocking_calls(store, "get", "put", "lock"):
         asyncio.run(main())
-    finally:
-        store.get, store.put, store.lock = blocking
     assert redis_target.client().keys("*lock*") == []  # the refresh gave its lock back
 
 
@@ -740,9 +741,6 @@ def test_an_unusable_entry_in_redis_is_moved_aside_with_an_await(redis_target: A
     asked: list[int] = []
     admin = redis_target.client()
 
-    def on_the_loop(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("a blocking Redis call on the event loop")
-
     async def main() -> None:
         cache = LLMCache(store)
         http, client = _openai_over(cache, _versioned(asked))
@@ -758,12 +756,8 @@ def test_an_unusable_entry_in_redis_is_moved_aside_with_an_await(redis_target: A
         await http.aclose()
         await store.aio.aclose()
 
-    blocking = store.get, store.put, store.lock, store.quarantine
-    store.get = store.put = store.lock = store.quarantine = on_the_loop
-    try:
+    with _no_blocking_calls(store, "get", "put", "lock", "quarantine"):
         asyncio.run(main())
-    finally:
-        store.get, store.put, store.lock, store.quarantine = blocking
     moved = [k for k in admin.keys(redis_target.prefix + "*") if b"corrupt:" in k]
     assert len(moved) == 1 and admin.get(moved[0]) == b"llm_cache: 1\nkey: [unclosed\n"
 

@@ -89,14 +89,12 @@ class FileStore:
         return cassette_path(self.root, key, model_version)
 
     def location(self, key: str, model_version: str) -> str:
-        # str(path_for(...)) without the Path objects (every recording asks)
+        # str(path_for(...)) without the Path objects (every lookup and recording asks)
         return f"{self._tree.prefix}{safe_dirname(model_version)}{os.sep}{key[:KEY_PREFIX_LENGTH]}{SUFFIX}"
 
     def get(self, key: str, model_version: str) -> Entry | None:
-        # path_for as a string: Path objects cost more than the rest of a cold read's bookkeeping
-        path = f"{self._tree.prefix}{safe_dirname(model_version)}{os.sep}{key[:KEY_PREFIX_LENGTH]}{SUFFIX}"
-        try:
-            return self._read(path, key)
+        try:  # the path as a string: Path objects cost more than the rest of a cold read's bookkeeping
+            return self._read(self.location(key, model_version), key)
         except FileNotFoundError:
             return None
 
