@@ -63,6 +63,14 @@ class Scope:
     def __hash__(self) -> int:
         return id(self)
 
+    def __repr__(self) -> str:
+        # pytest prints it as the fixture's value above a failed test: short, and what matters
+        s = self.stats
+        return (
+            f"<llm_cache {self.mode.value} {self.test_id or 'scope'}: "
+            f"{s.hits} hits, {s.misses} misses, {s.recorded} recorded>"
+        )
+
     def __eq__(self, other: object) -> bool:
         return self is other
 

@@ -274,7 +274,13 @@ def pytest_deselected(items: list[pytest.Item]) -> None:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    """Notes a skipped (or xfailed) test that uses the cache: its cassettes would look unused."""
+    """Shows a failure the cache raised down to the test's own line (not the SDK's frames);
+    notes a skipped (or xfailed) test that uses the cache: its cassettes would look unused."""
+    if call.excinfo is not None:
+        from .failures import trim
+
+        option = item.config.option
+        trim(call.excinfo, bool(getattr(option, "fulltrace", False) or getattr(option, "usepdb", False)))
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
     if report.skipped:  # an xfailed test too: it stopped where it failed
