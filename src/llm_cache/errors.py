@@ -32,7 +32,12 @@ class LLMCacheError(Exception):
         names = inspect.signature(type(self).__init__).parameters
         state = dict(self.__dict__)
         kwargs = {name: state.pop(name) for name in list(state) if name in names}
-        return (_rebuild, (type(self), kwargs, state))
+        return (_rebuild, (_plain(self), kwargs, state))
+
+
+def _plain(error: LLMCacheError) -> type[LLMCacheError]:
+    """The error's own class: not the twin that also makes it an SDK's error (adapters.sdkerrors)."""
+    return getattr(type(error), "_plain", type(error))
 
 
 def _rebuild(cls: type[LLMCacheError], kwargs: dict[str, Any], extra: dict[str, Any]) -> LLMCacheError:
@@ -127,7 +132,7 @@ class StoreError(LLMCacheError, OSError):
         mine = ("path", "cause", "action")
         state = {k: v for k, v in self.__dict__.items() if k not in mine}
         kwargs = {k: self.__dict__[k] for k in mine} | {"errno": self.errno}
-        return (_rebuild, (type(self), kwargs, state))
+        return (_rebuild, (_plain(self), kwargs, state))
 
 
 class CacheMiss(LLMCacheError):

@@ -59,6 +59,32 @@ def test_pickle_round_trip_with_note(make):
     assert back.__notes__ == ["while recording tests/test_x.py::test_a"]
 
 
+@pytest.mark.parametrize("make", ERRORS.values(), ids=ERRORS.keys())
+def test_an_error_raised_as_anthropics_own_keeps_its_name_and_pickles_back_to_itself(make):
+    anthropic = pytest.importorskip("anthropic")
+    from llm_cache.adapters.sdkerrors import as_sdk_error
+
+    error = make()
+    plain = type(error)
+    as_sdk_error(error, {"user-agent": "Anthropic/Python 2.0.0"})
+    assert isinstance(error, anthropic.AnthropicError) and isinstance(error, plain)
+    assert f"{type(error).__module__}.{type(error).__qualname__}" == f"llm_cache.errors.{plain.__name__}"
+    back = pickle.loads(pickle.dumps(error))
+    assert type(back) is plain
+    assert vars(back) == vars(error) and str(back) == str(error)
+
+
+def test_an_error_on_another_sdks_request_is_left_as_it_is():
+    pytest.importorskip("anthropic")
+    from llm_cache.adapters.sdkerrors import as_sdk_error
+
+    error = cache_miss()
+    as_sdk_error(error, {"user-agent": "OpenAI/Python 3.0.0"})
+    assert type(error) is CacheMiss
+    as_sdk_error(error, {"user-agent": "x", "anthropic-version": "2023-06-01"})  # litellm, langchain
+    assert type(error) is not CacheMiss
+
+
 def test_config_error_is_a_value_error():
     assert isinstance(ConfigError(setting="s", value=1, expected="e"), ValueError)
 

@@ -2,7 +2,9 @@
 
 Both go through ``handle`` (``ahandle`` for async): the request becomes an
 ``exchange.Request``, the scope decides, a hit is replayed event by event, and a
-forwarded answer reaches the caller chunk by chunk while it is recorded.
+forwarded answer reaches the caller chunk by chunk while it is recorded. An error of
+the cache leaves as the sending SDK's own kind where that SDK would retry anything
+else (``sdkerrors``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 from ..engine import behind
 from ..engine.controls import STATUS_HEADER
 from ..engine.guard import upstream
+from ..errors import LLMCacheError
 from ..exchange import Request, Response
+from .sdkerrors import as_sdk_error
 
 if TYPE_CHECKING:
     from ..engine.flight import Flight, Recording
@@ -63,6 +67,15 @@ def _marked(response: Any, flight: Flight) -> Any:
 
 def handle(scope: Scope, httpx: ModuleType, request: Any, forward: Callable[[], Any]) -> Any:
     """Answer one request of a sync transport through ``scope``; ``forward`` sends it upstream."""
+    __tracebackhide__ = True
+    try:
+        return _handle(scope, httpx, request, forward)
+    except LLMCacheError as exc:
+        as_sdk_error(exc, request.headers)
+        raise
+
+
+def _handle(scope: Scope, httpx: ModuleType, request: Any, forward: Callable[[], Any]) -> Any:
     __tracebackhide__ = True
     flight = scope.begin(to_request(request, request.read()))
     if flight.served:
@@ -113,6 +126,15 @@ async def _afetched(response: Any) -> tuple[int, list[tuple[str, str]], bytes]:
 
 async def ahandle(scope: Scope, httpx: ModuleType, request: Any, forward: Callable[[], Awaitable[Any]]) -> Any:
     """The asynchronous twin of ``handle``."""
+    __tracebackhide__ = True
+    try:
+        return await _ahandle(scope, httpx, request, forward)
+    except LLMCacheError as exc:
+        as_sdk_error(exc, request.headers)
+        raise
+
+
+async def _ahandle(scope: Scope, httpx: ModuleType, request: Any, forward: Callable[[], Awaitable[Any]]) -> Any:
     __tracebackhide__ = True
     flight = await scope.abegin(to_request(request, await request.aread()))
     if flight.served:
