@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from conftest import Project
@@ -80,3 +82,86 @@ def test_it(llm_cache):
     )
     project.run().assert_outcomes(passed=1)
     assert project.server.count() == 0
+
+
+def test_anthropic_gets_a_miss_as_its_own_error_so_it_neither_retries_nor_wraps_it(project: Project) -> None:
+    # anthropic 2.x takes any other exception of its transport for a connection error: it
+    # sleeps and retries it (max_retries, 2 by default), then raises "Connection error."
+    project.pytester.makepyfile(
+        test_anthropic_miss="""
+import asyncio, os, time
+import anthropic, anyio, pytest
+from llm_cache import CacheMiss
+
+def no_sleep(*args):
+    raise AssertionError("the SDK slept to retry the miss")
+
+ASK = dict(model="claude-3-5-sonnet-20241022", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+
+def test_sync(llm_cache, monkeypatch):
+    monkeypatch.setattr(time, "sleep", no_sleep)
+    client = anthropic.Anthropic(base_url=os.environ["FAKE_LLM_URL"], api_key="sk-ant-x")  # max_retries 2
+    with pytest.raises(CacheMiss) as caught:
+        client.messages.create(**ASK)
+    assert isinstance(caught.value, anthropic.AnthropicError)
+    assert caught.value.__cause__ is None and caught.value.model == "claude-3-5-sonnet-20241022"
+    assert llm_cache.stats.misses == 1
+
+def test_async(llm_cache, monkeypatch):
+    monkeypatch.setattr(anyio, "sleep", no_sleep)
+    async def go():
+        client = anthropic.AsyncAnthropic(base_url=os.environ["FAKE_LLM_URL"], api_key="sk-ant-x")
+        await client.messages.create(**ASK)
+    with pytest.raises(CacheMiss) as caught:
+        asyncio.run(go())
+    assert isinstance(caught.value, anthropic.AnthropicError)
+
+def test_unmissed_by_openai(llm_cache):
+    import openai
+    client = openai.OpenAI(base_url=os.environ["FAKE_LLM_URL"] + "/v1", api_key="sk-x", max_retries=0)
+    with pytest.raises(CacheMiss) as caught:
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+    assert not isinstance(caught.value, anthropic.AnthropicError)  # only the SDK that needs it
+"""
+    )
+    project.run().assert_outcomes(passed=3)
+    assert project.server.count() == 0
+
+
+def _section(output: str, test: str) -> str:
+    """The failure report of one test: from its ``____ test ____`` header to the next header."""
+    return re.split(r"\n_{3,} \S+ _{3,}\n", output.split(f" {test} _")[1])[0]
+
+
+SDK_FAILURE = """
+import json, os
+from conftest import chat
+def test_missed(client, llm_cache):
+    chat(client, "never recorded")
+
+def test_other_failure(llm_cache):
+    json.loads("{")
+"""
+
+
+def test_a_miss_is_shown_down_to_the_projects_own_line_not_through_the_sdk(project: Project) -> None:
+    # pytest parses the whole source file of each frame it prints: the SDK's fifteen frames
+    # made a failed miss cost about 0.35 s
+    project.pytester.makepyfile(test_m=SDK_FAILURE)
+    result = project.run("-rf")
+    result.assert_outcomes(failed=2)
+    missed = _section(result.stdout.str(), "test_missed")
+    assert "CacheMiss: no cassette for POST /v1/chat/completions" in missed
+    assert "conftest.py:" in missed  # chat(), the project's own helper, is the last frame shown
+    assert "llm_cache = <llm_cache replay test_m.py::test_missed: 0 hits, 1 misses, 0 recorded>" in missed
+    for frame in ("_base_client.py", "httpx", "llm_cache/"):
+        assert frame not in missed
+    # any other failure is shown as pytest shows it: here, through the json module
+    assert "json/decoder.py" in result.stdout.str()
+
+
+def test_fulltrace_shows_a_miss_through_every_frame(project: Project) -> None:
+    project.pytester.makepyfile(test_m=SDK_FAILURE)
+    result = project.run("--fulltrace", "test_m.py::test_missed")
+    result.assert_outcomes(failed=1)
+    assert "_base_client.py" in result.stdout.str()
