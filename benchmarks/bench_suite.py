@@ -188,9 +188,11 @@ def child_cpu() -> float:
 
 
 def run_pytest(
-    project: Path, args: list[str], env: dict[str, str], expect_passed: int, what: str
+    project: Path, args: list[str], env: dict[str, str], expect_passed: int, what: str,
+    outcome: str = "passed",
 ) -> Run:
-    """One timed ``python -m pytest`` in ``project``; fails unless every test passed."""
+    """One timed ``python -m pytest`` in ``project``; fails unless every test passed (or,
+    with ``outcome="failed"``, every test failed)."""
     command = [sys.executable, *PYTEST, *args]
     cpu = child_cpu()
     started = time.perf_counter()
@@ -205,8 +207,8 @@ def run_pytest(
     )
     seconds = time.perf_counter() - started
     cpu = child_cpu() - cpu
-    passed = re.search(r"(\d+) passed", proc.stdout)
-    if proc.returncode != 0 or passed is None or int(passed.group(1)) != expect_passed:
+    passed = re.search(rf"(\d+) {outcome}", proc.stdout)
+    if proc.returncode != (outcome != "passed") or passed is None or int(passed.group(1)) != expect_passed:
         raise RuntimeError(
             f"{what}: pytest exited {proc.returncode}, expected {expect_passed} "
             f"passed:\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}"
@@ -346,7 +348,9 @@ def section_suite(cfg: Config, workdir: Path) -> dict[str, Any]:
     note(f"suite: recorded {written} cassettes in {record.seconds:.1f} s")
 
     counts: dict[str, dict[str, int] | None] = {}
-    runs: dict[str, list[Run]] = {"floor": [], "fresh": [], "warm": [], "fresh_ci": []}
+    runs: dict[str, list[Run]] = {"floor": [], "fresh": [], "warm": [], "fresh_ci": [], "missed": []}
+    nothing = workdir / "no-cassettes"  # every request misses: each test fails at its first call
+    nothing.mkdir(exist_ok=True)
     with closed_port() as nowhere:
         floor_env = {**base_env, "SUITE_BENCH_MODE": "floor", "SUITE_BENCH_BASE_URL": nowhere}
         cache_env = {**base_env, "SUITE_BENCH_MODE": "cache", "SUITE_BENCH_BASE_URL": nowhere}
@@ -369,6 +373,13 @@ def section_suite(cfg: Config, workdir: Path) -> dict[str, Any]:
             shutil.rmtree(cassettes / META_DIR, ignore_errors=True)
             return replay("fresh_ci", {**cache_env, "CI": "true"})
 
+        def missed() -> Run:  # a prompt change that misses every test: how soon the run reports
+            run = run_pytest(
+                project, [f"--llm-cache-dir={nothing}"], cache_env, cfg.tests, "replay (missed)", "failed"
+            )
+            counts["missed"] = cache_counts(run.stdout)
+            return run
+
         if cfg.warmup:  # untimed: page cache, bytecode
             floor()
             fresh()
@@ -378,10 +389,12 @@ def section_suite(cfg: Config, workdir: Path) -> dict[str, Any]:
             runs["fresh"].append(fresh())
             runs["warm"].append(replay("warm"))
             runs["fresh_ci"].append(fresh_ci())
+            runs["missed"].append(missed())
             note(
                 f"suite: round {r + 1}/{cfg.rounds} in {time.perf_counter() - started:.1f} s "
                 f"(floor {runs['floor'][-1].seconds:.2f} s, fresh {runs['fresh'][-1].seconds:.2f} s, "
-                f"warm {runs['warm'][-1].seconds:.2f} s, fresh in CI {runs['fresh_ci'][-1].seconds:.2f} s)"
+                f"warm {runs['warm'][-1].seconds:.2f} s, fresh in CI {runs['fresh_ci'][-1].seconds:.2f} s, "
+                f"missed {runs['missed'][-1].seconds:.2f} s)"
             )
     derived = sum(1 for p in (cassettes / META_DIR).rglob("*") if p.is_file())  # after a CI run
 
@@ -390,7 +403,7 @@ def section_suite(cfg: Config, workdir: Path) -> dict[str, Any]:
         ways[way] = spread([run.seconds for run in done])
         ways[way]["cpu"] = spread([run.cpu for run in done])
     base, base_cpu = ways["floor"]["median"], ways["floor"]["cpu"]["median"]
-    for way in ("fresh", "warm", "fresh_ci"):
+    for way in ("fresh", "warm", "fresh_ci", "missed"):
         over = ways[way]["median"] - base
         ways[way].update(
             ratio=ways[way]["median"] / base,
@@ -420,6 +433,7 @@ SUITE_LABEL = {
     "fresh": "replay, fresh checkout",
     "warm": "replay again (warm)",
     "fresh_ci": "replay, fresh checkout in CI",
+    "missed": "replay, every test misses (fails)",
 }
 
 
@@ -434,12 +448,13 @@ def print_suite(res: dict[str, Any]) -> None:
     )
     say(f"   fresh: {META_DIR}/ removed before the run; warm: the same run again right after;")
     say("   in CI: fresh again with CI=true, which writes no parsed copies (llm_cache_parsed_copies = auto);")
+    say("   every test misses: an empty cassette dir, so each test fails at its first call (a prompt change)")
     say("   ms/test over: (median - floor median) / tests; cpu: the child's user + system time")
     say(
         f"   {'':<40}{'median s':>9}{'min s':>8}{'max s':>8}{'x floor':>9}{'ms/test over':>14}"
         f"{'cpu s':>8}{'cpu x':>7}{'cpu ms/test':>13}"
     )
-    for way in ("floor", "fresh", "warm", "fresh_ci"):
+    for way in ("floor", "fresh", "warm", "fresh_ci", "missed"):
         w = res["ways"][way]
         if way == "floor":
             ratio, per, cpu_ratio, cpu_per = "1.000", "", "1.000", ""
@@ -667,7 +682,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             add(
                 f"suite, {SUITE_LABEL[way]} / floor", v, f"{v:.3f}x", f"<= {limit:.2f}x", v <= limit
             )
-        for way in ("fresh", "fresh_ci", "warm"):
+        for way in ("fresh", "fresh_ci", "warm", "missed"):
             v = ways[way]["ms_per_test_over_floor"]
             add(f"suite, {SUITE_LABEL[way]}: per test over floor", v, f"{v:+.2f} ms", "-", None)
     st = results.get("startup")
