@@ -560,18 +560,8 @@ def test_a_lock_found_unneeded_is_given_back_with_an_await(redis_target: Any, mo
     """Another process recorded the answer between a task's first look and its lock: the
     second look serves it, and the lock goes back through redis.asyncio, not through a
     blocking round trip on the loop."""
-    from llm_cache.stores import redis_lock
-
     store = _awaited(redis_target)
-    blocking: list[str] = []
-    real_release = redis_lock.RedisLock.release
-
-    def spied(self: Any) -> None:
-        if self._store is store:
-            blocking.append(self.name)
-        real_release(self)
-
-    monkeypatch.setattr(redis_lock.RedisLock, "release", spied)
+    blocking = _spy_blocking_releases(store, monkeypatch)
 
     async def main() -> None:
         http, client = _openai_over(LLMCache(store))
@@ -806,5 +796,81 @@ def test_a_key_reserved_for_a_refresh_behind_is_not_taken_for_a_lock_this_proces
         assert not cache.session._refreshing and not cache.session._inflight
         await http.aclose()
         await ours.aio.aclose()
+
+    asyncio.run(main())
+
+
+def _spy_blocking_releases(store: Any, monkeypatch: Any) -> list[str]:
+    """The names of the store's locks given back by a blocking call (``RedisLock.release``)."""
+    from llm_cache.stores import redis_lock
+
+    blocking: list[str] = []
+    real_release = redis_lock.RedisLock.release
+
+    def spied(self: Any) -> None:
+        if self._store is store:
+            blocking.append(self.name)
+        real_release(self)
+
+    monkeypatch.setattr(redis_lock.RedisLock, "release", spied)
+    return blocking
+
+
+def test_a_stream_dropped_midway_gives_its_lock_back_with_an_await(redis_target: Any, monkeypatch: Any) -> None:
+    """A streamed answer the caller closes before its provider's last event keeps nothing and
+    gives its key's lock back through redis.asyncio (it was a blocking round trip on the loop)."""
+    store = _awaited(redis_target)
+    blocking = _spy_blocking_releases(store, monkeypatch)
+    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
+             "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": None}]}
+
+    async def endless() -> Any:
+        for _ in range(1000):  # never reaches its end: the caller stops first
+            yield f"data: {json.dumps(chunk)}\n\n".encode()
+            await asyncio.sleep(0)
+
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=endless())
+
+    async def main() -> None:
+        cache = LLMCache(store)
+        http = httpx2.AsyncClient(transport=cache.async_transport(httpx2.MockTransport(answer)))
+        body = {"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "dropped midway"}]}
+        async with http.stream("POST", "http://127.0.0.1:9/v1/chat/completions", json=body) as response:
+            assert response.headers["x-llm-cache-status"] == "miss"
+            async for _ in response.aiter_bytes():
+                assert redis_target.client().keys(redis_target.prefix + "*lock*")  # held while it streams
+                break  # dropped: the block closes the response
+        assert blocking == [], blocking
+        assert redis_target.client().keys(redis_target.prefix + "*lock*") == []  # given back
+        assert list(store.scan()) == []  # nothing kept
+        await http.aclose()
+        await store.aio.aclose()
+
+    asyncio.run(main())
+
+
+def test_an_upstream_call_that_fails_gives_its_lock_back_with_an_await(redis_target: Any, monkeypatch: Any) -> None:
+    """A request whose upstream call fails (the API unreachable) gives its key's lock back
+    through redis.asyncio before the error reaches the caller."""
+    store = _awaited(redis_target)
+    blocking = _spy_blocking_releases(store, monkeypatch)
+
+    def unreachable(request: httpx2.Request) -> httpx2.Response:
+        raise httpx2.ConnectError("connection refused", request=request)
+
+    async def main() -> None:
+        http, client = _openai_over(LLMCache(store), unreachable)
+        client = client.with_options(max_retries=0)
+        try:
+            await _ask(client, "the API is down", False)
+        except openai.APIConnectionError:
+            pass
+        else:
+            raise AssertionError("the failed call was not raised")
+        assert blocking == [], blocking
+        assert redis_target.client().keys(redis_target.prefix + "*lock*") == []
+        await http.aclose()
+        await store.aio.aclose()
 
     asyncio.run(main())

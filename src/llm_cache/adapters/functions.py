@@ -91,10 +91,10 @@ def cached_function(scope: Scope, func: F, model_version: str | None, controls: 
             except Exception as exc:
                 if flight.can_fall_back():
                     return fell_back(flight, exc, async_wrapper)
-                flight.abandon()
+                await flight.aabandon()  # a lock taken by an await is given back by one
                 raise
             except BaseException:
-                flight.abandon()
+                await flight.aabandon()
                 raise
             return await akeep(flight, result) if flight.forwards else result
 

@@ -155,10 +155,10 @@ async def _ahandle(scope: Scope, httpx: ModuleType, request: Any, forward: Calla
     except Exception as exc:
         if flight.can_fall_back():
             return played(httpx, flight.fall_back(f"{type(exc).__name__}: {exc}"), "stale")
-        flight.abandon()
+        await flight.aabandon()  # a lock taken by an await is given back by one
         raise
     except BaseException:
-        flight.abandon()
+        await flight.aabandon()
         raise
     if _failed(response) and flight.can_fall_back():
         await response.aclose()
@@ -273,20 +273,20 @@ def stream_classes(httpx: ModuleType) -> tuple[type, type, type]:
             except GeneratorExit:
                 raise
             except BaseException:
-                self.recording.failed()
+                await self.recording.afailed()
                 raise
             await self.recording.aend()
 
         async def aclose(self) -> None:
             try:
-                if self.recording.closed():
+                if await self.recording.aclosed():
                     if self.source is None:
                         self.source = self.upstream.__aiter__()
                     async for chunk in self.source:
                         self.recording.feed(chunk)
                     await self.recording.aend()
             except Exception:  # noqa: BLE001 - a drain that fails keeps nothing; close anyway
-                self.recording.failed()
+                await self.recording.afailed()
             finally:
                 await self.upstream.aclose()
 

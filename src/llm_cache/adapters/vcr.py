@@ -175,7 +175,7 @@ def _aguarded(call: Callable[..., Any]) -> Callable[..., Any]:
                 return await call(*args, **kwargs)
         except BaseException:
             for flight in _begun.get() or ():
-                flight.abandon()
+                await flight.aabandon()
             raise
         finally:
             _begun.reset(token)

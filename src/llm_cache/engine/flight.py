@@ -311,6 +311,17 @@ class Recording:
         self.flight.abandon()
         return False
 
+    async def aclosed(self) -> bool:
+        """``closed`` for an event loop: a lock taken through the store's ``aio`` side is given
+        back by an await when nothing is kept."""
+        if self.over:
+            return False
+        if worth_draining(self.chunks) or self.encoded():
+            return True
+        self.over = True
+        await self.flight.aabandon()
+        return False
+
     def encoded(self) -> bool:
         """A compressed answer that is not a stream: a client that failed to decode it closes
         it early. The rest is read and kept, or counted ``undecodable`` when it does not decode."""
@@ -322,3 +333,9 @@ class Recording:
         if not self.over:
             self.over = True
             self.flight.abandon()
+
+    async def afailed(self) -> None:
+        """``failed`` for an event loop."""
+        if not self.over:
+            self.over = True
+            await self.flight.aabandon()
