@@ -874,3 +874,30 @@ def test_an_upstream_call_that_fails_gives_its_lock_back_with_an_await(redis_tar
         await store.aio.aclose()
 
     asyncio.run(main())
+
+
+def test_an_async_cached_function_that_raises_gives_its_lock_back_with_an_await(redis_target: Any, monkeypatch: Any) -> None:
+    store = _awaited(redis_target)
+    blocking = _spy_blocking_releases(store, monkeypatch)
+    cache = LLMCache(store)
+    calls: list[str] = []
+
+    @cache.cached
+    async def summarise(text: str) -> str:
+        calls.append(text)
+        raise RuntimeError("the model is down")
+
+    async def main() -> None:
+        for _ in range(2):  # the lock was given back: the second call is not kept waiting
+            try:
+                await summarise("a long text")
+            except RuntimeError:
+                pass
+            else:
+                raise AssertionError("the function's error was not raised")
+        assert blocking == [], blocking
+        assert redis_target.client().keys(redis_target.prefix + "*lock*") == []
+        await store.aio.aclose()
+
+    asyncio.run(main())
+    assert calls == ["a long text", "a long text"]
