@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 
 import pytest
 
@@ -116,6 +117,17 @@ def test_async(llm_cache, monkeypatch):
         asyncio.run(go())
     assert isinstance(caught.value, anthropic.AnthropicError)
 
+def test_aiohttp(llm_cache, monkeypatch):  # its aiohttp transport: vcrpy's aiohttp stub answers
+    monkeypatch.setattr(anyio, "sleep", no_sleep)
+    async def go():
+        client = anthropic.AsyncAnthropic(base_url=os.environ["FAKE_LLM_URL"], api_key="sk-ant-x",
+                                          http_client=anthropic.DefaultAioHttpClient())
+        async with client:
+            await client.messages.create(**ASK)
+    with pytest.raises(CacheMiss) as caught:
+        asyncio.run(go())
+    assert isinstance(caught.value, anthropic.AnthropicError)
+
 def test_unmissed_by_openai(llm_cache):
     import openai
     client = openai.OpenAI(base_url=os.environ["FAKE_LLM_URL"] + "/v1", api_key="sk-x", max_retries=0)
@@ -124,8 +136,35 @@ def test_unmissed_by_openai(llm_cache):
     assert not isinstance(caught.value, anthropic.AnthropicError)  # only the SDK that needs it
 """
     )
-    project.run().assert_outcomes(passed=3)
+    project.run().assert_outcomes(passed=4)
     assert project.server.count() == 0
+
+
+def test_anthropic_gets_a_recording_that_cannot_be_written_as_its_own_error(project: Project) -> None:
+    # the answer is read, and the recording written, inside the SDK's call: a StoreError
+    # from there was wrapped and retried, sending the request to the API three times
+    project.pytester.makepyfile(
+        test_full="""
+import errno, os, time
+import anthropic, pytest
+import llm_cache.stores.files as files
+from llm_cache.errors import StoreError
+
+def test_full_disk(llm_cache, monkeypatch):
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(files, "write_atomic", full)  # a full disk, for this test's writes only
+    monkeypatch.setattr(time, "sleep", lambda s: pytest.fail("the SDK slept to retry"))
+    client = anthropic.Anthropic(base_url=os.environ["FAKE_LLM_URL"], api_key="sk-ant-x")
+    with pytest.raises(StoreError, match="the disk is full") as caught:
+        client.messages.create(model="claude-3-5-sonnet-20241022", max_tokens=10,
+                               messages=[{"role": "user", "content": "nowhere to keep it"}])
+    assert isinstance(caught.value, anthropic.AnthropicError)
+"""
+    )
+    project.run("--llm-cache=record").assert_outcomes(passed=1)
+    assert project.server.count() == 1  # asked once, not retried
+    assert project.files() == []
 
 
 def _section(output: str, test: str) -> str:
@@ -165,3 +204,54 @@ def test_fulltrace_shows_a_miss_through_every_frame(project: Project) -> None:
     result = project.run("--fulltrace", "test_m.py::test_missed")
     result.assert_outcomes(failed=1)
     assert "_base_client.py" in result.stdout.str()
+
+
+def test_a_miss_in_a_task_group_is_shown_down_to_the_projects_own_line(project: Project) -> None:
+    project.pytester.makepyfile(
+        test_group="""
+import asyncio
+from conftest import chat
+
+async def ask(aclient):
+    await aclient.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "in a group"}])
+
+def test_grouped(aclient, llm_cache):
+    async def go():
+        async with asyncio.TaskGroup() as group:
+            group.create_task(ask(aclient))
+    asyncio.run(go())
+"""
+    )
+    if sys.version_info < (3, 11):
+        pytest.skip("asyncio.TaskGroup is Python 3.11+")
+    result = project.run()
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert "CacheMiss: no cassette for POST /v1/chat/completions" in out
+    assert "in ask" in out  # the task's own coroutine, the last frame of the project's
+    assert "_base_client.py" not in out and "httpx" not in out
+
+
+def test_a_helper_of_the_project_installed_in_site_packages_is_still_shown(project: Project) -> None:
+    # tox and `pip install .` run the project's package from site-packages, not from src/
+    source = "def ask(client):\n    return client.chat.completions.create(model='gpt-4o', messages=[{'role': 'user', 'content': 'helped'}])\n"
+    for where in ("src/mypkg", "env/lib/site-packages/mypkg"):
+        package = project.pytester.path / where
+        package.mkdir(parents=True)
+        (package / "__init__.py").write_text(source)
+    project.pytester.makepyfile(
+        test_helper="""
+import sys
+sys.path.insert(0, "env/lib/site-packages")
+import mypkg
+
+def test_helped(client, llm_cache):
+    assert "site-packages" in mypkg.__file__
+    mypkg.ask(client)
+"""
+    )
+    result = project.run()
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert "site-packages/mypkg/__init__.py:2: CacheMiss" in out.replace("\\", "/")  # the crash line is the helper's
+    assert "_base_client.py" not in out

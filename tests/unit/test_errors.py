@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import errno
 import pickle
 import sys
 
 import pytest
 
-from llm_cache.errors import CacheMiss, CassetteError, ConfigError, LLMCacheError, NetworkBlocked
+from llm_cache.errors import (
+    CacheMiss,
+    CassetteError,
+    ConfigError,
+    LLMCacheError,
+    NetworkBlocked,
+    StaleCassette,
+    StoreError,
+)
 
 KEY = "9f2c" * 16
 
@@ -59,7 +68,15 @@ def test_pickle_round_trip_with_note(make):
     assert back.__notes__ == ["while recording tests/test_x.py::test_a"]
 
 
-@pytest.mark.parametrize("make", ERRORS.values(), ids=ERRORS.keys())
+TWINNED = {
+    **ERRORS,
+    "StoreError": lambda: StoreError.from_os_error("cassettes/m/abc.yaml", OSError(errno.ENOSPC, "full")),
+    "StaleCassette": lambda: StaleCassette(path="cassettes/m/abc.yaml", age_seconds=90.0, ttl_seconds=60.0,
+                                           test_id="tests/test_x.py::test_a"),
+}
+
+
+@pytest.mark.parametrize("make", TWINNED.values(), ids=TWINNED.keys())
 def test_an_error_raised_as_anthropics_own_keeps_its_name_and_pickles_back_to_itself(make):
     anthropic = pytest.importorskip("anthropic")
     from llm_cache.adapters.sdkerrors import as_sdk_error
@@ -69,9 +86,12 @@ def test_an_error_raised_as_anthropics_own_keeps_its_name_and_pickles_back_to_it
     as_sdk_error(error, {"user-agent": "Anthropic/Python 2.0.0"})
     assert isinstance(error, anthropic.AnthropicError) and isinstance(error, plain)
     assert f"{type(error).__module__}.{type(error).__qualname__}" == f"llm_cache.errors.{plain.__name__}"
+    if hasattr(error, "add_note"):  # Python 3.11+
+        error.add_note("while recording")
     back = pickle.loads(pickle.dumps(error))
     assert type(back) is plain
     assert vars(back) == vars(error) and str(back) == str(error)
+    assert getattr(back, "errno", None) == getattr(error, "errno", None)
 
 
 def test_an_error_on_another_sdks_request_is_left_as_it_is():

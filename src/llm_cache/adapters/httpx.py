@@ -234,7 +234,11 @@ def stream_classes(httpx: ModuleType) -> tuple[type, type, type]:
             except BaseException:
                 self.recording.failed()
                 raise
-            self.recording.end()
+            try:
+                self.recording.end()
+            except LLMCacheError as exc:  # not kept (a full disk): read inside the SDK's call
+                as_sdk_error(exc, self.recording.flight.request.headers)
+                raise
 
         def close(self) -> None:
             try:
@@ -275,7 +279,11 @@ def stream_classes(httpx: ModuleType) -> tuple[type, type, type]:
             except BaseException:
                 await self.recording.afailed()
                 raise
-            await self.recording.aend()
+            try:
+                await self.recording.aend()
+            except LLMCacheError as exc:
+                as_sdk_error(exc, self.recording.flight.request.headers)
+                raise
 
         async def aclose(self) -> None:
             try:

@@ -30,8 +30,10 @@ from ..engine import active
 from ..engine.controls import STATUS_HEADER, Controls, strip, using
 from ..engine.flight import Flight
 from ..engine.guard import upstream
+from ..errors import LLMCacheError
 from ..exchange import Request, Response
 from . import httpx as httpx_adapter
+from .sdkerrors import as_sdk_error
 
 __all__ = ["install"]
 
@@ -173,7 +175,9 @@ def _aguarded(call: Callable[..., Any]) -> Callable[..., Any]:
         try:
             with upstream(), (using(found) if found is not None else contextlib.nullcontext()):
                 return await call(*args, **kwargs)
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, LLMCacheError):  # anthropic's aiohttp client would retry it
+                as_sdk_error(exc, kwargs.get("headers"))
             for flight in _begun.get() or ():
                 await flight.aabandon()
             raise
