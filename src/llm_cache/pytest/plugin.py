@@ -280,7 +280,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         from .failures import trim
 
         option = item.config.option
-        trim(call.excinfo, bool(getattr(option, "fulltrace", False) or getattr(option, "usepdb", False)))
+        keep_all = bool(getattr(option, "fulltrace", False) or getattr(option, "usepdb", False))
+        trim(call.excinfo, keep_all, item.config.rootpath)
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
     if report.skipped:  # an xfailed test too: it stopped where it failed
