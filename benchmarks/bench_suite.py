@@ -211,7 +211,7 @@ def run_pytest(
     if proc.returncode != (outcome != "passed") or passed is None or int(passed.group(1)) != expect_passed:
         raise RuntimeError(
             f"{what}: pytest exited {proc.returncode}, expected {expect_passed} "
-            f"passed:\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}"
+            f"{outcome}:\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}"
         )
     return Run(seconds, cpu, proc.stdout, proc.stderr)
 
@@ -377,7 +377,9 @@ def section_suite(cfg: Config, workdir: Path) -> dict[str, Any]:
             run = run_pytest(
                 project, [f"--llm-cache-dir={nothing}"], cache_env, cfg.tests, "replay (missed)", "failed"
             )
-            counts["missed"] = cache_counts(run.stdout)
+            got = counts["missed"] = cache_counts(run.stdout)
+            if got is None or got["misses"] != cfg.tests or got["hits"] or got["recorded"]:
+                raise RuntimeError(f"replay (missed): expected {cfg.tests} misses, got {got}")  # not failed otherwise
             return run
 
         if cfg.warmup:  # untimed: page cache, bytecode
