@@ -102,13 +102,12 @@ def trim(excinfo: Any, keep_all: bool, rootpath: str | os.PathLike[str]) -> bool
     if keep_all or excinfo is None:
         return False
     value = excinfo.value
-    packages = _project_packages(os.fspath(rootpath))
     if isinstance(value, LLMCacheError):
-        cut = _cut(excinfo.tb, packages)
+        cut = _cut(excinfo.tb, _project_packages(os.fspath(rootpath)))
     elif isinstance(getattr(value, "exceptions", None), tuple):
-        cut = _cut_group(value, packages)
+        cut = _cut_group(value, _project_packages(os.fspath(rootpath)))
     else:
-        return False
+        return False  # any other failure, a skip, an xfail
     if cut:
         excinfo.traceback = type(excinfo.traceback)(excinfo.tb)  # pytest's view, built again
     return cut
