@@ -901,3 +901,39 @@ def test_an_async_cached_function_that_raises_gives_its_lock_back_with_an_await(
 
     asyncio.run(main())
     assert calls == ["a long text", "a long text"]
+
+
+def test_a_background_refresh_cancelled_midway_gives_its_lock_back_with_an_await(redis_target: Any, monkeypatch: Any) -> None:
+    """A refresh behind a stale answer, cancelled while it waits for the API (its loop
+    shutting down: asyncio.run cancels what is left and lets it unwind), gives its lock back
+    through redis.asyncio: the loop still runs while the task unwinds."""
+    store = _awaited(redis_target)
+    blocking = _spy_blocking_releases(store, monkeypatch)
+    now = [datetime(2026, 1, 1, tzinfo=timezone.utc)]
+    asked: list[int] = []
+    versioned = _versioned(asked)
+    admin = redis_target.client()
+
+    async def answer(request: httpx2.Request) -> httpx2.Response:
+        if asked:  # the refresh: slow, cancelled before it answers
+            await asyncio.sleep(30)
+        return await versioned(request)
+
+    async def main() -> None:
+        cache = LLMCache(store, ttl="1h", stale_while_revalidate="10m", clock=lambda: now[0])
+        http, client = _openai_over(cache, answer)
+        ask = [{"role": "user", "content": "refreshed behind, cancelled"}]
+        await client.chat.completions.create(model="gpt-4o", messages=ask)  # type: ignore[arg-type]
+        now[0] += timedelta(minutes=65)
+        await client.chat.completions.create(model="gpt-4o", messages=ask)  # type: ignore[arg-type]  # stale
+        for _ in range(500):
+            if admin.keys(redis_target.prefix + "*lock*"):
+                break
+            await asyncio.sleep(0.01)
+        assert admin.keys(redis_target.prefix + "*lock*"), "the refresh never took its lock"
+        await http.aclose()
+        # main returns with the refresh still waiting: asyncio.run cancels it
+
+    asyncio.run(main())
+    assert blocking == [], blocking
+    assert admin.keys(redis_target.prefix + "*lock*") == []  # given back, not left to expire

@@ -114,7 +114,9 @@ def arevalidate(scope: Scope, served: Flight, fetch: Callable[[], Awaitable[Fetc
                 _kept(flight)
         except asyncio.CancelledError:
             _kept(flight)  # cancelled after its write (the loop's turn before the release): counted
-            flight.abandon()
+            # the loop still runs while a cancelled task unwinds (asyncio.run's shutdown
+            # too): the lock goes back by an await, at once if that await is cancelled again
+            await flight.aabandon()
             raise
         except Exception as exc:  # noqa: BLE001 - logged: nobody awaits this task
             _failed(flight, exc)
