@@ -279,7 +279,8 @@ class StaleCassette(LLMCacheError):
         return "\n".join([
             f"stale cassette {self.path}: recorded {format_age(self.age_seconds)} ago, past the TTL of {ttl}",
             f"  test: {self.test_id}",
-            f"  fix:  re-record it with: pytest --llm-cache=refresh {_quoted(self.test_id)}",
+            # the TTL in effect: a TTL given on the command line must come with the refresh too
+            f"  fix:  re-record it with: pytest --llm-cache=refresh --llm-cache-ttl={ttl} {_quoted(self.test_id)}",
             "   or:  serve it anyway with llm_cache_stale = serve (or warn), or a longer --llm-cache-ttl",
         ])
 

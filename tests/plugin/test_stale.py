@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -22,11 +23,15 @@ def test_new(client, llm_cache, save):
 """
 
 
-def _aged(project: Project) -> Path:
+def _aged(project: Project, days: float | None = None) -> Path:
+    """The cassette of test_old, recorded in 2020 (or ``days`` ago)."""
     project.pytester.makepyfile(test_st=TESTS)
     project.run("--llm-cache=record").assert_outcomes(passed=2)
     [old] = [p for p in project.files() if "old question" in p.read_text()]
-    old.write_text(re.sub(r"recorded_at: .*", "recorded_at: '2020-01-01T00:00:00Z'", old.read_text(), count=1))
+    when = "2020-01-01T00:00:00Z"
+    if days is not None:
+        when = (datetime.now(timezone.utc) - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    old.write_text(re.sub(r"recorded_at: .*", f"recorded_at: '{when}'", old.read_text(), count=1))
     return old
 
 
@@ -61,11 +66,25 @@ def test_fail_fails_the_test_naming_cassette_age_ttl_and_command(project: Projec
     out = result.stdout.str()
     assert f"stale cassette {old}: recorded " in out
     assert "past the TTL of 30d" in out
-    assert "fix:  re-record it with: pytest --llm-cache=refresh test_st.py::test_old" in out
+    assert "fix:  re-record it with: pytest --llm-cache=refresh --llm-cache-ttl=30d test_st.py::test_old" in out
     result.stdout.fnmatch_lines(["stale (1): cassettes past the TTL of 30d, 1 failed*", "FAILED test_st.py::test_old*"])
     summary = out.split("unused:")[-1].split("short test summary info")[0]
     assert str(old) not in summary  # the cassette refused is its test's own, not unused
     assert project.server.count() == 2  # nothing reached the API
+
+
+def test_the_suggested_command_refreshes_a_cassette_stale_under_a_ttl_given_on_the_command_line(project: Project) -> None:
+    # `--llm-cache-ttl=1h` made it stale; the refresh without it (TTL 30d) would serve it again
+    old = _aged(project, days=1)
+    result = project.run("--llm-cache-stale=fail", "--llm-cache-ttl=1h")
+    result.assert_outcomes(passed=1, failed=1)
+    suggested = re.search(r"fix:  re-record it with: pytest (.+)", result.stdout.str())
+    assert suggested is not None
+    before = old.read_bytes()
+    rerun = project.run(*suggested.group(1).split())
+    rerun.assert_outcomes(passed=1)
+    rerun.stdout.fnmatch_lines(["*refreshed: 1*"])
+    assert old.read_bytes() != before
 
 
 def test_fail_from_the_ini_and_refresh_mends_it(project: Project) -> None:
