@@ -192,7 +192,7 @@ def test_a_miss_is_shown_down_to_the_projects_own_line_not_through_the_sdk(proje
     missed = _section(result.stdout.str(), "test_missed")
     assert "CacheMiss: no cassette for POST /v1/chat/completions" in missed
     assert "conftest.py:" in missed  # chat(), the project's own helper, is the last frame shown
-    assert "llm_cache = <llm_cache replay test_m.py::test_missed: 0 hits, 1 misses, 0 recorded>" in missed
+    assert "llm_cache = <llm_cache replay test_m.py::test_missed: 0 hits, 1 misses, 0 recorded, 0 refreshed>" in missed
     for frame in ("_base_client.py", "httpx", "llm_cache/"):
         assert frame not in missed
     # any other failure is shown as pytest shows it: here, through the json module

@@ -107,6 +107,8 @@ def test_bad_marker_arguments_fail_the_test_clearly(project: Project, marker: st
     result = project.run()
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines([message])
+    out = result.stdout.str()
+    assert "During handling of the above exception" not in out  # said once, not chained
 
 
 def test_marker_is_registered(project: Project) -> None:

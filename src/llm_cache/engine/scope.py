@@ -68,7 +68,7 @@ class Scope:
         s = self.stats
         return (
             f"<llm_cache {self.mode.value} {self.test_id or 'scope'}: "
-            f"{s.hits} hits, {s.misses} misses, {s.recorded} recorded>"
+            f"{s.hits} hits, {s.misses} misses, {s.recorded} recorded, {s.refreshed} refreshed>"
         )
 
     def __eq__(self, other: object) -> bool:

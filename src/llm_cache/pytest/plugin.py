@@ -204,10 +204,13 @@ def _marker_kwargs(node: pytest.Item) -> tuple[tuple[object, ...], dict[str, obj
 
 def _scope(request: pytest.FixtureRequest) -> Scope:
     session = request.config.stash[STATE].session
+    refused: str | None = None
     try:
         options = parse_marker(*_marker_kwargs(request.node))
     except ConfigError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        refused = str(exc)
+    if refused is not None:  # failed outside the except: pytest would print the ConfigError too
+        pytest.fail(refused, pytrace=False)
     return session.scope(
         request.node.nodeid,
         mode=options.mode,
