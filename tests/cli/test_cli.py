@@ -180,11 +180,12 @@ def test_prune_by_model_unused_and_caps(cassettes: tuple[Path, dict[str, Entry]]
         (["verify", "--allow", "([unclosed"], "--allow must be a regular expression (unterminated character set"),
         (["prune", "--max-entries", "9" * 5000], "--max-entries must be a whole number from 1 to 10**15"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
+        ([], "usage: llm-cache"),  # no command at all
     ],
 )
 def test_bad_usage_exits_2(cassettes: tuple[Path, dict[str, Entry]], args: list[str], message: str) -> None:
     root, _ = cassettes
-    out = run(*args, "--dir", str(root)) if args[0] != "frobnicate" else run(*args)
+    out = run(*args, "--dir", str(root)) if args and args[0] != "frobnicate" else run(*args)
     assert out.returncode == 2
     assert message in out.stderr
     assert len(list(root.rglob("*.yaml"))) == 6

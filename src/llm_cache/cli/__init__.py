@@ -16,7 +16,7 @@ from typing import Any
 from .. import __version__
 from ..cassette import FORMAT_VERSION
 from ..errors import ConfigError, StoreUnavailable
-from .common import OK, PROBLEM, USAGE, Problem, UsageError
+from .common import PROBLEM, USAGE, Problem, UsageError
 from .listing import cmd_diff, cmd_ls, cmd_show, cmd_stats
 from .maintain import cmd_upgrade, cmd_verify
 from .prune import cmd_prune
@@ -99,9 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 1 problem found, 2 bad usage)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return OK
+    if not getattr(args, "func", None):  # bad usage: said with the form, exit 2
+        parser.error("a command is needed; llm-cache --help lists them")
     try:
         with warnings.catch_warnings():
             # what the store could not keep (a scan index on a read-only checkout): one line each
