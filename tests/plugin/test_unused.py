@@ -64,7 +64,7 @@ def test_fail_exits_1_after_the_summary(project: Project) -> None:
     result = project.run("--llm-cache-unused=fail")
     result.assert_outcomes(passed=2)
     assert result.ret == 1
-    result.stdout.fnmatch_lines(["*llm-cache*", "unused: 1 (*failing the run (--llm-cache-unused=fail))", f"  {orphan}"])
+    result.stdout.fnmatch_lines(["*llm-cache*", "unused: 1 (failing the run, --llm-cache-unused=fail; remove them with llm-cache prune --unused-in *)", f"  {orphan}"])
 
 
 def test_fail_passes_when_every_cassette_is_used(project: Project) -> None:

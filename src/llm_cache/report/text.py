@@ -130,8 +130,10 @@ def _unused_lines(report: Report) -> list[str]:
     prune = f"llm-cache prune --unused-in {where}"
     if report.report_path is None:
         prune += " after a run with --llm-cache-report=REPORT.json"
-    tail = "failing the run (--llm-cache-unused=fail)" if report.unused_failed else "or --llm-cache-unused=fail"
-    lines = [f"unused: {n} ({prune} {tail})"]
+    if report.unused_failed:
+        lines = [f"unused: {n} (failing the run, --llm-cache-unused=fail; remove them with {prune})"]
+    else:
+        lines = [f"unused: {n} ({prune} or --llm-cache-unused=fail)"]
     lines.extend(f"  {m.location}" for m in unused.entries[:MAX_MISSES_SHOWN])
     if n > MAX_MISSES_SHOWN:
         lines.append(f"  ... and {n - MAX_MISSES_SHOWN} more")
