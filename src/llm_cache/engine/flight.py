@@ -303,23 +303,27 @@ class Recording:
 
     def closed(self) -> bool:
         """The caller closed the stream; True when the adapter should drain it and call ``end``."""
-        if self.over:
-            return False
-        if worth_draining(self.chunks) or self.encoded():
-            return True
-        self.over = True
-        self.flight.abandon()
-        return False
+        drain = self._drain_on_close()
+        if drain is False:
+            self.flight.abandon()
+        return bool(drain)
 
     async def aclosed(self) -> bool:
         """``closed`` for an event loop: a lock taken through the store's ``aio`` side is given
         back by an await when nothing is kept."""
+        drain = self._drain_on_close()
+        if drain is False:
+            await self.flight.aabandon()
+        return bool(drain)
+
+    def _drain_on_close(self) -> bool | None:
+        """True: read the rest and keep it; False: keep nothing (now over, to be abandoned);
+        None: over already."""
         if self.over:
-            return False
+            return None
         if worth_draining(self.chunks) or self.encoded():
             return True
         self.over = True
-        await self.flight.aabandon()
         return False
 
     def encoded(self) -> bool:
@@ -330,12 +334,15 @@ class Recording:
 
     def failed(self) -> None:
         """Reading from the API failed midway."""
-        if not self.over:
-            self.over = True
+        if self._give_up():
             self.flight.abandon()
 
     async def afailed(self) -> None:
         """``failed`` for an event loop."""
-        if not self.over:
-            self.over = True
+        if self._give_up():
             await self.flight.aabandon()
+
+    def _give_up(self) -> bool:
+        """Mark the recording over; True when it was not over yet (then it is abandoned)."""
+        was_over, self.over = self.over, True
+        return not was_over
