@@ -271,6 +271,11 @@ def test_prune_on_a_read_only_directory_says_what_it_could_not_remove(
     lines = out.stdout.splitlines()
     assert sum(line.startswith(f"could not remove {shut}/gpt-4o/") for line in lines) == 2
     assert lines[-1] == "removed 0 of 2 cassettes, 0 bytes; 2 could not be removed"
+    # each file with its cause; what to do said once, in the command's terms (not the plugin's flags)
+    cause = "the file system is read-only (EROFS)" if os.geteuid() == 0 else "permission denied (EACCES)"
+    assert all(line.endswith(f": {cause}") for line in lines if line.startswith("could")), lines
+    assert sum(line.startswith("Fix: ") for line in lines) == 1
+    assert "--llm-cache" not in out.stdout + out.stderr
     assert sorted(p.name for p in shut.rglob("*.yaml")) == copied
 
 

@@ -4,12 +4,14 @@ that a run's JSON report listed as unused."""
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from ..errors import StoreError, describe_os_error
 from ..policy import Cap, is_expired, plan_eviction
 from ..settings import parse_eviction
 from ..stores.protocol import EntryMeta
@@ -28,6 +30,14 @@ from .common import (
 from .stores import StoreArg
 
 __all__ = ["REPORT_FORM", "Listed", "cmd_prune", "read_unused"]
+
+# What to do when a cassette cannot be removed, by errno: said once, under the files it names.
+_FIX = {
+    errno.EROFS: "the file system is read-only: prune in a writable checkout, and commit what it removes",
+    errno.EACCES: "make the cassette directory writable by this user (chmod, chown), or prune as its owner",
+    errno.EPERM: "make the cassette directory writable by this user (chmod, chown), or prune as its owner",
+}
+_FIX_ANY = "check that this user may remove files in the cassette directory"
 
 REPORT_FORM = ('a JSON report written by --llm-cache-report, with "unused" (a list, or null) '
                'and "unused_entries" ([{"key", "model_version", "path", "size"}])')
@@ -130,13 +140,17 @@ def _prune(args: argparse.Namespace, stores: StoreArg, now: datetime, ttl: timed
     verb = "would remove" if args.dry_run else "removed"
     removed = sorted(chosen.values(), key=lambda pair: pair[0].location)
     failed: list[tuple[EntryMeta, str]] = []
+    fixes: list[str] = []
     if not args.dry_run:
         for pair in list(removed):
             try:
                 store.delete(pair[0])
             except OSError as exc:  # a read-only checkout, a file we may not remove
                 removed.remove(pair)
-                failed.append((pair[0], exc.strerror or str(exc)))
+                failed.append((pair[0], exc.cause if isinstance(exc, StoreError) else describe_os_error(exc)))
+                fix = _FIX.get(exc.errno or -1, _FIX_ANY)
+                if fix not in fixes:
+                    fixes.append(fix)
         deleted = {meta.location for meta, _ in removed}
         try:
             store.touch({}, keep={m.key for m in metas if m.location not in deleted})
@@ -145,6 +159,7 @@ def _prune(args: argparse.Namespace, stores: StoreArg, now: datetime, ttl: timed
     freed = sum(meta.size for meta, _ in removed)
     lines = [f"{verb} {meta.location} ({reason})" for meta, reason in removed]
     lines += [f"could not remove {meta.location}: {reason}" for meta, reason in failed]
+    lines += [f"Fix: {fix}." for fix in fixes]
     lines += [f"listed in {args.unused_in} but not in the store (already gone): {e.path}" for e in gone]
     lines.append(f"{verb} {len(removed)} of {len(metas)} cassettes, {freed} bytes"
                  + (f"; {len(failed)} could not be removed" if failed else "")
