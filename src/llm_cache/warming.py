@@ -49,6 +49,8 @@ def warm(
     from .library import _default_httpx, _module_of
 
     requests = read_requests(Path(source))
+    if not base_url:
+        check_base_url(requests, str(source), "a full url, or base_url= to put before the path")
     report = WarmReport(total=len(requests))
     started = time.perf_counter()
     module = _module_of(transport) if transport is not None else _default_httpx()
@@ -131,6 +133,13 @@ def read_requests(path: Path) -> list[dict[str, Any]]:
     for index, item in enumerate(items, 1):
         _check_request(item, f"{where} request {index}")
     return items
+
+
+def check_base_url(requests: list[dict[str, Any]], where: str, expected: str) -> None:
+    """Without a base URL, a request given by path cannot be sent: said before any is."""
+    for index, item in enumerate(requests, 1):
+        if "url" not in item:
+            raise ConfigError(setting=f"{where} request {index} path", value=item["path"], expected=expected)
 
 
 def _check_request(item: Any, where: str) -> None:

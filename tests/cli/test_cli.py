@@ -241,6 +241,10 @@ def test_diff(cassettes: tuple[Path, dict[str, Entry]]) -> None:
     assert json.loads(same.stdout)["differences"] == []
     stream_vs_plain = json.loads(run("diff", entries["stream"].key[:8], entries["new"].key[:8], "--dir", str(root), "--json").stdout)
     assert any(d["field"] == "response.text (assembled)" for d in stream_vs_plain["differences"])
+    # --exit-code, for scripts: 1 when they differ, 0 when they do not
+    old = entries["old"].key[:10]
+    assert run("diff", "--exit-code", old, entries["new"].key[:10], "--dir", str(root)).returncode == 1
+    assert run("diff", "--exit-code", old, entries["old"].key[:12], "--dir", str(root)).returncode == 0
 
 
 def test_warm(tmp_path: Path, fake_api: Any) -> None:
@@ -271,7 +275,7 @@ def test_warm(tmp_path: Path, fake_api: Any) -> None:
     bad_method = run("warm", str(method), "--dir", str(tmp_path / "c"), "--base-url", fake_api.openai_base_url)
     assert bad_method.returncode == 2
     assert "method.yaml request 1 method must be an HTTP method like POST or GET, got 123" in bad_method.stderr
-    down = run("warm", str(requests), "--store", "redis://127.0.0.1:1/0?timeout=0.5")
+    down = run("warm", str(requests), "--store", "redis://127.0.0.1:1/0?timeout=0.5", "--base-url", fake_api.openai_base_url)
     assert down.returncode == 1 and "give another store with --store" in down.stderr
     assert "--llm-cache-store" not in down.stderr and "Traceback" not in down.stderr
     assert fake_api.count() == 2  # neither sent a request

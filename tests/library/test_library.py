@@ -223,6 +223,10 @@ def test_warm_from_yaml_and_jsonl(srv: FakeLLMServer, tmp_path: Path, monkeypatc
     bad.write_text("just: a mapping\n")
     with pytest.raises(ConfigError, match="a list of requests"):
         cache.warm(bad)
+    # a request given by path, and no base_url: said before any request is sent
+    with pytest.raises(ConfigError, match=r"common.jsonl request 1 path must be a full url, or base_url= to put before"):
+        cache.warm(jsonl)
+    assert srv.count() == 3
 
 
 def test_periodic_info_line(srv: FakeLLMServer, caplog: pytest.LogCaptureFixture) -> None:

@@ -185,7 +185,7 @@ def _holds(line: str, message: str) -> bool:
     return True
 
 
-REQUEST = "- path: /v1/chat/completions\n  json: {model: gpt-4o, messages: [{role: user, content: hi}]}\n"
+REQUEST = "- url: http://127.0.0.1:9/v1/chat/completions\n  json: {model: gpt-4o, messages: [{role: user, content: hi}]}\n"
 
 # (id, arguments, files to write (name -> bytes), exit status, a line the message holds)
 CLI_CASES: list[tuple[str, list[str], dict[str, bytes], int, str]] = [
@@ -219,6 +219,12 @@ CLI_CASES: list[tuple[str, list[str], dict[str, bytes], int, str]] = [
      "requests.yaml request 1 headers must be a mapping of header names to strings, got ['a']"),
     ("warm-no-url", ["warm", "{dir}/requests.yaml"], {"requests.yaml": b"- {json: {model: gpt-4o}}\n"}, 2,
      "requests.yaml request 1 must be a mapping with url, or path (with --base-url)*"),
+    ("warm-path-without-base-url", ["warm", "{dir}/requests.yaml"],
+     {"requests.yaml": b"- {url: http://127.0.0.1:1/v1/x}\n- {path: /v1/chat/completions, json: {}}\n"}, 2,
+     "llm-cache warm: error: *requests.yaml request 2 path must be a full url, or given with --base-url *"
+     ", got '/v1/chat/completions'"),
+    ("ls-unknown-flag", ["ls", "--bogus"], {}, 2, "llm-cache ls: error: unrecognized arguments: --bogus"),
+    ("prune-unknown-flag-usage", ["prune", "--expired", "--frob"], {}, 2, "usage: llm-cache prune [-h] [--dir DIR]"),
     ("warm-unknown-field", ["warm", "{dir}/requests.yaml"], {"requests.yaml": b"- {path: /v1/x, jsno: {}}\n"}, 2,
      "requests.yaml request 1 field 'jsno' must be one of the fields url, path, json, method, headers, got {}"),
     ("warm-store-unreachable", ["warm", "{dir}/requests.yaml", "--store", "redis://127.0.0.1:1/0?timeout=0.5"],

@@ -28,9 +28,20 @@ __all__ = ["build_parser", "main"]
 
 
 class _Parser(argparse.ArgumentParser):
+    commands: dict[str, argparse.ArgumentParser]
+
     def error(self, message: str) -> Any:  # argparse exits 2 on bad usage, as we want
         self.print_usage(sys.stderr)
         self.exit(USAGE, f"{self.prog}: error: {message}\n")
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        # argparse says a command's unknown flag with the top-level usage; the command's own
+        # usage (its flags) is what helps
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            command = self.commands.get(getattr(parsed, "command", None) or "", self)
+            command.error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,9 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     diff = add("diff", cmd_diff, "field-level differences of two cassettes (two files need no store)")
     diff.add_argument("a", help="key prefix or file")
     diff.add_argument("b", help="key prefix or file")
+    diff.add_argument("--exit-code", action="store_true",
+                      help="exit 1 when the two differ, 0 when they do not (as git diff --exit-code)")
     report = add("report", cmd_report, "the inventory of a store as an HTML report (or JSON), without a test run",
                  ttl=True)
     report.add_argument("--html", metavar="PATH", help="write the HTML report here (required unless --json)")
+    parser.commands = dict(sub.choices)
     return parser
 
 

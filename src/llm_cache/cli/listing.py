@@ -15,6 +15,7 @@ from ..stores.files import FileStore
 from ..values import format_duration
 from .common import (
     OK,
+    PROBLEM,
     _age,
     _emit,
     _not_cassettes,
@@ -176,4 +177,4 @@ def cmd_diff(args: argparse.Namespace) -> int:
         lines.append("(no differences)")
     data = {"a": a.location, "b": b.location, "differences": [{"field": n, "a": va, "b": vb} for n, va, vb in differences]}
     _emit(args, data, "\n".join(lines))
-    return OK
+    return PROBLEM if differences and args.exit_code else OK

@@ -33,7 +33,7 @@ def _progress(done: int, total: int) -> None:
 def cmd_warm(args: argparse.Namespace) -> int:
     from ..library import LLMCache
     from ..stores import Store, open_store
-    from ..warming import read_requests
+    from ..warming import check_base_url, read_requests
 
     source = Path(args.file)
     if not source.is_file():
@@ -46,8 +46,10 @@ def cmd_warm(args: argparse.Namespace) -> int:
         headers[name.strip()] = value.strip()
     ttl = _ttl(args)
     mode = _parse(parse_mode, args.mode, "--mode")
-    try:
-        read_requests(source)  # a bad file stops here, before any store is opened or request sent
+    try:  # a bad file stops here, before any store is opened or request sent
+        requests = read_requests(source)
+        if not args.base_url:
+            check_base_url(requests, str(source), "a full url, or given with --base-url https://api.example.com/v1")
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     store: Store
