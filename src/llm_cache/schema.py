@@ -165,8 +165,12 @@ def _str_map(value: Any, where: str, path: str) -> dict[str, str]:
 
 def parse_entry(doc: Any, path: str, expected_key: str | None = None) -> Entry:
     """Validate a loaded YAML document and build its entry."""
+    if doc is None:  # an empty file, or one of comments only (a write cut short by hand, a bad merge)
+        raise _fail(path, "it is empty: no YAML document in it")
     if not isinstance(doc, dict):
-        raise _fail(path, f"expected a mapping at the top, got {type(doc).__name__}")
+        kind = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean"}.get(
+            type(doc), type(doc).__name__)
+        raise _fail(path, f"expected a mapping at the top (key:, request:, response:), got {kind}")
     _version(doc, path)
     key = doc.get("key")
     if not isinstance(key, str) or not re.fullmatch(r"[0-9a-f]{64}", key):

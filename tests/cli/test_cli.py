@@ -142,6 +142,26 @@ def test_show_unknown_ambiguous_and_bad_keys(cassettes: tuple[Path, dict[str, En
     assert ambiguous.returncode == 2 and "ambiguous" in ambiguous.stderr
 
 
+def test_show_and_diff_say_why_a_cassette_ls_lists_as_unreadable_cannot_be_shown(
+    cassettes: tuple[Path, dict[str, Entry]],
+) -> None:
+    root, entries = cassettes
+    broken = root / "gpt-4o" / "abcd000011112222.yaml"
+    broken.write_text("key: [unclosed\n")
+    empty = root / "gpt-4o" / "abcd999988887777.yaml"
+    empty.write_text("")
+    assert "UNREADABLE: it is empty: no YAML document in it" in run("ls", "--dir", str(root)).stdout
+    for ref, path, why in (("abcd0000", broken, "not valid YAML"),
+                           ("abcd9999888877776666", empty, "it is empty: no YAML document in it")):
+        out = run("show", ref, "--dir", str(root))
+        assert out.returncode == 1, out.stderr
+        assert out.stderr.startswith(f"llm-cache show: cassette {path} is unusable: {why}"), out.stderr
+    diff = run("diff", "abcd0000", entries["old"].key[:10], "--dir", str(root))
+    assert diff.returncode == 1 and f"cassette {broken} is unusable: not valid YAML" in diff.stderr
+    both = run("show", "abcd", "--dir", str(root))
+    assert both.returncode == 1 and "2 unusable files are named by it" in both.stderr
+
+
 def test_prune_expired_dry_run_then_for_real(cassettes: tuple[Path, dict[str, Entry]]) -> None:
     root, entries = cassettes
     dry = run("prune", "--expired", "--dry-run", "--dir", str(root))

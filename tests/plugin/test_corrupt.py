@@ -16,7 +16,8 @@ def test_it(client, llm_cache, save):
 
 BREAKAGES = {
     "not_yaml": ("key: [unclosed\n", "not valid YAML"),
-    "wrong_type": ("- just\n- a list\n", "expected a mapping at the top, got list"),
+    "wrong_type": ("- just\n- a list\n", "expected a mapping at the top (key:, request:, response:), got a list"),
+    "empty": ("", "it is empty: no YAML document in it"),
     "truncated": (None, "request and response must be mappings"),
     "python_tag": ("!!python/object/apply:os.system ['touch pwned']\n", "not valid YAML"),
 }

@@ -154,7 +154,9 @@ def _mutated(path: str, value):
     "text, reason",
     [
         ("llm_cache: 1\nkey: [unclosed\n", "not valid YAML"),
-        ("- 1\n- 2\n", "expected a mapping at the top, got list"),
+        ("- 1\n- 2\n", "expected a mapping at the top (key:, request:, response:), got a list"),
+        ("", "it is empty: no YAML document in it"),
+        ("# a comment only\n\n", "it is empty: no YAML document in it"),
         (_mutated("llm_cache", 3), "unknown format version 3"),
         (_mutated("key", "xyz"), "key must be a 64-character hex sha256"),
         (_mutated("key", KEY.upper()), "key must be a 64-character hex sha256"),

@@ -217,6 +217,24 @@ def _read(path: Path) -> Entry:
         raise Problem(str(exc).splitlines()[0]) from None
 
 
+def _unusable(store: Store, prefix: str) -> None:
+    """A key prefix that only names cassettes ``ls`` lists as UNREADABLE: a Problem saying why
+    (a file's name is its key's first 16 digits), rather than "no cassette"."""
+    if not isinstance(store, FileStore):
+        return
+    named = [listed for listed in store.census()
+             if listed.kind == "unusable" and (listed.path.stem.startswith(prefix) or prefix.startswith(listed.path.stem))]
+    if len(named) == 1:
+        listed = named[0]
+        if not listed.refused:
+            _read(listed.path)  # raises the reason it cannot be read, as replay would say it
+        raise Problem(f"cassette {listed.path} is unusable: {listed.problem}")
+    if named:
+        shown = ", ".join(str(listed.path) for listed in named[:5])
+        raise Problem(f"no readable cassette whose key starts with {prefix}; {len(named)} unusable files are "
+                      f"named by it ({shown}): llm-cache verify says why")
+
+
 def find(stores: StoreArg, ref: str) -> Found:
     """A cassette by file (no store needed) or by a unique key prefix (of the store's keys)."""
     as_path = Path(ref)
@@ -231,6 +249,7 @@ def find(stores: StoreArg, ref: str) -> Found:
     store = stores.store
     matches = [m for m in store.scan() if m.key.startswith(prefix)]
     if not matches:
+        _unusable(store, prefix)
         raise Problem(f"no cassette whose key starts with {ref} in {where(store)}")
     if len(matches) > 1:
         listed = ", ".join(m.location for m in sorted(matches, key=lambda m: m.location)[:5])
