@@ -69,6 +69,9 @@ def test_no_cache_calls_the_api_and_stores_the_answer(fake_api: FakeLLMServer) -
     assert ask(client, directives="no-cache") == ("echo: hello (gen 2)", "refresh")
     assert fake_api.count() == 2
     assert ask(client) == ("echo: hello (gen 2)", "hit")  # what no-cache fetched was stored
+    # counted as its status says: one recorded (the miss), one refreshed (the no-cache call)
+    stats = cache.stats()
+    assert (stats["recorded"], stats["refreshed"], stats["hits"]) == (1, 1, 1)
 
 
 def test_no_store_looks_up_but_keeps_nothing(fake_api: FakeLLMServer) -> None:

@@ -157,7 +157,8 @@ def _stored(flight: Flight, entry: Entry, location: str) -> None:
     stats = session.stats
     flight.stored = True
     session.remember(entry)
-    event = "refreshed" if flight.action is Action.REFRESH else "recorded"
+    # no-cache is a refresh asked for: counted as x-llm-cache-status says it (flight.status)
+    event = "refreshed" if flight.action is Action.REFRESH or flight.controls.no_cache else "recorded"
     stats.bump(scope.stats, event)
     if stats.listeners:
         stats.emit(event, entry.model_version)
