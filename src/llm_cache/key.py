@@ -117,8 +117,10 @@ class RequestKey:
     body: Any
     query: tuple[tuple[str, str], ...]
     host: str = ""
-    # the n-th identical request of a test marked sequence=True (0: not sequenced)
+    # the n-th identical request of a test marked sequence=True (0: not sequenced), and the
+    # key it would have without sequence=True (what each occurrence's key is made from)
     occurrence: int = 0
+    unsequenced: str = ""
 
     @property
     def prefix(self) -> str:

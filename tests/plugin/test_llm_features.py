@@ -204,3 +204,18 @@ def test_sequence_records_each_occurrence_and_replays_in_order(project: Project)
     project.run().assert_outcomes(passed=2)
     assert project.result("sequence") == ["answer 1", "answer 2", "answer 3"]
     assert project.result("shared") == ["answer 1", "answer 1", "answer 1"]
+
+
+def test_one_call_too_many_in_a_sequence_names_the_last_recorded_call_and_the_count(project: Project) -> None:
+    project.pytester.makepyfile(test_seq=SEQUENCE)
+    project.run("--llm-cache=record").assert_outcomes(passed=2)
+    [third] = [p for p in project.files() if "answer 3" in p.read_text()]
+    project.pytester.makepyfile(test_seq=SEQUENCE.replace("range(3)", "range(4)"))
+    result = project.run("-k", "agent_loop")
+    result.assert_outcomes(failed=1, deselected=1)
+    # not the test_shared cassette of the same body, said to differ in "query or API-version headers"
+    result.stdout.fnmatch_lines([
+        f"E  *closest:   {third}",
+        "E  *differs in: call count (this is call 4 of this request in a test marked sequence=True; 3 were recorded)",
+    ])
+    result.stdout.no_fnmatch_line("*query or API-version headers*")

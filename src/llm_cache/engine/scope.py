@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, NoReturn
 
-from ..errors import CacheMiss, StaleCassette, StoreUnavailable
+from ..errors import CacheMiss, LLMCacheError, StaleCassette, StoreUnavailable
 from ..exchange import Request
 from ..hosts import any_match, url_host
 from ..key import KeyRules, RequestKey, make_key, sequenced
@@ -83,7 +83,7 @@ class Scope:
         rk = make_key(request.method, request.url, request.body, request.headers, rules)
         if self.sequence:
             occurrence = self._occurrences[rk.key] = self._occurrences.get(rk.key, 0) + 1
-            rk = dataclasses.replace(rk, key=sequenced(rk.key, occurrence), occurrence=occurrence)
+            rk = dataclasses.replace(rk, key=sequenced(rk.key, occurrence), occurrence=occurrence, unsequenced=rk.key)
         return rk
 
     def begin(self, request: Request) -> Flight:
@@ -276,21 +276,19 @@ class Scope:
     def refuse(self, rk: RequestKey, request: Request | None = None) -> NoReturn:
         """Fail a request that has no cassette in replay mode."""
         __tracebackhide__ = True  # pytest shows the error, not this frame
-        from ..diagnose import closest
-
         session = self.session
         # An SDK that retries what it takes for a connection error (anthropic wraps any
         # transport exception) asks again: one miss per request and test, however often.
         if rk.key not in self._missed:
             self._missed.add(rk.key)
-            closest_path, differences = closest(session.store, rk, self.rules)
+            closest_path, differences = self._nearest(rk)
             session.stats.bump(self.stats, "misses")
             if session.stats.listeners:
                 session.stats.emit("miss", rk.model_version)
             session.stats.add_miss(Miss(self.test_id, rk.model, rk.path, rk.key, closest_path, differences))
             session.counted()
         else:
-            closest_path, differences = closest(session.store, rk, self.rules)
+            closest_path, differences = self._nearest(rk)
         host, port = url_host(request.url) if request is not None else ("", None)
         raise CacheMiss(
             method=rk.method,
@@ -305,6 +303,26 @@ class Scope:
             host=host or None,
             port=port if host else None,
         )
+
+    def _nearest(self, rk: RequestKey) -> tuple[str | None, list[str]]:
+        """The stored request a miss names as closest, and what it differs in. One call too
+        many of a request in a sequence=True test has the answers of the calls before it: the
+        last of those is named, with the call count as the difference (any other stored
+        request with the same body would say "query or API-version headers", which misleads)."""
+        from ..diagnose import closest
+
+        store = self.session.store
+        if rk.occurrence > 1:
+            before = sequenced(rk.unsequenced, rk.occurrence - 1)
+            try:
+                earlier = store.get(before, rk.model_version)
+            except LLMCacheError:  # a damaged cassette of the call before: named by its own miss
+                earlier = None
+            if earlier is not None:
+                count = (f"call count (this is call {rk.occurrence} of this request in a test marked "
+                         f"sequence=True; {rk.occurrence - 1} were recorded)")
+                return store.location(before, rk.model_version), [count]
+        return closest(store, rk, self.rules)
 
     def _stale(self, rk: RequestKey, entry: Entry, ttl_given: timedelta | None) -> None:
         """List a cassette past its TTL; under ``llm_cache_stale = fail``, refuse it."""
