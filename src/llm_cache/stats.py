@@ -127,6 +127,8 @@ class SessionStats:
     cap_short: bool = False
     warmed: int = 0
     warm_seconds: float = 0.0
+    # model versions --llm-cache-warm named that have no entries (a typo, or not recorded yet)
+    warm_none: list[str] = field(default_factory=list)
     # connections the cache could not see, one per host and test, in the order first made
     unseen: list[Unseen] = field(default_factory=list)
     # cassettes past the TTL that tests met, once per test and key
@@ -225,6 +227,7 @@ class SessionStats:
             "used": {k: [u.last_used, u.hits] for k, u in self.used.items()},
             "warmed": self.warmed,
             "warm_seconds": self.warm_seconds,
+            "warm_none": list(self.warm_none),
             "unseen": [asdict(u) for u in self.unseen],
             "stale_uses": [asdict(u) for u in self.stale_uses],
             "tests": {t: asdict(c) for t, c in self.tests.items()},
@@ -266,6 +269,7 @@ class SessionStats:
             # every worker warms its own memory: report the largest, not the sum
             self.warmed = max(self.warmed, data.get("warmed", 0))
             self.warm_seconds = max(self.warm_seconds, data.get("warm_seconds", 0.0))
+            self.warm_none.extend(v for v in data.get("warm_none", []) if v not in self.warm_none)
             for key, (last_used, hits) in data.get("used", {}).items():
                 use = Usage(last_used, hits)
                 self.used[key] = self.used[key].merged(use) if key in self.used else use

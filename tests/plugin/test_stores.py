@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from conftest import Project
@@ -66,6 +68,15 @@ def test_b(client, llm_cache):
     result = project.run("--llm-cache-warm=gpt-4o-mini")
     result.stdout.fnmatch_lines(["warmed: 1 entry in *.** s"])
     project.run().stdout.no_fnmatch_line("warmed:*")
+    # a model version with nothing stored (a typo) is said, not warmed silently as nothing
+    report = project.pytester.path / "r.json"
+    result = project.run("--llm-cache-warm=gpt-4o-mini,gtp-4o", f"--llm-cache-report={report}")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["warmed: 1 entry in *.** s; none of gtp-4o: no entries of that model version "
+                                 "(llm-cache stats lists those stored)"])
+    assert json.loads(report.read_text())["warm_none"] == ["gtp-4o"]
+    result = project.run("--llm-cache-warm=gtp-4o", "-n", "2")
+    result.stdout.fnmatch_lines(["warmed: 0 entries in *.** s; none of gtp-4o: *"])
 
 
 def test_warmed_entries_are_served_from_memory(project: Project) -> None:

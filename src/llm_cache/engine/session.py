@@ -318,10 +318,15 @@ class CacheSession(KeyLocks):
         wanted = self.settings.warm or (None,)
         started = time.perf_counter()
         count = 0
+        none = []
         for model_version in wanted:
+            before = count
             for entry in self.store.entries(model_version):
                 self.tier.grow(count + 1)
                 self.tier.put(entry)
                 count += 1
+            if model_version is not None and count == before:
+                none.append(model_version)
         self.stats.warmed = count
+        self.stats.warm_none = none
         self.stats.warm_seconds = time.perf_counter() - started

@@ -43,6 +43,7 @@ def report_json(report: Report) -> dict[str, Any]:
         "evicted": stats.evicted,
         "warmed": stats.warmed,
         "warm_seconds": round(stats.warm_seconds, 3),
+        "warm_none": list(stats.warm_none),
         "cap": {
             "max_bytes": report.cap.max_bytes,
             "max_entries": report.cap.max_entries,

@@ -63,8 +63,10 @@ def summary_lines(report: Report) -> list[str]:
         extra.append(f"corrupt: {c.corrupt}")
     if extra:
         lines.append("   ".join(extra))
-    if stats.warmed:
-        lines.append(f"warmed: {_plural(stats.warmed, 'entry', 'entries')} in {stats.warm_seconds:.2f} s")
+    if stats.warmed or stats.warm_none:
+        none = (f"; none of {', '.join(stats.warm_none)}: no entries of that model version "
+                "(llm-cache stats lists those stored)") if stats.warm_none else ""
+        lines.append(f"warmed: {_plural(stats.warmed, 'entry', 'entries')} in {stats.warm_seconds:.2f} s{none}")
     if tokens:
         per_model = ", ".join(f"{m} {t}" for m, t in sorted(stats.tokens_saved.items()))
         lines.append(f"tokens served from cassettes: {tokens} ({per_model})")
