@@ -72,8 +72,8 @@ def test_b(client, llm_cache):
     report = project.pytester.path / "r.json"
     result = project.run("--llm-cache-warm=gpt-4o-mini,gtp-4o", f"--llm-cache-report={report}")
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["warmed: 1 entry in *.** s; none of gtp-4o: no entries of that model version "
-                                 "(llm-cache stats lists those stored)"])
+    said = "warmed: 1 entry in *.** s; none of gtp-4o: no entries of that model version (llm-cache stats lists those stored)"
+    result.stdout.fnmatch_lines([said])
     assert json.loads(report.read_text())["warm_none"] == ["gtp-4o"]
     result = project.run("--llm-cache-warm=gtp-4o", "-n", "2")
     result.stdout.fnmatch_lines(["warmed: 0 entries in *.** s; none of gtp-4o: *"])
