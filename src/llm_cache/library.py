@@ -159,6 +159,9 @@ class LLMCache:
         self.session = CacheSession(settings, store=resolved, clock=clock, passthrough=fallback == "passthrough")
         self.session.stale_while_revalidate = _grace(stale_while_revalidate, "stale_while_revalidate")
         self.session.stale_if_error = _grace(stale_if_error, "stale_if_error")
+        # counting from the start: an exporter registered late (the first scrape) still sees
+        # what came before; a few microseconds a call
+        Metrics.of(self.session)
         # a store that could not be reached at start: every call goes to the API
         self._scope = self.session.scope("llm_cache.transport", mode=Mode.OFF if self._down else None)
 
@@ -267,8 +270,8 @@ class LLMCache:
     @property
     def metrics(self) -> Metrics:
         """The cache's metrics (hits, misses, lookup latency, store size...) per model version
-        and store: made and attached on first use, counting from then on (events cost nothing
-        before). ``prometheus_text()``, ``to_prometheus(registry)``, ``to_otel(meter_provider)``."""
+        and store, counted since the cache was made. ``prometheus_text()``,
+        ``to_prometheus(registry)``, ``to_otel(meter_provider)``."""
         return Metrics.of(self.session)
 
     def evict(self) -> int:

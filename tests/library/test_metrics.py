@@ -144,15 +144,16 @@ def test_to_dict_goes_through_json_and_merges() -> None:
 # -- LLMCache.metrics ------------------------------------------------------------------------
 
 
-def test_nothing_listens_until_metrics_is_asked_for(srv: FakeLLMServer) -> None:
+def test_metrics_count_from_the_start_not_from_when_they_are_first_asked_for(srv: FakeLLMServer) -> None:
     cache = LLMCache()
     chat(make_client(srv, cache), "before")
-    assert cache.session.stats.listeners == []
-    metrics = cache.metrics
-    assert cache.metrics is metrics and cache.session.stats.listeners == [metrics]
-    assert metrics.count("recorded") == 0  # counted from the first use on
     chat(make_client(srv, cache), "before")
+    metrics = cache.metrics  # an exporter registered late, at the first scrape
+    assert cache.metrics is metrics and cache.session.stats.listeners == [metrics]
+    assert metrics.count("recorded", "gpt-4o", store="memory://") == 1
     assert metrics.count("hit", "gpt-4o", store="memory://") == 1
+    chat(make_client(srv, cache), "before")
+    assert metrics.count("hit", "gpt-4o", store="memory://") == 2
 
 
 def test_stale_entries_served_and_replay_misses_are_counted(srv: FakeLLMServer) -> None:
