@@ -1,5 +1,6 @@
 """The ``llm-cache`` command: list, inspect, prune, verify, compare, report and upgrade cassettes,
-of a cassette directory (``--dir``) or of any shared store (``--store URL``: file://, redis://).
+of a cassette directory (``--dir``) or of any shared store (``--store URL``: file://, redis://);
+given neither, of the store the project's pytest configuration names (``cli/project.py``).
 
 Exit status: 0 on success, 1 when a command found a problem (a missing
 directory, a bad cassette, an unknown key, a store that does not answer), 2 on bad usage.
@@ -53,13 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
             ttl: bool = False, store: str | None = f"the store instead of a directory: {CLI_STORE_FORM}",
             ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text, description=text)
-        p.add_argument("--dir", help="the cassette directory (default: ./cassettes)")
+        p.add_argument("--dir", help="the cassette directory (default: the store of the pytest configuration found "
+                       "from here upward: llm_cache_store, llm_cache_dir or cassettes/ beside it; else ./cassettes)")
         if store is not None:
             p.add_argument("--store", metavar="URL", help=store)
         if json_flag:
             p.add_argument("--json", action="store_true", help="print JSON instead of text")
         if ttl:
-            p.add_argument("--ttl", help="age after which a cassette is expired (default 30d)")
+            p.add_argument("--ttl", help="age after which a cassette is expired (default: llm_cache_ttl of the "
+                           "pytest configuration, else 30d)")
         p.set_defaults(func=func)
         return p
 

@@ -45,7 +45,16 @@ def _parse(parser: Callable[[object, str], Any], value: object, flag: str) -> An
 
 
 def _ttl(args: argparse.Namespace) -> timedelta | None:
-    return _parse(parse_duration, args.ttl, "--ttl") if args.ttl is not None else DEFAULT_TTL
+    """``--ttl``, else the project's ``llm_cache_ttl`` (a bad one named with its file), else 30d."""
+    from .project import project_of
+
+    given: tuple[object, str] | None = (args.ttl, "--ttl") if args.ttl is not None else None
+    if given is None:
+        project = project_of(args)
+        setting = project.get("ttl") if project is not None else None
+        given = (setting.value, setting.origin) if setting is not None else None
+    ttl: timedelta | None = _parse(parse_duration, *given) if given is not None else DEFAULT_TTL
+    return ttl
 
 
 def _words(text: str, count: int = 8) -> str:

@@ -24,6 +24,7 @@ from .common import (
     _parse,
     _plural,
 )
+from .project import project_of
 from .stores import StoreArg, stored_bytes
 
 
@@ -63,8 +64,11 @@ def _verify_entries(store: Store, allow: tuple[str, ...]) -> tuple[int, list[Ver
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    _parse(parse_regexes, args.allow, "--allow")
-    allow = tuple(args.allow)
+    allow = _parse(parse_regexes, args.allow, "--allow")
+    project = project_of(args)
+    configured = project.get("allow") if project is not None else None
+    if configured is not None:  # what the project allows at record time is allowed here too
+        allow = _parse(parse_regexes, configured.value, configured.origin) + allow
     with StoreArg(args) as stores:
         store = stores.store
         if isinstance(store, FileStore):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import final
@@ -23,6 +24,7 @@ from ..redact import mask_url
 from ..stores import Store, open_store
 from ..stores.files import FileStore
 from .common import Problem, UsageError
+from .project import project_of, shown
 
 __all__ = [
     "CLI_STORE_FORM",
@@ -53,56 +55,99 @@ def where(store: Store) -> str:
 
 @final
 class StoreArg:
-    """The store of ``--dir``/``--store``, opened when first needed and closed at the end.
+    """The store of ``--dir``/``--store``, or else of the project's pytest configuration
+    (``llm_cache_store``, ``llm_cache_dir``, ``cassettes/`` under its rootdir; ``./cassettes``
+    outside a project), opened when first needed and closed at the end.
 
-    Bad usage (both flags, an unknown or memory:// URL) is found at once, before anything
-    is opened; ``needs_dir`` makes a missing cassette directory a problem (the commands
-    that read), ``file_only`` refuses any store but a directory (upgrade)."""
+    Bad usage of the flags (both, an unknown or memory:// URL) is found at once, before
+    anything is opened; the configuration is read only when a store is needed, so that
+    commands that need none (``diff`` of two files) never read it. ``file_only`` refuses any
+    store but a directory (upgrade); ``creates`` lets a missing directory be made (warm)."""
 
-    def __init__(self, args: argparse.Namespace, *, file_only: bool = False) -> None:
+    def __init__(self, args: argparse.Namespace, *, file_only: bool = False, creates: bool = False,
+                 ttl: timedelta | None = None) -> None:
         self.url: str | None = getattr(args, "store", None)
         self.dir: str | None = getattr(args, "dir", None)
+        self.root = Path(".")
+        self.origin = "--store" if self.url is not None else "--dir"
+        self._args, self._file_only, self._creates, self._ttl = args, file_only, creates, ttl
         self._store: Store | None = None
+        self._resolved = self.url is not None or self.dir is not None
         if self.url is not None and self.dir is not None:
             raise UsageError("give the store with --dir or with --store, not both")
-        if self.url is None:
-            return
+        if self.url is not None:
+            self._check_url("--store")
+
+    def _named(self) -> str:
+        """The store's setting as messages name it: ``--store URL``, ``llm_cache_dir in pytest.ini``."""
+        if self.origin in ("--store", "--dir"):
+            return f"{self.origin} {mask_url(self.url) if self.url is not None else self.dir}"
+        return self.origin
+
+    def _check_url(self, setting: str) -> None:
+        assert self.url is not None
         try:
             scheme = urlsplit(self.url).scheme
         except ValueError:  # an unclosed [ of an IPv6 host: open_store names the form
             scheme = "redis"
         if scheme == "memory":
-            raise UsageError("--store memory:// cannot be inspected: a memory store lives in one process only, "
-                             f"and is gone when it ends; give {CLI_STORE_FORM}")
+            what = "--store memory://" if setting == "--store" else f"{setting} is memory://, which"
+            raise UsageError(f"{what} cannot be inspected: a memory store lives in one process only, "
+                             f"and is gone when it ends; give --dir DIR or --store {CLI_STORE_FORM}")
         if scheme not in _SCHEMES:
-            raise UsageError(f"--store must be a store URL: {CLI_STORE_FORM}, got {mask_url(self.url)!r}")
-        if file_only and scheme not in ("", "file"):
-            command = getattr(args, "command", "this command")
-            raise UsageError(f"{command} rewrites cassette files: --store must be file://PATH "
+            raise UsageError(f"{setting} must be a store URL: {CLI_STORE_FORM}, got {mask_url(self.url)!r}")
+        if self._file_only and scheme not in ("", "file"):
+            command = getattr(self._args, "command", "this command")
+            raise UsageError(f"{command} rewrites cassette files: {setting} must be file://PATH "
                              f"(or use --dir), got {mask_url(self.url)!r}")
+
+    def _resolve(self) -> None:
+        """With neither flag: the project's store, said by where it was read."""
+        if self._resolved:
+            return
+        self._resolved = True
+        project = project_of(self._args)
+        if project is None:
+            self.dir, self.origin = DEFAULT_DIR, "the default ./cassettes"
+            return
+        self.root = project.root
+        store, folder = project.get("store"), project.get("dir")
+        if store is not None:  # as in a test run: a store, when one is set, is where cassettes go
+            self.url, self.origin = str(store.value).strip(), store.origin
+            self._check_url(store.origin)
+        elif folder is not None:
+            self.dir, self.origin = shown(project.root / str(folder.value)), folder.origin
+        else:
+            self.dir, self.origin = shown(project.root / DEFAULT_DIR), f"cassettes/ beside {project.shown}"
 
     @property
     def store(self) -> Store:
         if self._store is None:
+            self._resolve()
             self._store = self._open()
         return self._store
 
     def _open(self) -> Store:
         if self.url is None:
             root = Path(self.dir or DEFAULT_DIR)
-            if not root.is_dir():
-                raise Problem(f"no cassette directory at {root} (give one with --dir or --store)")
+            if not root.is_dir() and not self._creates:
+                how = "give one" if self.origin == "--dir" else f"{self.origin}; give another"
+                raise Problem(f"no cassette directory at {root} ({how} with --dir or --store)")
+            if root.exists() and not root.is_dir():
+                raise Problem(f"{root} is not a directory ({self._named()})")
             return FileStore(root)
         try:
-            store = open_store(self.url, Path("."), None, setting="--store")
+            store = open_store(self.url, self.root, self._ttl, setting=self.origin)
         except ConfigError as exc:
             raise UsageError(str(exc)) from None
         except ImportError as exc:  # redis-py not installed
             raise Problem(str(exc)) from None
         except StoreUnavailable as exc:
-            raise Problem(str(exc).splitlines()[0]) from None
-        if isinstance(store, FileStore) and not store.root.is_dir():
-            raise Problem(f"no cassette directory at {store.root} (--store {self.url})")
+            named = "" if self.origin == "--store" else f" (this one is {self.origin})"
+            raise Problem(f"{str(exc).splitlines()[0].rstrip('.')}. "  # one line, as every command's problem
+                          f"Start it, or give another store with --store or --dir{named}.") from None
+        if isinstance(store, FileStore) and not store.root.is_dir() and not self._creates:
+            raise Problem(f"no cassette directory at {store.root} ({self._named()})")
         return store
 
     def __enter__(self) -> StoreArg:

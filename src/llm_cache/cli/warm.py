@@ -6,11 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import ConfigError, StoreUnavailable
+from ..errors import ConfigError
 from ..settings import (
     parse_mode,
 )
-from ..stores.files import FileStore
 from .common import (
     OK,
     PROBLEM,
@@ -20,7 +19,7 @@ from .common import (
     _parse,
     _ttl,
 )
-from .stores import DEFAULT_DIR
+from .stores import StoreArg
 
 
 def _progress(done: int, total: int) -> None:
@@ -32,7 +31,6 @@ def _progress(done: int, total: int) -> None:
 
 def cmd_warm(args: argparse.Namespace) -> int:
     from ..library import LLMCache
-    from ..stores import Store, open_store
     from ..warming import check_base_url, read_requests
 
     source = Path(args.file)
@@ -52,22 +50,8 @@ def cmd_warm(args: argparse.Namespace) -> int:
             check_base_url(requests, str(source), "a full url, or given with --base-url https://api.example.com/v1")
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
-    store: Store
-    if args.store:
-        try:
-            store = open_store(args.store, Path("."), ttl, setting="--store")
-        except ConfigError as exc:
-            raise UsageError(str(exc)) from None
-        except ImportError as exc:
-            raise Problem(str(exc)) from None
-        except StoreUnavailable as exc:
-            raise Problem(
-                f"cache store {exc.url} is unavailable"
-                + (f" within {exc.timeout:g} s" if exc.timeout is not None else "")
-                + f": {exc.reason}\nStart it, or give another store with --store (file://DIR, memory://)."
-            ) from None
-    else:
-        store = FileStore(Path(args.dir or DEFAULT_DIR))
+    stores = StoreArg(args, creates=True, ttl=ttl)  # bad --dir/--store usage: said before anything is sent
+    store = stores.store
     try:
         cache = LLMCache(store, mode=mode, ttl=ttl, log_every=None)
     except ConfigError as exc:
