@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import suppress
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +31,8 @@ if TYPE_CHECKING:
     from ..engine.scope import Scope
 
 __all__ = ["ahandle", "handle", "played", "stream_classes", "to_request"]
+
+log = logging.getLogger("llm_cache")
 
 
 def _timeout(request: Any) -> float | None:
@@ -172,6 +177,65 @@ async def _ahandle(scope: Scope, httpx: ModuleType, request: Any, forward: Calla
     return _marked(response, flight)
 
 
+# -- a forwarded answer the caller lets go without closing it ---------------------
+#
+# An SDK call whose caller never reads nor closes its stream (an exception between the
+# call and the loop over it) leaves nothing to tell the cache. The tee's finalizer does, as
+# the garbage collector frees it: the flight is settled as its scope's end would (kept when
+# its provider's last event was seen, else abandoned), so the key's lock is not held until
+# the cache is closed. On an event loop that is done by a task of that loop, which awaits
+# the release; outside one (or once the loop is closed), at once.
+
+_SETTLING: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
+
+
+def _settle(recording: Recording) -> None:
+    if recording.over:
+        return
+    try:
+        recording.flight.settle()
+    except Exception as exc:  # noqa: BLE001 - a finalizer has no caller to tell
+        log.warning("llm_cache: an answer never closed could not be kept: %s", str(exc).splitlines()[0])
+
+
+def _let_go(recording: Recording, upstream: Any) -> None:
+    _settle(recording)
+    with suppress(Exception):
+        upstream.close()
+
+
+def _alet_go(loop: asyncio.AbstractEventLoop | None, recording: Recording, upstream: Any) -> None:
+    if loop is not None:
+        with suppress(RuntimeError):  # its loop is closed: nothing left to await on
+            loop.call_soon_threadsafe(_settle_on, loop, recording, upstream)
+            return
+    _settle(recording)
+
+
+def _settle_on(loop: asyncio.AbstractEventLoop, recording: Recording, upstream: Any) -> None:
+    task = loop.create_task(_asettle(recording, upstream))
+    _SETTLING.add(task)
+    task.add_done_callback(_SETTLING.discard)
+
+
+async def _asettle(recording: Recording, upstream: Any) -> None:
+    try:
+        if not recording.over:
+            await recording.flight.asettle()
+    except Exception as exc:  # noqa: BLE001 - a finalizer's task has no caller to tell
+        log.warning("llm_cache: an answer never closed could not be kept: %s", str(exc).splitlines()[0])
+    finally:
+        with suppress(Exception):
+            await upstream.aclose()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:  # another async library's loop (trio): settled at once
+        return None
+
+
 @functools.cache
 def stream_classes(httpx: ModuleType) -> tuple[type, type, type]:
     """(replayed, sync tee, async tee) stream classes for one httpx module."""
@@ -216,6 +280,8 @@ def stream_classes(httpx: ModuleType) -> tuple[type, type, type]:
             self.upstream = upstream
             self.source: Iterator[bytes] | None = None
             self.reader: Iterator[bytes] | None = None
+            self.gone = weakref.finalize(self, _let_go, recording, upstream)
+            self.gone.atexit = False  # at exit the cache's close settles what is left
 
         def __iter__(self) -> Iterator[bytes]:
             if self.reader is None:
@@ -241,6 +307,7 @@ def stream_classes(httpx: ModuleType) -> tuple[type, type, type]:
                 raise
 
         def close(self) -> None:
+            self.gone.detach()
             try:
                 if self.recording.closed():
                     if self.source is None:
@@ -261,6 +328,8 @@ def stream_classes(httpx: ModuleType) -> tuple[type, type, type]:
             self.upstream = upstream
             self.source: AsyncIterator[bytes] | None = None
             self.reader: AsyncIterator[bytes] | None = None
+            self.gone = weakref.finalize(self, _alet_go, _running_loop(), recording, upstream)
+            self.gone.atexit = False
 
         def __aiter__(self) -> AsyncIterator[bytes]:
             if self.reader is None:
@@ -286,6 +355,7 @@ def stream_classes(httpx: ModuleType) -> tuple[type, type, type]:
                 raise
 
         async def aclose(self) -> None:
+            self.gone.detach()
             try:
                 if await self.recording.aclosed():
                     if self.source is None:

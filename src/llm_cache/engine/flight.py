@@ -139,12 +139,18 @@ class Flight:
         but was never closed is kept (nothing but its terminator can be missing); anything
         else still open is abandoned."""
         recording = self._recording
-        if recording is not None and not recording.over and (
-            stream_ended(recording.chunks) or recording.encoded()
-        ):
+        if recording is not None and recording.keepable():
             recording.end()
         else:
             self.abandon()
+
+    async def asettle(self) -> None:
+        """``settle`` for an event loop: the write and the lock's release awaited."""
+        recording = self._recording
+        if recording is not None and recording.keepable():
+            await recording.aend()
+        else:
+            await self.aabandon()
 
     def record(
         self, status: int, headers: Sequence[tuple[str, str]], body: bytes,
@@ -325,6 +331,10 @@ class Recording:
             return True
         self.over = True
         return False
+
+    def keepable(self) -> bool:
+        """Not over, and worth keeping as it is when the caller goes away without closing it."""
+        return not self.over and (stream_ended(self.chunks) or self.encoded())
 
     def encoded(self) -> bool:
         """A compressed answer that is not a stream: a client that failed to decode it closes

@@ -25,6 +25,37 @@ class _Slot:
         self.holder: Any = None
 
 
+async def _acquire(lock: asyncio.Lock, task: asyncio.Task[Any] | None, wait: float | None) -> bool:
+    """Acquire ``lock`` within ``wait`` seconds: True when held, False when the time ran out.
+
+    The task is cancelled when the time is up, as ``asyncio.timeout`` does (3.11 and newer):
+    ``Lock.acquire`` awaited directly either holds the lock or, cancelled, does not (and
+    hands a wake-up it got to the next waiter), so no outcome is lost in between."""
+    if wait is None or task is None:
+        await lock.acquire()
+        return True
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        task.cancel()
+
+    timer = asyncio.get_running_loop().call_later(max(wait, 0.0), expire)
+    try:
+        await lock.acquire()
+        return True
+    except asyncio.CancelledError:
+        if not expired:
+            raise
+        uncancel = getattr(task, "uncancel", None)  # 3.11 and newer: count our cancel off
+        if uncancel is not None and uncancel() > 0:
+            raise  # cancelled from outside as well
+        return False
+    finally:
+        timer.cancel()
+
+
 class Gates:
     """One gate per key while any task wants it."""
 
@@ -32,9 +63,10 @@ class Gates:
         self._slots: dict[tuple[int, str], _Slot] = {}
         self._guard = threading.Lock()
 
-    async def enter(self, key: str) -> Callable[[], None] | None:
+    async def enter(self, key: str, wait: float | None = None) -> Callable[[], None] | None:
         """Wait for the key's gate and return what opens it again; None when this task
-        holds it already (then there is nothing to open)."""
+        holds it already (then there is nothing to open). Raises ``TimeoutError`` when
+        another task held it for ``wait`` seconds (None: no limit)."""
         task = asyncio.current_task()
         name = (id(asyncio.get_running_loop()), key)
         with self._guard:
@@ -45,7 +77,8 @@ class Gates:
                 return None
             slot.waiters += 1
         try:
-            await slot.lock.acquire()
+            if not await _acquire(slot.lock, task, wait):
+                raise TimeoutError(f"another task held the gate for {wait:g} s")
         except BaseException:
             self._forget(name, slot)
             raise

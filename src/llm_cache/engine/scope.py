@@ -116,7 +116,14 @@ class Scope:
                 return self._decided(rk, found, entry, request, controls, ttl)
             if self.session.remote and self.session.aio is None:
                 await asyncio.sleep(0)  # the lookup was a round trip; the lock and second look are next
-            leave = await self.session.gates.enter(rk.key)
+            wait = self.session.lock_wait(request.timeout)
+            deadline = time.monotonic() + wait
+            try:
+                leave = await self.session.gates.enter(rk.key, wait)
+            except TimeoutError:  # held by a task of ours that does not finish: a duplicate call, not a hang
+                log.warning("llm_cache: waited %g s for another task's answer to %s; going upstream without it",
+                            wait, rk.prefix)
+                leave = None
             try:
                 # on the loop: the key's lock is taken here, and what takes a lock must not be
                 # left behind in a thread by a cancelled task. What the task waited for is in
@@ -128,8 +135,8 @@ class Scope:
                     found, entry = recalled
                 claimed = None
                 if self._action(found, entry, ttl) in _GOES_UP:  # no-store went out above
-                    claimed = await self.session.aclaim(
-                        rk, self.mode, ttl, self.stats, self.session.lock_wait(request.timeout)
+                    claimed = await self.session.aclaim(  # the gate's wait counts against the request's
+                        rk, self.mode, ttl, self.stats, max(0.0, deadline - time.monotonic())
                     )
                 try:
                     flight = self._decided(rk, found, entry, request, controls, ttl, claimed)
