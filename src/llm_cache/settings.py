@@ -7,7 +7,6 @@ the pytest plugin turns that into ``pytest.UsageError``.
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from .values import (  # noqa: F401 - re-exported: settings is where users look
     DURATION_FORM,
     SIZE_FORM,
     STORE_FORM,
+    STORE_URL,
     format_duration,
     parse_bool,
     parse_choice,
@@ -234,7 +234,7 @@ def resolve(
     )
     store_source = _first(("--llm-cache-store", cli.get("store")), ("llm_cache_store", ini.get("store")))
     store_url = str(store_source[1]).strip() if store_source else None
-    if store_url is not None and not re.match(r"^(file|memory|redis|rediss|unix|redis\+cluster|rediss\+cluster)://", store_url):
+    if store_url is not None and not STORE_URL.match(store_url):
         raise ConfigError(setting=store_source[0], value=mask_url(store_url), expected=STORE_FORM)  # type: ignore[index]
     warm_source = _first(("--llm-cache-warm", cli.get("warm")), ("llm_cache_warm", ini.get("warm")))
     memory_source = _first(

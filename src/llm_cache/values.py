@@ -20,6 +20,7 @@ __all__ = [
     "MAX_DURATION",
     "SIZE_FORM",
     "STORE_FORM",
+    "STORE_URL",
     "format_age",
     "format_duration",
     "parse_bool",
@@ -168,6 +169,8 @@ def parse_bool(value: object, setting: str) -> bool:
 
 
 STORE_FORM = "a store URL: file://PATH, memory://, redis://host:port/db or redis+cluster://host:port,host:port/"
+#: What a store setting must begin with (``--llm-cache-store``, ``llm_cache_store``).
+STORE_URL = re.compile(r"^(file|memory|redis|rediss|unix|redis\+cluster|rediss\+cluster)://")
 
 
 def parse_choice(value: object, setting: str, choices: tuple[str, ...]) -> str:

@@ -4,6 +4,7 @@ its pytest configuration, found and read as pytest finds and reads it."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import textwrap
 from pathlib import Path
@@ -122,28 +123,112 @@ def test_verify_allows_what_the_project_allows(tmp_path: Path) -> None:
     assert "1 cassettes checked, all sound" in allowed.stdout
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("[pytest]\nllm_cache_ttl = 3 days\n",
+@pytest.mark.parametrize(("name", "text", "expected"), [
+    ("pytest.ini", "[pytest]\nllm_cache_ttl = 3 days\n",
      ("llm-cache stats: error: llm_cache_ttl in pytest.ini must be a duration like 90s, 30m, 12h, 30d or 2w, "
-     "or 'never', got '3 days'")),
-    ("[pytest]\nllm_cache_store = memory://\n",
+      "or 'never', got '3 days'")),
+    ("pytest.ini", "[pytest]\nllm_cache_store = memory://\n",
      ("llm-cache stats: error: llm_cache_store in pytest.ini is memory://, which cannot be inspected: "
-     "a memory store lives in one process only, and is gone when it ends; give --dir DIR or --store *")),
-    ("[pytest]\nllm_cache_store = ftp://host/x\n",
+      "a memory store lives in one process only, and is gone when it ends; give --dir DIR or --store *")),
+    ("pytest.ini", "[pytest]\nllm_cache_store = ftp://host/x\n",
      "llm-cache stats: error: llm_cache_store in pytest.ini must be a store URL: file://PATH, *, got 'ftp://host/x'"),
-    ("[pytest\nllm_cache_dir = x\n",
-     "llm-cache stats: error: the pytest configuration pytest.ini cannot be parsed: *pytest.ini:1: *"),
+    # no scheme: a path is what --store takes, not what the plugin takes from llm_cache_store
+    ("pytest.ini", "[pytest]\nllm_cache_store = some/dir\n",
+     "llm-cache stats: error: llm_cache_store in pytest.ini must be a store URL: *, got 'some/dir'"),
+    ("pytest.ini", "[pytest\nllm_cache_dir = x\n",
+     ("llm-cache stats: error: the pytest configuration pytest.ini cannot be parsed: *pytest.ini:1: * "
+      "(--dir DIR and --ttl AGE need no configuration)")),
+    ("pytest.ini", '[pytest]\naddopts = --llm-cache-dir "unclosed\n',
+     "llm-cache stats: error: addopts in pytest.ini cannot be split into arguments: No closing quotation"),
+    ("pyproject.toml", '[tool.pytest]\nllm_cache_dir = ["a", "b"]\n',
+     "llm-cache stats: error: llm_cache_dir in pyproject.toml must be a string, got list ['a', 'b']"),
+    ("pyproject.toml", "[tool.pytest]\nllm_cache_ttl = 7\n",
+     "llm-cache stats: error: llm_cache_ttl in pyproject.toml must be a string, got int 7"),
+    ("pyproject.toml", "[tool.pytest]\naddopts = 5\n",
+     "llm-cache stats: error: addopts in pyproject.toml must be a string or a list of strings, got 5"),
+    ("pyproject.toml", '[tool.pytest]\nllm_cache_secret_allowlist = "sk-x"\n',
+     "llm-cache stats: error: llm_cache_secret_allowlist in pyproject.toml must be a list of strings, got 'sk-x'"),
+    ("pyproject.toml", '[tool.pytest]\nminversion = "9"\n[tool.pytest.ini_options]\nllm_cache_dir = "c"\n',
+     ("llm-cache stats: error: the pytest configuration pyproject.toml has both [tool.pytest] and "
+     "[tool.pytest.ini_options]: pytest reads one of them *")),
+    ("setup.cfg", "[pytest]\nllm_cache_dir = c\n",
+     ("llm-cache stats: error: the pytest configuration setup.cfg has a [pytest] section, which pytest no longer "
+     "reads in setup.cfg: name it [tool:pytest] *")),
+    ("pytest.toml", 'llm_cache_dir = "c"\n',
+     ("llm-cache stats: error: the pytest configuration pytest.toml has options outside a [pytest] table "
+     "(llm_cache_dir) *")),
 ])
-def test_a_bad_configuration_is_bad_usage_naming_the_file(tmp_path: Path, text: str, expected: str) -> None:
-    (tmp_path / "pytest.ini").write_text(text)
+def test_a_bad_configuration_is_bad_usage_naming_the_file(tmp_path: Path, name: str, text: str, expected: str) -> None:
+    (tmp_path / name).write_text(text)
     (tmp_path / "cassettes").mkdir()
     out = run("stats", cwd=tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.count("\n") == 1
-    assert pytest.LineMatcher([out.stderr.strip()]).fnmatch_lines([expected]) is None
-    # the flags need no configuration: a broken file is never read then
-    given = run("stats", "--dir", str(tmp_path / "cassettes"), "--ttl", "1d", cwd=tmp_path)
-    assert given.returncode == 0, given.stderr
+    # '*' stands for any text; brackets are literal (fnmatch would take them for a set)
+    assert re.fullmatch(".*".join(map(re.escape, expected.split("*"))), out.stderr.strip()), out.stderr
+    # the flags name their store: the configuration is never read then, for the TTL or the allowlist either
+    for command in (["stats"], ["verify"], ["ls"]):
+        given = run(*command, "--dir", str(tmp_path / "cassettes"), cwd=tmp_path)
+        assert given.returncode == 0, given.stderr
+    assert run("stats", "--store", f"file://{tmp_path / 'cassettes'}", cwd=tmp_path).returncode == 0
+
+
+def test_an_empty_value_is_unset_as_the_plugin_takes_it(tmp_path: Path) -> None:
+    key = _project(tmp_path, {"pytest.ini": """\
+        [pytest]
+        llm_cache_dir = tests/cassettes
+        llm_cache_ttl =
+        llm_cache_store =
+        addopts = --llm-cache-dir= --llm-cache-store=
+        """})
+    assert [item["key"] for item in _listed(tmp_path)] == [key]
+    assert "(ttl 30d;" in run("stats", cwd=tmp_path).stdout
+
+
+def test_o_in_addopts_overrides_the_ini_value_and_a_flag_there_wins_over_both(tmp_path: Path) -> None:
+    key = _project(tmp_path, {"pytest.ini": "[pytest]\nllm_cache_dir = not/here\nllm_cache_ttl = 1d\n"
+                                            "addopts = -o llm_cache_dir=tests/cassettes --override-ini=llm_cache_ttl=5h\n"})
+    assert [item["key"] for item in _listed(tmp_path)] == [key]
+    assert "(ttl 5h;" in run("stats", cwd=tmp_path).stdout
+    (tmp_path / "pytest.ini").write_text("[pytest]\naddopts = --llm-cache-ttl=2h -o llm_cache_ttl=5h\n"
+                                         "llm_cache_dir = tests/cassettes\n")
+    assert "(ttl 2h;" in run("stats", cwd=tmp_path).stdout
+
+
+@pytest.mark.parametrize("marker", ["pyproject.toml", "setup.py"])
+def test_the_rootdir_pytest_takes_without_a_configuration_is_the_commands(tmp_path: Path, marker: str) -> None:
+    # pytest takes the first pyproject.toml as its (empty) configuration when no file configures it,
+    # and else the first directory with a setup.py as its rootdir
+    key = _project(tmp_path, {marker: '[project]\nname = "x"\n' if marker == "pyproject.toml" else ""},
+                   cassettes="cassettes")
+    assert [item["key"] for item in _listed(tmp_path)] == [key]
+    (tmp_path / "cassettes" / ".llm-cache").mkdir(exist_ok=True)
+    shutil.rmtree(tmp_path / "cassettes")
+    gone = run("ls", cwd=tmp_path)
+    assert gone.returncode == 1
+    assert f"no cassette directory at cassettes (cassettes/ beside {marker}; give another" in gone.stderr
+
+
+def test_a_directory_setting_that_names_a_file_says_so(tmp_path: Path) -> None:
+    (tmp_path / "pytest.ini").write_text("[pytest]\nllm_cache_dir = sub/../afile\n")
+    (tmp_path / "afile").write_text("")
+    out = run("ls", cwd=tmp_path)
+    assert out.returncode == 1
+    assert out.stderr.strip() == ("llm-cache ls: afile is not a directory "
+                                  "(llm_cache_dir in pytest.ini; give another with --dir or --store)")
+
+
+def test_warm_takes_a_memory_store_as_a_flag_but_not_from_the_project(tmp_path: Path, fake_api: FakeLLMServer) -> None:
+    requests = tmp_path / "requests.yaml"
+    requests.write_text('- path: /chat/completions\n  json: {model: gpt-4o, messages: [{role: user, content: hi}]}\n')
+    checked = run("warm", str(requests), "--store", "memory://", "--base-url", fake_api.openai_base_url, cwd=tmp_path)
+    assert checked.returncode == 0, checked.stderr
+    assert "1 requests: 0 fresh, 1 recorded" in checked.stdout
+    (tmp_path / "pytest.ini").write_text("[pytest]\nllm_cache_store = memory://\n")
+    refused = run("warm", str(requests), "--base-url", fake_api.openai_base_url, cwd=tmp_path)
+    assert refused.returncode == 2
+    assert ("llm-cache warm: error: llm_cache_store in pytest.ini is memory://, which keeps nothing once the command "
+            "ends: warm a store the tests read with --dir DIR or --store") in refused.stderr
 
 
 def test_a_broken_pyproject_is_named_and_diff_of_two_files_never_reads_it(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from ..meta import EntryMeta
 from ..redact import mask_url
 from ..stores import Store, open_store
 from ..stores.files import FileStore
+from ..values import STORE_URL
 from .common import Problem, UsageError
 from .project import project_of, shown
 
@@ -86,15 +87,22 @@ class StoreArg:
 
     def _check_url(self, setting: str) -> None:
         assert self.url is not None
+        flag = setting == "--store"
         try:
             scheme = urlsplit(self.url).scheme
         except ValueError:  # an unclosed [ of an IPv6 host: open_store names the form
             scheme = "redis"
+        if not flag and not STORE_URL.match(self.url):  # as the plugin refuses it
+            raise UsageError(f"{setting} must be a store URL: {CLI_STORE_FORM}, got {mask_url(self.url)!r}")
         if scheme == "memory":
-            what = "--store memory://" if setting == "--store" else f"{setting} is memory://, which"
-            raise UsageError(f"{what} cannot be inspected: a memory store lives in one process only, "
-                             f"and is gone when it ends; give --dir DIR or --store {CLI_STORE_FORM}")
-        if scheme not in _SCHEMES:
+            if self._creates and not flag:  # warm into the project's memory store: a mistake
+                raise UsageError(f"{setting} is memory://, which keeps nothing once the command ends: warm a store "
+                                 f"the tests read with --dir DIR or --store {CLI_STORE_FORM}")
+            if not self._creates:  # warm --store memory:// is a check that the requests run
+                what = "--store memory://" if flag else f"{setting} is memory://, which"
+                raise UsageError(f"{what} cannot be inspected: a memory store lives in one process only, "
+                                 f"and is gone when it ends; give --dir DIR or --store {CLI_STORE_FORM}")
+        elif scheme not in _SCHEMES:
             raise UsageError(f"{setting} must be a store URL: {CLI_STORE_FORM}, got {mask_url(self.url)!r}")
         if self._file_only and scheme not in ("", "file"):
             command = getattr(self._args, "command", "this command")
@@ -127,14 +135,16 @@ class StoreArg:
             self._store = self._open()
         return self._store
 
+    def _hint(self) -> str:
+        return "give one" if self.origin == "--dir" else f"{self.origin}; give another"
+
     def _open(self) -> Store:
         if self.url is None:
             root = Path(self.dir or DEFAULT_DIR)
-            if not root.is_dir() and not self._creates:
-                how = "give one" if self.origin == "--dir" else f"{self.origin}; give another"
-                raise Problem(f"no cassette directory at {root} ({how} with --dir or --store)")
             if root.exists() and not root.is_dir():
-                raise Problem(f"{root} is not a directory ({self._named()})")
+                raise Problem(f"{root} is not a directory ({self._hint()} with --dir or --store)")
+            if not root.is_dir() and not self._creates:
+                raise Problem(f"no cassette directory at {root} ({self._hint()} with --dir or --store)")
             return FileStore(root)
         try:
             store = open_store(self.url, self.root, self._ttl, setting=self.origin)
@@ -147,7 +157,9 @@ class StoreArg:
             raise Problem(f"{str(exc).splitlines()[0].rstrip('.')}. "  # one line, as every command's problem
                           f"Start it, or give another store with --store or --dir{named}.") from None
         if isinstance(store, FileStore) and not store.root.is_dir() and not self._creates:
-            raise Problem(f"no cassette directory at {store.root} ({self._named()})")
+            if self.origin == "--store":
+                raise Problem(f"no cassette directory at {store.root} (--store {mask_url(self.url)})")
+            raise Problem(f"no cassette directory at {shown(store.root)} ({self._hint()} with --dir or --store)")
         return store
 
     def __enter__(self) -> StoreArg:
