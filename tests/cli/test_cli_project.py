@@ -271,3 +271,12 @@ def test_the_command_sees_what_the_plugin_recorded_with_the_same_configuration(p
     listed = _listed(project.pytester.path, cwd=project.pytester.path / "sub")
     assert [Path(str(item["path"])).resolve() for item in listed] == [recorded[0].resolve()]
     assert "(ttl 2h;" in run("stats", cwd=project.pytester.path / "sub").stdout
+
+
+def test_the_largest_cassette_read_is_the_projects(tmp_path: Path) -> None:
+    _project(tmp_path, {"pytest.ini": "[pytest]\nllm_cache_dir = tests/cassettes\nllm_cache_max_cassette_size = 200\n"})
+    (listed,) = _listed(tmp_path)
+    assert "more than the 200 allowed" in str(listed["error"])
+    (tmp_path / "pytest.ini").write_text("[pytest]\nllm_cache_dir = tests/cassettes\nllm_cache_max_cassette_size = big\n")
+    bad = run("ls", cwd=tmp_path)
+    assert bad.returncode == 2 and "llm_cache_max_cassette_size in pytest.ini must be a size" in bad.stderr

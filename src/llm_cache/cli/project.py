@@ -3,8 +3,8 @@
 A command given neither ``--dir`` nor ``--store`` works on the store the project's test run
 uses: ``llm_cache_store`` or ``llm_cache_dir`` (taken from the rootdir, as the plugin takes
 them) of the configuration pytest would use when run from the working directory;
-``llm_cache_ttl`` is then the TTL unless ``--ttl`` is given, and ``llm_cache_secret_allowlist``
-adds to ``verify --allow``. The file's ``addopts`` count as in a test run: the plugin's flags
+``llm_cache_ttl`` is then the TTL unless ``--ttl`` is given, ``llm_cache_secret_allowlist``
+adds to ``verify --allow``, and ``llm_cache_max_cassette_size`` is the largest cassette read. The file's ``addopts`` count as in a test run: the plugin's flags
 there win over the ini values, and ``-o name=value`` there overrides them. With ``--dir`` or
 ``--store`` nothing is read: the flags name a store, and its settings are the flags'.
 
@@ -34,7 +34,7 @@ __all__ = ["CONFIG_NAMES", "Project", "Setting", "find_project", "project_of", "
 #: Looked for in each directory from the working directory upward, in pytest's order.
 CONFIG_NAMES = ("pytest.toml", ".pytest.toml", "pytest.ini", ".pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg")
 _KEYS = {"dir": "llm_cache_dir", "store": "llm_cache_store", "ttl": "llm_cache_ttl",
-         "allow": "llm_cache_secret_allowlist"}
+         "allow": "llm_cache_secret_allowlist", "cassette_size": "llm_cache_max_cassette_size"}
 _LISTS = {"allow"}  # pytest's linelist: a list in TOML, lines in an ini file
 _FLAGS = {"--llm-cache-dir": "dir", "--llm-cache-store": "store", "--llm-cache-ttl": "ttl"}
 _NEEDS_NOTHING = "--dir DIR and --ttl AGE need no configuration"

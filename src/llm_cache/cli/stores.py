@@ -23,7 +23,7 @@ from ..meta import EntryMeta
 from ..redact import mask_url
 from ..stores import Store, open_store
 from ..stores.files import FileStore
-from ..values import STORE_URL
+from ..values import STORE_URL, parse_size
 from .common import Problem, UsageError
 from .project import project_of, shown
 
@@ -119,6 +119,11 @@ class StoreArg:
             self.dir, self.origin = DEFAULT_DIR, "the default ./cassettes"
             return
         self.root = project.root
+        limit = project.get("cassette_size")
+        if limit is not None:  # what the tests replay, the command reads (the plugin sets it the same way)
+            size = parse_size(limit.value, limit.origin)
+            if size:
+                cassette.MAX_CASSETTE_BYTES = size
         store, folder = project.get("store"), project.get("dir")
         if store is not None:  # as in a test run: a store, when one is set, is where cassettes go
             self.url, self.origin = str(store.value).strip(), store.origin
