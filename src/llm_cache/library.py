@@ -14,7 +14,7 @@ import functools
 import importlib
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -41,7 +41,7 @@ from .settings import (
     parse_size,
 )
 from .stores import MemoryStore, Store, open_store
-from .values import parse_choice, parse_seconds
+from .values import parse_choice, parse_lines, parse_mapping, parse_seconds
 from .warming import WarmReport
 
 __all__ = ["LLMCache", "WarmReport"]
@@ -107,8 +107,8 @@ class LLMCache:
         memory_entries: int = 4096,
         log_every: int | None = 1000,
         fallback: str = "error",
-        ignore_fields: tuple[str, ...] = (),
-        model_versions: Mapping[str, str] | None = None,
+        ignore_fields: str | Sequence[str] = (),
+        model_versions: str | Mapping[str, str] | None = None,
         record_errors: bool = False,
         lock_timeout: str | float | timedelta = 120.0,
         replay_timing: str = "none",
@@ -129,7 +129,9 @@ class LLMCache:
             mode=parse_mode(mode, "mode"),
             cassette_dir=Path(root) / "cassettes",
             ttl=ttl_value,
-            rules=KeyRules(ignore_fields=tuple(ignore_fields), model_versions=dict(model_versions or {})),
+            # a string is one field (or lines of them), not its characters; a bad value says its form
+            rules=KeyRules(ignore_fields=parse_lines(ignore_fields, "ignore_fields"),
+                           model_versions=parse_mapping(model_versions, "model_versions")),
             record_errors=record_errors,
             cap=Cap(
                 max_bytes=parse_size(max_size, "max_size"),

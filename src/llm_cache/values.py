@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 
 from .errors import ConfigError
@@ -259,7 +259,7 @@ def parse_mapping(value: object, setting: str) -> dict[str, str]:
     """Lines ``alias = version`` (or a dict)."""
     if value is None:
         return {}
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return {str(k): str(v) for k, v in value.items()}
     lines = value if isinstance(value, (list, tuple)) else str(value).splitlines()
     out: dict[str, str] = {}

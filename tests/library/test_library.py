@@ -278,11 +278,24 @@ def test_intercept_context_manager(srv: FakeLLMServer, tmp_path: Path) -> None:
         ({"max_size": "huge"}, "max_size must be a size"),
         ({"fallback": "pray"}, "fallback must be 'error' or 'passthrough'"),
         ({"store": "ftp://x"}, "store must be a store URL"),
+        ({"model_versions": "gpt-4o"}, "model_versions must be lines 'alias = version'"),
+        ({"ignore_fields": "not a path"}, "ignore_fields must be dotted field paths"),
     ],
 )
 def test_bad_arguments(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         LLMCache(**kwargs)
+
+
+def test_a_string_of_ignored_fields_is_a_field_not_its_letters(srv: FakeLLMServer) -> None:
+    cache = LLMCache("memory://", ignore_fields="temperature", model_versions="gpt-4o = 2024-08-06")
+    client = make_client(srv, cache)
+    for temperature in (0.1, 0.9):
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "t"}],
+                                       temperature=temperature)
+    assert (cache.stats()["hits"], srv.count()) == (1, 1)
+    (entry,) = cache.session.store.scan()
+    assert entry.model_version == "gpt-4o@2024-08-06"
 
 
 def test_redis_store_through_the_transport(srv: FakeLLMServer, redis_target: Any) -> None:
