@@ -51,6 +51,7 @@ def warm(
     requests = read_requests(Path(source))
     if not base_url:
         check_base_url(requests, str(source), "a full url, or base_url= to put before the path")
+    check_variables(requests, headers, str(source))
     report = WarmReport(total=len(requests))
     started = time.perf_counter()
     module = _module_of(transport) if transport is not None else _default_httpx()
@@ -140,6 +141,22 @@ def check_base_url(requests: list[dict[str, Any]], where: str, expected: str) ->
     for index, item in enumerate(requests, 1):
         if "url" not in item:
             raise ConfigError(setting=f"{where} request {index} path", value=item["path"], expected=expected)
+
+
+_VARIABLE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
+
+
+def check_variables(requests: list[dict[str, Any]], headers: Mapping[str, str] | None, where: str,
+                    environ: Mapping[str, str] = os.environ) -> None:
+    """Every ``${VAR}`` of a header must be set: a request is never sent with the text
+    ``${VAR}`` in place of a key. Said, with the variable's name, before any is sent."""
+    for index, item in enumerate(requests, 1):
+        for name, value in {**(headers or {}), **(item.get("headers") or {})}.items():
+            for match in _VARIABLE.finditer(str(value)):
+                variable = match.group(1) or match.group(2)
+                if variable not in environ:
+                    raise ConfigError(setting=f"{where} request {index} header {name}", value=match.group(0),
+                                      expected=f"a variable set in the environment ({variable} is not set)")
 
 
 def _check_request(item: Any, where: str) -> None:

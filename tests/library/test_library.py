@@ -227,6 +227,12 @@ def test_warm_from_yaml_and_jsonl(srv: FakeLLMServer, tmp_path: Path, monkeypatc
     with pytest.raises(ConfigError, match=r"common.jsonl request 1 path must be a full url, or base_url= to put before"):
         cache.warm(jsonl)
     assert srv.count() == 3
+    # an unset variable in a header: said before any request is sent, never sent as ${...}
+    with pytest.raises(ConfigError, match=r"request 1 header x-api-key must be a variable set in the "
+                                          r"environment \(LLM_CACHE_UNSET_KEY is not set\)"):
+        LLMCache("memory://").warm(jsonl, base_url=srv.openai_base_url,
+                                   headers={"x-api-key": "${LLM_CACHE_UNSET_KEY}"})
+    assert srv.count() == 3
 
 
 def test_periodic_info_line(srv: FakeLLMServer, caplog: pytest.LogCaptureFixture) -> None:

@@ -31,7 +31,7 @@ def _progress(done: int, total: int) -> None:
 
 def cmd_warm(args: argparse.Namespace) -> int:
     from ..library import LLMCache
-    from ..warming import check_base_url, read_requests
+    from ..warming import check_base_url, check_variables, read_requests
 
     source = Path(args.file)
     if not source.is_file():
@@ -48,6 +48,7 @@ def cmd_warm(args: argparse.Namespace) -> int:
         requests = read_requests(source)
         if not args.base_url:
             check_base_url(requests, str(source), "a full url, or given with --base-url https://api.example.com/v1")
+        check_variables(requests, headers, str(source))
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     stores = StoreArg(args, creates=True, ttl=ttl)  # bad --dir/--store usage: said before anything is sent
