@@ -181,6 +181,10 @@ class Settings:
     metrics_path: Path | None = None
     # where the paths came from, for messages: {"dir": "--llm-cache-dir", "report": ...}
     origins: Mapping[str, str] = field(default_factory=dict)
+    # Cassettes for tests: an answer not kept (an error status, empty, truncated) is said with
+    # the setting that keeps it, since replay will miss it. An application's cache says nothing:
+    # its caller has the answer, and an API's errors are not the cache's.
+    warn_refusals: bool = False
 
 
 def _first(*layers: tuple[str, object]) -> tuple[str, object] | None:
@@ -277,6 +281,7 @@ def resolve(
         stale=parse_choice(stale_source[1], stale_source[0], STALE_POLICIES) if stale_source else "serve",
         html_path=rootdir / str(html_source[1]) if html_source else None,
         metrics_path=rootdir / str(metrics_source[1]) if metrics_source else None,
+        warn_refusals=True,
         origins={name: source[0] for name, source in
                  (("dir", dir_source), ("report", report_source), ("html", html_source),
                   ("metrics", metrics_source)) if source is not None},

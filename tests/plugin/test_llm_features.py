@@ -101,6 +101,13 @@ def test_empty_and_truncated_answers_are_not_kept_but_reach_the_test(project: Pr
     assert len(project.files()) == 1  # only the normal answer
     result.stdout.fnmatch_lines(["not stored: 4 (empty 2, truncated 2)"])
     assert json.loads(report.read_text())["not_stored_reasons"] == {"empty": 2, "truncated": 2}
+    # each refusal is said at once, with what replay will do and the setting that keeps it
+    out = result.stdout.str()
+    for reason, why in (("truncated", "the answer was cut off by the token limit"),
+                        ("empty", "the answer is empty")):
+        assert out.count(f"To keep such answers: llm_cache_record_{reason} = true") == 2, out
+        result.stdout.fnmatch_lines([f"*LLMCacheWarning: not storing *.yaml: {why}*; a replay will miss it, "
+                                     "and a recording asks again. *"])
 
 
 def test_keeping_them_is_configurable(project: Project) -> None:

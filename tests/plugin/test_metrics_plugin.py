@@ -117,7 +117,8 @@ def test_a_file_that_cannot_be_written_at_the_end_is_a_warning(project: Project)
     # the path is good when the run starts; a test makes it a directory
     project.pytester.makepyfile(test_sum=TESTS + "\ndef test_spoil():\n    import os\n    os.makedirs('m.prom')\n")
     result = project.run("--llm-cache=record", "--llm-cache-metrics=m.prom")
-    result.assert_outcomes(passed=4, warnings=1)
+    result.assert_outcomes(passed=4, warnings=2)  # the other: the error answer TESTS make is not stored
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["*LLMCacheWarning: the metrics file *m.prom was not written: *"])
+    result.stdout.fnmatch_lines(["*LLMCacheWarning: not storing *: the API answered HTTP 500; *"])
     result.stdout.no_fnmatch_line("*Traceback*")

@@ -81,6 +81,28 @@ async def akeep(
     _stored(flight, entry, await aio.put(entry, text))
 
 
+_REFUSED = {
+    "empty": "the answer is empty (no choices, or no text and no tool call)",
+    "truncated": "the answer was cut off by the token limit (finish_reason length, stop_reason max_tokens)",
+}
+
+
+def _refused(flight: Flight, why: str, keep: str) -> None:
+    """Say why an answer is not kept, and the setting that keeps such answers: replay would
+    otherwise miss it with no word of why recording did not help."""
+    rk = flight.rk
+    assert rk is not None
+    session = flight.scope.session
+    if not session.settings.warn_refusals:
+        log.debug("not stored %s: %s", rk.prefix, why)
+        return
+    location = session.store.location(rk.key, rk.model_version)
+    then = ("the cassette recorded before stays" if flight.entry is not None
+            else "a replay will miss it, and a recording asks again")
+    warnings.warn(LLMCacheWarning(f"not storing {location}: {why}; {then}. To keep such answers: {keep}"),
+                  stacklevel=3)
+
+
 def _storable(
     flight: Flight, status: int, headers: Sequence[tuple[str, str]], raw: bytes,
     arrivals: Sequence[tuple[int, float]],
@@ -94,7 +116,7 @@ def _storable(
     assert rk is not None
     if not 200 <= status < 300 and not settings.record_errors:
         stats.not_stored(scope.stats, "error status", rk.model_version)
-        log.debug("not stored %s: status %s", rk.prefix, status)
+        _refused(flight, f"the API answered HTTP {status}", "llm_cache_record_errors = true")
         return None
     joined = _joined(headers)
     try:
@@ -119,7 +141,7 @@ def _storable(
     reason = refusal_reason(entry.response_body) if 200 <= status < 300 else None
     if (reason == "empty" and not settings.record_empty) or (reason == "truncated" and not settings.record_truncated):
         stats.not_stored(scope.stats, reason, rk.model_version)
-        log.debug("not stored %s: %s response", rk.prefix, reason)
+        _refused(flight, _REFUSED[reason], f"llm_cache_record_{reason} = true")
         return None
     text = dump_entry(entry)
     location = session.store.location(rk.key, rk.model_version)
