@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -54,6 +58,14 @@ def test_query_key(llm_cache):
     assert "api-version" in written  # harmless query parameters stay
     # and the cassettes still replay
     project.run().assert_outcomes(passed=2, failed=1)  # test_echo asserts the live key
+    # llm-cache verify, the CI step, passes on what the plugin wrote: a redacted request is a note
+    script = Path(sys.executable).with_name("llm-cache")
+    verify = subprocess.run([str(script), "verify", "--dir", str(project.cassettes)], capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "note: its request was redacted (a secret-looking value was replaced by <redacted>), so its key " \
+        "cannot be checked against it" in verify.stdout
+    assert verify.stdout.strip().endswith("3 cassettes checked, all sound")
 
 
 def test_response_headers_only_from_the_allow_list(project: Project) -> None:
