@@ -22,6 +22,7 @@ from .policy import EVICTIONS, Cap, Eviction
 from .redact import mask_url
 from .values import (  # noqa: F401 - re-exported: settings is where users look
     DEFAULT_MAX_CASSETTE_BYTES,
+    DEFAULT_TTL,
     DURATION_FORM,
     SIZE_FORM,
     STORE_FORM,
@@ -59,7 +60,6 @@ __all__ = [
     "resolve",
 ]
 
-DEFAULT_TTL = timedelta(days=30)
 
 def parse_mode(value: object, setting: str) -> Mode:
     """A mode name, case-insensitive."""

@@ -16,6 +16,7 @@ from .errors import ConfigError
 
 __all__ = [
     "DEFAULT_MAX_CASSETTE_BYTES",
+    "DEFAULT_TTL",
     "DURATION_FORM",
     "MAX_DURATION",
     "SIZE_FORM",
@@ -38,6 +39,8 @@ __all__ = [
 
 # The largest cassette recorded or read unless llm_cache_max_cassette_size says otherwise.
 DEFAULT_MAX_CASSETTE_BYTES = 64 * 1024 * 1024
+# How old a cassette may be before it is stale, unless a setting says otherwise.
+DEFAULT_TTL = timedelta(days=30)
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([smhdw])\s*$", re.IGNORECASE)

@@ -43,6 +43,20 @@ def test_serve_is_the_default_and_lists_nothing(project: Project) -> None:
     assert "stale (1)" not in result.stdout.str()
 
 
+def test_the_re_record_hint_carries_the_ttl_and_does_what_it_says(project: Project) -> None:
+    _aged(project, days=3)  # fresh under the default 30d, stale under 1d
+    result = project.run("--llm-cache-ttl=1d", "--llm-cache-stale=warn")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["re-record them with --llm-cache=refresh --llm-cache-ttl=1d"])
+    served = project.run("--llm-cache-ttl=1d")
+    served.stdout.fnmatch_lines(["1 cassette past the TTL served; re-record with --llm-cache=refresh --llm-cache-ttl=1d"])
+    calls = project.server.count()
+    again = project.run("--llm-cache=refresh", "--llm-cache-ttl=1d")  # as the hint says
+    again.assert_outcomes(passed=2)
+    again.stdout.fnmatch_lines(["hits: 1   misses: 0   recorded: 0   refreshed: 1*"])
+    assert project.server.count() == calls + 1
+
+
 def test_warn_lists_each_stale_cassette_with_its_age_and_test(project: Project) -> None:
     old = _aged(project)
     report = project.pytester.path / "report.json"

@@ -12,7 +12,7 @@ from ..stats import Counts
 from ..values import format_age, format_duration
 from .html_parts import esc, histogram_svg, table, word_diff
 from .model import AGE_BUCKETS, Inventory, Report, cost_saved
-from .text import _size
+from .text import _size, refresh_command
 
 __all__ = ["report_html"]
 
@@ -247,7 +247,7 @@ def _stale(report: Report) -> str:
                      f'<code class="test-id">{esc(u.test_id)}</code>', outcome])
     return (
         f'<p class="policy">Policy: <code>llm_cache_stale = {esc(report.stale_policy)}</code>; '
-        "re-record them with <code>--llm-cache=refresh</code>.</p>\n"
+        f"re-record them with <code>{esc(refresh_command(report))}</code>.</p>\n"
         + table(("cassette", "age", "TTL", "test", "outcome"), rows, "stale")
     )
 

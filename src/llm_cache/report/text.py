@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..policy import Cap
-from ..values import format_age, format_duration
+from ..values import DEFAULT_TTL, format_age, format_duration
 from .model import Report, cost_saved
 
 __all__ = ["MAX_MISSES_SHOWN", "summary_lines"]
@@ -101,12 +101,20 @@ def summary_lines(report: Report) -> list[str]:
     return lines
 
 
+def refresh_command(report: Report) -> str:
+    """The flags that re-record what this session found stale: the TTL goes with them when it
+    is not the default, or a refresh with the default TTL would find nothing to refresh."""
+    ttl = "" if report.ttl in (None, DEFAULT_TTL) else f" --llm-cache-ttl={format_duration(report.ttl)}"
+    return f"--llm-cache=refresh{ttl}"
+
+
 def _stale_lines(report: Report) -> list[str]:
     stats = report.stats
     listed = report.stale_policy != "serve" and stats.stale_uses
     if not listed:
         c = stats.counts
-        return [f"{_plural(c.stale, 'cassette')} past the TTL served; re-record with --llm-cache=refresh"] if c.stale else []
+        return ([f"{_plural(c.stale, 'cassette')} past the TTL served; re-record with {refresh_command(report)}"]
+                if c.stale else [])
     uses = stats.stale_uses
     ttl = format_duration(report.ttl)
     failed = sum(u.failed for u in uses)
@@ -115,7 +123,7 @@ def _stale_lines(report: Report) -> list[str]:
     lines.extend(f"  {u.location}  {format_age(u.age_seconds)} old  {u.test_id}" for u in uses[:MAX_MISSES_SHOWN])
     if len(uses) > MAX_MISSES_SHOWN:
         lines.append(f"  ... and {len(uses) - MAX_MISSES_SHOWN} more")
-    lines.append("re-record them with --llm-cache=refresh")
+    lines.append(f"re-record them with {refresh_command(report)}")
     return lines
 
 
