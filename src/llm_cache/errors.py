@@ -298,12 +298,20 @@ class StoreUnavailable(LLMCacheError):
         self.timeout = timeout
         super().__init__(str(self))
 
+    @property
+    def fix(self) -> str:
+        """What to do: a server that refused the credentials is running; one that did not answer may not be."""
+        reason = self.reason.lower()
+        if any(word in reason for word in ("auth", "password", "noperm", "wrongpass")):
+            first = "Check the user name and password in its URL"
+        else:
+            first = "Start it (or check its address)"
+        return (f"{first}, or choose another store: --llm-cache-store in a test run (file://cassettes, memory://), "
+                "LLMCache(store=...) in an application.")
+
     def __str__(self) -> str:
         within = f" within {self.timeout:g} s" if self.timeout is not None else ""
-        return (
-            f"cache store {self.url} is unavailable{within}: {self.reason}\n"
-            "Start it, or choose another store with --llm-cache-store (file://cassettes, memory://)."
-        )
+        return f"cache store {self.url} is unavailable{within}: {self.reason}\n{self.fix}"
 
 
 class LLMCacheWarning(UserWarning):

@@ -318,8 +318,11 @@ def test_unreachable_store_raises_or_passes_through(srv: FakeLLMServer, caplog: 
     from llm_cache import StoreUnavailable
 
     url = f"redis://127.0.0.1:{free_port()}/0?timeout=0.5"
-    with pytest.raises(StoreUnavailable, match=r"cache store redis://127\.0\.0\.1:\d+/0\?timeout=0\.5 is unavailable"):
+    with pytest.raises(StoreUnavailable, match=r"cache store redis://127\.0\.0\.1:\d+/0\?timeout=0\.5 is unavailable") as down:
         LLMCache(url)
+    # what an application can do about it, not only a test run's flag
+    assert "Start it (or check its address), or choose another store: --llm-cache-store in a test run " \
+        "(file://cassettes, memory://), LLMCache(store=...) in an application." in str(down.value)
     with caplog.at_level(logging.WARNING, logger="llm_cache"):
         cache = LLMCache(url, fallback="passthrough")
         assert chat(make_client(srv, cache), "through").choices[0].message.content == "echo: through"

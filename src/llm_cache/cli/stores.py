@@ -159,8 +159,9 @@ class StoreArg:
             raise Problem(str(exc)) from None
         except StoreUnavailable as exc:
             named = "" if self.origin == "--store" else f" (this one is {self.origin})"
+            first = exc.fix.split(",", 1)[0]  # start it, or check its password
             raise Problem(f"{str(exc).splitlines()[0].rstrip('.')}. "  # one line, as every command's problem
-                          f"Start it, or give another store with --store or --dir{named}.") from None
+                          f"{first}, or give another store with --store or --dir{named}.") from None
         if isinstance(store, FileStore) and not store.root.is_dir() and not self._creates:
             if self.origin == "--store":
                 raise Problem(f"no cassette directory at {store.root} (--store {mask_url(self.url)})")
