@@ -299,7 +299,7 @@ _STALE_PARAMS = ("stale_while_revalidate", "stale_if_error")
 
 def _stale_params(url: str) -> tuple[str, dict[str, str]]:
     """A store URL without its ``stale_while_revalidate``/``stale_if_error`` parameters, and them."""
-    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+    from urllib.parse import parse_qsl, urlencode, urlsplit
 
     parts = urlsplit(url)
     if not any(name in parts.query for name in _STALE_PARAMS):
@@ -307,7 +307,9 @@ def _stale_params(url: str) -> tuple[str, dict[str, str]]:
     pairs = parse_qsl(parts.query, keep_blank_values=True)
     found = {k: v for k, v in pairs if k in _STALE_PARAMS}
     rest = urlencode([(k, v) for k, v in pairs if k not in _STALE_PARAMS])
-    return urlunsplit(parts._replace(query=rest)), found
+    # not urlunsplit: it writes memory://?x=1 without its query as "memory:"
+    base = url.split("?", 1)[0]
+    return base + (f"?{rest}" if rest else "") + (f"#{parts.fragment}" if parts.fragment else ""), found
 
 
 def _grace(value: str | timedelta | None, setting: str) -> timedelta | None:

@@ -285,12 +285,18 @@ def test_intercept_context_manager(srv: FakeLLMServer, tmp_path: Path) -> None:
         ({"fallback": "pray"}, "fallback must be 'error' or 'passthrough'"),
         ({"store": "ftp://x"}, "store must be a store URL"),
         ({"model_versions": "gpt-4o"}, "model_versions must be lines 'alias = version'"),
+        ({"store": "file:///tmp/c?ttl=1s"}, r"store must be file://PATH with no parameters \(got ttl\)"),
         ({"ignore_fields": "not a path"}, "ignore_fields must be dotted field paths"),
     ],
 )
 def test_bad_arguments(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         LLMCache(**kwargs)
+
+
+def test_a_store_url_is_named_as_given_without_its_stale_parameters() -> None:
+    assert LLMCache("memory://?stale_if_error=1d").stats()["store"] == "memory://"
+    assert LLMCache("memory://?max_entries=5&stale_if_error=1d").stats()["store"] == "memory://?max_entries=5"
 
 
 def test_a_string_of_ignored_fields_is_a_field_not_its_letters(srv: FakeLLMServer) -> None:

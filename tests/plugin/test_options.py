@@ -75,6 +75,8 @@ def test_cassette_dir_from_option_and_ini(project: Project) -> None:
         ([], "llm_cache_max_cassette_size = roomy", None,
          "llm_cache_max_cassette_size must be a size like 500KB, 50MB or 1GB (KB = 1000 bytes, KiB = 1024), got 'roomy'"),
         (["--llm-cache-store=redis://[::1/0"], None, None, "--llm-cache-store must be a store URL: *(Invalid IPv6 URL)*"),
+        (["--llm-cache-store=file://c?ttl=1d"], None, None,
+         "--llm-cache-store must be file://PATH with no parameters (got ttl); a TTL is --llm-cache-ttl *"),
         (["--llm-cache-dir=conftest.py"], None, None, "--llm-cache-dir must be a directory, *(it names a file)*"),
         (["--llm-cache-report=."], None, None, "--llm-cache-report must be a path where *(it names a directory)*"),
     ],

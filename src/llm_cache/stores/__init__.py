@@ -35,6 +35,10 @@ def open_store(url: str, root: Path, ttl: timedelta | None = None, setting: str 
     except ValueError as exc:  # an unclosed [ of an IPv6 host, say
         raise ConfigError(setting=setting, value=_masked(url), expected=f"{STORE_FORM} ({exc})") from None
     if parts.scheme in ("", "file"):
+        if parts.scheme == "file" and query:  # said, not ignored: a ttl= here would have done nothing
+            raise ConfigError(setting=setting, value=_masked(url),
+                              expected=f"file://PATH with no parameters (got {', '.join(sorted(query))}); a TTL "
+                                       "is --llm-cache-ttl or LLMCache(ttl=...)")
         path = unquote(parts.netloc + parts.path) if parts.scheme == "file" else url
         if not path or "\x00" in path:
             raise ConfigError(setting=setting, value=url, expected=STORE_FORM)
