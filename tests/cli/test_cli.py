@@ -74,6 +74,16 @@ def cassettes(tmp_path: Path) -> tuple[Path, dict[str, Entry]]:
     return store.root, entries
 
 
+def test_a_reader_that_stops_early_gets_no_error(cassettes: tuple[Path, dict[str, Entry]]) -> None:
+    root, _ = cassettes
+    listing = subprocess.Popen([SCRIPT, "ls", "--dir", str(root)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert listing.stdout is not None and listing.stderr is not None
+    listing.stdout.close()  # as `llm-cache ls | head -0` would
+    error = listing.stderr.read().decode()
+    listing.wait(timeout=60)
+    assert error == "", error
+
+
 def test_version_and_help() -> None:
     assert run("--version").stdout.startswith("llm-cache ")
     out = run("--help")
@@ -279,6 +289,8 @@ def test_warm(tmp_path: Path, fake_api: Any) -> None:
     assert first.returncode == 0, first.stderr
     assert "2 requests: 0 fresh, 2 recorded, 0 refreshed, 0 missing, 0 failed" in first.stdout
     assert "warming [##############################] 2/2" in first.stderr
+    # not a terminal (a CI log): the bar's last state only, on a line of its own, not redrawn
+    assert "\r" not in first.stderr and "1/2" not in first.stderr
     again = json.loads(run(*base, "--json").stdout)
     assert (again["fresh"], again["recorded"]) == (2, 0)
     assert fake_api.count() == 2

@@ -9,6 +9,7 @@ directory, a bad cassette, an unknown key, a store that does not answer), 2 on b
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -112,6 +113,16 @@ def _warning_line(command: str) -> Callable[..., None]:
     return show
 
 
+def _quiet_stdout() -> None:
+    """Point stdout at the null device, so that its flush at exit does not fail again (the
+    way the Python documentation gives for SIGPIPE)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real stdout (an embedding, a test's capture)
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 1 problem found, 2 bad usage)."""
     parser = build_parser()
@@ -134,6 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return USAGE
     except StoreUnavailable as exc:
         print(f"llm-cache {args.command}: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return PROBLEM
+    except BrokenPipeError:  # `llm-cache ls | head`: the reader has what it wanted; nothing to say
+        _quiet_stdout()
         return PROBLEM
     except OSError as exc:  # a file system that refuses (read-only, permissions, full): said, not a traceback
         where = f"{exc.filename}: " if exc.filename else ""

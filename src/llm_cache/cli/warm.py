@@ -23,10 +23,14 @@ from .stores import StoreArg
 
 
 def _progress(done: int, total: int) -> None:
+    """A bar redrawn in place on a terminal; in a log (CI), only its last state, one line."""
+    if done != total and not sys.stderr.isatty():
+        return
     width = 30
     filled = width * done // max(total, 1)
     end = "\n" if done == total else ""
-    print(f"\rwarming [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end=end, file=sys.stderr, flush=True)
+    back = "\r" if sys.stderr.isatty() else ""
+    print(f"{back}warming [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end=end, file=sys.stderr, flush=True)
 
 
 def cmd_warm(args: argparse.Namespace) -> int:
