@@ -35,10 +35,13 @@ def parse_marker(args: tuple[object, ...], kwargs: Mapping[str, object]) -> Mark
         raise ConfigError(setting=where, value=args, expected="keyword arguments only: " + ", ".join(MARKER_ARGS))
     unknown = sorted(set(kwargs) - set(MARKER_ARGS))
     if unknown:
-        raise ConfigError(
-            setting=f"{where} argument {unknown[0]!r}",
-            value=kwargs[unknown[0]],
-            expected="one of the arguments " + ", ".join(MARKER_ARGS),
+        import difflib
+
+        near = difflib.get_close_matches(unknown[0], MARKER_ARGS, n=1)
+        raise ConfigError(  # the name is what is wrong, not its value
+            setting=f"{where} argument",
+            value=unknown[0],
+            expected="one of the arguments " + ", ".join(MARKER_ARGS) + (f" (did you mean {near[0]}?)" if near else ""),
         )
     mode = parse_mode(kwargs["mode"], f"{where}(mode=...)") if "mode" in kwargs else None
     ttl: timedelta | None | object = ...

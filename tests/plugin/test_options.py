@@ -97,7 +97,7 @@ def test_bad_values_are_usage_errors(
 @pytest.mark.parametrize(
     ("marker", "message"),
     [
-        ('tll="1d"', "@pytest.mark.llm_cache argument 'tll' must be one of the arguments mode, ttl, model_version, ignore_fields, sequence, got '1d'"),
+        ('tll="1d"', "@pytest.mark.llm_cache argument must be one of the arguments mode, ttl, model_version, ignore_fields, sequence (did you mean ttl?), got 'tll'"),
         ('"record"', "@pytest.mark.llm_cache must be keyword arguments only: *"),
         ('mode="sometimes"', "@pytest.mark.llm_cache(mode=...) must be one of replay|record|refresh|off, got 'sometimes'"),
         ('ttl="soon"', "@pytest.mark.llm_cache(ttl=...) must be a duration like *"),

@@ -241,7 +241,7 @@ def test_parse_marker_rejects_positional_args():
 
 
 def test_parse_marker_rejects_unknown_kwargs():
-    with pytest.raises(ConfigError, match=r"argument 'mdoe' must be one of the arguments mode, ttl, model_version"):
+    with pytest.raises(ConfigError, match=r"argument must be one of the arguments mode, ttl, model_version, .* \(did you mean mode\?\), got 'mdoe'"):
         parse_marker((), {"mdoe": "record"})
 
 
