@@ -48,6 +48,8 @@ DURATION_FORM = "a duration like 90s, 30m, 12h, 30d or 2w, or 'never'"
 # Longer is 'never' in practice; the bound keeps dates computed from it (recorded_at + ttl) valid.
 MAX_DURATION = timedelta(days=36500)
 _TOO_LONG = "a duration of at most 36500d (100 years), or 'never'"
+# 0s has the form and not the sense: everything would be stale at once
+_ZERO = "a duration above 0 (90s, 30m, 12h, 30d or 2w), or 'never' for cassettes that never expire"
 # Longer waits are no wait anyone means, and threading refuses timeouts beyond ~292 years.
 MAX_SECONDS = 86400.0
 _SECONDS_FORM = "a number of seconds or a duration like 30s or 2m"
@@ -60,7 +62,7 @@ def parse_duration(value: object, setting: str) -> timedelta | None:
     """A duration; ``never`` (or ``none``) gives None: cassettes never expire."""
     if isinstance(value, timedelta):
         if value <= timedelta(0):
-            raise ConfigError(setting=setting, value=value, expected=DURATION_FORM)
+            raise ConfigError(setting=setting, value=value, expected=_ZERO)
         if value > MAX_DURATION:
             raise ConfigError(setting=setting, value=value, expected=_TOO_LONG)
         return value
@@ -70,8 +72,10 @@ def parse_duration(value: object, setting: str) -> timedelta | None:
     if text in ("never", "none", "inf"):
         return None
     match = _DURATION.match(text)
-    if not match or float(match.group(1)) <= 0:
+    if not match:
         raise ConfigError(setting=setting, value=value, expected=DURATION_FORM)
+    if float(match.group(1)) <= 0:
+        raise ConfigError(setting=setting, value=value, expected=_ZERO)
     seconds = float(match.group(1)) * _UNITS[match.group(2).lower()]
     if not seconds <= MAX_DURATION.total_seconds():
         raise ConfigError(setting=setting, value=value, expected=_TOO_LONG)

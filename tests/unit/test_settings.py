@@ -43,7 +43,15 @@ def test_parse_duration(text, expected):
     assert parse_duration(text, "--llm-cache-ttl") == expected
 
 
-@pytest.mark.parametrize("text", ["soon", "-3d", "0s", "10 years", "", "12", "3x"])
+@pytest.mark.parametrize("text", ["0s", "0d", "0.0h"])
+def test_a_zero_duration_is_said_to_need_more_than_zero(text):
+    with pytest.raises(ConfigError) as info:
+        parse_duration(text, "--llm-cache-ttl")
+    assert str(info.value) == ("--llm-cache-ttl must be a duration above 0 (90s, 30m, 12h, 30d or 2w), or 'never' "
+                               f"for cassettes that never expire, got {text!r}")
+
+
+@pytest.mark.parametrize("text", ["soon", "-3d", "10 years", "", "12", "3x"])
 def test_parse_duration_rejects(text):
     with pytest.raises(ConfigError) as info:
         parse_duration(text, "--llm-cache-ttl")
