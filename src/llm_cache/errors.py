@@ -152,6 +152,7 @@ class CacheMiss(LLMCacheError):
         differences: list[str] | None = None,
         host: str | None = None,
         port: int | None = None,
+        refused: tuple[str, str] | None = None,
     ) -> None:
         self.method = method
         self.endpoint = endpoint
@@ -165,6 +166,8 @@ class CacheMiss(LLMCacheError):
         # where the request was going: its URL's host name and port
         self.host = host
         self.port = port
+        # why a recording did not keep this request's answer, and the setting that keeps such answers
+        self.refused = refused
         super().__init__(str(self))
 
     @property
@@ -199,7 +202,11 @@ class CacheMiss(LLMCacheError):
             )
         record = "record it with --llm-cache=record (or LLM_CACHE_MODE=record)"
         why = self.not_llm
-        if why is None:
+        if self.refused is not None:  # recording it again would refuse it again
+            reason, keep = self.refused
+            lines.append(f"  recorded, not kept: {reason}")
+            lines.append(f"  fix: keep such answers with {keep}, then {record}")
+        elif why is None:
             lines.append(f"  fix: {record}")
         else:
             # Recording a price list or a tokenizer file would store megabytes as a cassette.

@@ -110,6 +110,38 @@ def test_empty_and_truncated_answers_are_not_kept_but_reach_the_test(project: Pr
                                      "and a recording asks again. *"])
 
 
+TRUNCATED = """
+from conftest import chat
+
+def test_truncated(client, llm_cache):
+    assert chat(client, "long answer please", max_tokens=1).choices[0].finish_reason == "length"
+"""
+
+
+def test_replay_of_an_answer_not_kept_says_why_and_the_setting_that_keeps_it(project: Project) -> None:
+    project.pytester.makepyfile(test_cut=TRUNCATED)
+    project.run("--llm-cache=record").assert_outcomes(passed=1)
+    assert project.files() == []
+    missed = project.run()
+    missed.assert_outcomes(failed=1)
+    missed.stdout.fnmatch_lines([
+        "*recorded, not kept: the answer was cut off by the token limit*",
+        "*fix: keep such answers with llm_cache_record_truncated = true, then record it with --llm-cache=record*",
+    ])
+    # kept once the setting says so: the note is gone, and replay passes
+    project.pytester.makeini("[pytest]\nllm_cache_record_truncated = true\n")
+    project.run("--llm-cache=record").assert_outcomes(passed=1)
+    assert len(project.files()) == 1
+    assert not list((project.cassettes / ".llm-cache" / "refused").iterdir())
+    project.run().assert_outcomes(passed=1)
+    # a request that was never refused misses as before: record it
+    project.pytester.makepyfile(test_cut=TRUNCATED.replace("long answer please", "another question"))
+    other = project.run()
+    other.assert_outcomes(failed=1)
+    assert "recorded, not kept" not in other.stdout.str()
+    other.stdout.fnmatch_lines(["*fix: record it with --llm-cache=record*"])
+
+
 def test_keeping_them_is_configurable(project: Project) -> None:
     project.pytester.makepyfile(test_notkept=NOT_KEPT)
     project.pytester.makeini("[pytest]\nllm_cache_record_empty = true\nllm_cache_record_truncated = true\n")

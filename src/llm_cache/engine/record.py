@@ -99,6 +99,9 @@ def _refused(flight: Flight, why: str, keep: str) -> None:
     location = session.store.location(rk.key, rk.model_version)
     then = ("the cassette recorded before stays" if flight.entry is not None
             else "a replay will miss it, and a recording asks again")
+    refusals = getattr(session.store, "refusals", None)
+    if refusals is not None and flight.entry is None:  # replay's miss of it will say why
+        refusals.note(rk.key, why, keep)
     warnings.warn(LLMCacheWarning(f"not storing {location}: {why}; {then}. To keep such answers: {keep}"),
                   stacklevel=3)
 
@@ -186,6 +189,9 @@ def _stored(flight: Flight, entry: Entry, location: str) -> None:
         stats.emit(event, entry.model_version)
     stats.use(entry.key, session.clock(), hit=False)
     scope.used(entry.key, entry.model_version, location)
+    refusals = getattr(session.store, "refusals", None)
+    if refusals is not None:  # kept now: a note of an earlier refusal is gone
+        refusals.forget(entry.key)
 
 
 def _joined(headers: Sequence[tuple[str, str]]) -> dict[str, str]:

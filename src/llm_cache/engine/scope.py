@@ -309,7 +309,13 @@ class Scope:
             differences=differences,
             host=host or None,
             port=port if host else None,
+            refused=self._refused(rk),
         )
+
+    def _refused(self, rk: RequestKey) -> tuple[str, str] | None:
+        """Why a recording did not keep this request's answer, and what keeps it, when one said so."""
+        refusals = getattr(self.session.store, "refusals", None)
+        return refusals.read(rk.key) if refusals is not None else None
 
     def _nearest(self, rk: RequestKey) -> tuple[str | None, list[str]]:
         """The stored request a miss names as closest, and what it differs in. One call too

@@ -45,6 +45,7 @@ from .parsed import COPY_FORMAT, ParsedCopies, copy_body
 from .parsed import sha256 as _sha256
 from .paths import KEY_PREFIX_LENGTH, NOT_FOLLOWED, SUFFIX, Tree, cassette_path, safe_dirname
 from .protocol import EntryMeta
+from .refusals import Refusals
 
 # the store, and the constants of its layout and derived data that are read from here
 __all__ = [
@@ -81,6 +82,8 @@ class FileStore:
         # False: no parsed copies are written (llm_cache_parsed_copies; a CI clone, thrown
         # away after its run, would pay to write them for nothing); existing ones are read
         self.write_copies = True
+        # answers a recording did not keep, so that replay's miss can say why
+        self.refusals = Refusals(self.root, KEY_PREFIX_LENGTH)
 
     def __repr__(self) -> str:
         return f"FileStore({str(self.root)!r})"
