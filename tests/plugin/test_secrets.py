@@ -101,6 +101,12 @@ def test_a_secret_looking_value_is_refused_and_the_test_still_gets_its_answer(pr
         ]
     )
     assert PASTED not in result.stdout.str()  # the warning masks it too
+    # replay's miss says why recording did not help, and the note it reads holds no secret
+    missed = project.run()
+    missed.assert_outcomes(failed=1)
+    missed.stdout.fnmatch_lines(["*recorded, not kept: it would contain what looks like a secret*",
+                                 "*fix: keep such answers with a regex in llm_cache_secret_allowlist if it is not one*"])
+    assert PASTED not in _everything_under(project)  # (pytest shows the test's own source, which has it)
 
 
 def test_the_allow_list_lets_a_known_false_positive_through(project: Project) -> None:

@@ -99,11 +99,17 @@ def _refused(flight: Flight, why: str, keep: str) -> None:
     location = session.store.location(rk.key, rk.model_version)
     then = ("the cassette recorded before stays" if flight.entry is not None
             else "a replay will miss it, and a recording asks again")
-    refusals = getattr(session.store, "refusals", None)
-    if refusals is not None and flight.entry is None:  # replay's miss of it will say why
-        refusals.note(rk.key, why, keep)
+    _note(flight, why, keep)
     warnings.warn(LLMCacheWarning(f"not storing {location}: {why}; {then}. To keep such answers: {keep}"),
                   stacklevel=3)
+
+
+def _note(flight: Flight, why: str, keep: str) -> None:
+    """Remember the refusal for replay's miss of it (a test's file store; nothing recorded before)."""
+    refusals = getattr(flight.scope.session.store, "refusals", None)
+    if refusals is not None and flight.entry is None and flight.scope.session.settings.warn_refusals:
+        assert flight.rk is not None
+        refusals.note(flight.rk.key, why, keep)
 
 
 def _storable(
@@ -163,6 +169,8 @@ def _storable(
     findings = find_entry_secrets(entry, text, settings.secret_allow, known)
     if findings:
         stats.not_stored(scope.stats, "secret-looking", rk.model_version)
+        _note(flight, "it would contain what looks like a secret (the warning of the recording said where)",
+              "a regex in llm_cache_secret_allowlist if it is not one")
         kinds = ", ".join(sorted({f"{f.kind} ({f.where}: {f.excerpt})" for f in findings}))
         warnings.warn(
             LLMCacheWarning(
