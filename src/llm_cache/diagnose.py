@@ -42,6 +42,8 @@ __all__ = [
 # How many stored requests of the model version a miss compares itself with (the first
 # found, in the store's order): bounds the time and memory of a miss in a huge directory.
 CLOSEST_LIMIT = 2000
+# equally close stored requests read to choose between them: at most this many cassettes parsed
+TIES_READ = 8
 # A store without digests is read for at most this many seconds per miss.
 SCAN_BUDGET = 0.5
 # What two requests with equal bodies differ in: the key has nothing else.
@@ -170,7 +172,8 @@ def closest(
     when there is none.
 
     The first ``limit`` stored requests of the model version are compared, in the store's
-    order; of those equally close, the first wins. A store with ``request_digests`` (the
+    order; of those equally close, the file store's first ``TIES_READ`` are read and the one
+    whose differing values are most alike wins (elsewhere, the first). A store with ``request_digests`` (the
     file store) answers from its digests. Any other (memory, Redis) is read entry by entry,
     at most ``limit`` entries and for at most ``budget`` seconds, then the closest of those
     read is named.
@@ -184,7 +187,7 @@ def closest(
     wanted_pairs = pair_set(wanted.pairs)
     # how many names the request and a body of a shape have between them, by shape
     together: dict[frozenset[str], int] = {}
-    best: tuple[str, Digests] | None = None
+    tied: list[tuple[str, Digests]] = []  # the closest so far, equally close, in the store's order
     best_count = math.inf
     for location, method, path, stored in rows:
         if path != rk.path or method != rk.method:
@@ -196,9 +199,40 @@ def closest(
         # none: the query or headers differ, one difference
         count = union - _shared(wanted_pairs, stored.pairs) or 1
         if count < best_count:
-            best, best_count = (location, stored), count
-            if count == 1:
-                break  # nothing can be closer, and the first of equals wins
-    if best is None:
+            tied, best_count = [(location, stored)], count
+        elif count == best_count and len(tied) < TIES_READ:
+            tied.append((location, stored))
+    if not tied:
         return None, []
-    return best[0], differing_fields(rk.body, best[1]) or [SAME_BODY]
+    read = getattr(store, "entry_at", None)  # the file store: its parsed copies make this cheap
+    location, stored = _likeliest(rk, tied, read) if len(tied) > 1 and read is not None else tied[0]
+    return location, differing_fields(rk.body, stored) or [SAME_BODY]
+
+
+def _likeliest(rk: RequestKey, tied: list[tuple[str, Digests]], read: Any) -> tuple[str, Digests]:
+    """Of stored requests that differ from ``rk`` in as many fields, the one whose differing
+    values are most alike (an edited prompt, not another test's): each is read, once, for
+    this. Equals keep the store's order."""
+    import difflib
+
+    from .errors import LLMCacheError
+
+    wanted = flatten(rk.body) if rk.body is not None else {}
+    scored = []
+    for order, (location, stored) in enumerate(tied):
+        try:
+            entry = read(location)
+        except (OSError, ValueError, LLMCacheError):
+            continue
+        body = entry.request_body.value if entry.request_body.kind == "json" else None
+        have = flatten(body) if body is not None else {}
+        score = 0.0
+        for name in differing_fields(rk.body, stored):
+            a, b = wanted.get(name), have.get(name)
+            if isinstance(a, str) and isinstance(b, str):
+                score += difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()
+        scored.append((-score, order, location, stored))
+    if not scored:
+        return tied[0]
+    _, _, location, stored = min(scored)
+    return location, stored

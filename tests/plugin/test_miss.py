@@ -60,6 +60,29 @@ def test_miss_message_names_key_path_closest_fields_and_fix(project: Project) ->
     )
 
 
+PROMPTS = """
+from conftest import chat
+{tests}
+"""
+OTHERS = ("Tell me a joke about cats", "What is the capital of France?", "Summarise this text", "Say hello",
+          "Translate good morning", "Name three colours", "Count to five")
+
+
+def test_of_equally_close_cassettes_the_one_most_alike_is_named(project: Project) -> None:
+    # an edited prompt differs from its old cassette in one field, and so does every other
+    # test's: the old prompt is named, not whichever cassette comes first in the store
+    tests = "".join(f"def test_{n}(client, llm_cache):\n    chat(client, {text!r})\n"
+                    for n, text in enumerate(("Where is my order?", *OTHERS)))
+    project.pytester.makepyfile(test_p=PROMPTS.format(tests=tests))
+    project.run("--llm-cache=record").assert_outcomes(passed=8)
+    [old] = [p for p in project.files() if "Where is my order?" in p.read_text()]
+    assert sorted(project.files())[0] != old  # store order alone would name another test's
+    project.pytester.makepyfile(test_p=PROMPTS.format(tests=tests.replace("my order", "my parcel")))
+    result = project.run("-k", "test_0")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([f"E*  closest:   {old}", "E*  differs in: messages[[]0].content"])
+
+
 def test_miss_with_nothing_stored_says_so(project: Project) -> None:
     project.pytester.makepyfile(test_m=ONE.format(text="never recorded"))
     result = project.run()

@@ -101,6 +101,11 @@ class FileStore:
         except FileNotFoundError:
             return None
 
+    def entry_at(self, location: str) -> Entry:
+        """The entry of the cassette at ``location`` (as ``location()`` gives it), from its
+        parsed copy when there is one; nothing is remembered for copies to be written."""
+        return self._read(location, None, remember=False)
+
     # -- reading -----------------------------------------------------------------
 
     def _read(self, path: str | os.PathLike[str], key: str | None, remember: bool = True) -> Entry:
