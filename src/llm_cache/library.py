@@ -267,6 +267,9 @@ class LLMCache:
 
     def stats(self) -> dict[str, Any]:
         """The cache's figures: hits, misses, recorded, hit_rate, tokens_saved, entries, bytes, ..."""
+        from .engine.flight import settle_dropped
+
+        settle_dropped()  # answers let go unclosed are counted as they end
         return report_json(build_report(self.session))
 
     @property
@@ -284,6 +287,9 @@ class LLMCache:
 
     def close(self) -> None:
         """Keep usage, evict down to the cap, release the store's connections."""
+        from .engine.flight import settle_dropped
+
+        settle_dropped()
         self.session.finish()
         self.session.close()
 

@@ -144,3 +144,31 @@ def test_a_task_waits_for_another_tasks_answer_no_longer_than_the_lock_wait(
     assert "going upstream without it" in caplog.text
     assert fake_api.count() == 2
     cache.close()
+
+
+def test_a_collection_that_starts_inside_the_caches_own_lock_does_not_deadlock(
+        fake_api: FakeLLMServer, tmp_path: Path) -> None:
+    # the garbage collector runs wherever an allocation starts it, inside the cache's locks
+    # too: the finalizer of a dropped stream must not take them itself
+    cache = LLMCache("file://c", root=tmp_path, lock_timeout=30)
+    client = _sync_client(cache, fake_api)
+    stream = client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)
+    assert stream is not None
+    del stream
+    done = threading.Event()
+
+    def collect() -> None:
+        with cache.session._lock:  # the lock a release takes
+            gc.collect()
+        done.set()
+
+    worker = threading.Thread(target=collect, daemon=True)
+    worker.start()
+    worker.join(10)
+    assert done.is_set(), "the collection deadlocked on the cache's own lock"
+    with ThreadPoolExecutor(1) as pool:  # the key was given back at the next request's start
+        started = time.perf_counter()
+        text = pool.submit(lambda: _text(list(client.chat.completions.create(
+            model="gpt-4o", messages=MESSAGES, stream=True)))).result(timeout=10)
+    assert time.perf_counter() - started < 5 and text == "echo: one two three four five six"
+    cache.close()

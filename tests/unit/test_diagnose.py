@@ -111,11 +111,20 @@ def test_the_same_answer_as_the_old_scan(tmp_path: Path, rules: KeyRules, kind: 
     for _ in range(2):  # a second time: the file store answers from its index
         for _ in range(40):
             rk = request(_random_body(rng), rules)
-            assert closest(store, rk, rules) == old_closest(store, rk, rules)
+            _as_close(closest(store, rk, rules), old_closest(store, rk, rules), kind)
     if kind == "file":  # and from its index on disk, as a new session reads it
         for _ in range(20):
             rk = request(_random_body(rng), rules)
-            assert closest(FileStore(tmp_path), rk, rules) == old_closest(store, rk, rules)
+            _as_close(closest(FileStore(tmp_path), rk, rules), old_closest(store, rk, rules), kind)
+
+
+def _as_close(new: tuple[str | None, list[str]], old: tuple[str | None, list[str]], kind: str) -> None:
+    """The old scan's answer; of equally close cassettes the old scan named the first, the
+    file store the one whose differing values are most alike: as many fields, then."""
+    if kind == "memory" or new[0] == old[0]:
+        assert new == old
+    else:
+        assert old[0] is not None and new[0] is not None and len(new[1]) == len(old[1]), (new, old)
 
 
 def test_names_the_closest_and_its_fields(tmp_path: Path) -> None:

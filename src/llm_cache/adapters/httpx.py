@@ -20,6 +20,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from ..engine import behind
+from ..engine.flight import DROPPED
 from ..engine.controls import STATUS_HEADER
 from ..engine.guard import upstream
 from ..errors import LLMCacheError
@@ -183,25 +184,14 @@ async def _ahandle(scope: Scope, httpx: ModuleType, request: Any, forward: Calla
 # call and the loop over it) leaves nothing to tell the cache. The tee's finalizer does, as
 # the garbage collector frees it: the flight is settled as its scope's end would (kept when
 # its provider's last event was seen, else abandoned), so the key's lock is not held until
-# the cache is closed. On an event loop that is done by a task of that loop, which awaits
-# the release; outside one (or once the loop is closed), at once.
-
-_SETTLING: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
-
-
-def _settle(recording: Recording) -> None:
-    if recording.over:
-        return
-    try:
-        recording.flight.settle()
-    except Exception as exc:  # noqa: BLE001 - a finalizer has no caller to tell
-        log.warning("llm_cache: an answer never closed could not be kept: %s", str(exc).splitlines()[0])
+# the cache is closed. A finalizer runs wherever a collection starts, inside the cache's own
+# locks too, so it does no work itself: on an event loop it hands the settling to a task of
+# that loop (which awaits the release); otherwise it queues it for the next safe point
+# (``flight.settle_dropped``: the next request's start, the scope's end, ``stats()``).
 
 
 def _let_go(recording: Recording, upstream: Any) -> None:
-    _settle(recording)
-    with suppress(Exception):
-        upstream.close()
+    DROPPED.put((recording, upstream))
 
 
 def _alet_go(loop: asyncio.AbstractEventLoop | None, recording: Recording, upstream: Any) -> None:
@@ -209,13 +199,16 @@ def _alet_go(loop: asyncio.AbstractEventLoop | None, recording: Recording, upstr
         with suppress(RuntimeError):  # its loop is closed: nothing left to await on
             loop.call_soon_threadsafe(_settle_on, loop, recording, upstream)
             return
-    _settle(recording)
+    DROPPED.put((recording, upstream))
 
 
 def _settle_on(loop: asyncio.AbstractEventLoop, recording: Recording, upstream: Any) -> None:
     task = loop.create_task(_asettle(recording, upstream))
     _SETTLING.add(task)
     task.add_done_callback(_SETTLING.discard)
+
+
+_SETTLING: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
 
 
 async def _asettle(recording: Recording, upstream: Any) -> None:

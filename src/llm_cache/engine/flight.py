@@ -10,9 +10,12 @@ released exactly once.
 from __future__ import annotations
 
 import asyncio
+import logging
+import queue
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from contextlib import suppress
+from typing import TYPE_CHECKING, Any
 
 from ..cassette import Entry
 from ..exchange import Request, Response
@@ -24,7 +27,32 @@ from .controls import NONE as NO_CONTROLS
 if TYPE_CHECKING:
     from .scope import Scope
 
-__all__ = ["Flight", "Recording"]
+__all__ = ["DROPPED", "Flight", "Recording", "settle_dropped"]
+
+log = logging.getLogger("llm_cache")
+
+#: Answers whose caller let them go unclosed, queued by a finalizer (which may run inside
+#: any of the cache's locks, so it does nothing else) for the next safe point to settle.
+DROPPED: queue.SimpleQueue[tuple[Recording, Any]] = queue.SimpleQueue()
+
+
+def settle_dropped() -> None:
+    """Settle what finalizers queued: kept when its provider's last event was read, else
+    abandoned, its lock released; the upstream stream closed. Called where no lock of the
+    cache is held (a request's start, a scope's end, ``stats()``); costs nothing when empty."""
+    while not DROPPED.empty():
+        try:
+            recording, upstream = DROPPED.get_nowait()
+        except queue.Empty:
+            return
+        try:
+            if not recording.over:
+                recording.flight.settle()
+        except Exception as exc:  # noqa: BLE001 - no caller to tell: said, and the next one settled
+            log.warning("llm_cache: an answer never closed could not be kept: %s", str(exc).splitlines()[0])
+        finally:
+            with suppress(Exception):
+                upstream.close()
 
 
 async def given_back(release: Callable[[], None]) -> None:

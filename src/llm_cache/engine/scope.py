@@ -25,7 +25,7 @@ from ..modes import Action, Found, Mode, decide
 from ..stats import Counts, Miss, StaleUse
 from .controls import NONE as NO_CONTROLS
 from .controls import Controls, take
-from .flight import Flight, given_back
+from .flight import DROPPED, Flight, given_back, settle_dropped
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -89,6 +89,8 @@ class Scope:
     def begin(self, request: Request) -> Flight:
         """Decide what to do with ``request``; raises CacheMiss for a replay miss."""
         __tracebackhide__ = True
+        if not DROPPED.empty():  # answers let go unclosed: their keys given back first
+            settle_dropped()
         controls = take(request.headers)  # removed from the request whatever happens next
         if self.mode is Mode.OFF or self._not_ours(request):
             return Flight(self, None, Found.MISSING, Action.PASS, None, request)
@@ -105,6 +107,8 @@ class Scope:
         upstream first passes its key's gate, so identical requests of concurrent tasks
         wait for the first one's answer without blocking the loop."""
         __tracebackhide__ = True
+        if not DROPPED.empty():
+            settle_dropped()
         controls = take(request.headers)
         if self.mode is Mode.OFF or self._not_ours(request):
             return Flight(self, None, Found.MISSING, Action.PASS, None, request)
@@ -362,6 +366,7 @@ class Scope:
     def close(self) -> None:
         """At the end of the test: keep what finished but was never closed, release the locks
         of requests that went upstream and never came back."""
+        settle_dropped()
         for flight in list(self._open):
             flight.settle()
 
