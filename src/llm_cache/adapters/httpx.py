@@ -20,8 +20,8 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from ..engine import behind
-from ..engine.flight import DROPPED
 from ..engine.controls import STATUS_HEADER
+from ..engine.flight import DROPPED
 from ..engine.guard import upstream
 from ..errors import LLMCacheError
 from ..exchange import Request, Response
