@@ -25,35 +25,35 @@ class _Slot:
         self.holder: Any = None
 
 
-async def _acquire(lock: asyncio.Lock, task: asyncio.Task[Any] | None, wait: float | None) -> bool:
+async def _acquire(lock: asyncio.Lock, wait: float | None) -> bool:
     """Acquire ``lock`` within ``wait`` seconds: True when held, False when the time ran out.
 
-    The task is cancelled when the time is up, as ``asyncio.timeout`` does (3.11 and newer):
-    ``Lock.acquire`` awaited directly either holds the lock or, cancelled, does not (and
-    hands a wake-up it got to the next waiter), so no outcome is lost in between."""
-    if wait is None or task is None:
+    The waiting is an inner task's, watched with ``asyncio.wait``: the caller's own task is
+    never cancelled for a timeout, so a cancel from outside stays one (on 3.10, which has no
+    ``uncancel``, the two could not be told apart), and an inner task that got the lock just
+    as the time ran out, or as the caller was cancelled, gives it back."""
+    if wait is None:
         await lock.acquire()
         return True
-    expired = False
-
-    def expire() -> None:
-        nonlocal expired
-        expired = True
-        task.cancel()
-
-    timer = asyncio.get_running_loop().call_later(max(wait, 0.0), expire)
+    inner = asyncio.ensure_future(lock.acquire())
     try:
-        await lock.acquire()
+        await asyncio.wait({inner}, timeout=max(wait, 0.0))
+    except BaseException:
+        _drop(inner, lock)
+        raise
+    if inner.done() and not inner.cancelled() and inner.exception() is None:
         return True
-    except asyncio.CancelledError:
-        if not expired:
-            raise
-        uncancel = getattr(task, "uncancel", None)  # 3.11 and newer: count our cancel off
-        if uncancel is not None and uncancel() > 0:
-            raise  # cancelled from outside as well
-        return False
-    finally:
-        timer.cancel()
+    _drop(inner, lock)
+    return False
+
+
+def _drop(inner: asyncio.Future[Any], lock: asyncio.Lock) -> None:
+    """An acquisition no one waits for any more: cancelled while it waits (``Lock.acquire``
+    then hands on a wake-up it got), or, when it got the lock already, the lock released."""
+    if inner.cancel():
+        return
+    if not inner.cancelled() and inner.exception() is None:
+        lock.release()
 
 
 class Gates:
@@ -77,7 +77,7 @@ class Gates:
                 return None
             slot.waiters += 1
         try:
-            if not await _acquire(slot.lock, task, wait):
+            if not await _acquire(slot.lock, wait):
                 raise TimeoutError(f"another task held the gate for {wait:g} s")
         except BaseException:
             self._forget(name, slot)
