@@ -258,3 +258,14 @@ def test_one_call_too_many_in_a_sequence_names_the_last_recorded_call_and_the_co
         "E  *differs in: call count (this is call 4 of this request in a test marked sequence=True; 3 were recorded)",
     ])
     result.stdout.no_fnmatch_line("*query or API-version headers*")
+
+
+def test_a_refusal_note_is_never_written_through_a_symlink(project: Project, tmp_path_factory: pytest.TempPathFactory) -> None:
+    outside = tmp_path_factory.mktemp("outside")
+    meta = project.cassettes / ".llm-cache"
+    meta.mkdir(parents=True)
+    (meta / "refused").symlink_to(outside, target_is_directory=True)
+    project.pytester.makepyfile(test_cut=TRUNCATED)
+    project.run("--llm-cache=record").assert_outcomes(passed=1)
+    assert list(outside.iterdir()) == []  # nothing written where the link points
+    project.run().assert_outcomes(failed=1)  # the miss still fails, without the note

@@ -14,7 +14,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import final
 
-from ..atomic import UnsafePath, read_regular, write_atomic
+from ..atomic import UnsafePath, read_regular, real_dir, write_atomic
 from ..usage import META_DIR, ensure_meta_dir
 
 __all__ = ["Refusals"]
@@ -30,23 +30,26 @@ class Refusals:
     def __init__(self, root: Path, prefix_length: int) -> None:
         self.root = root
         self._length = prefix_length
-        self._any: bool | None = None  # whether there may be notes: looked at once, not at every write
 
-    def _path(self, key: str) -> Path:
-        return self.root / META_DIR / _DIR / f"{key[:self._length]}.json"
+    def _folder(self, create: bool) -> Path:
+        """``.llm-cache/refused`` as a real directory: never written or read through a symlink
+        (``UnsafePath``), made only when ``create`` (else ``FileNotFoundError``)."""
+        meta = ensure_meta_dir(self.root) if create else real_dir(self.root / META_DIR, create=False)
+        return real_dir(meta / _DIR, create=create)
+
+    def _name(self, key: str) -> str:
+        return f"{key[:self._length]}.json"
 
     def note(self, key: str, why: str, keep: str) -> None:
         """Remember that ``key``'s answer was not kept, why, and the setting that keeps it."""
         with suppress(OSError, UnsafePath):  # a read-only checkout records nothing anyway
-            folder = ensure_meta_dir(self.root) / _DIR
-            folder.mkdir(exist_ok=True)
-            write_atomic(self._path(key), json.dumps({"key": key, "why": why, "keep": keep}))
-            self._any = True
+            write_atomic(self._folder(create=True) / self._name(key),
+                         json.dumps({"key": key, "why": why, "keep": keep}))
 
     def read(self, key: str) -> tuple[str, str] | None:
         """(why, keep) of ``key``'s note, or None (no note, or one of another key)."""
         try:
-            note = json.loads(read_regular(self._path(key), _MAX_NOTE))
+            note = json.loads(read_regular(self._folder(create=False) / self._name(key), _MAX_NOTE))
         except (OSError, UnsafePath, ValueError):
             return None
         if not isinstance(note, dict) or note.get("key") != key:
@@ -54,9 +57,6 @@ class Refusals:
         return str(note.get("why", "")), str(note.get("keep", ""))
 
     def forget(self, key: str) -> None:
-        """The answer was kept since: the note is gone (nothing to do when there are none)."""
-        if self._any is None:
-            self._any = (self.root / META_DIR / _DIR).is_dir()
-        if self._any:
-            with suppress(OSError):
-                self._path(key).unlink()
+        """The answer was kept since: its note, if any, is gone (an lstat when there are none)."""
+        with suppress(OSError, UnsafePath):
+            (self._folder(create=False) / self._name(key)).unlink()
