@@ -143,7 +143,7 @@ def check_base_url(requests: list[dict[str, Any]], where: str, expected: str) ->
             raise ConfigError(setting=f"{where} request {index} path", value=item["path"], expected=expected)
 
 
-_VARIABLE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
+_VARIABLE = re.compile(r"\$\{(\w+)\}")  # the documented form; a lone $ in a token is the token's
 
 
 def check_variables(requests: list[dict[str, Any]], headers: Mapping[str, str] | None, where: str,
@@ -153,9 +153,9 @@ def check_variables(requests: list[dict[str, Any]], headers: Mapping[str, str] |
     for index, item in enumerate(requests, 1):
         for name, value in {**(headers or {}), **(item.get("headers") or {})}.items():
             for match in _VARIABLE.finditer(str(value)):
-                variable = match.group(1) or match.group(2)
-                if variable not in environ:
-                    raise ConfigError(setting=f"{where} request {index} header {name}", value=match.group(0),
+                variable = match.group(1)
+                if variable not in environ:  # only the ${NAME} is shown, never the rest of the value
+                    raise ConfigError(setting=f"{where} request {index} header {name}", value=f"${{{variable}}}",
                                       expected=f"a variable set in the environment ({variable} is not set)")
 
 

@@ -141,13 +141,13 @@ def test_verify_allows_what_the_project_allows(tmp_path: Path) -> None:
     ("pytest.ini", '[pytest]\naddopts = --llm-cache-dir "unclosed\n',
      "llm-cache stats: error: addopts in pytest.ini cannot be split into arguments: No closing quotation"),
     ("pyproject.toml", '[tool.pytest]\nllm_cache_dir = ["a", "b"]\n',
-     "llm-cache stats: error: llm_cache_dir in pyproject.toml must be a string, got list ['a', 'b']"),
+     "llm-cache stats: error: llm_cache_dir in pyproject.toml must be a string, got a list of str"),
     ("pyproject.toml", "[tool.pytest]\nllm_cache_ttl = 7\n",
-     "llm-cache stats: error: llm_cache_ttl in pyproject.toml must be a string, got int 7"),
+     "llm-cache stats: error: llm_cache_ttl in pyproject.toml must be a string, got a TOML int"),
     ("pyproject.toml", "[tool.pytest]\naddopts = 5\n",
-     "llm-cache stats: error: addopts in pyproject.toml must be a string or a list of strings, got 5"),
+     "llm-cache stats: error: addopts in pyproject.toml must be a string or a list of strings, got a TOML int"),
     ("pyproject.toml", '[tool.pytest]\nllm_cache_secret_allowlist = "sk-x"\n',
-     "llm-cache stats: error: llm_cache_secret_allowlist in pyproject.toml must be a list of strings, got 'sk-x'"),
+     "llm-cache stats: error: llm_cache_secret_allowlist in pyproject.toml must be a list of strings, got a string"),
     ("pyproject.toml", '[tool.pytest]\nminversion = "9"\n[tool.pytest.ini_options]\nllm_cache_dir = "c"\n',
      ("llm-cache stats: error: the pytest configuration pyproject.toml has both [tool.pytest] and "
      "[tool.pytest.ini_options]: pytest reads one of them *")),
@@ -171,6 +171,15 @@ def test_a_bad_configuration_is_bad_usage_naming_the_file(tmp_path: Path, name: 
         given = run(*command, "--dir", str(tmp_path / "cassettes"), cwd=tmp_path)
         assert given.returncode == 0, given.stderr
     assert run("stats", "--store", f"file://{tmp_path / 'cassettes'}", cwd=tmp_path).returncode == 0
+
+
+def test_a_value_of_the_wrong_type_is_not_shown_since_it_may_hold_a_password(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.pytest]\naddopts = ["--llm-cache-store=redis://:hunter2@cache:6379/0", 3]\n'
+        'llm_cache_store = ["redis://:hunter2@cache:6379/0"]\n')
+    out = run("ls", cwd=tmp_path)
+    assert out.returncode == 2 and "hunter2" not in out.stderr, out.stderr
+    assert "llm_cache_store in pyproject.toml must be a string, got a list of str" in out.stderr
 
 
 def test_an_empty_value_is_unset_as_the_plugin_takes_it(tmp_path: Path) -> None:

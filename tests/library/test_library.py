@@ -233,6 +233,10 @@ def test_warm_from_yaml_and_jsonl(srv: FakeLLMServer, tmp_path: Path, monkeypatc
         LLMCache("memory://").warm(jsonl, base_url=srv.openai_base_url,
                                    headers={"x-api-key": "${LLM_CACHE_UNSET_KEY}"})
     assert srv.count() == 3
+    # a token with a $ in it is a token, not a variable: not refused, and never shown
+    from llm_cache.warming import check_variables
+
+    check_variables([{"url": "http://127.0.0.1:1/v1/x"}], {"Authorization": "Basic ab$cd"}, "f", environ={})
 
 
 def test_periodic_info_line(srv: FakeLLMServer, caplog: pytest.LogCaptureFixture) -> None:

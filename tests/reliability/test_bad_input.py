@@ -244,7 +244,7 @@ CLI_CASES: list[tuple[str, list[str], dict[str, bytes], int, str]] = [
      {"requests.yaml": b"- {url: http://127.0.0.1:1/v1/x, headers: {Authorization: 'Bearer ${LLM_CACHE_UNSET_KEY}'}}\n"},
      2, "llm-cache warm: error: *requests.yaml request 1 header Authorization must be a variable set in the "
      "environment (LLM_CACHE_UNSET_KEY is not set), got '${LLM_CACHE_UNSET_KEY}'"),
-    ("warm-unset-variable-flag", ["warm", "{dir}/requests.yaml", "--header", "x-api-key: $LLM_CACHE_UNSET_KEY"],
+    ("warm-unset-variable-flag", ["warm", "{dir}/requests.yaml", "--header", "x-api-key: ${LLM_CACHE_UNSET_KEY}"],
      {"requests.yaml": REQUEST.encode()}, 2,
      "llm-cache warm: error: *requests.yaml request 1 header x-api-key must be a variable set in the environment*"),
     ("warm-mode", ["warm", "{dir}/requests.yaml", "--mode", "sometimes"],

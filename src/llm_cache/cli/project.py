@@ -148,9 +148,9 @@ def _put(out: dict[str, Setting], name: str, value: Any, origin: str, native: bo
         if isinstance(value, str) and not native:
             value = value.splitlines()
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise UsageError(f"{origin} must be a list of strings, got {value!r}")
+            raise UsageError(f"{origin} must be a list of strings, got {_kind(value)}")
     elif not isinstance(value, str):
-        raise UsageError(f"{origin} must be a string, got {type(value).__name__} {value!r}")
+        raise UsageError(f"{origin} must be a string, got {_kind(value)}")
     if value == "" or value == []:
         out.pop(name, None)  # unset, as pytest's empty value is to the plugin
     else:
@@ -177,7 +177,15 @@ def _addopts(value: object, where: str) -> list[str]:
             raise UsageError(f"addopts in {where} cannot be split into arguments: {exc}") from None
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return list(value)
-    raise UsageError(f"addopts in {where} must be a string or a list of strings, got {value!r}")
+    raise UsageError(f"addopts in {where} must be a string or a list of strings, got {_kind(value)}")
+
+
+def _kind(value: object) -> str:
+    """What a value of the wrong type is, without the value: it may hold a store's password."""
+    if isinstance(value, list):
+        kinds = sorted({type(v).__name__ for v in value})
+        return f"a list of {', '.join(kinds)}" if kinds else "an empty list"
+    return f"a TOML {type(value).__name__}" if not isinstance(value, str) else "a string"
 
 
 # -- reading each kind of file -------------------------------------------------
