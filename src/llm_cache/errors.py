@@ -17,6 +17,7 @@ __all__ = [
     "LLMCacheError",
     "LLMCacheWarning",
     "NetworkBlocked",
+    "NotStoredWarning",
     "StaleCassette",
     "StoreError",
     "StoreUnavailable",
@@ -323,3 +324,9 @@ class StoreUnavailable(LLMCacheError):
 
 class LLMCacheWarning(UserWarning):
     """Something was recovered from, and the user should know (a corrupt cassette moved aside)."""
+
+
+class NotStoredWarning(LLMCacheWarning):
+    """A response was not written (an error status, empty, truncated, secret-looking, ...):
+    a class of its own, so that a suite run with ``-W error`` can let it pass
+    (``filterwarnings = ignore::llm_cache.NotStoredWarning``) and still fail on the others."""

@@ -106,7 +106,7 @@ def test_empty_and_truncated_answers_are_not_kept_but_reach_the_test(project: Pr
     for reason, why in (("truncated", "the answer was cut off by the token limit"),
                         ("empty", "the answer is empty")):
         assert out.count(f"To keep such answers: llm_cache_record_{reason} = true") == 2, out
-        result.stdout.fnmatch_lines([f"*LLMCacheWarning: not storing *.yaml: {why}*; a replay will miss it, "
+        result.stdout.fnmatch_lines([f"*NotStoredWarning: not storing *.yaml: {why}*; a replay will miss it, "
                                      "and a recording asks again. *"])
 
 
@@ -269,3 +269,13 @@ def test_a_refusal_note_is_never_written_through_a_symlink(project: Project, tmp
     project.run("--llm-cache=record").assert_outcomes(passed=1)
     assert list(outside.iterdir()) == []  # nothing written where the link points
     project.run().assert_outcomes(failed=1)  # the miss still fails, without the note
+
+
+def test_a_suite_run_with_warnings_as_errors_can_let_the_refusals_pass(project: Project) -> None:
+    project.pytester.makepyfile(test_cut=TRUNCATED)
+    project.pytester.makeini("[pytest]\nfilterwarnings =\n    error\n    ignore::llm_cache.NotStoredWarning\n")
+    project.run("--llm-cache=record").assert_outcomes(passed=1)
+    project.pytester.makeini("[pytest]\nfilterwarnings =\n    error::llm_cache.LLMCacheWarning\n")
+    strict = project.run("--llm-cache=record")  # a NotStoredWarning is an LLMCacheWarning too
+    strict.assert_outcomes(failed=1)
+    strict.stdout.fnmatch_lines(["*NotStoredWarning: not storing *"])

@@ -120,5 +120,5 @@ def test_a_file_that_cannot_be_written_at_the_end_is_a_warning(project: Project)
     result.assert_outcomes(passed=4, warnings=2)  # the other: the error answer TESTS make is not stored
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["*LLMCacheWarning: the metrics file *m.prom was not written: *"])
-    result.stdout.fnmatch_lines(["*LLMCacheWarning: not storing *: the API answered HTTP 500; *"])
+    result.stdout.fnmatch_lines(["*NotStoredWarning: not storing *: the API answered HTTP 500; *"])
     result.stdout.no_fnmatch_line("*Traceback*")

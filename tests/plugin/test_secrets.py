@@ -95,7 +95,7 @@ def test_a_secret_looking_value_is_refused_and_the_test_still_gets_its_answer(pr
     assert project.files() == []
     result.stdout.fnmatch_lines(
         [
-            "*LLMCacheWarning: not storing */gpt-4o/*.yaml: it would contain what looks like a secret: "
+            "*NotStoredWarning: not storing */gpt-4o/*.yaml: it would contain what looks like a secret: "
             "openai or anthropic key (line *: sk-pro...90)*llm_cache_secret_allowlist*",
             "not stored: 1 (secret-looking 1)",
         ]

@@ -55,7 +55,7 @@ def test_an_answer_larger_than_the_cassette_limit_is_not_stored(project: Project
     assert "short" in kept.read_text()
     assert _report(project, result)["not_stored_reasons"] == {"too large": 1}
     result.stdout.fnmatch_lines([
-        ("*LLMCacheWarning: not storing *: it would be * bytes, more than the limit of 8192 bytes a cassette"
+        ("*NotStoredWarning: not storing *: it would be * bytes, more than the limit of 8192 bytes a cassette"
         " may hold; raise it with the ini setting llm_cache_max_cassette_size (default 64MiB)"),
         "not stored: 1 (too large 1)",
     ])
@@ -242,7 +242,7 @@ def test_a_stream_that_ends_without_its_providers_last_event_is_not_stored(
     assert project.files() == []
     assert _report(project, result)["not_stored_reasons"] == {"incomplete": 4}
     result.stdout.fnmatch_lines([
-        ("*LLMCacheWarning: not storing *: the stream ended without its provider's last event"
+        ("*NotStoredWarning: not storing *: the stream ended without its provider's last event"
         " ([[]DONE[]], message_stop, response.completed): it was cut short"),
         "not stored: 4 (incomplete 4)",
     ])

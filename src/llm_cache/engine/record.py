@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..body import STREAM_KINDS, Body, encode_body, encode_request_body
 from ..cassette import Entry, dump_entry
 from ..encoding import UndecodableBody, decode_content
-from ..errors import CassetteError, LLMCacheWarning
+from ..errors import CassetteError, NotStoredWarning
 from ..llm import completion_text, read_response, refusal_reason
 from ..modes import Action
 from ..providers import stream_complete
@@ -100,7 +100,7 @@ def _refused(flight: Flight, why: str, keep: str) -> None:
     then = ("the cassette recorded before stays" if flight.entry is not None
             else "a replay will miss it, and a recording asks again")
     _note(flight, why, keep)
-    warnings.warn(LLMCacheWarning(f"not storing {location}: {why}; {then}. To keep such answers: {keep}"),
+    warnings.warn(NotStoredWarning(f"not storing {location}: {why}; {then}. To keep such answers: {keep}"),
                   stacklevel=3)
 
 
@@ -132,7 +132,7 @@ def _storable(
         entry, known = _entry(flight, status, joined, raw, arrivals)
     except UndecodableBody as exc:  # the live client could not read it either, or read it cut short
         stats.not_stored(scope.stats, "undecodable", rk.model_version)
-        warnings.warn(LLMCacheWarning(f"not storing {rk.prefix}: {exc}"), stacklevel=2)
+        warnings.warn(NotStoredWarning(f"not storing {rk.prefix}: {exc}"), stacklevel=2)
         return None
     body = entry.response_body  # a stream: events, lines or frames; text or bytes when cut mid-event
     if 200 <= status < 300 and body.kind != "json" and not stream_complete(
@@ -140,7 +140,7 @@ def _storable(
     ):
         stats.not_stored(scope.stats, "incomplete", rk.model_version)
         warnings.warn(
-            LLMCacheWarning(
+            NotStoredWarning(
                 f"not storing {rk.prefix}: the stream ended without its provider's last event "
                 "([DONE], message_stop, response.completed): it was cut short"
             ),
@@ -158,7 +158,7 @@ def _storable(
     if size > settings.max_cassette_bytes:  # the loader would refuse it: it could never replay
         stats.not_stored(scope.stats, "too large", rk.model_version)
         warnings.warn(
-            LLMCacheWarning(
+            NotStoredWarning(
                 f"not storing {location}: it would be {size} bytes, more than the limit of "
                 f"{settings.max_cassette_bytes} bytes a cassette may hold; raise it with the ini "
                 "setting llm_cache_max_cassette_size (default 64MiB)"
@@ -173,7 +173,7 @@ def _storable(
               "a regex in llm_cache_secret_allowlist if it is not one")
         kinds = ", ".join(sorted({f"{f.kind} ({f.where}: {f.excerpt})" for f in findings}))
         warnings.warn(
-            LLMCacheWarning(
+            NotStoredWarning(
                 f"not storing {location}: it would contain what looks like a secret: {kinds}. "
                 "If it is not one, allow it with a regex in llm_cache_secret_allowlist."
             ),
