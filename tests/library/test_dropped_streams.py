@@ -38,6 +38,17 @@ def _text(chunks: list[Any]) -> str:
     return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
 
 
+async def _ask_again(client: openai.AsyncOpenAI) -> tuple[float, str]:
+    """The same streamed request from another task: how long it took, and its text (10 s at most)."""
+    async def again() -> str:
+        stream = await client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)
+        return _text([chunk async for chunk in stream])
+
+    started = time.perf_counter()
+    text = await asyncio.wait_for(asyncio.create_task(again()), 10)
+    return time.perf_counter() - started, text
+
+
 def test_an_async_stream_dropped_unread_lets_the_next_task_record_at_once(
         fake_api: FakeLLMServer, tmp_path: Path) -> None:
     cache = LLMCache("file://c", root=tmp_path, lock_timeout=30)
@@ -52,13 +63,7 @@ def test_an_async_stream_dropped_unread_lets_the_next_task_record_at_once(
         await dropped()
         gc.collect()
 
-        async def again() -> str:
-            stream = await client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)
-            return _text([chunk async for chunk in stream])
-
-        started = time.perf_counter()
-        text = await asyncio.wait_for(asyncio.create_task(again()), 10)
-        return time.perf_counter() - started, text
+        return await _ask_again(client)
 
     waited, text = asyncio.run(main())
     assert waited < 5, f"the next task waited {waited:.1f} s for an answer nobody would finish"
@@ -125,13 +130,7 @@ def test_a_task_waits_for_another_tasks_answer_no_longer_than_the_lock_wait(
         kept = await client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)
         held.set()
 
-        async def again() -> str:
-            stream = await client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)
-            return _text([chunk async for chunk in stream])
-
-        started = time.perf_counter()
-        text = await asyncio.wait_for(asyncio.create_task(again()), 10)
-        waited = time.perf_counter() - started
+        waited, text = await _ask_again(client)
         await kept.close()
         return waited, text
 

@@ -20,6 +20,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from ..engine import behind
+from ..engine.claims import running_loop
 from ..engine.controls import STATUS_HEADER
 from ..engine.flight import DROPPED
 from ..engine.guard import upstream
@@ -222,13 +223,6 @@ async def _asettle(recording: Recording, upstream: Any) -> None:
             await upstream.aclose()
 
 
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:  # another async library's loop (trio): settled at once
-        return None
-
-
 @functools.cache
 def stream_classes(httpx: ModuleType) -> tuple[type, type, type]:
     """(replayed, sync tee, async tee) stream classes for one httpx module."""
@@ -321,7 +315,7 @@ def stream_classes(httpx: ModuleType) -> tuple[type, type, type]:
             self.upstream = upstream
             self.source: AsyncIterator[bytes] | None = None
             self.reader: AsyncIterator[bytes] | None = None
-            self.gone = weakref.finalize(self, _alet_go, _running_loop(), recording, upstream)
+            self.gone = weakref.finalize(self, _alet_go, running_loop(), recording, upstream)
             self.gone.atexit = False
 
         def __aiter__(self) -> AsyncIterator[bytes]:

@@ -79,12 +79,6 @@ class StoreArg:
         if self.url is not None:
             self._check_url("--store")
 
-    def _named(self) -> str:
-        """The store's setting as messages name it: ``--store URL``, ``llm_cache_dir in pytest.ini``."""
-        if self.origin in ("--store", "--dir"):
-            return f"{self.origin} {mask_url(self.url) if self.url is not None else self.dir}"
-        return self.origin
-
     def _check_url(self, setting: str) -> None:
         assert self.url is not None
         flag = setting == "--store"

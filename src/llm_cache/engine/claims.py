@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from ..stores import Store
     from ..stores.protocol import AsyncLock, AsyncSide, Lock
 
-__all__ = ["LOCK_POLL", "KeyLocks"]
+__all__ = ["LOCK_POLL", "KeyLocks", "running_loop"]
 
 log = logging.getLogger("llm_cache")
 
@@ -36,7 +36,8 @@ log = logging.getLogger("llm_cache")
 LOCK_POLL = 0.02
 
 
-def _running_loop() -> asyncio.AbstractEventLoop | None:
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running in this thread, or None (none, or another async library's)."""
     try:
         return asyncio.get_running_loop()
     except RuntimeError:
@@ -44,7 +45,7 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 
 
 def _in_event_loop() -> bool:
-    return _running_loop() is not None
+    return running_loop() is not None
 
 
 def _not_locked(rk: RequestKey, waited: float, exc: BaseException) -> None:
@@ -96,7 +97,7 @@ class KeyLocks:
         ``atry_claim``'s, taken before the task that refreshes starts. A reservation is not
         the lock: ``claim`` and ``aclaim`` take no key as this process's own for it. Whoever
         reserved gives it back with ``unreserve``, unless it hands it to ``atry_claim``."""
-        loop = _running_loop()
+        loop = running_loop()
         with self._lock:
             if key in self._inflight:
                 return False
