@@ -32,14 +32,17 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
+
+from .keyrules import NO_MODEL, KeyRules
 
 __all__ = [
     "API_VERSION_HEADERS",
     "DEFAULT_IGNORED_FIELDS",
     "KEY_VERSION",
+    "NO_MODEL",
     "SECRET_QUERY_PARAMS",
     "KeyRules",
     "RequestKey",
@@ -67,8 +70,6 @@ SECRET_QUERY_PARAMS = frozenset({
     "x-amz-signature", "x-amz-credential", "x-amz-security-token", "x-goog-signature", "x-goog-credential",
 })
 
-NO_MODEL = "_no_model"
-
 # APIs that name the model in the URL path, not in the body:
 # Gemini and Vertex AI (``/v1beta/models/gemini-2.0-flash:generateContent``,
 # ``.../publishers/google/models/{model}:streamGenerateContent``) and Bedrock
@@ -78,30 +79,6 @@ MODEL_IN_PATH = (
     re.compile(r"/(?:models|tunedModels)/([^/:]+):[A-Za-z]+$"),
     re.compile(r"(?:^|/)model/([^/]+)/(?:converse|converse-stream|invoke|invoke-with-response-stream)$"),
 )
-
-
-@dataclass(frozen=True)
-class KeyRules:
-    """What the user changed about the key: fields dropped, host matched, versions pinned."""
-
-    ignore_fields: tuple[str, ...] = ()
-    match_host: bool = False
-    # alias -> version label, from ini llm_cache_model_versions
-    model_versions: Mapping[str, str] = field(default_factory=dict)
-    # a pin for every model in one test, from the marker's model_version=
-    pinned_version: str | None = None
-    # a separate cache (a tenant, an experiment): x-llm-cache namespace=NAME
-    namespace: str | None = None
-
-    def version_label(self, model: str | None) -> str:
-        """The label that names the model's cassette directory and enters the key:
-        ``model``, ``model@version`` when pinned, behind ``namespace+`` in a namespace."""
-        if model is None:
-            label = NO_MODEL
-        else:
-            version = self.pinned_version or self.model_versions.get(model)
-            label = f"{model}@{version}" if version else model
-        return f"{self.namespace}+{label}" if self.namespace else label
 
 
 @dataclass(frozen=True)
@@ -221,12 +198,15 @@ def _content_type(headers: Mapping[str, Any]) -> str | None:
     return None if value is None else _text(value)
 
 
+_NO_RULES = KeyRules()  # the default: nothing changed
+
+
 def make_key(
     method: str,
     url: str,
     body: bytes | None,
     headers: Mapping[str, Any],
-    rules: KeyRules = KeyRules(),
+    rules: KeyRules = _NO_RULES,
     *,
     form: Sequence[Mapping[str, Any]] | None = None,
 ) -> RequestKey:

@@ -6,11 +6,13 @@ import enum
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
-from .meta import EntryMeta
-from .usage import Usage
+if TYPE_CHECKING:  # names in annotations only: loading the settings does not load these
+    from .meta import EntryMeta
+    from .usage import Usage
 
-__all__ = ["Eviction", "Cap", "EvictionPlan", "plan_eviction", "is_expired", "EVICTIONS"]
+__all__ = ["EVICTIONS", "Cap", "Eviction", "EvictionPlan", "is_expired", "plan_eviction"]
 
 
 class Eviction(str, enum.Enum):

@@ -16,10 +16,9 @@ from pathlib import Path
 from .atomic import nearest_existing
 from .errors import ConfigError
 from .hosts import DEFAULT_ALLOWED, HOSTS_FORM, HostPattern, parse_host, parse_hosts
-from .key import KeyRules
+from .keyrules import KeyRules
 from .modes import MODES, Mode
 from .policy import EVICTIONS, Cap, Eviction
-from .redact import mask_url
 from .values import (  # noqa: F401 - re-exported: settings is where users look
     DEFAULT_MAX_CASSETTE_BYTES,
     DEFAULT_TTL,
@@ -239,6 +238,8 @@ def resolve(
     store_source = _first(("--llm-cache-store", cli.get("store")), ("llm_cache_store", ini.get("store")))
     store_url = str(store_source[1]).strip() if store_source else None
     if store_url is not None and not STORE_URL.match(store_url):
+        from .redact import mask_url  # only for this message: redaction is not loaded at start-up
+
         raise ConfigError(setting=store_source[0], value=mask_url(store_url), expected=STORE_FORM)  # type: ignore[index]
     warm_source = _first(("--llm-cache-warm", cli.get("warm")), ("llm_cache_warm", ini.get("warm")))
     memory_source = _first(

@@ -130,20 +130,32 @@ def test_plain():
 MODULES_CONFTEST = '''
 import json, os, sys
 
-def pytest_sessionfinish(session):
+def pytest_unconfigure(config):  # after the plugin's session end
     heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("vcr", "httpx", "httpx2", "requests", "urllib3", "yaml", "filelock"))
-    pm = session.config.pluginmanager
+    ours = sorted(m for m in sys.modules if m.startswith("llm_cache"))
+    pm = config.pluginmanager
     loaded = pm.hasplugin("llm_cache") or pm.hasplugin("llm_cache.pytest.plugin")
     with open(os.environ["MODULES_OUT"], "w") as f:
-        json.dump({"heavy": heavy, "plugin": loaded}, f)
+        json.dump({"heavy": heavy, "plugin": loaded, "ours": ours}, f)
 '''
 
+# What a run whose tests do not use the cache loads of the plugin: its hooks and the
+# settings they check (the parsers, the key rules, the cap, the host patterns), nothing
+# that makes keys, reads cassettes, redacts, parses markers or serves requests.
+STARTUP_MODULES = {
+    "llm_cache", "llm_cache.pytest", "llm_cache.pytest.plugin", "llm_cache.pytest.run",
+    "llm_cache.settings", "llm_cache.values", "llm_cache.errors", "llm_cache.modes",
+    "llm_cache.atomic", "llm_cache.hosts", "llm_cache.keyrules", "llm_cache.policy",
+}
 
+
+@pytest.mark.parametrize("ini", ["", "llm_cache_ttl = 2d\nllm_cache_max_size = 5MB\nllm_cache_ignore_fields = seed\n"])
 def test_a_run_whose_tests_do_not_use_the_cache_imports_nothing_heavy(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, ini: str
 ) -> None:
     out = pytester.path / "modules.json"
     monkeypatch.setenv("MODULES_OUT", str(out))
+    pytester.makeini("[pytest]\n" + ini)
     pytester.makeconftest(MODULES_CONFTEST)
     pytester.makepyfile(test_plain=NOT_USING)
     # only this plugin: other installed plugins (langsmith's, say) may import HTTP clients themselves
@@ -151,7 +163,8 @@ def test_a_run_whose_tests_do_not_use_the_cache_imports_nothing_heavy(
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "llm_cache.pytest.plugin")
     result.assert_outcomes(passed=1)
     data = json.loads(out.read_text())
-    assert data == {"heavy": [], "plugin": True}
+    assert (data["heavy"], data["plugin"]) == ([], True)
+    assert set(data["ours"]) <= STARTUP_MODULES, sorted(set(data["ours"]) - STARTUP_MODULES)
 
 
 PACED = '''

@@ -18,7 +18,6 @@ import pytest
 
 from ..errors import ConfigError, StoreUnavailable
 from ..modes import MODES, Mode
-from ..marker import parse_marker
 from ..settings import Settings, check_paths, resolve
 from .run import RunFacts, has_cassettes, partial_reason, uses_cache, write_report
 
@@ -203,6 +202,8 @@ def _marker_kwargs(node: pytest.Item) -> tuple[tuple[object, ...], dict[str, obj
 
 
 def _scope(request: pytest.FixtureRequest) -> Scope:
+    from ..marker import parse_marker
+
     session = request.config.stash[STATE].session
     refused: str | None = None
     try:
