@@ -23,16 +23,29 @@ import os
 import stat
 from pathlib import Path
 
-__all__ = ["UnsafePath", "file_kind", "overwrite", "read_head", "read_regular", "real_dir", "write_atomic"]
+__all__ = ["UnsafePath", "file_kind", "is_temporary", "overwrite", "read_head", "read_regular", "real_dir", "write_atomic"]
 
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 _ATTEMPTS = 100
 
 
+_TEMP_HEX = 12  # the hex digits of a temporary file's name: ``.<12 hex>.tmp``
+_HEX = frozenset("0123456789abcdef")
+
+
+def is_temporary(name: str) -> bool:
+    """Whether ``name`` is one of the temporary files this module creates (``.<12 hex>.tmp``),
+    not a user's ``.notes.tmp``: only ours are ever swept."""
+    return (
+        len(name) == _TEMP_HEX + 5 and name[0] == "." and name.endswith(".tmp")
+        and _HEX.issuperset(name[1:1 + _TEMP_HEX])
+    )
+
+
 def _create(directory: Path) -> tuple[int, str]:
     """A new hidden ``.*.tmp`` file in ``directory``, opened for writing, mode 0666 less the umask."""
     for _ in range(_ATTEMPTS):
-        tmp = os.path.join(directory, f".{os.urandom(6).hex()}.tmp")
+        tmp = os.path.join(directory, f".{os.urandom(_TEMP_HEX // 2).hex()}.tmp")
         try:
             return os.open(tmp, _FLAGS, 0o666), tmp
         except FileExistsError:

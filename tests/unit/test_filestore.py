@@ -192,12 +192,36 @@ def test_sweep_removes_old_temporary_files_only(tmp_path):
 
     store = FileStore(tmp_path)
     (tmp_path / "gpt-4o").mkdir()
-    old, new, cassette = (tmp_path / "gpt-4o" / n for n in (".abc.tmp", ".def.tmp", "0123456789abcdef.yaml"))
+    names = (".0123456789ab.tmp", ".ba9876543210.tmp", "0123456789abcdef.yaml")
+    old, new, cassette = (tmp_path / "gpt-4o" / n for n in names)
     for path in (old, new, cassette):
         path.write_text("x")
     os.utime(old, (time.time() - 3600, time.time() - 3600))
     assert store.sweep() == 1
     assert not old.exists() and new.exists() and cassette.exists()
+
+
+def test_sweep_leaves_a_users_own_tmp_files(tmp_path):
+    """Only the writer's own temporary names (.<12 hex>.tmp) are ever removed: a user's
+    .review-notes.tmp beside the cassettes, or one in a folder under a --dir set too high,
+    stays however old it is."""
+    import os
+    import time
+
+    from llm_cache.stores.files import FileStore
+
+    (tmp_path / "gpt-4o").mkdir()
+    (tmp_path / "conf").mkdir()
+    theirs = [tmp_path / "gpt-4o" / ".review-notes.tmp", tmp_path / "conf" / ".settings.tmp",
+              tmp_path / "gpt-4o" / ".0123456789AB.tmp", tmp_path / "gpt-4o" / ".0123456789abc.tmp"]
+    ours = tmp_path / "conf" / ".0123456789ab.tmp"
+    for path in (*theirs, ours):
+        path.write_text("keep")
+        os.utime(path, (time.time() - 7200, time.time() - 7200))
+    FileStore(tmp_path).sweep()
+    list(FileStore(tmp_path).scan())
+    assert all(path.read_text() == "keep" for path in theirs)
+    assert not ours.exists()
 
 
 def test_scan_reuses_what_it_read_while_size_and_mtime_hold(tmp_path):

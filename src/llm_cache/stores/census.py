@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import cassette
-from ..atomic import UnsafePath, file_kind, read_head, read_regular
+from ..atomic import UnsafePath, file_kind, is_temporary, read_head, read_regular
 from ..cassette import load_entry
 from ..errors import CassetteError
 from ..usage import MAX_INDEX_BYTES, META_DIR
@@ -217,8 +217,8 @@ def _symlink_text(path: str) -> str:
 
 
 def swept(item: os.DirEntry[str], cutoff: float) -> bool:
-    """Remove ``item`` if it is a temporary file older than ``cutoff``."""
-    if not (item.name.startswith(".") and item.name.endswith(".tmp")):
+    """Remove ``item`` if it is a temporary file of ours older than ``cutoff``."""
+    if not is_temporary(item.name):
         return False
     with suppress(OSError):
         if item.stat(follow_symlinks=False).st_mtime < cutoff:

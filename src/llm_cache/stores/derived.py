@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from ..atomic import UnsafePath, write_atomic
+from ..atomic import UnsafePath, is_temporary, write_atomic
 from ..errors import LLMCacheWarning, describe_os_error
 from ..usage import META_DIR
 from .paths import Tree
@@ -63,7 +63,7 @@ class Derived:
         cause = exc.strerror if isinstance(exc, UnsafePath) else describe_os_error(exc)
         # what is in the way, as the system names it, unless that is a temporary file
         named = os.path.basename(str(exc.filename or ""))
-        where = str(exc.filename) if named and not (named.startswith(".") and named.endswith(".tmp")) else str(path)
+        where = str(exc.filename) if named and not is_temporary(named) else str(path)
         consequence = ("hits of this session are not counted for eviction"
                        if what == "usage index" else "the next run is only slower")
         warnings.warn(
