@@ -344,8 +344,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _echoed(self) -> bytes:
-        """The request's headers and target (path and query, as sent), as JSON."""
-        return json.dumps({"headers": dict(self.headers.items()), "target": self.path}).encode()
+        """The request's headers and target (path and query, as sent), as JSON; and its body
+        as text, when it has one (a POST to /v1/echo: an OAuth token request's form)."""
+        echoed = {"headers": dict(self.headers.items()), "target": self.path}
+        if self._body:
+            echoed["body"] = self._body.decode("utf-8", "replace")
+        return json.dumps(echoed).encode()
 
     def _send_sse(self, events: Iterable[tuple[str | None, Any]]) -> None:
         """Stream (event name, data) pairs, one HTTP chunk per SSE event, then the last chunk."""
@@ -375,6 +379,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._t0, self._sent = time.perf_counter(), False
         path, _, query = self.path.partition("?")
         body = self._read_body()
+        # a compressed request body, undone as the APIs' front ends do
+        encoding = self.headers.get("Content-Encoding", "").strip().lower()
+        if body and encoding in ("gzip", "deflate"):
+            body = gzip.decompress(body) if encoding == "gzip" else zlib.decompress(body)
+        self._body = body
         self._key = hashlib.sha256(body).hexdigest()[:24]  # ids: short sha of the body
         try:
             data: Any = json.loads(body) if body else None
@@ -392,7 +401,7 @@ class _Handler(BaseHTTPRequestHandler):
                 raise ApiError(404, f"Unknown request URL: {method} {path}", "not_found_error")
             if path in FORM_ROUTES:
                 self._fields = _form(self.headers.get("Content-Type", ""), body)
-            elif method == "POST" and not isinstance(data, dict):
+            elif method == "POST" and not isinstance(data, dict) and path not in RAW_ROUTES:
                 raise ApiError(400, "We could not parse the JSON body of your request.")
             if self.server.fake.fail_status is not None:
                 raise ApiError(self.server.fake.fail_status, "Simulated outage of the fake server", "api_error")
@@ -770,6 +779,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 # multipart/form-data endpoints: their bodies are forms, not JSON
+# Routes that take a body that is not JSON as it is.
+RAW_ROUTES = frozenset({"/v1/echo"})
 FORM_ROUTES = frozenset({"/v1/audio/transcriptions", "/v1/audio/translations", "/v1/files", "/v1/images/edits"})
 
 ROUTES = {
@@ -779,6 +790,7 @@ ROUTES = {
     ("POST", "/v1/messages"): _Handler.ep_messages,
     ("POST", "/v1/responses"): _Handler.ep_responses,
     ("GET", "/v1/echo"): _Handler.ep_echo,
+    ("POST", "/v1/echo"): _Handler.ep_echo,
     ("POST", "/v1/audio/speech"): _Handler.ep_speech,
     ("POST", "/v1/audio/transcriptions"): _Handler.ep_transcriptions,
     ("POST", "/v1/audio/translations"): _Handler.ep_translations,

@@ -50,6 +50,7 @@ __all__ = [
     "flatten",
     "make_key",
     "model_in_path",
+    "plain_body",
     "sequenced",
 ]
 
@@ -191,11 +192,45 @@ def model_in_path(path: str) -> str | None:
     return None
 
 
-def _content_type(headers: Mapping[str, Any]) -> str | None:
-    value = headers.get("content-type")
+def _header(headers: Mapping[str, Any], name: str) -> str | None:
+    value = headers.get(name)
     if value is None and isinstance(headers, dict):
-        value = next((v for k, v in headers.items() if k.lower() == "content-type"), None)
+        value = next((v for k, v in headers.items() if str(k).lower() == name), None)
     return None if value is None else _text(value)
+
+
+def _content_type(headers: Mapping[str, Any]) -> str | None:
+    return _header(headers, "content-type")
+
+
+def _form_fields(raw: bytes, headers: Mapping[str, Any]) -> tuple[tuple[str, str], ...] | None:
+    """An ``application/x-www-form-urlencoded`` body's fields, sorted, without its credentials
+    (``SECRET_QUERY_PARAMS``, as in a query): an OAuth token request keyed without its
+    ``client_secret``, so that it replays for whoever holds another. None for any other body,
+    and for a form with no credential field, keyed by its bytes as it always was."""
+    if "x-www-form-urlencoded" not in (_content_type(headers) or "").lower():
+        return None
+    try:
+        pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    kept = tuple(sorted((k, v) for k, v in pairs if k.lower() not in SECRET_QUERY_PARAMS))
+    return kept if len(kept) < len(pairs) else None
+
+
+def plain_body(raw: bytes, headers: Mapping[str, Any]) -> bytes:
+    """A request body with its Content-Encoding undone: what the key, the cassette and the
+    secret search read. A gzip body differs on every call (its header holds the time) and
+    hides what it says; one that does not decode is taken as it is."""
+    encoding = _header(headers, "content-encoding") if raw else None
+    if not encoding or encoding.strip().lower() == "identity":
+        return raw
+    from .encoding import UndecodableBody, decode_content  # loaded by the first such body
+
+    try:
+        return decode_content(raw, encoding)
+    except UndecodableBody:
+        return raw
 
 
 _NO_RULES = KeyRules()  # the default: nothing changed
@@ -222,7 +257,7 @@ def make_key(
             if k.lower() not in SECRET_QUERY_PARAMS
         )
     )
-    raw = body or b""
+    raw = plain_body(body or b"", headers)
     canonical = None if form is not None else canonical_body(raw, rules.ignore_fields)
     model = canonical.get("model") if isinstance(canonical, dict) else None
     if model is not None and not isinstance(model, str):
@@ -237,6 +272,11 @@ def make_key(
             model = multipart.text_field(form, "model")
             ignored = {*DEFAULT_IGNORED_FIELDS, *(f for f in rules.ignore_fields if "." not in f)}
             form_key = multipart.key_form([p for p in form if p.get("name") not in ignored])
+    fields = None
+    if canonical is None and form_key is None and raw:
+        fields = _form_fields(raw, headers)
+        if fields is not None and model is None:
+            model = next((v for k, v in fields if k == "model"), None)
     if model is None:
         model = model_in_path(parts.path)
     version = rules.version_label(model)
@@ -253,6 +293,8 @@ def make_key(
         material["body"] = canonical
     elif form_key is not None:
         material["multipart"] = form_key
+    elif fields is not None:
+        material["form"] = fields
     else:
         material["raw_body_sha256"] = hashlib.sha256(raw).hexdigest()
     # the userinfo (user:password@) is a credential, never part of the host

@@ -49,6 +49,7 @@ __all__ = [
     "mask_url",
     "plausible_secret",
     "redact",
+    "redact_form",
     "request_credentials",
     "secret_values",
 ]
@@ -205,22 +206,43 @@ def _url_credentials(url: str) -> Iterator[str]:
         for item in (userinfo, password if sep else user):
             yield item
             yield unquote(item)
-    for pair in parts.query.split("&"):
+    yield from _pair_credentials(parts.query)
+
+
+def _pair_credentials(encoded: str) -> Iterator[str]:
+    """The values of credential fields (``SECRET_QUERY_PARAMS``) of a query string or an
+    ``application/x-www-form-urlencoded`` body, as sent and decoded."""
+    for pair in encoded.split("&"):
         name, _, item = pair.partition("=")
         if item and unquote(name.replace("+", " ")).lower() in SECRET_QUERY_PARAMS:
             yield item
             yield unquote(item.replace("+", " "))
 
 
-def request_credentials(headers: Mapping[str, Any] = {}, url: str = "") -> set[str]:
+def redact_form(encoded: str) -> str:
+    """An ``application/x-www-form-urlencoded`` body with the value of every credential
+    field (``SECRET_QUERY_PARAMS``) replaced by ``<redacted>``, however short it is."""
+    out = []
+    for pair in encoded.split("&"):
+        name, sep, item = pair.partition("=")
+        if item and unquote(name.replace("+", " ")).lower() in SECRET_QUERY_PARAMS:
+            pair = f"{name}{sep}{REDACTED}"
+        out.append(pair)
+    return "&".join(out)
+
+
+def request_credentials(headers: Mapping[str, Any] = {}, url: str = "", form: str = "") -> set[str]:
     """Every credential a request carried, of 8 characters or more, in the forms an answer
-    could echo it: raw, percent-encoded and JSON-escaped."""
+    could echo it: raw, percent-encoded and JSON-escaped. ``form``: its body, when that is
+    an ``application/x-www-form-urlencoded`` form (an OAuth token request's
+    ``client_secret``, ``password``, ``refresh_token``)."""
     found: set[str] = set()
     for name, value in headers.items():
         values = value if isinstance(value, (list, tuple)) else [value]
         for item in values:
             found.update(_header_secrets(_text(name), _text(item)))
     found.update(_url_credentials(url))
+    found.update(_pair_credentials(form))
     forms: set[str] = set()
     for item in found:
         if len(item) >= MIN_SECRET_LENGTH:

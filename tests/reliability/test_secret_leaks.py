@@ -241,6 +241,77 @@ def test_every_credential_the_request_carried_is_redacted_where_the_answer_echoe
         assert REDACTED in replayed and hits(replayed, carried.values()) == [], name
 
 
+# -- compressed and form request bodies -------------------------------------------------------
+
+# A key held in an environment variable the environment rule reads (..._API_KEY), and a
+# credential header: in a request body that is gzip- or deflate-compressed, neither is
+# visible to a search of the bytes sent.
+ZIPPED_KEY = "Zq9Wm3Xv7Lp2Rt6Ks8Jh1c"
+SESSION = "Xy7Qm2Vt9Lp4Wk8R-session"
+
+COMPRESSED_TESTS = """
+import gzip, json, os, zlib, httpx2
+E = os.environ
+URL = E["FAKE_LLM_URL"]
+
+def _chat(content, encoding, mtime, headers={}):
+    body = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": content}]}).encode()
+    packed = gzip.compress(body, mtime=mtime) if encoding == "gzip" else zlib.compress(body)
+    return httpx2.post(URL + "/v1/chat/completions", content=packed,
+                       headers={"content-type": "application/json", "content-encoding": encoding, **headers})
+
+def test_gzip(llm_cache, save):
+    # a gzip header holds the time it was made: another on every call, the same request
+    r = _chat("key " + E["S_ZIPPED_API_KEY"], "gzip", 1 if llm_cache.mode.value == "record" else 2)
+    save("gzip", r.json()["choices"][0]["message"]["content"])
+
+def test_deflate(llm_cache, save):
+    r = _chat("session " + E["S_SESSION"], "deflate", 0, {"x-session-id": E["S_SESSION"]})
+    save("deflate", r.json()["choices"][0]["message"]["content"])
+
+def test_token_form(llm_cache, save):
+    form = {"grant_type": "password", "model": "gpt-4o", "client_secret": E["S_CRED"],
+            "password": E["S_PW"], "refresh_token": E["S_TOK"], "code": "0k-7"}
+    save("form", httpx2.post(URL + "/v1/echo", data=form).json()["body"])
+"""
+
+
+def test_secrets_in_compressed_and_form_request_bodies_never_reach_a_cassette(
+    project: Project, carried: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("S_ZIPPED_API_KEY", ZIPPED_KEY)
+    monkeypatch.setenv("S_SESSION", SESSION)
+    project.pytester.makepyfile(test_bodies=COMPRESSED_TESTS)
+    result = project.run("--llm-cache=record")
+    result.assert_outcomes(passed=3)
+    # the server read them (otherwise there would be nothing to find)
+    assert ZIPPED_KEY in project.result("gzip") and SESSION in project.result("deflate")
+    assert carried["S_CRED"] in project.result("form") and "code=0k-7" in project.result("form")
+    files = project.files()
+    assert len(files) == 3
+    text = written(project, output(result))
+    assert hits(text, [ZIPPED_KEY, SESSION, carried["S_CRED"], carried["S_PW"], carried["S_TOK"]]) == []
+    docs = {p.name: yaml.safe_load(p.read_text()) for p in files}
+    bodies = sorted(str({k: v for k, v in d["request"].items() if k not in ("method", "path", "headers")})
+                    for d in docs.values())
+    # a form's credential field is redacted however short (an answer echoing it keeps
+    # values under 8 characters, as for every credential: they would redact ordinary words)
+    assert not any("0k-7" in b for b in bodies)
+    # kept as the API read them, readable: the JSON decompressed, the form with its credentials redacted
+    assert all(d["model_version"] == "gpt-4o" for d in docs.values())
+    assert all("base64" not in b for b in bodies)
+    assert any("client_secret=%3Credacted%3E" in b or "client_secret=<redacted>" in b for b in bodies)
+    assert any("key <redacted>" in b for b in bodies)
+    # what is stored gives back its key (verify recomputes it from the stored request)
+    assert cli.main(["verify", "--dir", str(project.cassettes)]) == 0
+    # and they replay: the gzip body made at another time, the form with another secret
+    project.clear_results()
+    monkeypatch.setenv("S_CRED", "another-client-secret-0f9e8d7c")
+    project.run().assert_outcomes(passed=3)
+    assert project.server.count() == 3
+    assert project.result("gzip") == "echo: key <redacted>"
+
+
 # -- userinfo ---------------------------------------------------------------------------------
 
 USERINFO_TESTS = """

@@ -20,6 +20,7 @@ from ..body import STREAM_KINDS, Body, encode_body, encode_request_body
 from ..cassette import Entry, dump_entry
 from ..encoding import UndecodableBody, decode_content
 from ..errors import CassetteError, NotStoredWarning
+from ..key import plain_body
 from ..llm import completion_text, read_response, refusal_reason
 from ..modes import Action
 from ..providers import stream_complete
@@ -30,6 +31,7 @@ from ..redact import (
     find_entry_secrets,
     keep_headers,
     redact,
+    redact_form,
     request_credentials,
 )
 from ..stats import MAX_DRIFT_TEXT, Drift
@@ -252,11 +254,17 @@ def _entry(
     body = encode_body(raw, headers.get("content-type"))
     request = flight.request
     request_headers = _request_headers(request.headers)
-    request_body = encode_request_body(request.body, request_headers.get("content-type"))
+    # stored as the API read it: the Content-Encoding undone (and not kept among the headers)
+    plain = plain_body(request.body or b"", request_headers)
+    form = ""
+    if "x-www-form-urlencoded" in request_headers.get("content-type", "").lower():
+        form = plain.decode("utf-8", "replace")
+        plain = redact_form(form).encode("utf-8")  # its credential fields, however short
+    request_body = encode_request_body(plain, request_headers.get("content-type"))
     if request_body.kind == "multipart":  # its random boundary would change on every recording
         request_headers["content-type"] = "multipart/form-data"
     info = read_response(body)
-    credentials = request_credentials(request_headers, request.url)
+    credentials = request_credentials(request_headers, request.url, form)
     environ = environment_secrets()
     secrets = sorted(credentials | environ, key=lambda v: (-len(v), v))  # longest first
     known = dict.fromkeys(environ, "secret environment value")
