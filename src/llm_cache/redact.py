@@ -290,6 +290,14 @@ def mask_url(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:
         return "<unparsable url>"
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest and "@" not in parts.netloc:
+        # a password holding '#', '?' or '/' unencoded ends the netloc early: redis://:Pa#ss@host
+        # keeps "Pa#ss" out of it. Everything up to the last '@' is the userinfo here.
+        userinfo, _, after = rest.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        shown = f"{user}:***" if colon and not any(c in user for c in "/?#") else "***"
+        return mask_url(f"{scheme}://{shown}@{after}")
     netloc = parts.netloc
     if "@" not in netloc and not parts.query:
         return url  # nothing to hide; urlunsplit would also drop the // of memory://

@@ -140,6 +140,8 @@ class Settings:
     secret_allow: tuple[str, ...] = ()
     # None: the file store at cassette_dir; else a store URL (file://, memory://, redis://)
     store_url: str | None = None
+    # where the store URL was set, for its errors: --llm-cache-store or llm_cache_store
+    store_setting: str = "--llm-cache-store"
     # the directory relative paths are taken from (pytest's rootdir)
     root: Path = Path(".")
     # bound of the memory tier in front of the file and Redis stores
@@ -262,6 +264,7 @@ def resolve(
         cap=cap,
         secret_allow=parse_regexes(ini.get("secret_allowlist"), "llm_cache_secret_allowlist"),
         store_url=store_url,
+        store_setting=store_source[0] if store_source else "--llm-cache-store",
         root=rootdir,
         memory_entries=parse_count(memory_source[1], memory_source[0]) or 4096 if memory_source else 4096,
         warm=parse_warm(warm_source[1], warm_source[0]) if warm_source else None,

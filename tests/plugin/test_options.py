@@ -75,6 +75,11 @@ def test_cassette_dir_from_option_and_ini(project: Project) -> None:
         ([], "llm_cache_max_cassette_size = roomy", None,
          "llm_cache_max_cassette_size must be a size like 500KB, 50MB or 1GB (KB = 1000 bytes, KiB = 1024), got 'roomy'"),
         (["--llm-cache-store=redis://[::1/0"], None, None, "--llm-cache-store must be a store URL: *(Invalid IPv6 URL)*"),
+        # redis-py would take it and fail at the first command (an INTERNALERROR), or show the password
+        (["--llm-cache-store=redis://127.0.0.1:1/0?bogus=1"], None, None,
+         "--llm-cache-store must be a Redis URL whose query parameters redis-py takes (it does not take 'bogus'), *"),
+        ([], "llm_cache_store = redis://:Pa#ss99secret@127.0.0.1:1/0", None,
+         "llm_cache_store must be a Redis URL, redis://*percent-encode*got 'redis://:***@127.0.0.1:1/0'"),
         (["--llm-cache-store=file://c?ttl=1d"], None, None,
          "--llm-cache-store must be file://PATH with no parameters (got ttl); a TTL is --llm-cache-ttl *"),
         (["--llm-cache-dir=conftest.py"], None, None, "--llm-cache-dir must be a directory, *(it names a file)*"),

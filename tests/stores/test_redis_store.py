@@ -279,6 +279,28 @@ def test_other_query_parameters_go_to_redis(redis_target):
         store.close()
 
 
+@pytest.mark.parametrize(
+    "url, says",
+    [
+        ("redis://127.0.0.1:{port}/0?bogus=1", "query parameters redis-py takes (it does not take 'bogus')"),
+        ("rediss://127.0.0.1:{port}/0?ssl_cert_reqs=maybe", "Invalid SSL Certificate Requirements Flag: maybe"),
+        ("redis+cluster://127.0.0.1:{port},127.0.0.1:{port}/?bogus=1", "it does not take 'bogus'"),
+        ("redis://127.0.0.1:{port}/abc", "/DB, a database number"),
+        # redis-py reads "Pa" as the port: its words would quote the password
+        ("redis://:Pa#ss99secret@127.0.0.1:{port}/0", "percent-encode '#', '?', '/' and '@' in a password"),
+        ("redis://:Pa/ss99secret@127.0.0.1:{port}/0", "percent-encode"),
+    ],
+)
+def test_a_store_url_redis_py_would_refuse_later_is_a_config_error_now(url, says):
+    """Refused before any connection, naming the setting and the fix: not a TypeError at
+    the first command (an INTERNALERROR under pytest), nor a silent database 0."""
+    url = url.format(port=free_port())
+    with pytest.raises(ConfigError) as caught:
+        RedisStore.from_url(url)
+    assert says in str(caught.value)
+    assert "ss99secret" not in str(caught.value) and "'Pa'" not in str(caught.value)
+
+
 def test_empty_prefix_is_refused(target):
     with pytest.raises(ConfigError, match="prefix"):
         RedisStore.from_url(f"{target.url}?prefix=")

@@ -279,6 +279,11 @@ def test_userinfo_is_not_part_of_the_host():
         ("https://tok3n@api.example.test/v1?key=s3cret&page=2", "https://***@api.example.test/v1?key=***&page=2"),
         ("redis://127.0.0.1:6379/0?prefix=p:", "redis://127.0.0.1:6379/0?prefix=p:"),
         ("redis://[::1/0", "<unparsable url>"),
+        # a password with '#', '?' or '/' left unencoded ends the netloc early: still masked
+        ("redis://:Pa#ss99secret@127.0.0.1:1/0", "redis://:***@127.0.0.1:1/0"),
+        ("redis://u:Pa?ss99secret@127.0.0.1:1/0?prefix=p:", "redis://u:***@127.0.0.1:1/0?prefix=p:"),
+        ("redis://:Pa/ss99secret@127.0.0.1:1/0", "redis://:***@127.0.0.1:1/0"),
+        ("redis://u/x:Pa@ss99secret@127.0.0.1:1/0", "redis://***@127.0.0.1:1/0"),
     ],
 )
 def test_mask_url(url, shown):

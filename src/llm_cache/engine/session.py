@@ -45,7 +45,7 @@ def open_settings_store(settings: Settings) -> Store:
     """The store the settings name: a store URL, else the file store at the cassette dir."""
     store = (
         FileStore(settings.cassette_dir) if settings.store_url is None
-        else open_store(settings.store_url, settings.root, settings.ttl)
+        else open_store(settings.store_url, settings.root, settings.ttl, setting=settings.store_setting)
     )
     if isinstance(store, FileStore):
         store.write_copies = settings.parsed_copies

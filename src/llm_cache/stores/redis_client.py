@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import ConfigError, StoreUnavailable
 from ..redact import mask_url
-from .redis_url import RedisURL
+from .redis_url import UNPARSED, RedisURL
 
 __all__ = ["INSTALL_HINT", "connect", "connect_async", "describe", "import_redis", "is_cluster", "reach"]
 
@@ -80,6 +80,7 @@ def connect(parsed: RedisURL, setting: str) -> Any:
     timeouts = {"socket_connect_timeout": parsed.timeout, "socket_timeout": parsed.timeout,
                 "decode_responses": False}
     try:
+        _check_parameters(redis, parsed.target)
         if not parsed.cluster:
             # one quick retry of a dropped connection (a pooled socket the server closed);
             # none of a timeout, and no backoff: a server that does not answer fails in `timeout`
@@ -92,8 +93,29 @@ def connect(parsed: RedisURL, setting: str) -> Any:
             retry=Retry(NoBackoff(), CLUSTER_RETRIES),
             **timeouts,
         )
-    except ValueError as exc:
-        raise ConfigError(setting=setting, value=parsed.masked, expected=f"a Redis URL ({exc})") from None
+    except (ValueError, TypeError, redis.exceptions.RedisError) as exc:
+        raise ConfigError(setting=setting, value=parsed.masked, expected=_expected(exc, parsed.url)) from None
+
+
+def _check_parameters(redis: Any, target: str) -> None:
+    """Build, without connecting, the connection redis-py would make for ``target``: a query
+    parameter it does not take (``?bogus=1``) or a bad value (``ssl_cert_reqs=maybe``) fails
+    here, as the setting's error, instead of as a TypeError at the first command. A
+    cluster's nodes take the same parameters."""
+    pool = redis.ConnectionPool.from_url(target)
+    pool.connection_class(**pool.connection_kwargs)  # no socket is opened before connect()
+
+
+def _expected(exc: Exception, url: str) -> str:
+    """What the setting must be, with redis-py's reason; never a piece of a password it
+    misread (``redis://:Pa#ss@host`` reads as port "Pa"): a URL with a userinfo gets the
+    form and the fix instead of redis-py's words."""
+    if isinstance(exc, TypeError):
+        name = str(exc).rpartition("argument ")[2].strip("'\" ")
+        return f"a Redis URL whose query parameters redis-py takes (it does not take {name!r})"
+    if "@" in url:
+        return UNPARSED
+    return f"a Redis URL ({exc})"
 
 
 def connect_async(parsed: RedisURL) -> Any:

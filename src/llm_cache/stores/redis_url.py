@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from ..errors import ConfigError
 from ..redact import mask_url
 
-__all__ = ["CLUSTER_SCHEMES", "DEFAULT_PREFIX", "DEFAULT_TIMEOUT", "SCHEMES", "RedisURL", "parse_store_url"]
+__all__ = ["CLUSTER_SCHEMES", "DEFAULT_PREFIX", "DEFAULT_TIMEOUT", "SCHEMES", "UNPARSED", "RedisURL", "parse_store_url"]
 
 DEFAULT_PREFIX = "llm-cache:"
 DEFAULT_TIMEOUT = 2.0
@@ -60,13 +60,23 @@ class RedisURL:
         return mask_url(self.url)
 
 
+# The form of a Redis URL, for one that does not parse around its userinfo.
+UNPARSED = ("a Redis URL, redis://[[user]:password@]host[:port][/db][?param=value...] "
+            "(it does not parse: percent-encode '#', '?', '/' and '@' in a password, as %23 %3F %2F %40)")
+
+
 def parse_store_url(url: str, setting: str = "--llm-cache-store") -> RedisURL:
     """``url`` read; a ConfigError naming ``setting`` when it does not parse or a parameter is wrong."""
     try:
         parts = urlsplit(url)
         pairs = parse_qsl(parts.query, keep_blank_values=True)
     except ValueError as exc:  # redis://[::1/0: an unclosed IPv6 host
-        raise ConfigError(setting=setting, value=mask_url(url), expected=f"a Redis URL ({exc})") from None
+        reason = UNPARSED if "@" in url else f"a Redis URL ({exc})"  # its words could quote a password
+        raise ConfigError(setting=setting, value=mask_url(url), expected=reason) from None
+    if "@" in url.partition("://")[2] and "@" not in parts.netloc:
+        # a password's unencoded '#', '?' or '/' ended the host early: what follows is not
+        # the path or the query it seems, and each would show a piece of the password
+        raise ConfigError(setting=setting, value=mask_url(url), expected=UNPARSED)
     ours = {name: value for name, value in pairs if name in _OUR_PARAMS}
     rest = [(name, value) for name, value in pairs if name not in _OUR_PARAMS]
     named = f"{setting} {mask_url(url)}"
@@ -85,6 +95,9 @@ def parse_store_url(url: str, setting: str = "--llm-cache-store") -> RedisURL:
         raise ConfigError(setting=named, value=ours["asyncio"], expected="asyncio= auto, yes or no")
     scheme = parts.scheme.lower()
     if scheme not in CLUSTER_SCHEMES:
+        db = parts.path.strip("/")
+        if scheme != "unix" and db and not db.isdigit():  # redis-py would quietly take database 0
+            raise ConfigError(setting=named, value=parts.path, expected="/DB, a database number, after host:port")
         awaited = aio in _YES or (aio == "auto" and scheme != "unix" and not _local(parts.hostname))
         target = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(rest), parts.fragment))
         return RedisURL(url, prefix, timeout, grace, target, asyncio=awaited)
