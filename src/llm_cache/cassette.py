@@ -80,8 +80,27 @@ def _yaml() -> tuple[Any, type[Any], type[Any]]:
     use: a replay served from parsed copies never needs them."""
     import yaml
 
-    loader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    safe: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     base: type[Any] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+    class Loader(safe):  # type: ignore[misc]
+        """The safe loader, holding only what JSON holds: a timestamp stays the text it is
+        (``recorded_at`` parses it; in a body, where JSON has no dates, it is a string);
+        ``!!binary`` and ``!!set``, which no body can replay, are refused."""
+
+    def as_text(loader: Any, node: Any) -> Any:
+        return loader.construct_scalar(node)
+
+    def refuse(loader: Any, node: Any) -> Any:
+        kind = node.tag.rpartition(":")[2]
+        raise yaml.constructor.ConstructorError(
+            None, None, f"a !!{kind} value, which a cassette cannot hold (only what JSON holds)", node.start_mark
+        )
+
+    Loader.add_constructor("tag:yaml.org,2002:timestamp", as_text)
+    for tag in ("binary", "set"):
+        Loader.add_constructor(f"tag:yaml.org,2002:{tag}", refuse)
+    loader: type[Any] = Loader
 
     class Dumper(base):  # type: ignore[misc]
         """Safe dumper writing multi-line strings (SSE events) as literal blocks."""
@@ -152,6 +171,10 @@ def load_doc(text: str | bytes, path: str) -> Any:
     yaml, loader, _ = _yaml()
     try:
         doc = yaml.load(text, Loader=loader)  # a safe loader, C or Python
+    except yaml.constructor.ConstructorError as exc:  # a tag it cannot hold: say which and where
+        mark = exc.problem_mark
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        raise _fail(path, f"not valid YAML: {exc.problem}{where}") from None
     except yaml.YAMLError as exc:
         raise _fail(path, f"not valid YAML: {str(exc).splitlines()[0]}") from None
     except (ValueError, TypeError, RecursionError, MemoryError) as exc:

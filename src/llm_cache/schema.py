@@ -206,7 +206,8 @@ def parse_entry(doc: Any, path: str, expected_key: str | None = None) -> Entry:
         or not set(rules) <= {"ignore_fields", "host", "sequence"}
         or not isinstance(rules.get("host", ""), str)
         or not isinstance(rules.get("sequence", 1), int)
-        or not all(isinstance(f, str) for f in rules.get("ignore_fields", []) or [])
+        or not isinstance(rules.get("ignore_fields") or [], list)
+        or not all(isinstance(f, str) for f in rules.get("ignore_fields") or [])
     ):
         raise _fail(path, "key_rules may hold ignore_fields (a list of strings), host (a string) and sequence (a number)")
     texts = {}

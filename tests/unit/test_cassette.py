@@ -170,6 +170,10 @@ def _mutated(path: str, value):
         (_mutated("recorded_at", "yesterday"), "recorded_at is not an ISO 8601 time"),
         (_mutated("usage", {"input_tokens": "12"}), "usage must map token kinds to integers"),
         (_mutated("request.query", [["a"]]), "request.query must be a list of [name, value] pairs"),
+        # hand edits with what JSON cannot hold: a CassetteError, not a TypeError at replay
+        (_mutated("response.json", {"ok": b"hello"}), "not valid YAML: a !!binary value, which a cassette cannot hold"),
+        (_mutated("response.json", {"ok": {1, 2}}), "not valid YAML: a !!set value, which a cassette cannot hold"),
+        (_mutated("key_rules", {"ignore_fields": 5}), "key_rules may hold ignore_fields (a list of strings)"),
     ],
 )
 def test_load_errors_name_path_and_reason(text, reason):
@@ -178,6 +182,22 @@ def test_load_errors_name_path_and_reason(text, reason):
     assert info.value.path == "cassettes/m/abc.yaml"
     assert reason in info.value.reason
     assert "cassettes/m/abc.yaml" in str(info.value) and reason in str(info.value)
+
+
+def test_a_hand_written_date_in_a_body_is_the_text_it_reads_as():
+    """JSON has no dates: ``created: 2024-01-01`` typed into a cassette replays as the string
+    "2024-01-01" (a date object failed every replay with a TypeError); an unquoted
+    ``recorded_at`` still reads as its time."""
+    import datetime as dt
+
+    text = dump_entry(make_entry(Body("json", {"created": 1}))).replace("created: 1", "created: 2024-01-01")
+    text = "\n".join(
+        "recorded_at: 2026-01-02 03:04:05" if line.startswith("recorded_at:") else line for line in text.splitlines()
+    )
+    entry = load_entry(text, "c.yaml")
+    assert entry.response_body.value == {"created": "2024-01-01"}
+    assert entry.response_body.to_bytes() == b'{"created":"2024-01-01"}'
+    assert entry.recorded_at == dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
 
 
 def test_bad_base64_is_refused():
