@@ -241,6 +241,8 @@ def test_prune_unused_in_a_report_that_cannot_tell_or_is_not_one(subject: Subjec
         out = run("prune", "--unused-in", str(bad), *subject.args)
         assert out.returncode == 2, out.stderr
         assert "--unused-in must be a JSON report written by --llm-cache-report" in out.stderr
+    folder = run("prune", "--unused-in", str(tmp_path), *subject.args)
+    assert folder.returncode == 2 and f"{tmp_path} is a directory" in folder.stderr, folder.stderr
     missing = run("prune", "--unused-in", str(tmp_path / "nope.json"), *subject.args)
     assert missing.returncode == 1 and "no report at" in missing.stderr
     assert len(subject.keys()) == 6

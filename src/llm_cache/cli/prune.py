@@ -58,6 +58,8 @@ def read_unused(name: str) -> list[Listed]:
     A report that could not tell (``unused`` null) is a Problem saying why; a file that is
     not such a report is a UsageError naming the form."""
     path = Path(name)
+    if path.is_dir():  # read, it is IsADirectoryError here and PermissionError on Windows
+        raise UsageError(f"--unused-in must be {REPORT_FORM}; {path} is a directory")
     try:
         text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
