@@ -142,6 +142,43 @@ def test_replay_of_an_answer_not_kept_says_why_and_the_setting_that_keeps_it(pro
     other.stdout.fnmatch_lines(["*fix: record it with --llm-cache=record*"])
 
 
+CLOSED_EARLY = """
+def test_first_chunk_only(client, llm_cache):
+    stream = client.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "a long answer please in many words"}], stream=True)
+    for chunk in stream:
+        break
+    stream.close()
+
+def test_not_stored_on_request(client, llm_cache):
+    client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "just this once"}],
+                                   extra_headers={"x-llm-cache": "no-store"})
+"""
+
+
+def test_a_stream_closed_early_or_a_no_store_answer_is_counted_and_its_miss_says_why(project: Project) -> None:
+    """Recording them again would never help: the record run counts and says the closed
+    stream, and replay's miss of either says why it was not kept, not "record it"."""
+    project.pytester.makepyfile(test_early=CLOSED_EARLY)
+    recorded = project.run("--llm-cache=record")
+    recorded.assert_outcomes(passed=2, warnings=1)
+    assert project.files() == []
+    recorded.stdout.fnmatch_lines([
+        "*NotStoredWarning: not storing *.yaml: the stream was closed before its provider's last event*",
+        "not stored: 2 (closed early 1, no-store 1)",
+    ])
+    missed = project.run()
+    missed.assert_outcomes(failed=2)
+    missed.stdout.fnmatch_lines([
+        "*recorded, not kept: the stream was closed before its provider's last event: it would replay cut short",
+        "*fix: keep such answers with the stream read to its end while recording *, then record it with --llm-cache=record*",
+    ])
+    missed.stdout.fnmatch_lines([
+        "*recorded, not kept: the request asked not to store its answer (x-llm-cache: no-store)",
+        "*fix: keep such answers with no-store left out of this request where it must replay, then record it*",
+    ])
+
+
 def test_keeping_them_is_configurable(project: Project) -> None:
     project.pytester.makepyfile(test_notkept=NOT_KEPT)
     project.pytester.makeini("[pytest]\nllm_cache_record_empty = true\nllm_cache_record_truncated = true\n")

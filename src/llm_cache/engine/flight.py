@@ -170,6 +170,9 @@ class Flight:
         if recording is not None and recording.keepable():
             recording.end()
         else:
+            if recording is not None and not recording.over:
+                recording.over = True
+                self.closed_early()
             self.abandon()
 
     async def asettle(self) -> None:
@@ -178,7 +181,18 @@ class Flight:
         if recording is not None and recording.keepable():
             await recording.aend()
         else:
+            if recording is not None and not recording.over:
+                recording.over = True
+                self.closed_early()
             await self.aabandon()
+
+    def closed_early(self) -> None:
+        """Its caller closed (or let go of) the stream before the provider's last event: not
+        kept, counted ``closed early`` and said, so that replay's miss does not say "record it"."""
+        if self.forwards and not self.controls.no_store and not self._finished:
+            from .record import closed_early
+
+            closed_early(self)
 
     def record(
         self, status: int, headers: Sequence[tuple[str, str]], body: bytes,
@@ -232,6 +246,9 @@ class Flight:
         if self.forwards and self.controls.no_store:
             assert self.rk is not None
             self.scope.session.stats.not_stored(self.scope.stats, "no-store", self.rk.model_version)
+            from .record import remember_no_store
+
+            remember_no_store(self)
         elif self.forwards:
             from .record import keep
 
@@ -339,6 +356,7 @@ class Recording:
         """The caller closed the stream; True when the adapter should drain it and call ``end``."""
         drain = self._drain_on_close()
         if drain is False:
+            self.flight.closed_early()
             self.flight.abandon()
         return bool(drain)
 
@@ -347,6 +365,7 @@ class Recording:
         back by an await when nothing is kept."""
         drain = self._drain_on_close()
         if drain is False:
+            self.flight.closed_early()
             await self.flight.aabandon()
         return bool(drain)
 

@@ -89,6 +89,26 @@ _REFUSED = {
 }
 
 
+CLOSED_EARLY = "the stream was closed before its provider's last event: it would replay cut short"
+
+
+def closed_early(flight: Flight) -> None:
+    """A stream its caller closed, or let go of, before its provider's last event: counted
+    ``closed early``, said, and remembered for replay's miss (see ``Recording.closed``)."""
+    assert flight.rk is not None
+    scope = flight.scope
+    scope.session.stats.not_stored(scope.stats, "closed early", flight.rk.model_version)
+    _refused(flight, CLOSED_EARLY, "the stream read to its end while recording (replay hands it over event "
+                                   "by event: the code under test can still stop early)")
+
+
+def remember_no_store(flight: Flight) -> None:
+    """An answer its request asked not to keep: no warning (it was asked for), but replay's
+    miss of it says so instead of "record it"."""
+    _note(flight, "the request asked not to store its answer (x-llm-cache: no-store)",
+          "no-store left out of this request where it must replay")
+
+
 def _refused(flight: Flight, why: str, keep: str) -> None:
     """Say why an answer is not kept, and the setting that keeps such answers: replay would
     otherwise miss it with no word of why recording did not help."""
