@@ -13,6 +13,9 @@ def test_probe(llm_cache, save):
 @pytest.mark.llm_cache(mode="refresh")
 def test_marked(llm_cache, save):
     save("marked_mode", llm_cache.mode.value)
+@pytest.mark.llm_cache(mode="off")
+def test_off(llm_cache, save):
+    save("off_mode", llm_cache.mode.value)
 """
 
 
@@ -34,8 +37,21 @@ def test_mode_precedence(
         project.pytester.makeini(f"[pytest]\nllm_cache_mode = {ini}\n")
     if env:
         monkeypatch.setenv("LLM_CACHE_MODE", env)
-    project.run(*([f"--llm-cache={cli}"] if cli else [])).assert_outcomes(passed=2)
+    project.run(*([f"--llm-cache={cli}"] if cli else [])).assert_outcomes(passed=3)
     assert (project.result("mode"), project.result("marked_mode")) == (plain, marked)
+    # but a marker's off is never overridden: the test said its calls are not the cache's
+    assert project.result("off_mode") == "off"
+
+
+def test_a_test_marked_off_is_neither_recorded_nor_replayed_whatever_the_command_line(project: Project) -> None:
+    project.pytester.makepyfile(test_live=(
+        "import pytest\nfrom conftest import chat\n"
+        "@pytest.mark.llm_cache(mode='off')\ndef test_live(client, llm_cache):\n    chat(client, 'always live')\n"
+    ))
+    for mode in ("record", "refresh", "replay"):
+        project.run(f"--llm-cache={mode}").assert_outcomes(passed=1)
+    assert project.files() == []
+    assert project.server.count() == 3  # each run went to the API
 
 
 def test_cassette_dir_from_option_and_ini(project: Project) -> None:

@@ -107,7 +107,8 @@ class CacheSession(KeyLocks):
 
         s = self.settings
         # Mode: command line > marker > environment > ini > default (see settings.resolve).
-        effective_mode = s.mode if (s.mode_from_cli or mode is None) else mode
+        # a marker's off wins over everything: the test said its calls are not the cache's
+        effective_mode = s.mode if mode is None or (s.mode_from_cli and mode is not Mode.OFF) else mode
         # TTL: marker > command line > ini > default.
         effective_ttl = s.ttl if ttl is ... else ttl
         rules = s.rules
