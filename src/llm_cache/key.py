@@ -48,6 +48,7 @@ __all__ = [
     "RequestKey",
     "canonical_body",
     "flatten",
+    "is_urlencoded",
     "make_key",
     "model_in_path",
     "plain_body",
@@ -203,12 +204,17 @@ def _content_type(headers: Mapping[str, Any]) -> str | None:
     return _header(headers, "content-type")
 
 
+def is_urlencoded(content_type: str | None) -> bool:
+    """Whether a body of ``content_type`` is an ``application/x-www-form-urlencoded`` form."""
+    return "x-www-form-urlencoded" in (content_type or "").lower()
+
+
 def _form_fields(raw: bytes, headers: Mapping[str, Any]) -> tuple[tuple[str, str], ...] | None:
     """An ``application/x-www-form-urlencoded`` body's fields, sorted, without its credentials
     (``SECRET_QUERY_PARAMS``, as in a query): an OAuth token request keyed without its
     ``client_secret``, so that it replays for whoever holds another. None for any other body,
     and for a form with no credential field, keyed by its bytes as it always was."""
-    if "x-www-form-urlencoded" not in (_content_type(headers) or "").lower():
+    if not is_urlencoded(_content_type(headers)):
         return None
     try:
         pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True)

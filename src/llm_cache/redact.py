@@ -214,9 +214,14 @@ def _pair_credentials(encoded: str) -> Iterator[str]:
     ``application/x-www-form-urlencoded`` body, as sent and decoded."""
     for pair in encoded.split("&"):
         name, _, item = pair.partition("=")
-        if item and unquote(name.replace("+", " ")).lower() in SECRET_QUERY_PARAMS:
+        if item and _credential_field(name):
             yield item
             yield unquote(item.replace("+", " "))
+
+
+def _credential_field(name: str) -> bool:
+    """Whether a query or form field named ``name`` (as sent, percent-encoded) holds a credential."""
+    return unquote(name.replace("+", " ")).lower() in SECRET_QUERY_PARAMS
 
 
 def redact_form(encoded: str) -> str:
@@ -225,7 +230,7 @@ def redact_form(encoded: str) -> str:
     out = []
     for pair in encoded.split("&"):
         name, sep, item = pair.partition("=")
-        if item and unquote(name.replace("+", " ")).lower() in SECRET_QUERY_PARAMS:
+        if item and _credential_field(name):
             pair = f"{name}{sep}{REDACTED}"
         out.append(pair)
     return "&".join(out)

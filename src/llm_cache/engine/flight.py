@@ -170,9 +170,7 @@ class Flight:
         if recording is not None and recording.keepable():
             recording.end()
         else:
-            if recording is not None and not recording.over:
-                recording.over = True
-                self.closed_early()
+            self._let_go(recording)
             self.abandon()
 
     async def asettle(self) -> None:
@@ -181,10 +179,15 @@ class Flight:
         if recording is not None and recording.keepable():
             await recording.aend()
         else:
-            if recording is not None and not recording.over:
-                recording.over = True
-                self.closed_early()
+            self._let_go(recording)
             await self.aabandon()
+
+    def _let_go(self, recording: Recording | None) -> None:
+        """A stream still open at its scope's end, or let go unclosed, and not keepable: over,
+        and said as closed early."""
+        if recording is not None and not recording.over:
+            recording.over = True
+            self.closed_early()
 
     def closed_early(self) -> None:
         """Its caller closed (or let go of) the stream before the provider's last event: not

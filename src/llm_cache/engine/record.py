@@ -20,7 +20,7 @@ from ..body import STREAM_KINDS, Body, encode_body, encode_request_body
 from ..cassette import Entry, dump_entry
 from ..encoding import UndecodableBody, decode_content
 from ..errors import CassetteError, NotStoredWarning
-from ..key import plain_body
+from ..key import is_urlencoded, plain_body
 from ..llm import completion_text, read_response, refusal_reason
 from ..modes import Action
 from ..providers import stream_complete
@@ -277,7 +277,7 @@ def _entry(
     # stored as the API read it: the Content-Encoding undone (and not kept among the headers)
     plain = plain_body(request.body or b"", request_headers)
     form = ""
-    if "x-www-form-urlencoded" in request_headers.get("content-type", "").lower():
+    if is_urlencoded(request_headers.get("content-type")):
         form = plain.decode("utf-8", "replace")
         plain = redact_form(form).encode("utf-8")  # its credential fields, however short
     request_body = encode_request_body(plain, request_headers.get("content-type"))
