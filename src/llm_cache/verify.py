@@ -41,13 +41,17 @@ class Note:
 def recompute_key(entry: Entry) -> str:
     """The key of the request stored in ``entry``, under the rules it was recorded with."""
     rules_doc = entry.key_rules or {}
+    label, namespace = entry.model_version, None
+    if label != entry.model and not label.startswith(entry.model + "@") and "+" in label:
+        namespace, _, label = label.partition("+")  # recorded in a namespace: "tenant+gpt-4o"
     pinned = None
-    if entry.model and entry.model_version.startswith(entry.model + "@"):
-        pinned = entry.model_version[len(entry.model) + 1 :]
+    if entry.model and label.startswith(entry.model + "@"):
+        pinned = label[len(entry.model) + 1 :]
     rules = KeyRules(
         ignore_fields=tuple(rules_doc.get("ignore_fields", ())),
         match_host="host" in rules_doc,
         pinned_version=pinned,
+        namespace=namespace,
     )
     host = rules_doc.get("host", "http://localhost")
     url = host + entry.path + ("?" + urlencode([(k, v) for k, v in entry.query]) if entry.query else "")

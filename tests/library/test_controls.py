@@ -18,6 +18,7 @@ import pytest
 
 from fakeapi import FakeLLMServer
 from llm_cache import LLMCache, LLMCacheWarning, carry
+from llm_cache.verify import check_file
 
 
 class Clock:
@@ -107,6 +108,10 @@ def test_namespaces_are_separate_caches_and_paths(fake_api: FakeLLMServer, tmp_p
     assert fake_api.count() == 3
     dirs = sorted(p.name for p in (tmp_path / "cassettes").iterdir() if not p.name.startswith("."))
     assert dirs == ["gpt-4o", "tenant-a+gpt-4o", "tenant-b+gpt-4o"]
+    # each holds the key of its request, its namespace included: verify finds them sound
+    files = sorted((tmp_path / "cassettes").rglob("*.yaml"))
+    assert len(files) == 3
+    assert [problem for path in files for problem in check_file(path)] == []
 
 
 @pytest.mark.parametrize("directive", ["no-cashe", "ttl=soon", "namespace=a/b", "namespace=", "no-cache=1"])
