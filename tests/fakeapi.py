@@ -805,6 +805,8 @@ PATTERN_ROUTES = {
     ("POST", r"/v1(?:beta)?/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent|batchEmbedContents)"):
         _Handler.ep_gemini,
     ("POST", r"/model/(?P<model>[^/]+)/(?P<action>converse|converse-stream|invoke)"): _Handler.ep_bedrock,
+    # a credential in the path, as chat-bot APIs take it (/bot<token>/sendMessage): echoed
+    ("GET", r"/v1/echo/[^?]*"): _Handler.ep_echo,
 }
 
 

@@ -42,7 +42,9 @@ __all__ = [
     "RESPONSE_HEADERS",
     "SECRET_PATTERNS",
     "SecretFinding",
+    "base64_forms",
     "environment_secrets",
+    "field_credential",
     "find_entry_secrets",
     "find_secrets",
     "keep_headers",
@@ -179,6 +181,17 @@ def _forms(item: str) -> tuple[str, ...]:
     return (item, quote(item, safe=""), quote_plus(item), json.dumps(item)[1:-1])
 
 
+def base64_forms(values: Iterable[str]) -> set[str]:
+    """Each of ``values`` as base64 would show it (standard and URL-safe, without padding):
+    a credential pasted encoded into a prompt or a body is redacted as the credential is."""
+    found = set()
+    for value in values:
+        encoded = value.encode("utf-8")
+        for b64 in (base64.b64encode(encoded), base64.urlsafe_b64encode(encoded)):
+            found.add(b64.decode("ascii").rstrip("="))
+    return found
+
+
 def _header_credentials(name: str, value: str) -> Iterator[str]:
     lower = name.lower()
     if lower in REQUEST_HEADERS or lower in _PROTOCOL_HEADERS or lower.startswith(_PROTOCOL_PREFIXES):
@@ -210,18 +223,31 @@ def _url_credentials(url: str) -> Iterator[str]:
 
 
 def _pair_credentials(encoded: str) -> Iterator[str]:
-    """The values of credential fields (``SECRET_QUERY_PARAMS``) of a query string or an
-    ``application/x-www-form-urlencoded`` body, as sent and decoded."""
+    """The credentials among the fields of a query string or an
+    ``application/x-www-form-urlencoded`` body (``field_credential``), as sent and decoded."""
     for pair in encoded.split("&"):
         name, _, item = pair.partition("=")
-        if item and _credential_field(name):
-            yield item
-            yield unquote(item.replace("+", " "))
+        if item:
+            value = unquote(item.replace("+", " "))
+            if field_credential(unquote(name.replace("+", " ")), value):
+                yield item
+                yield value
 
 
 def _credential_field(name: str) -> bool:
     """Whether a query or form field named ``name`` (as sent, percent-encoded) holds a credential."""
     return unquote(name.replace("+", " ")).lower() in SECRET_QUERY_PARAMS
+
+
+def field_credential(name: str, value: str) -> bool:
+    """Whether a query, form or multipart field (``name`` and ``value`` decoded) carries a
+    credential: any value of a credential field (``SECRET_QUERY_PARAMS``: ``api_key``,
+    ``client_secret``), and a value that could be a secret in a field named as a credential
+    header would be (``subscription-key``, ``x-api-key``, ``access-token``, ``auth``)."""
+    lower = name.lower()
+    if lower in SECRET_QUERY_PARAMS:
+        return True
+    return bool(_CREDENTIAL_NAME.search(lower)) and plausible_secret(value, MIN_SECRET_LENGTH)
 
 
 def redact_form(encoded: str) -> str:
@@ -236,11 +262,14 @@ def redact_form(encoded: str) -> str:
     return "&".join(out)
 
 
-def request_credentials(headers: Mapping[str, Any] = {}, url: str = "", form: str = "") -> set[str]:
+def request_credentials(
+    headers: Mapping[str, Any] = {}, url: str = "", form: str = "", fields: Iterable[tuple[str, str]] = ()
+) -> set[str]:
     """Every credential a request carried, of 8 characters or more, in the forms an answer
     could echo it: raw, percent-encoded and JSON-escaped. ``form``: its body, when that is
     an ``application/x-www-form-urlencoded`` form (an OAuth token request's
-    ``client_secret``, ``password``, ``refresh_token``)."""
+    ``client_secret``, ``password``, ``refresh_token``); ``fields``: the text fields of a
+    ``multipart/form-data`` body, as (name, value)."""
     found: set[str] = set()
     for name, value in headers.items():
         values = value if isinstance(value, (list, tuple)) else [value]
@@ -248,6 +277,7 @@ def request_credentials(headers: Mapping[str, Any] = {}, url: str = "", form: st
             found.update(_header_secrets(_text(name), _text(item)))
     found.update(_url_credentials(url))
     found.update(_pair_credentials(form))
+    found.update(value for name, value in fields if field_credential(name, value))
     forms: set[str] = set()
     for item in found:
         if len(item) >= MIN_SECRET_LENGTH:
@@ -315,10 +345,9 @@ def mask_url(url: str) -> str:
     query = parts.query
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
-        if any(name.lower() in _URL_SECRET_PARAMS for name, _ in pairs):
-            query = urlencode(
-                [(n, "***" if n.lower() in _URL_SECRET_PARAMS else v) for n, v in pairs], safe="*:/"
-            )
+        hidden = [n.lower() in _URL_SECRET_PARAMS or field_credential(n, v) for n, v in pairs]
+        if any(hidden):
+            query = urlencode([(n, "***" if h else v) for (n, v), h in zip(pairs, hidden)], safe="*:/")
     if netloc == parts.netloc and query == parts.query:
         return url
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
@@ -403,12 +432,19 @@ def find_secrets(text: str, allow: Iterable[str] = (), body: str = "") -> list[S
 
 
 def _binary_bodies(entry: Entry) -> Iterator[tuple[str, bytes]]:
+    """The bodies that the YAML's text does not show as they are: base64 ones, and ones with
+    NUL bytes (UTF-16 or UTF-32 text, whose ASCII reads as itself once its NULs are dropped)."""
     for side, body in (("request", entry.request_body), ("response", entry.response_body)):
-        if body.kind == "base64":
-            try:
-                yield f"base64 {side} body", body.to_bytes()
-            except (binascii.Error, ValueError):
-                continue
+        if body.kind in ("json", "multipart"):  # JSON escapes a NUL; a form is described
+            continue
+        try:
+            raw = entry.response_bytes() if side == "response" else body.to_bytes()
+        except (binascii.Error, ValueError):
+            continue
+        if b"\x00" in raw:  # an ASCII secret has none: dropping them joins only what UTF-16 split
+            yield f"{body.kind} {side} body", raw.replace(b"\x00", b"")
+        elif body.kind == "base64":
+            yield f"base64 {side} body", raw
 
 
 def find_entry_secrets(

@@ -41,8 +41,8 @@ class Note:
 def recompute_key(entry: Entry) -> str:
     """The key of the request stored in ``entry``, under the rules it was recorded with."""
     rules_doc = entry.key_rules or {}
-    label, namespace = entry.model_version, None
-    if label != entry.model and not label.startswith(entry.model + "@") and "+" in label:
+    label, namespace, model = entry.model_version, None, entry.model or ""
+    if label != model and not label.startswith(model + "@") and "+" in label:
         namespace, _, label = label.partition("+")  # recorded in a namespace: "tenant+gpt-4o"
     pinned = None
     if entry.model and label.startswith(entry.model + "@"):
@@ -90,7 +90,7 @@ def examine_data(
     problems = []
     actual = recompute_key(entry)
     if actual != entry.key:
-        if REDACTED.encode() in entry.request_body.to_bytes() or any(
+        if REDACTED.encode() in entry.request_body.to_bytes() or REDACTED in entry.path or any(
                 REDACTED in str(v) for v in (*entry.request_headers.values(), *(v for _, v in entry.query))):
             # the cache wrote it so: a secret in the request was replaced before the file was
             # written, so the request kept cannot give the key of the one sent. Said, not a problem.

@@ -312,6 +312,94 @@ def test_secrets_in_compressed_and_form_request_bodies_never_reach_a_cassette(
     assert project.result("gzip") == "echo: key <redacted>"
 
 
+# -- query values, multipart fields, UTF-16 and base64 ----------------------------------------
+
+# A token the environment rule reads (..._TOKEN), sent where no header rule looks: a query
+# value of an ordinary parameter, the URL path (as chat-bot APIs take it), base64-encoded in
+# a prompt; credentials in query parameters and form fields named as a header holding one
+# would be; a shaped key in a UTF-16 body.
+PATH_TOKEN = "Wq8Zt3Lm6Xv1Np9Rk4Hs7Bd2"
+FIELD_SECRETS = {
+    "subscription-key": "zq9Xv2Lm4Np7Rt1Wy8Kb",
+    "x-api-key": "Rk4Hs7Bd2Wq8Zt3Lm6Xv",
+    "api_token": "Lm6Xv1Np9Rk4Hs7Bd2Wq",
+    "access-token": "Np9Rk4Hs7Bd2Wq8Zt3Lm",
+    "auth": "Hs7Bd2Wq8Zt3Lm6Xv1Np",
+}
+FORM_SECRETS = {"password": "zq9Xv2Lm4Np7Rt1Wy8KbMPPW", "client_secret": "cs_zq9Xv2Lm4Np7Rt1Wy8", "api_key": "ak-12"}
+UTF16_KEY = "sk-proj-Utf16Encoded0123456789abcdefABCD"
+
+FIELD_TESTS = """
+import base64, json, os, httpx2, requests
+E = os.environ
+URL = E["FAKE_LLM_URL"]
+FIELDS = json.loads(E["S_FIELDS"])
+FORM = json.loads(E["S_FORM"])
+
+def test_query_value(llm_cache, save):
+    save("query", httpx2.get(URL + "/v1/echo", params={"q": E["S_PATH_TOKEN"], "page": "2"}).json()["target"])
+
+def test_named_query_fields(llm_cache, save):
+    save("named", httpx2.get(URL + "/v1/echo", params={**FIELDS, "max_tokens": "1024"}).json()["target"])
+
+def test_path(llm_cache, save):
+    save("path", httpx2.get(URL + "/v1/echo/bot" + E["S_PATH_TOKEN"] + "/send").status_code)
+
+def test_base64_in_a_prompt(llm_cache, save):
+    cred = base64.b64encode(E["S_PATH_TOKEN"].encode()).decode()
+    r = httpx2.post(URL + "/v1/chat/completions", json={"model": "gpt-4o", "messages": [{"role": "user", "content": "cred " + cred}]})
+    save("b64", r.json()["choices"][0]["message"]["content"])
+
+def test_multipart(llm_cache, save):
+    r = requests.post(URL + "/v1/echo", data={"purpose": "batch", **FORM},
+                      files={"file": ("b.jsonl", b'{"b":1}\\n', "application/jsonl")})
+    save("multipart", r.json()["body"])
+
+def test_utf16(llm_cache, save):
+    body = json.dumps({"model": "gpt-4o", "prompt": "my key is " + E["S_UTF16_KEY"]}).encode("utf-16")
+    r = httpx2.post(URL + "/v1/echo", content=body, headers={"content-type": "text/plain; charset=utf-16"})
+    save("utf16", r.status_code)
+"""
+
+
+def test_secrets_in_query_values_paths_forms_and_other_encodings_never_reach_a_cassette(
+    project: Project, carried: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("S_PATH_TOKEN", PATH_TOKEN)  # a *_TOKEN variable: the environment rule's
+    monkeypatch.setenv("S_FIELDS", json.dumps(FIELD_SECRETS))
+    monkeypatch.setenv("S_FORM", json.dumps(FORM_SECRETS))
+    monkeypatch.setenv("S_UTF16_KEY", UTF16_KEY)
+    project.pytester.makepyfile(test_fields=FIELD_TESTS)
+    result = project.run("--llm-cache=record", "-W", "ignore::llm_cache.NotStoredWarning")
+    result.assert_outcomes(passed=6)
+    # the server read them (otherwise there would be nothing to find)
+    assert PATH_TOKEN in project.result("query")
+    assert all(v in project.result("named") for v in FIELD_SECRETS.values())
+    assert all(v in project.result("multipart") for v in FORM_SECRETS.values())
+    secrets = [PATH_TOKEN, UTF16_KEY, *FIELD_SECRETS.values(), *FORM_SECRETS.values()]
+    text = written(project, output(result))
+    assert hits(text, secrets) == []
+    # nor in UTF-16, NUL bytes between the letters
+    assert [s for s in secrets if s.encode("utf-16-le") in text.encode("latin-1")] == []
+    docs = [yaml.safe_load(p.read_text()) for p in project.files()]
+    # what could be kept was kept, redacted; the UTF-16 body's answer was not stored
+    assert len(docs) == 5
+    named = next(d for d in docs if any(k == "max_tokens" for k, _ in d["request"].get("query") or []))
+    assert dict(map(tuple, named["request"]["query"])) == {
+        **dict.fromkeys(FIELD_SECRETS, REDACTED), "max_tokens": "1024"}
+    form = next(d for d in docs if d["request"].get("multipart"))
+    fields = {part["name"]: part.get("text") for part in form["request"]["multipart"]}
+    assert fields == {"purpose": "batch", **dict.fromkeys(FORM_SECRETS, REDACTED), "file": None}
+    assert "not stored" in output(result)
+    assert cli.main(["verify", "--dir", str(project.cassettes)]) == 0
+    # and they replay, with another secret in the environment as on another machine
+    project.clear_results()
+    project.run("-k", "not utf16 and not query_value and not path and not base64").assert_outcomes(passed=2)
+    replayed = project.result("named")
+    assert REDACTED in replayed and "max_tokens=1024" in replayed and hits(replayed, secrets) == []
+    assert project.server.count() == 6  # nothing more reached it
+
+
 # -- userinfo ---------------------------------------------------------------------------------
 
 USERINFO_TESTS = """

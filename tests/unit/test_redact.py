@@ -18,6 +18,7 @@ from llm_cache.redact import (
     RESPONSE_HEADERS,
     SECRET_PATTERNS,
     environment_secrets,
+    field_credential,
     find_entry_secrets,
     find_secrets,
     keep_headers,
@@ -284,6 +285,9 @@ def test_userinfo_is_not_part_of_the_host():
         ("redis://u:Pa?ss99secret@127.0.0.1:1/0?prefix=p:", "redis://u:***@127.0.0.1:1/0?prefix=p:"),
         ("redis://:Pa/ss99secret@127.0.0.1:1/0", "redis://:***@127.0.0.1:1/0"),
         ("redis://u/x:Pa@ss99secret@127.0.0.1:1/0", "redis://***@127.0.0.1:1/0"),
+        # a parameter named as a credential header would be, when its value could be a secret
+        ("https://apim.example.test/v1?subscription-key=zq9Xv2Lm4Np7Rt1Wy8Kb&max_tokens=1024&page_token=2",
+         "https://apim.example.test/v1?subscription-key=***&max_tokens=1024&page_token=2"),
     ],
 )
 def test_mask_url(url, shown):
@@ -367,3 +371,21 @@ def test_a_pattern_replaced_or_added_gets_its_own_prefilter(monkeypatch: pytest.
     text = "a github_pat_" + "A1b2C3d4E5" * 3 + " and SK-" + "ABCDEFGHIJ" * 3 + " and xoxb-1234567890123"
     kinds = sorted(f.kind for f in find_secrets(text))
     assert kinds == ["github token", "no boundary", "shouting key"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "credential"),
+    [
+        ("api_key", "ak-1", True),  # a credential field: any value
+        ("Client_Secret", "x", True),
+        ("subscription-key", "zq9Xv2Lm4Np7Rt1Wy8Kb", True),  # named as one, and could be a secret
+        ("x-api-key", "Rk4Hs7Bd2Wq8Zt3Lm6Xv", True),
+        ("auth", "Hs7Bd2Wq8Zt3Lm6Xv1Np", True),
+        ("subscription-key", "short", False),  # too short to redact where an answer echoes it
+        ("sort_key", "created_at", False),  # ordinary words: redacting them would corrupt answers
+        ("max_tokens", "1024", False),
+        ("purpose", "zq9Xv2Lm4Np7Rt1Wy8Kb", False),  # not named as a credential
+    ],
+)
+def test_which_fields_carry_a_credential(name: str, value: str, credential: bool) -> None:
+    assert field_credential(name, value) is credential

@@ -20,13 +20,16 @@ from ..body import STREAM_KINDS, Body, encode_body, encode_request_body
 from ..cassette import Entry, dump_entry
 from ..encoding import UndecodableBody, decode_content
 from ..errors import CassetteError, NotStoredWarning
-from ..key import is_urlencoded, plain_body
+from ..key import SECRET_QUERY_PARAMS, is_urlencoded, plain_body
 from ..llm import completion_text, read_response, refusal_reason
 from ..modes import Action
 from ..providers import stream_complete
 from ..redact import (
+    MIN_SECRET_LENGTH,
+    REDACTED,
     REQUEST_HEADERS,
     RESPONSE_HEADERS,
+    base64_forms,
     environment_secrets,
     find_entry_secrets,
     keep_headers,
@@ -281,22 +284,28 @@ def _entry(
         form = plain.decode("utf-8", "replace")
         plain = redact_form(form).encode("utf-8")  # its credential fields, however short
     request_body = encode_request_body(plain, request_headers.get("content-type"))
+    fields: list[tuple[str, str]] = []
     if request_body.kind == "multipart":  # its random boundary would change on every recording
         request_headers["content-type"] = "multipart/form-data"
+        fields = [(str(p.get("name") or ""), p["text"]) for p in request_body.value if isinstance(p.get("text"), str)]
+        request_body = Body("multipart", [_redact_part(p) for p in request_body.value])
     info = read_response(body)
-    credentials = request_credentials(request_headers, request.url, form)
+    credentials = request_credentials(request_headers, request.url, form, fields)
     environ = environment_secrets()
-    secrets = sorted(credentials | environ, key=lambda v: (-len(v), v))  # longest first
+    # and as base64 would show them (pasted encoded into a prompt)
+    in_base64 = {v for v in base64_forms(credentials | environ) if len(v) >= MIN_SECRET_LENGTH}
+    secrets = sorted(credentials | environ | in_base64, key=lambda v: (-len(v), v))  # longest first
     known = dict.fromkeys(environ, "secret environment value")
     known.update(dict.fromkeys(credentials, "credential the request carried"))
+    known.update(dict.fromkeys(in_base64 - known.keys(), "secret value in base64"))
     entry = Entry(
         key=rk.key,
         recorded_at=scope.session.clock(),
         model=rk.model,
         model_version=rk.model_version,
         method=rk.method,
-        path=rk.path,
-        query=[list(p) for p in rk.query],
+        path=redact(rk.path, secrets),
+        query=redact([list(p) for p in rk.query], secrets),
         request_headers=redact(keep_headers(request_headers, REQUEST_HEADERS), secrets),
         request_body=_redact_body(request_body, secrets),
         status=status,
@@ -340,6 +349,15 @@ def _drift(flight: Flight, old: Entry, new: Entry) -> None:
 def _clip(text: str) -> str:
     """A drift's side as it is, up to MAX_DRIFT_TEXT characters."""
     return text if len(text) <= MAX_DRIFT_TEXT else text[: MAX_DRIFT_TEXT - 3] + "..."
+
+
+def _redact_part(part: dict[str, Any]) -> dict[str, Any]:
+    """A described multipart part with the text of a credential field (``SECRET_QUERY_PARAMS``,
+    as in a form) replaced, however short it is."""
+    text = part.get("text")
+    if isinstance(text, str) and text and str(part.get("name") or "").lower() in SECRET_QUERY_PARAMS:
+        return {**part, "text": REDACTED}
+    return part
 
 
 def _redact_body(body: Body, secrets: list[str]) -> Body:
