@@ -57,6 +57,7 @@ from typing import Any
 
 from .body import Body, encode_body, encode_request_body
 from .entry import FORMAT_VERSION, READABLE_FORMATS, Entry, _FlowList
+from .errors import OversizeCassette
 from .schema import _fail, parse_entry
 from .values import DEFAULT_MAX_CASSETTE_BYTES
 
@@ -249,7 +250,7 @@ def load_doc(text: str | bytes, path: str) -> Any:
     """A cassette's YAML document, parsed with the safe loader in bounded time and memory
     but not yet validated (``parse_entry`` does that); a failure is a CassetteError naming ``path``."""
     if len(text) > MAX_CASSETTE_BYTES:
-        raise _fail(path, f"it is {len(text)} bytes, more than the {MAX_CASSETTE_BYTES} a cassette may hold")
+        raise OversizeCassette(path=path, size=len(text), limit=MAX_CASSETTE_BYTES)
     yaml, loader, _ = _yaml()
     try:
         doc = _read_yaml(yaml, loader, text)  # a safe loader, C or Python

@@ -80,6 +80,24 @@ class CassetteError(LLMCacheError):
         )
 
 
+class OversizeCassette(CassetteError):
+    """A cassette larger than ``llm_cache_max_cassette_size`` allows: not corrupt, so never
+    moved aside, and not re-recorded (the same limit would refuse the new answer)."""
+
+    def __init__(self, *, path: str, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(path=path, reason=f"it is {size} bytes, more than the {limit} a cassette may hold")
+
+    def __str__(self) -> str:
+        return (
+            f"cassette {self.path} is {self.size} bytes, more than llm_cache_max_cassette_size "
+            f"allows ({self.limit} bytes); it is left as it is.\n"
+            "Raise the ini setting llm_cache_max_cassette_size (or -o llm_cache_max_cassette_size=SIZE) "
+            "above its size to read it."
+        )
+
+
 # What a failed write means (None: the system's words), and how to fix it, by errno.
 _CAUSES: dict[int, tuple[str | None, str]] = {
     errnos.ENOSPC: ("the disk is full", "free space on it, or point --llm-cache-dir at a disk that has some"),

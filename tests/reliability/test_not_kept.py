@@ -77,7 +77,20 @@ def test_the_raised_limit_is_the_loaders_too(project: Project) -> None:
     shutil.rmtree(project.cassettes / ".llm-cache", ignore_errors=True)
     result = project.run()
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(["*is unusable: it is * bytes, more than the 8192 *"])
+    result.stdout.fnmatch_lines([
+        "*cassette * is * bytes, more than llm_cache_max_cassette_size allows (8192 bytes); it is left as it is.",
+        "*Raise the ini setting llm_cache_max_cassette_size (or -o llm_cache_max_cassette_size=SIZE) above its size to read it.",
+    ])
+    assert _calls(project) == calls
+    # it is sound, not corrupt: record neither moves it aside nor records it again (the same
+    # limit would refuse the new answer, and nothing would be left)
+    before = {p: p.read_bytes() for p in project.files()}
+    result = project.run("--llm-cache=record")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*more than llm_cache_max_cassette_size allows (8192 bytes); it is left as it is."])
+    assert "corrupt" not in result.stdout.str()
+    assert {p: p.read_bytes() for p in project.files()} == before
+    assert not list(project.cassettes.rglob("*.corrupt"))
     assert _calls(project) == calls
 
 

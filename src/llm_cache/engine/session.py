@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 from ..cassette import Entry
-from ..errors import CassetteError, LLMCacheWarning, StoreUnavailable
+from ..errors import CassetteError, LLMCacheWarning, OversizeCassette, StoreUnavailable
 from ..key import RequestKey
 from ..modes import Found, Mode
 from ..policy import plan_eviction
@@ -157,6 +157,8 @@ class CacheSession(KeyLocks):
             try:
                 entry = await aio.get(rk.key, rk.model_version)
             except CassetteError as exc:
+                if isinstance(exc, OversizeCassette):
+                    raise
                 self._count_unusable(exc, rk, mode, counts)
                 moved = await aio.quarantine(rk.key, rk.model_version)  # awaited too
                 return self._moved_aside(exc, moved, stacklevel=3)
@@ -173,6 +175,8 @@ class CacheSession(KeyLocks):
     def _unusable(self, exc: CassetteError, rk: RequestKey, mode: Mode, counts: Counts) -> tuple[Found, None]:
         """A corrupt entry: counted; moved aside and recorded again, except in replay (raised)."""
         __tracebackhide__ = True
+        if isinstance(exc, OversizeCassette):  # sound, not corrupt; the same limit would refuse a new one
+            raise exc
         self._count_unusable(exc, rk, mode, counts)
         return self._moved_aside(exc, self.store.quarantine(rk.key, rk.model_version))
 

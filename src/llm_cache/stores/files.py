@@ -35,7 +35,7 @@ from .. import cassette
 from ..atomic import UnsafePath, read_regular, write_atomic
 from ..cassette import Entry, dump_entry, load_entry
 from ..diagnose import Digests
-from ..errors import CassetteError, StoreError, describe_os_error
+from ..errors import CassetteError, OversizeCassette, StoreError, describe_os_error
 from ..usage import META_DIR, Usage, UsageIndex
 from .census import CASSETTE_NAME, SWEEP_AFTER, Listed, proves, swept, take_census
 from .derived import Derived
@@ -133,6 +133,8 @@ class FileStore:
         except FileNotFoundError:
             raise
         except UnsafePath as exc:
+            if exc.errno == errno.EFBIG:
+                raise OversizeCassette(path=where, size=_size_of(where), limit=cassette.MAX_CASSETTE_BYTES) from None
             fix = f": {NOT_FOLLOWED}; replace the link with the file" if exc.errno == errno.ELOOP else ""
             raise CassetteError(path=where, reason=f"it {exc.strerror}{fix}") from None
         except OSError as exc:
@@ -354,3 +356,11 @@ class FileStore:
         pending, self._pending = self._pending, {}
         if pending:
             self._copies.write(pending)
+
+
+def _size_of(path: str) -> int:
+    """The size of the file at ``path``, 0 when it went meanwhile."""
+    try:
+        return os.lstat(path).st_size
+    except OSError:
+        return 0
