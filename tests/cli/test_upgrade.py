@@ -83,10 +83,26 @@ def test_unreadable_files_are_reported_left_alone_and_exit_1(root: Path) -> None
     assert out.returncode == 1
     lines = out.stdout.splitlines()
     assert any(line.startswith(f"{corrupt}: not valid YAML") for line in lines), lines
-    assert f"{other}: it has no llm_cache format version, so it is not a cassette" in out.stdout
+    assert f"{other}: not a cassette; left alone" in lines  # as verify says it: never a failure
     assert any(line.startswith(f"{newer}: unknown format version 3") and "upgrade pytest-llm-cache" in line
                for line in lines), lines
-    assert lines[-1] == "upgraded 3 cassettes to format 2 (0 already current, 3 unreadable)"
+    assert lines[-1] == "upgraded 3 cassettes to format 2 (0 already current, 2 unreadable)"
+    assert {p: p.read_bytes() for p in untouched} == untouched
+    assert all((root / name).read_text().startswith("llm_cache: 2\n") for name in NAMES)
+
+
+def test_files_that_are_no_cassettes_are_left_alone_and_do_not_fail_the_run(root: Path) -> None:
+    vcr = root / "test_app" / "test_x.yaml"  # a vcrpy cassette beside ours
+    vcr.parent.mkdir()
+    vcr.write_text("interactions:\n- request: {method: GET, uri: 'http://x'}\nversion: 1\n")
+    handmade = root / "gpt-4o" / "handmade.yaml"
+    handmade.write_text("retries: 3\n")
+    untouched = {p: p.read_bytes() for p in (vcr, handmade)}
+    for args in (["--dry-run"], []):
+        out = run("upgrade", "--dir", str(root), *args)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert f"{vcr}: not a cassette; left alone" in out.stdout.splitlines()
+        assert f"{handmade}: not a cassette; left alone" in out.stdout.splitlines()
     assert {p: p.read_bytes() for p in untouched} == untouched
     assert all((root / name).read_text().startswith("llm_cache: 2\n") for name in NAMES)
 

@@ -13,6 +13,7 @@ from ..atomic import read_regular, write_atomic
 from ..cassette import FORMAT_VERSION, dump_entry, load_doc, load_entry, parse_entry
 from ..errors import CassetteError
 from ..stores import Store
+from ..stores.census import identify
 from ..stores.files import FileStore
 from ..values import parse_regexes
 from ..verify import Note, examine_file, examine_stored
@@ -118,8 +119,14 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     upgraded: list[str] = []
     current = 0
     unreadable: list[tuple[str, str]] = []
+    # a file that is no cassette of ours (a vcrpy cassette, a hand-made YAML) is left alone,
+    # as verify leaves it: said, never a failure
+    foreign: list[Path] = []
     for path in _cassette_files(root):
         where = str(path)
+        if identify(path) == ["f"]:
+            foreign.append(path)
+            continue
         try:
             doc = load_doc(_read_no_symlink(path), where)
             entry = parse_entry(doc, where)
@@ -149,9 +156,11 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     verb = "would upgrade" if args.dry_run else "upgraded"
     lines = [f"{verb} {where}" for where in upgraded]
     lines += [f"{where}: {reason}" for where, reason in unreadable]
+    lines += [f"{path}: not a cassette; left alone" for path in foreign]
     lines.append(f"{verb} {_plural(len(upgraded), 'cassette')} to format {FORMAT_VERSION} "
                  f"({current} already current, {len(unreadable)} unreadable)")
     data = {"dry_run": args.dry_run, "format": FORMAT_VERSION, "upgraded": upgraded, "current": current,
-            "unreadable": [{"path": where, "reason": reason} for where, reason in unreadable]}
+            "unreadable": [{"path": where, "reason": reason} for where, reason in unreadable],
+            "foreign": [str(path) for path in foreign]}
     _emit(args, data, "\n".join(lines))
     return PROBLEM if unreadable else OK
