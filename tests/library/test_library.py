@@ -188,6 +188,23 @@ def test_cached_model_version_is_part_of_the_key() -> None:
     assert calls == [1, 1]
 
 
+def test_cached_returns_the_same_value_on_a_miss_as_on_the_hits_after() -> None:
+    cache = LLMCache()
+
+    @cache.cached
+    def pair(n: int) -> Any:
+        return (n, {1: "one"})
+
+    @cache.cached
+    async def apair(n: int) -> Any:
+        return (n, {1: "one"})
+
+    first, again = pair(2), pair(2)
+    assert pair.cache_status == "hit"  # type: ignore[attr-defined]
+    assert first == again == [2, {"1": "one"}]  # as JSON gives it back, the first time too
+    assert asyncio.run(apair(3)) == asyncio.run(apair(3)) == [3, {"1": "one"}]
+
+
 def test_cached_rejects_what_json_cannot_hold() -> None:
     cache = LLMCache()
 

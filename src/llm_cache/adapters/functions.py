@@ -3,6 +3,8 @@
 A call becomes a request to ``function://local/<qualified name>`` whose JSON body
 holds the bound arguments (and the model version given), so it is keyed, stored,
 expired and evicted like any API call; its JSON-serialisable result is the body.
+Arguments are keyed by their JSON form: values JSON does not tell apart (a tuple and a
+list, ``1`` and ``1.0``, ``{1: x}`` and ``{"1": x}``) share an entry.
 """
 
 from __future__ import annotations
@@ -56,13 +58,18 @@ def cached_function(scope: Scope, func: F, model_version: str | None, controls: 
             flight.abandon()
             raise
 
+    # A call that was stored returns what a hit on it will return: its result through JSON
+    # (a tuple as a list, a dict's keys as strings), so a caller never sees its type change
+    # between the first call and the next.
     def keep(flight: Flight, result: Any) -> Any:
-        flight.record(200, _JSON, raw_of(flight, result))
-        return result
+        raw = raw_of(flight, result)
+        flight.record(200, _JSON, raw)
+        return json.loads(raw)
 
     async def akeep(flight: Flight, result: Any) -> Any:
-        await flight.arecord(200, _JSON, raw_of(flight, result))
-        return result
+        raw = raw_of(flight, result)
+        await flight.arecord(200, _JSON, raw)
+        return json.loads(raw)
 
     def fell_back(flight: Flight, exc: BaseException, wrapper: Any) -> Any:
         """stale_if_error's answer for a call that raised; the wrapper tells its status."""
