@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +92,13 @@ def test_value_parsers_are_a_leaf_and_stores_do_not_import_settings():
     source = open(values.__file__, encoding="utf-8").read()
     ours = [line for line in source.splitlines() if line.startswith("from .")]
     assert ours == ["from .errors import ConfigError"]
+    # nor does any store module, not even inside a function (a deferred import hides a circle)
+    from llm_cache import stores
+
+    found = [
+        f"{path.name}: {line.strip()}"
+        for path in sorted(Path(stores.__file__).parent.glob("*.py"))
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if "from ..settings" in line or "llm_cache.settings" in line
+    ]
+    assert found == []

@@ -39,6 +39,7 @@ from ..cassette import Entry, dump_entry, load_entry
 from ..errors import CassetteError, ConfigError
 from ..redact import mask_url
 from ..usage import Usage
+from ..values import parse_duration
 from .protocol import EntryMeta
 from .redis_async import RedisAsync
 from .redis_client import (
@@ -142,7 +143,6 @@ class RedisStore:
         parse is a ConfigError naming ``setting``.
         """
         import_redis()
-        from ..settings import parse_duration  # settings imports the policy, which imports stores
 
         parsed = parse_store_url(url, setting)
         if grace is None and parsed.grace is not None:
