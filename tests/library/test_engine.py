@@ -4,6 +4,7 @@ modes of intercept(), locks released on failure and bounded waits."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 import threading
@@ -140,6 +141,33 @@ def test_nested_intercept_blocks_answer_from_the_innermost(srv: FakeLLMServer, t
     assert (inner.stats()["recorded"], outer.stats()["recorded"]) == (1, 1)
 
 
+def test_an_off_block_inside_another_scope_lets_its_requests_through(srv: FakeLLMServer, tmp_path: Path) -> None:
+    outer, inner = LLMCache("file://outer", root=tmp_path), LLMCache("file://inner", root=tmp_path)
+    client = openai.OpenAI(base_url=srv.openai_base_url, api_key="sk-x", max_retries=0)
+    with outer.intercept():
+        with inner.intercept(mode="off"):
+            client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "live"}])
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "kept"}])
+    # the off block's call went to the API untouched: neither cache recorded it
+    assert (inner.stats()["recorded"], outer.stats()["recorded"]) == (0, 1)
+    assert srv.count() == 2
+    assert not (tmp_path / "inner").exists() or not list((tmp_path / "inner").rglob("*.yaml"))
+
+
+def test_scopes_closed_out_of_order_leave_the_one_still_open_active(srv: FakeLLMServer, tmp_path: Path) -> None:
+    first, second = LLMCache("file://first", root=tmp_path), LLMCache("file://second", root=tmp_path)
+    client = openai.OpenAI(base_url=srv.openai_base_url, api_key="sk-x", max_retries=0)
+    a, b = first.intercept(), second.intercept()
+    a.__enter__()
+    b.__enter__()
+    a.__exit__(None, None, None)  # the outer block ends first (two threads' blocks, say)
+    try:
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "after a"}])
+    finally:
+        b.__exit__(None, None, None)
+    assert (first.stats()["recorded"], second.stats()["recorded"]) == (0, 1)
+
+
 def _key_is_free(cache: LLMCache, method: str, url: str, body: bytes) -> bool:
     """True when another thread can take the recording lock of this request at once."""
     rk = cache._scope.key(Request(method, url, body, {"content-type": "application/json"}))
@@ -161,7 +189,7 @@ def _key_is_free(cache: LLMCache, method: str, url: str, body: bytes) -> bool:
     return result == [True] and not cache.session._inflight
 
 
-@pytest.mark.parametrize("client_kind", ["requests", "httpx-patched", "httpx-transport"])
+@pytest.mark.parametrize("client_kind", ["requests", "aiohttp", "httpx-patched", "httpx-transport"])
 def test_a_failed_upstream_call_releases_its_lock_on_every_path(
     tmp_path: Path, client_kind: str, refusing_port: int
 ) -> None:
@@ -172,12 +200,35 @@ def test_a_failed_upstream_call_releases_its_lock_on_every_path(
         if client_kind == "requests":
             with pytest.raises(requests.ConnectionError):
                 requests.post(url, data=body, headers={"content-type": "application/json"})
+        elif client_kind == "aiohttp":
+            aiohttp = pytest.importorskip("aiohttp")
+
+            async def post() -> None:
+                async with aiohttp.ClientSession() as session:
+                    await session.post(url, data=body, headers={"content-type": "application/json"})
+
+            with pytest.raises(aiohttp.ClientConnectionError):
+                asyncio.run(post())
         else:
             transport = cache.transport() if client_kind == "httpx-transport" else None
             with httpx2.Client(transport=transport) as client, pytest.raises(httpx2.ConnectError):
                 client.post(url, content=body, headers={"content-type": "application/json"})
         # still inside the block: the lock went when the call failed, not at the block's end
         assert _key_is_free(cache, "POST", url, body)
+
+
+def test_a_cached_function_that_raises_releases_its_lock(tmp_path: Path) -> None:
+    cache = LLMCache("file://c", root=tmp_path)
+
+    @cache.cached
+    def flaky(n: int) -> int:
+        raise RuntimeError("upstream down")
+
+    with pytest.raises(RuntimeError):
+        flaky(1)
+    qualname = f"{flaky.__module__}.{flaky.__qualname__}"
+    body = json.dumps({"arguments": {"n": 1}, "function": qualname}, sort_keys=True).encode()
+    assert _key_is_free(cache, "POST", f"function://local/{qualname}", body)
 
 
 def test_a_waiter_waits_no_longer_than_its_request_timeout(srv: FakeLLMServer, tmp_path: Path,
