@@ -15,8 +15,8 @@ from typing import Any
 import httpx2
 import openai
 import pytest
-
 from fakeapi import FakeLLMServer
+
 from llm_cache import LLMCache, LLMCacheWarning, carry
 from llm_cache.verify import check_file
 
@@ -270,6 +270,86 @@ def test_stale_if_error_serves_the_expired_answer_when_the_api_fails(fake_api: F
         warnings.simplefilter("error", LLMCacheWarning)
         with pytest.raises(openai.InternalServerError):
             ask(client)
+
+
+def test_stale_if_error_serves_it_on_a_429_too(fake_api: FakeLLMServer) -> None:
+    clock = Clock()
+    cache = LLMCache("memory://", ttl="1h", stale_if_error="1d", clock=clock)
+    client = client_of(fake_api, cache)
+    ask(client)
+    clock.advance(hours=2)
+    fake_api.fail_status = 429  # rate limited: the expired answer beats none
+    try:
+        with pytest.warns(LLMCacheWarning, match="stale_if_error.*HTTP 429"):
+            assert ask(client) == ("echo: hello", "stale")
+        fake_api.fail_status = 400  # the caller's own error is not the API failing: raised
+        with pytest.raises(openai.BadRequestError):
+            ask(client)
+    finally:
+        fake_api.fail_status = None
+
+
+def test_stale_while_revalidate_from_the_store_url(fake_api: FakeLLMServer) -> None:
+    clock = Clock()
+    cache = LLMCache("memory://?stale_while_revalidate=10m", ttl="1h", clock=clock)
+    client = client_of(fake_api, cache)
+    ask(client)
+    clock.advance(minutes=65)
+    fake_api.generation = 7
+    assert ask(client) == ("echo: hello", "stale")
+    _settled(cache, 1)
+    assert ask(client) == ("echo: hello (gen 7)", "hit")
+
+
+def test_directives_through_aiohttp_are_read_and_never_sent(fake_api: FakeLLMServer, tmp_path: Path) -> None:
+    aiohttp = pytest.importorskip("aiohttp")
+    cache = LLMCache("file://cassettes", root=tmp_path)
+    url = fake_api.openai_base_url + "/chat/completions"
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "via aiohttp"}]}
+
+    async def post(directives: str | None) -> tuple[str, str | None]:
+        headers = {"x-llm-cache": directives} if directives else {}
+        async with aiohttp.ClientSession() as session, session.post(url, json=body, headers=headers) as r:
+            answer = await r.json()
+            # vcrpy's aiohttp stub hands back the live response itself: the status is on answers served
+            return answer["choices"][0]["message"]["content"], r.headers.get("x-llm-cache-status")
+
+    with cache.intercept():
+        assert asyncio.run(post("no-store")) == ("echo: via aiohttp", None)
+        assert not list((tmp_path / "cassettes").rglob("*.yaml"))  # no-store: nothing kept
+        assert asyncio.run(post(None)) == ("echo: via aiohttp", None)
+        [kept] = (tmp_path / "cassettes").rglob("*.yaml")
+        assert "json:" in kept.read_text() and "via aiohttp" in kept.read_text()  # the JSON aiohttp sent
+        assert asyncio.run(post("ttl=1h")) == ("echo: via aiohttp", "hit")
+    assert fake_api.count() == 2
+    assert all("x-llm-cache" not in call.headers for call in fake_api.calls)
+
+
+def test_an_aiohttp_form_is_keyed_and_stored_as_the_form_it_sends(fake_api: FakeLLMServer, tmp_path: Path) -> None:
+    aiohttp = pytest.importorskip("aiohttp")
+    cache = LLMCache("file://cassettes", root=tmp_path)
+    form = {"grant_type": "client_credentials", "client_secret": "cs-aiohttp-0f9e8d7c6b5a"}
+
+    async def post(secret: str) -> str:
+        data = {**form, "client_secret": secret}
+        async with aiohttp.ClientSession() as session, session.post(fake_api.url + "/v1/echo", data=data) as r:
+            return str((await r.json())["body"])
+
+    with cache.intercept():
+        assert asyncio.run(post(form["client_secret"])) == "grant_type=client_credentials&client_secret=cs-aiohttp-0f9e8d7c6b5a"
+        # another secret, the same request: the form's credential field is not in the key
+        assert asyncio.run(post("another-secret-1a2b3c4d")) == "grant_type=client_credentials&client_secret=<redacted>"
+    [kept] = (tmp_path / "cassettes").rglob("*.yaml")
+    assert "cs-aiohttp" not in kept.read_text() and "client_secret=<redacted>" in kept.read_text()
+    assert fake_api.count() == 1
+
+
+def test_status_says_bypass_when_the_cache_stays_out(fake_api: FakeLLMServer) -> None:
+    # an application cache that is off: every call goes to the API, and says so
+    off = client_of(fake_api, LLMCache(mode="off"))
+    assert ask(off) == ("echo: hello", "bypass")
+    assert ask(off) == ("echo: hello", "bypass")
+    assert fake_api.count() == 2
 
 
 def test_stale_if_error_for_a_cached_function() -> None:
