@@ -15,8 +15,9 @@ from .atomic import UnsafePath, read_regular
 from .cassette import FORMAT_VERSION, Entry, load_doc, parse_entry
 from .errors import CassetteError
 from .key import SECRET_QUERY_PARAMS, KeyRules, make_key, sequenced
+from .leaks import find_entry_secrets
 from .meta import EntryMeta
-from .redact import REDACTED, find_entry_secrets
+from .redact import REDACTED
 from .stores.files import KEY_PREFIX_LENGTH, SUFFIX, FileStore, safe_dirname
 
 __all__ = ["Note", "Problem", "check_file", "examine_data", "examine_file", "examine_stored", "recompute_key"]

@@ -367,7 +367,7 @@ def test_a_pattern_replaced_or_added_gets_its_own_prefilter(monkeypatch: pytest.
     patterns["github token"] = re.compile(r"\bgithub_pat_[A-Za-z0-9_]{22,}")
     patterns["shouting key"] = re.compile(r"\bsk-[a-z0-9]{20,}", re.IGNORECASE)
     patterns["no boundary"] = re.compile(r"xoxb-[0-9]{10,}")
-    monkeypatch.setattr("llm_cache.redact.SECRET_PATTERNS", patterns)
+    monkeypatch.setattr("llm_cache.leaks.SECRET_PATTERNS", patterns)
     text = "a github_pat_" + "A1b2C3d4E5" * 3 + " and SK-" + "ABCDEFGHIJ" * 3 + " and xoxb-1234567890123"
     kinds = sorted(f.kind for f in find_secrets(text))
     assert kinds == ["github token", "no boundary", "shouting key"]

@@ -21,6 +21,7 @@ from ..cassette import Entry, dump_entry
 from ..encoding import UndecodableBody, decode_content
 from ..errors import CassetteError, NotStoredWarning
 from ..key import SECRET_QUERY_PARAMS, is_urlencoded, plain_body
+from ..leaks import find_entry_secrets
 from ..llm import completion_text, read_response, refusal_reason
 from ..modes import Action
 from ..providers import stream_complete
@@ -31,7 +32,6 @@ from ..redact import (
     RESPONSE_HEADERS,
     base64_forms,
     environment_secrets,
-    find_entry_secrets,
     keep_headers,
     redact,
     redact_form,

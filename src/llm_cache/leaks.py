@@ -1,0 +1,134 @@
+"""What looks like a secret: the search run over a cassette before each write, and by
+``llm-cache verify`` over stored ones.
+
+The YAML text is searched for anything shaped like a credential (``SECRET_PATTERNS``); the
+bodies the text does not show as they are (base64 ones, text with NUL bytes) are searched
+decoded, for those shapes and for the values ``redact`` replaced in text but cannot
+replace in bytes. Each finding is reported masked, so the report itself leaks nothing.
+"""
+
+from __future__ import annotations
+
+import binascii
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .cassette import Entry
+
+__all__ = ["SECRET_PATTERNS", "SecretFinding", "find_entry_secrets", "find_secrets"]
+
+
+# What a credential looks like, for values that did not come through the
+# environment or the request's own headers (a key pasted into a prompt, a
+# cassette from another tool). Checked before every write and by `llm-cache verify`.
+SECRET_PATTERNS: dict[str, re.Pattern[str]] = {
+    "openai or anthropic key": re.compile(r"\bsk-(?:ant-|proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}"),
+    "bearer token": re.compile(r"\b[Bb]earer\s+(?!<redacted>)[A-Za-z0-9._~+/=-]{16,}"),
+    "aws access key": re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
+    "jwt": re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
+    "google api key": re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b"),
+    "github token": re.compile(r"\bgh[pousr]_[A-Za-z0-9]{36,}\b"),
+}
+
+
+# Each pattern without its leading \b, its flags kept: the literal prefix lets the regex
+# engine skip ahead (forty times faster over a cassette than the pattern itself), and a
+# text it does not match cannot match the pattern, which is only run when it does. Made
+# for each pattern object when first used, so a pattern replaced or added in
+# SECRET_PATTERNS gets its own; one whose prefilter cannot be made is run alone.
+_PREFILTERS: dict[re.Pattern[str], re.Pattern[str] | None] = {}
+
+
+def _prefilter(pattern: re.Pattern[str]) -> re.Pattern[str] | None:
+    try:
+        return _PREFILTERS[pattern]
+    except KeyError:
+        pass
+    loose: re.Pattern[str] | None = None
+    source = pattern.pattern
+    if source.startswith(r"\b"):  # dropping what a pattern starts with only loosens it
+        rest = source[2:]
+        if rest.startswith("[Bb]earer"):
+            rest = rest[4:]
+        try:
+            loose = re.compile(rest, pattern.flags)
+        except re.error:
+            loose = None
+    if len(_PREFILTERS) < 256:
+        _PREFILTERS[pattern] = loose
+    return loose
+
+
+@dataclass(frozen=True)
+class SecretFinding:
+    """Something that looks like a credential, and where: a line of the YAML, or a body."""
+
+    kind: str
+    line: int
+    # the match with its middle masked, so the report itself leaks nothing
+    excerpt: str
+    # for a binary body, which one ("base64 response body"); the line is then 0
+    body: str = ""
+
+    @property
+    def where(self) -> str:
+        return self.body or f"line {self.line}"
+
+
+def _mask(text: str) -> str:
+    return text[:6] + "..." + text[-2:] if len(text) > 10 else "..."
+
+
+def find_secrets(text: str, allow: Iterable[str] = (), body: str = "") -> list[SecretFinding]:
+    """Secret-looking values in ``text``, except those matching an ``allow`` regex."""
+    allowed = [re.compile(a) for a in allow]
+    found = []
+    for kind, pattern in SECRET_PATTERNS.items():
+        loose = _prefilter(pattern)
+        if loose is not None and loose.search(text) is None:
+            continue
+        for match in pattern.finditer(text):
+            value = match.group(0)
+            if any(a.search(value) for a in allowed):
+                continue
+            line = 0 if body else text.count("\n", 0, match.start()) + 1
+            found.append(SecretFinding(kind, line, _mask(value), body))
+    return sorted(found, key=lambda f: (f.line, f.body, f.kind))
+
+
+def _binary_bodies(entry: Entry) -> Iterator[tuple[str, bytes]]:
+    """The bodies that the YAML's text does not show as they are: base64 ones, and ones with
+    NUL bytes (UTF-16 or UTF-32 text, whose ASCII reads as itself once its NULs are dropped)."""
+    for side, body in (("request", entry.request_body), ("response", entry.response_body)):
+        if body.kind in ("json", "multipart"):  # JSON escapes a NUL; a form is described
+            continue
+        try:
+            raw = entry.response_bytes() if side == "response" else body.to_bytes()
+        except (binascii.Error, ValueError):
+            continue
+        if b"\x00" in raw:  # an ASCII secret has none: dropping them joins only what UTF-16 split
+            yield f"{body.kind} {side} body", raw.replace(b"\x00", b"")
+        elif body.kind == "base64":
+            yield f"base64 {side} body", raw
+
+
+def find_entry_secrets(
+    entry: Entry, text: str, allow: Iterable[str] = (), known: Mapping[str, str] = {}
+) -> list[SecretFinding]:
+    """What would leak if ``entry`` (``text``, its YAML) were stored: secret-looking values in
+    the YAML, and in the decoded bytes of its base64 bodies those and the ``known`` values
+    (value -> what it is: the values redacted from text, which bytes cannot be redacted of)."""
+    allow = list(allow)
+    found = find_secrets(text, allow)
+    values = sorted(known, key=len, reverse=True)
+    for where, raw in _binary_bodies(entry):
+        # an ASCII credential reads as itself; other bytes become U+FFFD, which ends a word
+        found += find_secrets(raw.decode("ascii", "replace"), allow, body=where)
+        for value in values:
+            if value.encode("utf-8") in raw:
+                found.append(SecretFinding(known[value], 0, _mask(value), where))
+                break
+    return found
