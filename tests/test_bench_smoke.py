@@ -83,14 +83,15 @@ def test_bench_quick_runs_and_writes_json(tmp_path: Path) -> None:
 
 
 def test_bench_load_tiny_runs_and_writes_json(tmp_path: Path) -> None:
-    """bench_load.py at a tiny size: a few callers and requests, the memory store (and Redis when there)."""
+    """bench_load.py at a tiny size: a few callers and requests, the memory and file stores (and Redis and a
+    Redis Cluster when there)."""
     out = tmp_path / "load.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_CACHE_", "PYTEST_"))}
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "bench_load.py"), "--callers", "4", "--requests-per-caller", "5",
-         "--paced-requests", "2", "--think-ms", "5", "--rounds", "1", "--idle-s", "0.1", "--stores", "memory,redis",
+         "--paced-requests", "2", "--think-ms", "5", "--rounds", "1", "--idle-s", "0.1", "--stores", "memory,file,redis,cluster",
          "--redis-rtt-ms", "1", "--json", str(out)],
-        check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + "\n" + proc.stderr[-4000:]
     assert "cache under load" in proc.stdout and "target upstream calls" in proc.stdout
@@ -100,16 +101,17 @@ def test_bench_load_tiny_runs_and_writes_json(tmp_path: Path) -> None:
     assert data["targets"] and all(isinstance(t["pass"], bool) for t in data["targets"])
     assert data["options"]["redis_rtt_ms"] == 1 and "1 ms away" in proc.stdout  # Redis behind rtt_proxy.py
     rows = data["rows"]
-    assert set(rows) == {"floor", "none", "memory", "redis"}
+    assert set(rows) == {"floor", "none", "memory", "file", "redis", "cluster"}
     with_redis = shutil.which("redis-server") is not None or os.environ.get("LLM_CACHE_REQUIRE_REDIS") == "1"
-    for name in ["floor", "none", "memory"] + (["redis"] if with_redis else []):
+    servers = ["redis", "cluster"] if with_redis else []
+    for name in ["floor", "none", "memory", "file", *servers]:
         for phase, requests in (("closed", 20), ("paced", 8)):
             run = rows[name][phase]
             assert run["requests"] == requests and _positive(run["requests_per_s"])
             assert _positive(run["latency_ms"]["p50"]) and run["loop_lag_ms"]["n"] > 0
             if name != "floor":  # the server counted every call; with a cache, one per distinct request
                 assert run["upstream"] == (requests if name == "none" else run["distinct"])
-    for name in ["memory"] + (["redis"] if with_redis else []):
+    for name in ["memory", "file", *servers]:
         assert rows[name]["closed"]["hit_ms"]["n"] + rows[name]["closed"]["joined_ms"]["n"] > 0
         assert rows[name]["closed"]["cache_hold_ms"]["n"] > 0
         holds, own = rows[name]["closed"]["cache_hold_ms"], rows[name]["closed"]["cache_hold_without_gc_ms"]
