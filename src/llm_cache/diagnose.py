@@ -206,7 +206,27 @@ def closest(
         return None, []
     read = getattr(store, "entry_at", None)  # the file store: its parsed copies make this cheap
     location, stored = _likeliest(rk, tied, read) if len(tied) > 1 and read is not None else tied[0]
-    return location, differing_fields(rk.body, stored) or [SAME_BODY]
+    return location, differing_fields(rk.body, stored) or [_rules_changed(read, location, rules) or SAME_BODY]
+
+
+def _rules_changed(read: Any, location: str, rules: KeyRules) -> str | None:
+    """When a stored body equals the request's under this run's rules, what of the rules it
+    was recorded under differs (its key was made under those): ``ignore_fields`` added or
+    dropped since, say. None when they are the same, or the entry cannot be read."""
+    from .errors import LLMCacheError
+
+    if read is None:
+        return None
+    try:
+        entry = read(location)
+    except (OSError, ValueError, LLMCacheError):
+        return None
+    then = sorted((entry.key_rules or {}).get("ignore_fields") or ())
+    now = sorted(rules.ignore_fields)
+    if then == now:
+        return None
+    return (f"ignore_fields (recorded ignoring {', '.join(then) or 'nothing'}; this run ignores "
+            f"{', '.join(now) or 'nothing'}: re-record it)")
 
 
 def _alike(a: str, b: str) -> float:

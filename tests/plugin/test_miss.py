@@ -83,6 +83,21 @@ def test_of_equally_close_cassettes_the_one_most_alike_is_named(project: Project
     result.stdout.fnmatch_lines([f"E*  closest:   {old}", "E*  differs in: messages[[]0].content"])
 
 
+def test_a_miss_after_ignore_fields_changed_names_the_rules(project: Project) -> None:
+    project.pytester.makepyfile(test_m=TWO_MESSAGES.format(text="first question", temp=0))
+    project.run("--llm-cache=record").assert_outcomes(passed=1)
+    [recorded] = project.files()
+    # the same call, now with a marker that drops temperature from the key
+    marked = "import pytest\npytestmark = pytest.mark.llm_cache(ignore_fields=['temperature'])\n"
+    project.pytester.makepyfile(test_m=marked + TWO_MESSAGES.format(text="first question", temp=0))
+    result = project.run()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        f"E*  closest:   {recorded}",
+        "E*  differs in: ignore_fields (recorded ignoring nothing; this run ignores temperature: re-record it)",
+    ])
+
+
 def test_miss_with_nothing_stored_says_so(project: Project) -> None:
     project.pytester.makepyfile(test_m=ONE.format(text="never recorded"))
     result = project.run()

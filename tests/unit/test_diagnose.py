@@ -38,8 +38,11 @@ def old_closest(store: Any, rk: RequestKey, rules: KeyRules) -> tuple[str | None
             for name in wanted.keys() | stored.keys()
             if wanted.get(name, _ABSENT) != stored.get(name, _ABSENT)
         )
-        if not diffs:
-            diffs = ["query or API-version headers"]
+        if not diffs:  # and now: the rules it was recorded under, when the store can say (a file store)
+            then, now = sorted((entry.key_rules or {}).get("ignore_fields") or ()), sorted(rules.ignore_fields)
+            changed = hasattr(store, "entry_at") and then != now
+            diffs = [f"ignore_fields (recorded ignoring {', '.join(then) or 'nothing'}; this run ignores "
+                     f"{', '.join(now) or 'nothing'}: re-record it)" if changed else "query or API-version headers"]
         if best[0] is None or len(diffs) < len(best[1]):
             best = (store.location(entry.key, entry.model_version), diffs)
     return best
@@ -150,7 +153,9 @@ def test_ignored_fields_are_not_differences(tmp_path: Path) -> None:
     body = chat("q", temperature=0)
     assert closest(store, request(body), KeyRules()) == (warmer, ["temperature"])
     rules = KeyRules(ignore_fields=("temperature",))
-    assert closest(store, request(body, rules), rules) == (warmer, [SAME_BODY])
+    # equal under this run's rules: what differs is the rules it was recorded under
+    assert closest(store, request(body, rules), rules) == (
+        warmer, ["ignore_fields (recorded ignoring nothing; this run ignores temperature: re-record it)"])
 
 
 def test_another_endpoint_or_method_is_never_named(tmp_path: Path) -> None:
