@@ -319,6 +319,22 @@ def test_a_file_url_is_percent_decoded(project: Project) -> None:
     assert not (project.pytester.path / "my%20dir").exists()
 
 
+@pytest.mark.parametrize("path", ["C:\\cache\\llm", "D:/cache/llm", "c:\\x"])
+def test_a_windows_drive_path_is_a_file_store_not_a_url(tmp_path: Path, path: str) -> None:
+    from llm_cache.stores import FileStore, open_store
+
+    store = open_store(path, tmp_path)  # not a URL of scheme "c": the path as Windows reads it
+    assert isinstance(store, FileStore) and store.root == tmp_path / path
+
+
+def test_a_file_url_with_a_drive_is_that_drive_on_windows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from llm_cache.stores import FileStore, open_store
+
+    monkeypatch.setattr("sys.platform", "win32")
+    store = open_store("file:///C:/cache", tmp_path)  # RFC 8089: the path is C:/cache, not /C:/cache
+    assert isinstance(store, FileStore) and store.root == tmp_path / "C:/cache"
+
+
 @pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
 def test_cassettes_are_written_as_the_umask_says(project: Project, umask: int, mode: int) -> None:
     """They used to be 0600 whatever the umask (tempfile.mkstemp), so a team sharing a

@@ -112,6 +112,8 @@ def test_safe_dirname_keeps_safe_labels(label):
 UNSAFE = [
     "../x", "..", ".", ".hidden", "/etc", "/", "a/b", "a\\b", "a:b", "a b", "", "a\x00b", "\x00",
     "x" * 10_000, "x" * 10_001, "x" * 101, "modèle", "模型/../../x", "models/gemini-1.5-pro", "a\ud800b",
+    # names Windows cannot make: devices with any extension, a trailing dot
+    "nul", "COM1", "aux.json", "Lpt9", "gpt-4o.", "con.v2.",
 ]
 
 
@@ -123,6 +125,9 @@ def test_safe_dirname_is_one_safe_component(label):
     assert "/" not in name and "\\" not in name and "\x00" not in name
     assert Path(name).name == name and len(name.encode()) <= 255
     assert safe_dirname(name) == name  # already safe
+    stem = name.split(".", 1)[0].lower()
+    assert stem not in {"con", "prn", "aux", "nul"} and not (stem[:3] in ("com", "lpt") and stem[3:].isdigit())
+    assert not name.endswith((".", " "))
 
 
 def test_unsafe_labels_never_share_a_directory():

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -26,6 +27,9 @@ from .redis_url import SCHEMES as REDIS_SCHEMES
 __all__ = ["STORE_FORM", "EntryMeta", "FileStore", "MemoryStore", "Store", "open_store"]
 
 
+_DRIVE = re.compile(r"[A-Za-z]:[\\/]")
+
+
 def open_store(url: str, root: Path, ttl: timedelta | None = None, setting: str = "--llm-cache-store") -> Store:
     """The store a URL names. Relative file paths are taken from ``root``; a ``file://``
     path is percent-decoded (``file:///tmp/my%20dir`` is ``/tmp/my dir``)."""
@@ -34,12 +38,16 @@ def open_store(url: str, root: Path, ttl: timedelta | None = None, setting: str 
         query = dict(parse_qsl(parts.query))
     except ValueError as exc:  # an unclosed [ of an IPv6 host, say
         raise ConfigError(setting=setting, value=_masked(url), expected=f"{STORE_FORM} ({exc})") from None
+    if _DRIVE.match(url):  # C:\cache or C:/cache: a Windows path, not a URL of scheme "c"
+        parts = parts._replace(scheme="", netloc="", path=url)
     if parts.scheme in ("", "file"):
         if parts.scheme == "file" and query:  # said, not ignored: a ttl= here would have done nothing
             raise ConfigError(setting=setting, value=_masked(url),
                               expected=f"file://PATH with no parameters (got {', '.join(sorted(query))}); a TTL "
                                        "is --llm-cache-ttl or LLMCache(ttl=...)")
         path = unquote(parts.netloc + parts.path) if parts.scheme == "file" else url
+        if parts.scheme == "file" and sys.platform == "win32" and _DRIVE.match(path[1:]):
+            path = path[1:]  # file:///C:/cache is C:/cache (RFC 8089)
         if not path or "\x00" in path:
             raise ConfigError(setting=setting, value=url, expected=STORE_FORM)
         directory = root / path

@@ -37,10 +37,22 @@ def safe_dirname(label: str) -> str:
     labels never share a directory after replacement.
     """
     cleaned = _UNSAFE.sub("_", label)
-    if cleaned == label and label and not label.startswith(".") and len(label) <= 100:
+    if cleaned == label and label and not label.startswith(".") and len(label) <= 100 and _portable(label):
         return label
-    cleaned = cleaned.lstrip(".")[:80] or "_"
+    cleaned = cleaned.lstrip(".")[:80].rstrip(". ") or "_"
+    if not _portable(cleaned):  # "nul", "aux.json": a device's name whatever follows
+        cleaned = "_" + cleaned
     return f"{cleaned}-{hashlib.sha256(label.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}"
+
+
+# Names Windows reserves for devices, with any extension ("nul", "COM1", "aux.json"): a
+# directory so named cannot be made there. A name ending in a dot or a space loses it.
+_DEVICES = frozenset({"con", "prn", "aux", "nul", *(f"{d}{n}" for d in ("com", "lpt") for n in range(1, 10))})
+
+
+def _portable(name: str) -> bool:
+    """Whether ``name`` is a directory name on Windows too, as written."""
+    return name.split(".", 1)[0].lower() not in _DEVICES and not name.endswith((".", " "))
 
 
 def cassette_path(root: Path, key: str, model_version: str) -> Path:
