@@ -114,7 +114,8 @@ def test_namespaces_are_separate_caches_and_paths(fake_api: FakeLLMServer, tmp_p
     assert [problem for path in files for problem in check_file(path)] == []
 
 
-@pytest.mark.parametrize("directive", ["no-cashe", "ttl=soon", "namespace=a/b", "namespace=", "no-cache=1"])
+@pytest.mark.parametrize("directive", ["no-cashe", "ttl=soon", "namespace=a/b", "namespace=", "no-cache=1",
+                                       "ttl=1h, ttl=2h", "namespace=a,namespace=b"])
 def test_a_bad_directive_is_a_value_error_naming_the_forms_before_any_call(
     fake_api: FakeLLMServer, directive: str
 ) -> None:

@@ -100,8 +100,12 @@ def parse_controls(text: str) -> Controls:
         if name in ("no-cache", "no-store") and not sep:
             flags[name.replace("-", "_")] = True
         elif name == "ttl" and sep:
+            if ttl is not _UNSET and ttl != value:  # which one was meant cannot be guessed
+                raise ValueError(f"{HEADER}: ttl is given twice ({ttl}, {value}); give each once: {FORMS}")
             ttl = value
         elif name == "namespace" and sep:
+            if namespace is not None and namespace != value:
+                raise ValueError(f"{HEADER}: namespace is given twice ({namespace}, {value}); give each once: {FORMS}")
             namespace = value
         else:
             raise ValueError(f"{HEADER}: {directive!r} is not a directive; the directives are {FORMS}")
