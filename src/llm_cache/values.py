@@ -214,12 +214,17 @@ def parse_lines(value: object, setting: str) -> tuple[str, ...]:
     out = []
     for item in items:
         text = str(item).strip()
+        if not isinstance(value, str) and not text:  # in a list, a blank path is a mistake, not a comment
+            raise ConfigError(setting=setting, value=item, expected="dotted field paths like metadata.run_id")
         if not text or text.startswith("#"):
             continue
         if not re.fullmatch(r"[^\s.]+(\.[^\s.]+)*", text):
             raise ConfigError(
                 setting=setting, value=item, expected="dotted field paths like metadata.run_id"
             )
+        if text == "model":  # it names the model version: the cassette's directory and part of its key
+            raise ConfigError(setting=setting, value=item, expected="fields other than model, which names the "
+                              "cassette directory (pin a version with model_version= instead)")
         out.append(text)
     return tuple(out)
 

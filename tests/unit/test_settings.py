@@ -121,10 +121,15 @@ def test_parse_lines():
     assert parse_lines(None, "s") == ()
 
 
-@pytest.mark.parametrize("value", ["a b", "a..b", ".a", "a.", 5])
+@pytest.mark.parametrize("value", ["a b", "a..b", ".a", "a.", 5, [""], ["a", "  "], ["model"], "temperature\nmodel"])
 def test_parse_lines_rejects(value):
     with pytest.raises(ConfigError, match="llm_cache_ignore_fields must be"):
         parse_lines(value, "llm_cache_ignore_fields")
+
+
+def test_the_model_cannot_be_ignored_and_says_what_to_do_instead():
+    with pytest.raises(ConfigError, match="fields other than model, which names the cassette directory"):
+        parse_marker((), {"ignore_fields": ["temperature", "model"]})
 
 
 def test_parse_mapping():
