@@ -277,6 +277,23 @@ def test_diff(cassettes: tuple[Path, dict[str, Entry]]) -> None:
     assert run("diff", "--exit-code", old, entries["old"].key[:12], "--dir", str(root)).returncode == 0
 
 
+def test_diff_tells_an_absent_field_from_a_null_one_and_leaves_timing_out(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "cassettes")
+    a, b = chat_entry("same question", "same answer"), chat_entry("same question", "same answer")
+    b.request_body = encode_body(json.dumps({**json.loads(b.request_body.to_bytes()), "seed": None}).encode(),
+                                 "application/json")
+    a.duration_ms, b.duration_ms = 812.4, 97.0  # the calls' own timing: never a difference
+    b.key = "f" * 64
+    where_a, where_b = store.put(a), store.put(b)
+    out = run("diff", where_a, where_b)
+    assert out.returncode == 0, out.stderr
+    assert "request.json.seed: (absent) -> null" in out.stdout
+    assert "duration_ms" not in out.stdout
+    [seed] = [d for d in json.loads(run("diff", where_a, where_b, "--json").stdout)["differences"]
+              if d["field"] == "request.json.seed"]
+    assert seed == {"field": "request.json.seed", "b": None}  # no "a": absent there, not null
+
+
 def test_warm(tmp_path: Path, fake_api: Any) -> None:
     requests = tmp_path / "common.yaml"
     requests.write_text(

@@ -139,7 +139,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 def _diff_values(a: Entry, b: Entry) -> list[tuple[str, Any, Any]]:
     def fields(e: Entry) -> dict[str, Any]:
         doc = e.to_doc()
-        flat = flatten({k: v for k, v in doc.items() if k not in ("request", "response")})
+        # duration_ms, like offsets_ms below: timing, which differs between any two recordings
+        flat = flatten({k: v for k, v in doc.items() if k not in ("request", "response", "duration_ms")})
         for side in ("request", "response"):
             section = doc[side]
             body = e.request_body if side == "request" else e.response_body
@@ -158,13 +159,26 @@ def _diff_values(a: Entry, b: Entry) -> list[tuple[str, Any, Any]]:
         return flat
 
     fa, fb = fields(a), fields(b)
-    missing = object()
     out = []
     for name in sorted(fa.keys() | fb.keys()):
-        va, vb = fa.get(name, missing), fb.get(name, missing)
+        va, vb = fa.get(name, ABSENT), fb.get(name, ABSENT)
         if va != vb:
-            out.append((name, None if va is missing else va, None if vb is missing else vb))
+            out.append((name, va, vb))
     return out
+
+
+class _Absent:
+    """A field one side of a diff does not have (not the same as one holding null)."""
+
+    def __repr__(self) -> str:
+        return "(absent)"
+
+
+ABSENT = _Absent()
+
+
+def _shown(value: Any) -> str:
+    return "(absent)" if value is ABSENT else json.dumps(value, default=str)
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
@@ -172,9 +186,11 @@ def cmd_diff(args: argparse.Namespace) -> int:
         a, b = find(stores, args.a), find(stores, args.b)
     differences = _diff_values(a.entry, b.entry)
     lines = [f"--- {a.location}", f"+++ {b.location}"]
-    lines += [f"{name}: {json.dumps(va, default=str)} -> {json.dumps(vb, default=str)}" for name, va, vb in differences]
+    lines += [f"{name}: {_shown(va)} -> {_shown(vb)}" for name, va, vb in differences]
     if not differences:
         lines.append("(no differences)")
-    data = {"a": a.location, "b": b.location, "differences": [{"field": n, "a": va, "b": vb} for n, va, vb in differences]}
+    data = {"a": a.location, "b": b.location, "differences": [
+        {"field": n, **({} if va is ABSENT else {"a": va}), **({} if vb is ABSENT else {"b": vb})}
+        for n, va, vb in differences]}  # a side without the field has no key: absent, not null
     _emit(args, data, "\n".join(lines))
     return PROBLEM if differences and args.exit_code else OK
