@@ -178,6 +178,13 @@ def test_bad_usage_exits_2_with_the_usage(root: Path, args: list[str], message: 
     assert snapshot(root) == files
 
 
+@pytest.mark.parametrize("store", ["memory://", "redis://127.0.0.1:1/0"])
+def test_a_store_upgrade_cannot_rewrite_says_what_it_can(store: str) -> None:
+    out = run("upgrade", "--store", store)
+    assert out.returncode == 2
+    assert "file://PATH" in out.stderr and "redis://host" not in out.stderr  # no form it would refuse
+
+
 def test_a_missing_directory_exits_1(tmp_path: Path) -> None:
     out = run("upgrade", "--dir", str(tmp_path / "nope"))
     assert out.returncode == 1 and "no cassette directory at" in out.stderr

@@ -94,8 +94,9 @@ class StoreArg:
                                  f"the tests read with --dir DIR or --store {CLI_STORE_FORM}")
             if not self._creates:  # warm --store memory:// is a check that the requests run
                 what = "--store memory://" if flag else f"{setting} is memory://, which"
+                other = "--store file://PATH" if self._file_only else f"--store {CLI_STORE_FORM}"
                 raise UsageError(f"{what} cannot be inspected: a memory store lives in one process only, "
-                                 f"and is gone when it ends; give --dir DIR or --store {CLI_STORE_FORM}")
+                                 f"and is gone when it ends; give --dir DIR or {other}")
         elif scheme not in _SCHEMES:
             raise UsageError(f"{setting} must be a store URL: {CLI_STORE_FORM}, got {mask_url(self.url)!r}")
         if self._file_only and scheme not in ("", "file"):
