@@ -41,10 +41,12 @@ __all__ = [
     "SECRET_PATTERNS",
     "SecretFinding",
     "base64_forms",
+    "echo_forms",
     "environment_secrets",
     "field_credential",
     "find_entry_secrets",
     "find_secrets",
+    "json_credentials",
     "keep_headers",
     "mask_url",
     "plausible_secret",
@@ -177,6 +179,33 @@ def _header_secrets(name: str, value: str) -> tuple[str, ...]:
 def _forms(item: str) -> tuple[str, ...]:
     """A credential as an answer could echo it: raw, percent-encoded and JSON-escaped."""
     return (item, quote(item, safe=""), quote_plus(item), json.dumps(item)[1:-1])
+
+
+def json_credentials(value: Any, depth: int = 0) -> set[str]:
+    """The values in a JSON body that a field's name says are credentials and that could
+    be secrets (``{"api_key": "tvly-..."}``, ``{"auth": {"token": "..."}}``), as the same
+    rule takes them from headers; ``code``, ``key`` and the like by name alone are not
+    (a code interpreter's ``code`` is no secret)."""
+    found: set[str] = set()
+    if depth > 32:
+        return found
+    if isinstance(value, dict):
+        for name, item in value.items():
+            if isinstance(item, str):
+                if _CREDENTIAL_NAME.search(str(name).lower()) and plausible_secret(item, MIN_SECRET_LENGTH):
+                    found.add(item)
+            elif isinstance(item, (dict, list)):
+                found |= json_credentials(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, (dict, list)):
+                found |= json_credentials(item, depth + 1)
+    return found
+
+
+def echo_forms(item: str) -> tuple[str, ...]:
+    """A credential in the forms an answer could echo it: raw, percent-encoded, JSON-escaped."""
+    return _forms(item)
 
 
 def base64_forms(values: Iterable[str]) -> set[str]:

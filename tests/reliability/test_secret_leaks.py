@@ -17,6 +17,7 @@ import logging
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, quote_plus
 
 import pytest
@@ -398,6 +399,29 @@ def test_secrets_in_query_values_paths_forms_and_other_encodings_never_reach_a_c
     replayed = project.result("named")
     assert REDACTED in replayed and "max_tokens=1024" in replayed and hits(replayed, secrets) == []
     assert project.server.count() == 6  # nothing more reached it
+
+
+def test_a_credential_field_of_a_json_body_is_redacted_and_ordinary_fields_are_not(
+    fake_api: Any, tmp_path: Path
+) -> None:
+    import httpx2
+
+    from llm_cache import LLMCache
+
+    secret = "tvly-Zq9Wm3Xv7Lp2Rt6Ks8Jh"  # a search API's key, sent in the JSON body
+    cache = LLMCache("file://c", root=tmp_path)
+    body = {"api_key": secret, "query": "weather in Paris", "code": "print(1)", "max_tokens": 1024,
+            "auth": {"session_token": secret + "-s"}}
+    with httpx2.Client(transport=cache.transport()) as http:
+        echoed = http.post(fake_api.url + "/v1/echo", json=body).json()["body"]
+    assert secret in echoed  # the server read it
+    [kept] = (tmp_path / "c").rglob("*.yaml")
+    text = kept.read_text()
+    assert hits(text, [secret, secret + "-s"]) == []
+    doc = yaml.safe_load(text)
+    assert doc["request"]["json"] == {"api_key": REDACTED, "query": "weather in Paris", "code": "print(1)",
+                                      "max_tokens": 1024, "auth": {"session_token": REDACTED}}
+    assert cli.main(["verify", "--dir", str(tmp_path / "c")]) == 0
 
 
 # -- userinfo ---------------------------------------------------------------------------------

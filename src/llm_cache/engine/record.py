@@ -31,7 +31,9 @@ from ..redact import (
     REQUEST_HEADERS,
     RESPONSE_HEADERS,
     base64_forms,
+    echo_forms,
     environment_secrets,
+    json_credentials,
     keep_headers,
     redact,
     redact_form,
@@ -291,6 +293,8 @@ def _entry(
         request_body = Body("multipart", [_redact_part(p) for p in request_body.value])
     info = read_response(body)
     credentials = request_credentials(request_headers, request.url, form, fields)
+    if request_body.kind == "json":  # {"api_key": ...}: a field named as a credential header would be
+        credentials |= {v for item in json_credentials(request_body.value) for v in echo_forms(item)}
     environ = environment_secrets()
     # and as base64 would show them (pasted encoded into a prompt)
     in_base64 = {v for v in base64_forms(credentials | environ) if len(v) >= MIN_SECRET_LENGTH}
