@@ -345,6 +345,28 @@ def test_an_aiohttp_form_is_keyed_and_stored_as_the_form_it_sends(fake_api: Fake
     assert fake_api.count() == 1
 
 
+@pytest.mark.parametrize("multipart", [False, True])
+def test_an_aiohttp_form_data_body_is_recorded_and_replayed(
+    fake_api: FakeLLMServer, tmp_path: Path, multipart: bool
+) -> None:
+    aiohttp = pytest.importorskip("aiohttp")
+    cache = LLMCache("file://cassettes", root=tmp_path)
+
+    async def post(secret: str) -> int:
+        form = aiohttp.FormData({"purpose": "batch", "password": secret})
+        if multipart:
+            form.add_field("file", b'{"b": 1}\n', filename="b.jsonl", content_type="application/jsonl")
+        async with aiohttp.ClientSession() as session, session.post(fake_api.url + "/v1/echo", data=form) as r:
+            return r.status
+
+    with cache.intercept():
+        assert asyncio.run(post("pa55-w0rd-7f3e9d1c5b")) == 200  # it raised TypeError in the cache
+        assert asyncio.run(post("pa55-w0rd-7f3e9d1c5b")) == 200  # the same form, whatever its boundary: a hit
+    assert fake_api.count() == 1
+    [kept] = (tmp_path / "cassettes").rglob("*.yaml")
+    assert "pa55-w0rd" not in kept.read_text() and "purpose" in kept.read_text()
+
+
 def test_status_says_bypass_when_the_cache_stays_out(fake_api: FakeLLMServer) -> None:
     # an application cache that is off: every call goes to the API, and says so
     off = client_of(fake_api, LLMCache(mode="off"))

@@ -57,7 +57,13 @@ def _body(request: Any) -> bytes:
         return bytes(body.read())
     if isinstance(body, Mapping) or (isinstance(body, (list, tuple)) and not _chunks(body)):
         return _aiohttp_payload(body, request.headers)
-    return b"".join(body)
+    fields = getattr(body, "_fields", None)
+    if fields is not None and hasattr(body, "is_multipart"):  # an aiohttp FormData
+        return _aiohttp_form(body, fields, request.headers)
+    try:
+        return b"".join(body)
+    except TypeError:  # a body no client-neutral bytes can be made of: keyed by what it is
+        return repr(body).encode("utf-8", "replace")
 
 
 def _chunks(body: Sequence[Any]) -> bool:
@@ -87,6 +93,34 @@ def _aiohttp_payload(value: Any, headers: dict[str, Any]) -> bytes:
         headers["Content-Type"] = "application/x-www-form-urlencoded"
     pairs = value.items() if isinstance(value, Mapping) else value
     return urlencode([(str(k), v) for k, v in pairs], doseq=True).encode("utf-8")
+
+
+_FORM_BOUNDARY = "llm-cache-aiohttp-form"
+
+
+def _aiohttp_form(form: Any, fields: list[Any], headers: dict[str, Any]) -> bytes:
+    """An aiohttp ``FormData`` as the bytes it sends: url-encoded, or multipart (which aiohttp
+    writes only once the request goes, with a random boundary: written here with a fixed
+    one), so it is keyed, stored and redacted as any form of its kind."""
+    named = {str(name).lower() for name in headers}
+    if not form.is_multipart:
+        if "content-type" not in named:
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        return bytes(getattr(form(), "_value", b"") or b"")
+    out = []
+    for options, part_headers, value in fields:
+        disposition = f'form-data; name="{options.get("name", "")}"'
+        if options.get("filename") is not None:
+            disposition += f'; filename="{options["filename"]}"'
+        lines = [f"--{_FORM_BOUNDARY}", f"Content-Disposition: {disposition}"]
+        lines += [f"{k}: {v}" for k, v in (part_headers or {}).items() if k.lower() != "content-disposition"]
+        if hasattr(value, "read") and hasattr(value, "seek"):
+            where = value.tell()
+            value, _ = value.read(), value.seek(where)  # aiohttp still sends the whole file
+        data = value.encode("utf-8") if isinstance(value, str) else bytes(value or b"")
+        out.append("\r\n".join(lines).encode("utf-8") + b"\r\n\r\n" + data + b"\r\n")
+    headers["Content-Type"] = f"multipart/form-data; boundary={_FORM_BOUNDARY}"
+    return b"".join(out) + f"--{_FORM_BOUNDARY}--\r\n".encode()
 
 
 def _vcr_response(response: Response) -> dict[str, Any]:
