@@ -129,6 +129,45 @@ def find_entry_secrets(
         found += find_secrets(raw.decode("ascii", "replace"), allow, body=where)
         for value in values:
             if value.encode("utf-8") in raw:
-                found.append(SecretFinding(known[value], 0, _mask(value), where))
+                found.append(SecretFinding(known[value], 0, _masked_known(value), where))
+                break
+    for where, joined in _streamed_fields(entry):
+        found += find_secrets(joined, allow, body=where)
+        for value in values:
+            if value in joined:
+                found.append(SecretFinding(known[value], 0, _masked_known(value), where))
                 break
     return found
+
+
+def _masked_known(value: str) -> str:
+    """A value known to be secret, shown by its length only: of a short one, the six
+    characters a pattern's match keeps would be most of it."""
+    return f"<{len(value)} characters>"
+
+
+def _streamed_fields(entry: Entry) -> Iterator[tuple[str, str]]:
+    """For a streamed answer, each field's text joined across its events, in order
+    (``choices.*.delta.content``, a tool call's ``arguments``): a value the API split over
+    several events, as models split their tokens, is in no one event's text, which is what
+    redaction and the YAML's search see. Fields whose every event says the same are left out."""
+    body = entry.response_body
+    if body.kind not in ("events", "lines", "eventstream"):
+        return
+    texts: dict[str, list[str]] = {}
+
+    def walk(value: object, path: str, depth: int) -> None:
+        if isinstance(value, str):
+            texts.setdefault(path, []).append(value)
+        elif depth < 16 and isinstance(value, dict):
+            for name, item in value.items():
+                walk(item, f"{path}.{name}", depth + 1)
+        elif depth < 16 and isinstance(value, list):
+            for item in value:
+                walk(item, f"{path}.*", depth + 1)
+
+    for value in body.json_values():
+        walk(value, "", 0)
+    for path, pieces in texts.items():
+        if len(pieces) > 1 and len(set(pieces)) > 1:
+            yield f"the streamed response's {path.lstrip('.')}, joined", "".join(pieces)

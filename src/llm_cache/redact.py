@@ -52,6 +52,7 @@ __all__ = [
     "plausible_secret",
     "redact",
     "redact_form",
+    "redact_shown",
     "request_credentials",
     "secret_values",
 ]
@@ -201,6 +202,14 @@ def json_credentials(value: Any, depth: int = 0) -> set[str]:
             if isinstance(item, (dict, list)):
                 found |= json_credentials(item, depth + 1)
     return found
+
+
+def redact_shown(text: str, headers: Mapping[str, Any] = {}, url: str = "") -> str:
+    """``text`` (a request's path, as a message, a log or a report shows it) with the
+    credentials of its request and the environment's secrets replaced, in any form a URL
+    carries them: a token in the path (``/bot<token>/sendMessage``) is shown redacted."""
+    secrets = request_credentials(headers, url) | {f for v in environment_secrets() for f in _forms(v)}
+    return str(redact(text, sorted(secrets, key=lambda v: (-len(v), v))))
 
 
 def echo_forms(item: str) -> tuple[str, ...]:

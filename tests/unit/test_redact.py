@@ -327,6 +327,34 @@ def test_a_known_value_in_a_base64_body_is_found():
     assert find_entry_secrets(entry, dump_entry(entry), known={"something-else-1": "x"}) == []
 
 
+def test_a_known_value_is_shown_by_its_length_only():
+    entry = _entry(b"\xff\xfe" + b"Xy7kQ2mP9aZ" + b"\x00")
+    [finding] = find_entry_secrets(entry, dump_entry(entry), known={"Xy7kQ2mP9aZ": "credential the request carried"})
+    assert finding.excerpt == "<11 characters>"  # not 'Xy7kQ2...aZ': 8 of its 11 characters
+
+
+def _streamed(pieces: list[str]) -> Entry:
+    events = [f'data: {json.dumps({"choices": [{"index": 0, "delta": {"content": p}}]})}' for p in pieces]
+    entry = _entry(b"", "request")
+    entry.response_body = Body("events", [*events, "data: [DONE]"])
+    return entry
+
+
+def test_a_secret_split_over_a_streams_events_is_found():
+    key = "sk-proj-" + "A1b2C3d4" * 4
+    pieces = ["Your key is ", *(key[i:i + 4] for i in range(0, len(key), 4)), "."]  # as a model streams tokens
+    entry = _streamed(pieces)
+    text = dump_entry(entry)
+    assert key not in text and find_secrets(text) == []  # no one event holds it
+    [shaped] = find_entry_secrets(entry, text)
+    assert shaped.kind == "openai or anthropic key" and "choices.*.delta.content, joined" in shaped.where
+    split = _streamed(["a token: db-Pw_", "9f8e7d6c", "5b4a3928"])
+    [known] = find_entry_secrets(split, dump_entry(split), known={"db-Pw_9f8e7d6c5b4a3928": "secret environment value"})
+    assert known.kind == "secret environment value"
+    ordinary = _streamed(["an ", "ordinary ", "answer"])
+    assert find_entry_secrets(ordinary, dump_entry(ordinary)) == []
+
+
 # The literal-prefix prefilters only skip patterns that cannot match: the findings are
 # those of the patterns alone, on texts made of secret shapes, near-misses and words.
 _PIECES = [

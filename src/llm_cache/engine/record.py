@@ -295,7 +295,8 @@ def _entry(
     credentials = request_credentials(request_headers, request.url, form, fields)
     if request_body.kind == "json":  # {"api_key": ...}: a field named as a credential header would be
         credentials |= {v for item in json_credentials(request_body.value) for v in echo_forms(item)}
-    environ = environment_secrets()
+    # the environment's secrets as an answer or a URL could carry them too: percent-encoded, JSON-escaped
+    environ = {form for value in environment_secrets() for form in echo_forms(value)}
     # and as base64 would show them (pasted encoded into a prompt)
     in_base64 = {v for v in base64_forms(credentials | environ) if len(v) >= MIN_SECRET_LENGTH}
     secrets = sorted(credentials | environ | in_base64, key=lambda v: (-len(v), v))  # longest first

@@ -261,7 +261,9 @@ class Scope:
         flight.unneeded = unneeded
         if action is Action.SERVE_STALE and found is Found.EXPIRED and self.mode is Mode.REFRESH:
             flight.revalidate = True  # within stale_while_revalidate: served now, refreshed behind
-        log.debug("%s %s model=%s endpoint=%s test=%s", action.value, rk.prefix, rk.model, rk.path, self.test_id)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s model=%s endpoint=%s test=%s", action.value, rk.prefix, rk.model,
+                      _shown_path(rk, request), self.test_id)
         if action is Action.FAIL:
             self.refuse(rk, request)
         if action is Action.SERVE_STALE and not flight.revalidate:
@@ -296,14 +298,15 @@ class Scope:
             session.stats.bump(self.stats, "misses")
             if session.stats.listeners:
                 session.stats.emit("miss", rk.model_version)
-            session.stats.add_miss(Miss(self.test_id, rk.model, rk.path, rk.key, closest_path, differences))
+            session.stats.add_miss(Miss(self.test_id, rk.model, _shown_path(rk, request), rk.key, closest_path,
+                                        differences))
             session.counted()
         else:
             closest_path, differences = self._nearest(rk)
         host, port = url_host(request.url) if request is not None else ("", None)
         raise CacheMiss(
             method=rk.method,
-            endpoint=rk.path,
+            endpoint=_shown_path(rk, request),
             model=rk.model,
             key=rk.key,
             path=session.store.location(rk.key, rk.model_version),
@@ -371,3 +374,9 @@ class Scope:
         for flight in list(self._open):
             flight.settle()
 
+
+def _shown_path(rk: RequestKey, request: Request | None) -> str:
+    """``rk``'s path as a message or a report shows it: a secret in it redacted."""
+    from ..redact import redact_shown
+
+    return redact_shown(rk.path, request.headers if request is not None else {}, request.url if request else "")
