@@ -9,6 +9,7 @@ replace in bytes. Each finding is reported masked, so the report itself leaks no
 
 from __future__ import annotations
 
+import base64
 import binascii
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -131,6 +132,12 @@ def find_entry_secrets(
             if value.encode("utf-8") in raw:
                 found.append(SecretFinding(known[value], 0, _masked_known(value), where))
                 break
+    for where, decoded in _embedded_base64(entry):
+        found += find_secrets(decoded.decode("ascii", "replace"), allow, body=where)
+        for value in values:
+            if value.encode("utf-8") in decoded:
+                found.append(SecretFinding(known[value], 0, _masked_known(value), where))
+                break
     for where, joined in _streamed_fields(entry):
         found += find_secrets(joined, allow, body=where)
         for value in values:
@@ -138,6 +145,41 @@ def find_entry_secrets(
                 found.append(SecretFinding(known[value], 0, _masked_known(value), where))
                 break
     return found
+
+
+# A run of base64 in a JSON string: a data URL's payload (a document or an image sent to a
+# model), or a long string of nothing else. Decoded up to MAX_EMBEDDED bytes each.
+_BASE64_RUN = re.compile(r"(?:base64,|^)([A-Za-z0-9+/_-]{32,}={0,2})$")
+MAX_EMBEDDED = 4 * 1024 * 1024
+
+
+def _embedded_base64(entry: Entry) -> Iterator[tuple[str, bytes]]:
+    """The decoded bytes of base64 inside the strings of JSON bodies: a file sent as
+    ``data:text/plain;base64,...`` is a secret's usual way into a request, and its text,
+    which the YAML shows encoded, is where the key is."""
+    for side, body in (("request", entry.request_body), ("response", entry.response_body)):
+        if body.kind != "json":
+            continue
+        stack: list[tuple[object, int]] = [(body.value, 0)]
+        while stack:
+            value, depth = stack.pop()
+            if isinstance(value, str):
+                if len(value) < 32:
+                    continue
+                match = _BASE64_RUN.search(value[: MAX_EMBEDDED * 2])
+                if match is None:
+                    continue
+                run = match.group(1)
+                try:
+                    urlsafe = "-" in run or "_" in run
+                    decoded = base64.b64decode(run + "=" * (-len(run) % 4), altchars=b"-_" if urlsafe else None)
+                except (binascii.Error, ValueError):
+                    continue
+                yield f"base64 inside the {side}'s JSON", decoded
+            elif depth < 32 and isinstance(value, dict):
+                stack.extend((item, depth + 1) for item in value.values())
+            elif depth < 32 and isinstance(value, list):
+                stack.extend((item, depth + 1) for item in value)
 
 
 def _masked_known(value: str) -> str:

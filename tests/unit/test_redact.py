@@ -333,6 +333,25 @@ def test_a_known_value_is_shown_by_its_length_only():
     assert finding.excerpt == "<11 characters>"  # not 'Xy7kQ2...aZ': 8 of its 11 characters
 
 
+@pytest.mark.parametrize("prefix", ["data:text/plain;base64,", ""])
+def test_a_secret_in_base64_inside_a_json_string_is_found(prefix: str) -> None:
+    key = "sk-proj-" + "A1b2C3d4" * 4
+    document = base64.b64encode(f"notes\nOPENAI_API_KEY={key}\n".encode()).decode()  # at no aligned offset
+    entry = _entry(b"", "response")
+    entry.request_body = Body("json", {"model": "gpt-4o", "messages": [{"role": "user", "content": [
+        {"type": "file", "file": {"file_data": prefix + document}}]}]})
+    text = dump_entry(entry)
+    assert key not in text
+    [finding] = find_entry_secrets(entry, text)
+    assert finding.kind == "openai or anthropic key" and finding.where == "base64 inside the request's JSON"
+    env = "db-Pw_9f8e7d6c5b4a3928"
+    entry.request_body = Body("json", {"file_data": prefix + base64.b64encode(f"X={env}".encode()).decode() * 2})
+    [known] = find_entry_secrets(entry, dump_entry(entry), known={env: "secret environment value"})
+    assert known.kind == "secret environment value"
+    entry.request_body = Body("json", {"id": "chatcmpl-" + "AbCdEf0123456789" * 3, "image": prefix + "iVBORw0KGgo" * 8})
+    assert find_entry_secrets(entry, dump_entry(entry)) == []
+
+
 def _streamed(pieces: list[str]) -> Entry:
     events = [f'data: {json.dumps({"choices": [{"index": 0, "delta": {"content": p}}]})}' for p in pieces]
     entry = _entry(b"", "request")
