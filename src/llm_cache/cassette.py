@@ -183,9 +183,14 @@ def _build(loader: Any, node: Any) -> Any:
     return getattr(loader, name)(node)
 
 
-def _read_yaml(yaml: Any, loader_class: type[Any], text: str | bytes) -> Any:
+def _anchors(text: str | bytes) -> bool:
+    """Whether ``text`` may define anchors (whose aliases share, and may expand, nodes)."""
+    return (b"&" in text) if isinstance(text, bytes) else ("&" in text)
+
+
+def _read_yaml(yaml: Any, loader_class: type[Any], text: str | bytes, anchors: bool | None = None) -> Any:
     """``yaml.load(text, Loader=loader_class)``, faster for what cassettes hold."""
-    if (b"&" in text) if isinstance(text, bytes) else ("&" in text):
+    if _anchors(text) if anchors is None else anchors:
         return yaml.load(text, Loader=loader_class)
     loader = loader_class(text)
     try:
@@ -252,8 +257,9 @@ def load_doc(text: str | bytes, path: str) -> Any:
     if len(text) > MAX_CASSETTE_BYTES:
         raise OversizeCassette(path=path, size=len(text), limit=MAX_CASSETTE_BYTES)
     yaml, loader, _ = _yaml()
+    anchors = _anchors(text)
     try:
-        doc = _read_yaml(yaml, loader, text)  # a safe loader, C or Python
+        doc = _read_yaml(yaml, loader, text, anchors)  # a safe loader, C or Python
     except yaml.constructor.ConstructorError as exc:  # a tag it cannot hold: say which and where
         mark = exc.problem_mark
         where = f", line {mark.line + 1}" if mark is not None else ""
@@ -262,7 +268,7 @@ def load_doc(text: str | bytes, path: str) -> Any:
         raise _fail(path, f"not valid YAML: {str(exc).splitlines()[0]}") from None
     except (ValueError, TypeError, RecursionError, MemoryError) as exc:
         raise _fail(path, f"not valid YAML: {type(exc).__name__}: {str(exc)[:200]}") from None
-    if (b"&" in text) if isinstance(text, bytes) else ("&" in text):  # anchors: aliases may expand
+    if anchors:  # aliases may expand
         _check_expansion(doc, path)
     return doc
 

@@ -125,25 +125,11 @@ def find_entry_secrets(
     allow = list(allow)
     found = find_secrets(text, allow)
     values = sorted(known, key=len, reverse=True)
-    for where, raw in _binary_bodies(entry):
-        # an ASCII credential reads as itself; other bytes become U+FFFD, which ends a word
-        found += find_secrets(raw.decode("ascii", "replace"), allow, body=where)
-        for value in values:
-            if value.encode("utf-8") in raw:
-                found.append(SecretFinding(known[value], 0, _masked_known(value), where))
-                break
-    for where, decoded in _embedded_base64(entry):
-        found += find_secrets(decoded.decode("ascii", "replace"), allow, body=where)
-        for value in values:
-            if value.encode("utf-8") in decoded:
-                found.append(SecretFinding(known[value], 0, _masked_known(value), where))
-                break
+    # an ASCII credential reads as itself; other bytes become U+FFFD, which ends a word
+    for where, raw in (*_binary_bodies(entry), *_embedded_base64(entry)):
+        found += _searched(where, raw.decode("ascii", "replace"), raw, allow, known, values)
     for where, joined in _streamed_fields(entry):
-        found += find_secrets(joined, allow, body=where)
-        for value in values:
-            if value in joined:
-                found.append(SecretFinding(known[value], 0, _masked_known(value), where))
-                break
+        found += _searched(where, joined, None, allow, known, values)
     return found
 
 
@@ -180,6 +166,19 @@ def _embedded_base64(entry: Entry) -> Iterator[tuple[str, bytes]]:
                 stack.extend((item, depth + 1) for item in value.values())
             elif depth < 32 and isinstance(value, list):
                 stack.extend((item, depth + 1) for item in value)
+
+
+def _searched(
+    where: str, text: str, raw: bytes | None, allow: list[str], known: Mapping[str, str], values: list[str]
+) -> list[SecretFinding]:
+    """Secret shapes in ``text``, and the first ``known`` value in it (in ``raw``, its bytes,
+    when it was decoded from some)."""
+    found = find_secrets(text, allow, body=where)
+    for value in values:
+        if (value.encode("utf-8") in raw) if raw is not None else (value in text):
+            found.append(SecretFinding(known[value], 0, _masked_known(value), where))
+            break
+    return found
 
 
 def _masked_known(value: str) -> str:

@@ -299,13 +299,15 @@ def redact_form(encoded: str) -> str:
 
 
 def request_credentials(
-    headers: Mapping[str, Any] = {}, url: str = "", form: str = "", fields: Iterable[tuple[str, str]] = ()
+    headers: Mapping[str, Any] = {}, url: str = "", form: str = "", fields: Iterable[tuple[str, str]] = (),
+    body: Any = None,
 ) -> set[str]:
     """Every credential a request carried, of 8 characters or more, in the forms an answer
     could echo it: raw, percent-encoded and JSON-escaped. ``form``: its body, when that is
     an ``application/x-www-form-urlencoded`` form (an OAuth token request's
     ``client_secret``, ``password``, ``refresh_token``); ``fields``: the text fields of a
-    ``multipart/form-data`` body, as (name, value)."""
+    ``multipart/form-data`` body, as (name, value); ``body``: its JSON value, when it is JSON
+    (``json_credentials``)."""
     found: set[str] = set()
     for name, value in headers.items():
         values = value if isinstance(value, (list, tuple)) else [value]
@@ -314,6 +316,8 @@ def request_credentials(
     found.update(_url_credentials(url))
     found.update(_pair_credentials(form))
     found.update(value for name, value in fields if field_credential(name, value))
+    if body is not None:
+        found.update(json_credentials(body))
     forms: set[str] = set()
     for item in found:
         if len(item) >= MIN_SECRET_LENGTH:

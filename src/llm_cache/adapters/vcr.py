@@ -84,13 +84,10 @@ def _aiohttp_payload(value: Any, headers: dict[str, Any]) -> bytes:
             as_json = arguments.get("json") is not None
             break
         frame = frame.f_back  # type: ignore[assignment]
-    named = {str(name).lower() for name in headers}
     if as_json:
-        if "content-type" not in named:
-            headers["Content-Type"] = "application/json"
+        _typed(headers, "application/json")
         return json.dumps(value).encode("utf-8")
-    if "content-type" not in named:
-        headers["Content-Type"] = "application/x-www-form-urlencoded"
+    _typed(headers, "application/x-www-form-urlencoded")
     pairs = value.items() if isinstance(value, Mapping) else value
     return urlencode([(str(k), v) for k, v in pairs], doseq=True).encode("utf-8")
 
@@ -102,10 +99,8 @@ def _aiohttp_form(form: Any, fields: list[Any], headers: dict[str, Any]) -> byte
     """An aiohttp ``FormData`` as the bytes it sends: url-encoded, or multipart (which aiohttp
     writes only once the request goes, with a random boundary: written here with a fixed
     one), so it is keyed, stored and redacted as any form of its kind."""
-    named = {str(name).lower() for name in headers}
     if not form.is_multipart:
-        if "content-type" not in named:
-            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        _typed(headers, "application/x-www-form-urlencoded")
         return bytes(getattr(form(), "_value", b"") or b"")
     out = []
     for options, part_headers, value in fields:
@@ -116,11 +111,19 @@ def _aiohttp_form(form: Any, fields: list[Any], headers: dict[str, Any]) -> byte
         lines += [f"{k}: {v}" for k, v in (part_headers or {}).items() if k.lower() != "content-disposition"]
         if hasattr(value, "read") and hasattr(value, "seek"):
             where = value.tell()
-            value, _ = value.read(), value.seek(where)  # aiohttp still sends the whole file
+            content = value.read()
+            value.seek(where)  # aiohttp still sends the whole file
+            value = content
         data = value.encode("utf-8") if isinstance(value, str) else bytes(value or b"")
         out.append("\r\n".join(lines).encode("utf-8") + b"\r\n\r\n" + data + b"\r\n")
     headers["Content-Type"] = f"multipart/form-data; boundary={_FORM_BOUNDARY}"
     return b"".join(out) + f"--{_FORM_BOUNDARY}--\r\n".encode()
+
+
+def _typed(headers: dict[str, Any], content_type: str) -> None:
+    """Give ``headers`` the content type aiohttp will send, unless the caller set one."""
+    if not any(str(name).lower() == "content-type" for name in headers):
+        headers["Content-Type"] = content_type
 
 
 def _vcr_response(response: Response) -> dict[str, Any]:

@@ -33,7 +33,6 @@ from ..redact import (
     base64_forms,
     echo_forms,
     environment_secrets,
-    json_credentials,
     keep_headers,
     redact,
     redact_form,
@@ -292,9 +291,8 @@ def _entry(
         fields = [(str(p.get("name") or ""), p["text"]) for p in request_body.value if isinstance(p.get("text"), str)]
         request_body = Body("multipart", [_redact_part(p) for p in request_body.value])
     info = read_response(body)
-    credentials = request_credentials(request_headers, request.url, form, fields)
-    if request_body.kind == "json":  # {"api_key": ...}: a field named as a credential header would be
-        credentials |= {v for item in json_credentials(request_body.value) for v in echo_forms(item)}
+    json_body = request_body.value if request_body.kind == "json" else None  # {"api_key": ...}
+    credentials = request_credentials(request_headers, request.url, form, fields, json_body)
     # the environment's secrets as an answer or a URL could carry them too: percent-encoded, JSON-escaped
     environ = {form for value in environment_secrets() for form in echo_forms(value)}
     # and as base64 would show them (pasted encoded into a prompt)

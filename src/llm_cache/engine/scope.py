@@ -379,4 +379,6 @@ def _shown_path(rk: RequestKey, request: Request | None) -> str:
     """``rk``'s path as a message or a report shows it: a secret in it redacted."""
     from ..redact import redact_shown
 
-    return redact_shown(rk.path, request.headers if request is not None else {}, request.url if request else "")
+    if request is None:
+        return redact_shown(rk.path)
+    return redact_shown(rk.path, request.headers, request.url)
