@@ -41,9 +41,9 @@ import httpx2
 import openai
 
 from llm_cache.adapters.patches import intercept
+from llm_cache.engine.session import CacheSession, open_settings_store
 from llm_cache.modes import Mode
 from llm_cache.policy import Cap, Eviction, plan_eviction
-from llm_cache.engine.session import CacheSession, open_settings_store
 from llm_cache.settings import Settings
 from llm_cache.stores import FileStore
 
@@ -377,8 +377,10 @@ def file_session_factory(directory: Path) -> Callable[[], CacheSession]:
 
 def prime_parsed_copies(directory: Path, picks: list[tuple[int, bool]]) -> int:
     """Read these cassettes through a FileStore and close it, as a session that used them
-    does at its end: the store writes its parsed copies. Returns how many derived files appeared."""
-    store = FileStore(directory)
+    does at its end: the store writes its parsed copies (of every cassette, as under
+    llm_cache_parsed_copies = on: by default, small ones get none). Returns how many derived
+    files appeared."""
+    store = FileStore(directory, copies_from=0)
     for i, stream in picks:
         if store.get(bc.key_of(i, stream), bc.MODEL) is None:
             raise RuntimeError(f"prime: cassette {i} missing in {directory}")
@@ -789,7 +791,8 @@ WARM_SCRIPT = textwrap.dedent("""
     from llm_cache.engine.session import CacheSession, open_settings_store
     from llm_cache.settings import Settings
 
-    session = CacheSession(Settings(mode=Mode.REPLAY, cassette_dir=Path(sys.argv[1]), warm=()))
+    # parsed copies of every cassette (llm_cache_parsed_copies = on), so the 2nd run reads them
+    session = CacheSession(Settings(mode=Mode.REPLAY, cassette_dir=Path(sys.argv[1]), warm=(), parsed_copies=0))
     gc.collect()
     before = rss()
     t0 = time.perf_counter()
@@ -894,7 +897,8 @@ def section_startup(cfg: Config, corpora: bc.Corpora, workdir: Path) -> dict[str
         project = workdir / f"project-{size}"
         shutil.rmtree(project, ignore_errors=True)
         project.mkdir()
-        (project / "pytest.ini").write_text("[pytest]\n")
+        # copies of every cassette, so that the 2nd run with warming reads what the 1st wrote
+        (project / "pytest.ini").write_text("[pytest]\nllm_cache_parsed_copies = on\n")
         (project / "cassettes").symlink_to(corpus, target_is_directory=True)
         hit_file = project / "hit.txt"
         (project / "test_startup.py").write_text(TEST_FILE.format(base_url=bc.BASE_URL, hit_file=str(hit_file)))

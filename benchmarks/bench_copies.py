@@ -153,12 +153,12 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(work / name, ignore_errors=True)
             (work / "new-root" / bc.MODEL).mkdir(parents=True)
             (work / "atomic-root" / bc.MODEL).mkdir(parents=True)
-            stores["in place"] = FileStore(work / "new-root")
-            stores["atomic"] = FileStore(work / "atomic-root")
+            stores["in place"] = FileStore(work / "new-root", copies_from=0)
+            stores["atomic"] = FileStore(work / "atomic-root", copies_from=0)
 
         def reset_reads(with_copies: bool) -> Callable[[], None]:
             def reset() -> None:
-                stores["read"] = FileStore(root)  # a new session: nothing in memory
+                stores["read"] = FileStore(root, copies_from=0)  # a new session: nothing in memory
                 if not with_copies:
                     shutil.rmtree(meta, ignore_errors=True)
                     shutil.rmtree(old_copies, ignore_errors=True)

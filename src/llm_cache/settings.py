@@ -20,6 +20,7 @@ from .keyrules import KeyRules
 from .modes import MODES, Mode
 from .policy import EVICTIONS, Cap, Eviction
 from .values import (  # noqa: F401 - re-exported: settings is where users look
+    COPY_MIN_BYTES,
     DEFAULT_MAX_CASSETTE_BYTES,
     DEFAULT_TTL,
     DURATION_FORM,
@@ -172,8 +173,9 @@ class Settings:
     max_cassette_bytes: int = DEFAULT_MAX_CASSETTE_BYTES
     # after a run of the whole collection: list the cassettes no test used, or fail on them
     unused: str = "report"
-    # write parsed copies of the cassettes read (under .llm-cache/parsed/); auto: not in CI
-    parsed_copies: bool = True
+    # the smallest cassette whose parsed copy is written (under .llm-cache/parsed/), None
+    # for none: auto is COPY_MIN_BYTES (16 KiB), none in CI; on is every one
+    parsed_copies: int | None = COPY_MIN_BYTES
     # an expired cassette in replay: served, served and listed, or a failed test
     stale: str = "serve"
     # the self-contained HTML report, written at session end
@@ -292,9 +294,11 @@ def resolve(
     )
 
 
-def _parsed_copies(value: object, environ: Mapping[str, str]) -> bool:
+def _parsed_copies(value: object, environ: Mapping[str, str]) -> int | None:
     choice = parse_choice(value or "auto", "llm_cache_parsed_copies", PARSED_COPIES)
-    return choice == "on" or (choice == "auto" and not in_ci(environ))
+    if choice == "on":
+        return 0
+    return COPY_MIN_BYTES if choice == "auto" and not in_ci(environ) else None
 
 
 def check_paths(settings: Settings) -> None:

@@ -1,6 +1,7 @@
 """llm_cache_parsed_copies: parsed copies of the cassettes read are written for the next
-run (auto, on), except in CI by default (auto: a clone thrown away after its run would pay
-to write them for nothing), or never (off). Copies already there are read either way.
+run: by default (auto) of cassettes of 16 KiB or more only, whose copy saves the YAML's
+parse, and none in CI (a clone thrown away after its run would pay to write them for
+nothing); of every cassette (on); or never (off). Copies already there are read either way.
 The first two tests run under no xdist, -n 0 and -n 2; the rest only choose the setting."""
 
 from __future__ import annotations
@@ -8,15 +9,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import Project
 
-TESTS = """
+# A long prompt: the answer echoes it, so its cassette holds it twice (over 16 KiB).
+LONG = "a long question " * 700
+
+TESTS = f"""
 from conftest import chat
 def test_one(client, llm_cache, save):
     save("one", chat(client, "first question").choices[0].message.content)
 def test_two(client, llm_cache, save):
     save("two", chat(client, "second question").choices[0].message.content)
+def test_long(client, llm_cache, save):
+    save("long", chat(client, {LONG!r}).choices[0].message.content)
 """
 
 
@@ -27,16 +32,27 @@ def _copies(project: Project) -> list[Path]:
 
 def _recorded(project: Project) -> None:
     project.pytester.makepyfile(test_pc=TESTS)
-    project.run("--llm-cache=record").assert_outcomes(passed=2)
+    project.run("--llm-cache=record").assert_outcomes(passed=3)
+
+
+def _largest(project: Project) -> Path:
+    return max(project.files(), key=lambda p: p.stat().st_size)
 
 
 @pytest.mark.all_xdist_modes
-def test_written_by_default_outside_ci(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_written_by_default_outside_ci_for_large_cassettes_only(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("CI", raising=False)
     _recorded(project)
-    assert len(_copies(project)) == 2
-    project.run().assert_outcomes(passed=2)
-    assert len(_copies(project)) == 2
+    sizes = sorted(p.stat().st_size for p in project.files())
+    assert sizes[-1] >= 16 * 1024 > sizes[1]  # one large cassette, two small ones
+    assert [p.stem for p in _copies(project)] == [_largest(project).stem]
+    for copy in _copies(project):
+        copy.unlink()
+    project.run().assert_outcomes(passed=3)  # replay writes the large one's copy again, only that
+    assert [p.stem for p in _copies(project)] == [_largest(project).stem]
+    assert project.result("long") == "echo: " + LONG
 
 
 @pytest.mark.all_xdist_modes
@@ -48,7 +64,7 @@ def test_not_written_in_ci_by_default_and_replay_still_passes(
     _recorded(project)
     assert _copies(project) == []
     calls = project.server.count()
-    project.run().assert_outcomes(passed=2)
+    project.run().assert_outcomes(passed=3)
     assert _copies(project) == []
     assert project.server.count() == calls  # replayed from the YAML, nothing reached the API
     assert project.result("two") == "echo: second question"
@@ -57,19 +73,19 @@ def test_not_written_in_ci_by_default_and_replay_still_passes(
 def test_ci_false_is_not_ci(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CI", "false")
     _recorded(project)
-    assert len(_copies(project)) == 2
+    assert len(_copies(project)) == 1
 
 
 def test_on_writes_them_in_ci_and_off_never(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CI", "true")
     project.pytester.makeini("[pytest]\nllm_cache_parsed_copies = on\n")
     _recorded(project)
-    assert len(_copies(project)) == 2
+    assert len(_copies(project)) == 3  # the small cassettes' too
     monkeypatch.delenv("CI")
     project.pytester.makeini("[pytest]\nllm_cache_parsed_copies = off\n")
     for copy in _copies(project):
         copy.unlink()
-    project.run().assert_outcomes(passed=2)
+    project.run().assert_outcomes(passed=3)
     assert _copies(project) == []
 
 

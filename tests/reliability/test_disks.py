@@ -266,6 +266,7 @@ def _block(path: Path, as_dir: bool) -> None:
 def test_parsed_copies_and_indexes_that_cannot_be_written_are_warnings_never_a_failed_session(
     project: Project,
 ) -> None:
+    project.pytester.makeini("[pytest]\nllm_cache_parsed_copies = on\n")  # copies of small cassettes too
     _recorded(project)
     meta = project.cassettes / ".llm-cache"
     _block(meta / "parsed", as_dir=False)  # the copies' directory is a file

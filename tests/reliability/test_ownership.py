@@ -205,6 +205,7 @@ def test_recording_through_a_symlinked_model_dir_moves_nothing_outside_aside(
 def test_nothing_is_written_or_read_through_a_symlinked_llm_cache_dir(
     project: Project, tmp_path_factory: pytest.TempPathFactory, which: str
 ) -> None:
+    project.pytester.makeini("[pytest]\nllm_cache_parsed_copies = on\n")  # copies of small cassettes too
     _record_three(project)
     outside = tmp_path_factory.mktemp("outside")
     place = project.cassettes / which

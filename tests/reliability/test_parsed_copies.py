@@ -37,7 +37,7 @@ def _entry(answer: str = "hello") -> Entry:
 
 def _stored(root: Path, answer: str = "hello") -> tuple[Entry, Path, Path]:
     """An entry put and closed: its cassette, and the parsed copy the store wrote."""
-    store = FileStore(root)
+    store = FileStore(root, copies_from=0)
     entry = _entry(answer)
     path = Path(store.put(entry))
     store.close()
@@ -53,7 +53,7 @@ def _answer(entry: Entry | None) -> str:
 
 def _current(root: Path, path: Path) -> bool:
     """Whether the copy of ``path`` is one a read would use (made from its bytes, well formed)."""
-    store = FileStore(root)
+    store = FileStore(root, copies_from=0)
     data = path.read_bytes()
     status, _ = store._copy_doc(store._parsed_copy(path), files._sha256(data), len(data))
     return status == "current"
@@ -68,7 +68,7 @@ def test_a_copy_made_from_these_bytes_is_used_without_parsing_the_yaml(
         raise AssertionError("the YAML was parsed although its copy is current")
 
     monkeypatch.setattr(files, "load_entry", no_yaml)
-    assert FileStore(tmp_path).get(entry.key, "gpt-4o") == entry
+    assert FileStore(tmp_path, copies_from=0).get(entry.key, "gpt-4o") == entry
 
 
 def test_an_edit_that_keeps_size_and_mtime_is_read_from_the_yaml(tmp_path: Path) -> None:
@@ -77,7 +77,7 @@ def test_an_edit_that_keeps_size_and_mtime_is_read_from_the_yaml(tmp_path: Path)
     path.write_text(path.read_text().replace("the old answer", "the new answer"))
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # as tar, rsync -t or touch -r leave it
     assert path.stat().st_size == stat.st_size
-    store = FileStore(tmp_path)
+    store = FileStore(tmp_path, copies_from=0)
     assert _answer(store.get(entry.key, "gpt-4o")) == "the new answer"
     store.close()  # and the copy follows the YAML again
     assert _current(tmp_path, path)
@@ -92,7 +92,7 @@ def test_a_copy_forged_the_old_way_or_for_other_bytes_is_ignored_and_rebuilt(tmp
         {"format": files.COPY_FORMAT, "sha256": "0" * 64, "doc": forged_doc},  # made from other bytes
     ):
         copy.write_text(json.dumps(forged))
-        store = FileStore(tmp_path)
+        store = FileStore(tmp_path, copies_from=0)
         assert _answer(store.get(entry.key, "gpt-4o")) == "what the YAML says"
         store.close()
         assert _current(tmp_path, path)
@@ -124,7 +124,7 @@ MALFORMED = {
 def test_a_malformed_copy_is_ignored_and_rebuilt(tmp_path: Path, damage: str) -> None:
     entry, path, copy = _stored(tmp_path)
     copy.write_bytes(MALFORMED[damage](path, copy.read_bytes()))
-    store = FileStore(tmp_path)
+    store = FileStore(tmp_path, copies_from=0)
     assert store.get(entry.key, "gpt-4o") == entry
     store.close()
     assert _current(tmp_path, path)
@@ -140,6 +140,7 @@ def test_a(client, llm_cache):
 
 @pytest.mark.parametrize("header", [True, False], ids=["after the copy's header", "whole file"])
 def test_replay_passes_over_a_copy_nested_100000_deep(project: Project, header: bool) -> None:
+    project.pytester.makeini("[pytest]\nllm_cache_parsed_copies = on\n")  # copies of small cassettes too
     project.pytester.makepyfile(test_a=DEEP_COPY)
     project.run("--llm-cache=record").assert_outcomes(passed=1)
     [path] = project.files()
@@ -152,6 +153,7 @@ def test_replay_passes_over_a_copy_nested_100000_deep(project: Project, header: 
 
 
 def test_replay_serves_what_the_yaml_says_after_an_edit_that_keeps_size_and_mtime(project: Project) -> None:
+    project.pytester.makeini("[pytest]\nllm_cache_parsed_copies = on\n")  # copies of small cassettes too
     project.pytester.makepyfile(test_a=DEEP_COPY)
     project.run("--llm-cache=record").assert_outcomes(passed=1)
     project.run().assert_outcomes(passed=1)  # the parsed copy is there, and used
@@ -187,3 +189,44 @@ def test_verify_checks_the_parsed_copies(tmp_path: Path) -> None:
     out = _verify(tmp_path)
     assert out.returncode == 0, out.stdout
     assert f"{path}: note: its parsed copy {copy} is damaged; replay ignores it and writes it again" in out.stdout
+
+
+def test_by_default_only_cassettes_of_16_kib_or_more_get_a_copy_and_have_theirs_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small cassette's copy saves less than it costs to write: none is written, and one an
+    earlier run left is not even opened. A large one's is written and used."""
+    small, small_path, small_copy = _stored(tmp_path / "small", answer="small")  # copies_from=0
+    small_copy.write_bytes(small_copy.read_bytes().replace(b'"small"', b'"SMALL"'))  # fails its check
+    large = _entry("x" * (20 * 1024))
+    store = FileStore(tmp_path / "large")
+    large_path = Path(store.put(large))
+    store.close()
+    assert large_path.stat().st_size >= 16 * 1024 > small_path.stat().st_size
+    assert store._parsed_copy(large_path).is_file()
+
+    opened: list[str] = []
+    real = files.ParsedCopies.entry
+
+    def spy(self: files.ParsedCopies, copy: str, *args: object) -> Entry | None:
+        opened.append(copy)
+        return real(self, copy, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(files.ParsedCopies, "entry", spy)
+    fresh = FileStore(tmp_path / "small")
+    assert _answer(fresh.get(small.key, "gpt-4o")) == "small"
+    fresh.close()
+    assert opened == []  # the small cassette's copy was never looked at
+
+    def no_yaml(*args: object, **kwargs: object) -> Entry:
+        raise AssertionError("the large cassette's YAML was parsed although its copy is current")
+
+    monkeypatch.setattr(files, "load_entry", no_yaml)
+    assert FileStore(tmp_path / "large").get(large.key, "gpt-4o") == large
+    assert len(opened) == 1
+    # a store that writes no copies (CI) writes none of a new large cassette either
+    monkeypatch.undo()
+    ci = FileStore(tmp_path / "ci", copies_from=None)
+    path = Path(ci.put(_entry("y" * (20 * 1024))))
+    ci.close()
+    assert not ci._parsed_copy(path).exists()

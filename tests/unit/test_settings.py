@@ -316,10 +316,10 @@ def test_in_ci(environ: dict[str, str], expected: bool) -> None:
 def test_parsed_copies_auto_follows_ci_and_on_off_do_not(tmp_path: Path) -> None:
     from llm_cache.settings import resolve
 
-    def copies(ini: dict[str, object], environ: dict[str, str]) -> bool:
+    def copies(ini: dict[str, object], environ: dict[str, str]) -> int | None:
         return resolve({}, ini, environ, tmp_path).parsed_copies
 
-    assert copies({}, {}) is True
-    assert copies({}, {"CI": "true"}) is False
-    assert copies({"parsed_copies": "on"}, {"CI": "true"}) is True
-    assert copies({"parsed_copies": "OFF"}, {}) is False
+    assert copies({}, {}) == 16 * 1024  # auto: copies of cassettes of 16 KiB or more
+    assert copies({}, {"CI": "true"}) is None
+    assert copies({"parsed_copies": "on"}, {"CI": "true"}) == 0  # every cassette
+    assert copies({"parsed_copies": "OFF"}, {}) is None

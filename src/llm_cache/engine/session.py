@@ -48,7 +48,7 @@ def open_settings_store(settings: Settings) -> Store:
         else open_store(settings.store_url, settings.root, settings.ttl, setting=settings.store_setting)
     )
     if isinstance(store, FileStore):
-        store.write_copies = settings.parsed_copies
+        store.copies_from = settings.parsed_copies
     return store
 
 

@@ -41,7 +41,7 @@ from .census import CASSETTE_NAME, SWEEP_AFTER, Listed, proves, swept, take_cens
 from .derived import Derived
 from .digests import DIGESTS_FORMAT, DIGESTS_KEPT, RequestDigests
 from .locks import KeyLock, LockTable, lock_kind
-from .parsed import COPY_FORMAT, ParsedCopies, copy_body
+from .parsed import COPY_FORMAT, COPY_MIN_BYTES, ParsedCopies, copy_body
 from .parsed import sha256 as _sha256
 from .paths import KEY_PREFIX_LENGTH, NOT_FOLLOWED, SUFFIX, Tree, cassette_path, safe_dirname
 from .protocol import EntryMeta
@@ -68,7 +68,7 @@ log = logging.getLogger("llm_cache")
 class FileStore:
     """Cassettes as YAML files under ``root``."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, copies_from: int | None = COPY_MIN_BYTES) -> None:
         self.root = Path(root)
         self._tree = Tree(self.root)
         self._derived = Derived(self._tree)
@@ -79,9 +79,11 @@ class FileStore:
         self._locks: LockTable | None = None
         self._locks_guard = threading.Lock()
         self._checked: set[str] = set()
-        # False: no parsed copies are written (llm_cache_parsed_copies; a CI clone, thrown
-        # away after its run, would pay to write them for nothing); existing ones are read
-        self.write_copies = True
+        # the smallest cassette (bytes of YAML) whose parsed copy is written; None: none is
+        # (llm_cache_parsed_copies; a CI clone, thrown away after its run, would pay to write
+        # them for nothing). Copies already there are read, of cassettes this size or more
+        # (COPY_MIN_BYTES or more when none is written).
+        self.copies_from = copies_from
         # answers a recording did not keep, so that replay's miss can say why
         self.refusals = Refusals(self.root, KEY_PREFIX_LENGTH)
 
@@ -139,13 +141,15 @@ class FileStore:
             raise CassetteError(path=where, reason=f"it {exc.strerror}{fix}") from None
         except OSError as exc:
             raise CassetteError(path=where, reason=f"cannot be read: {exc.strerror}") from None
+        if len(data) < (COPY_MIN_BYTES if self.copies_from is None else self.copies_from):
+            return load_entry(data, where, expected_key=key)  # too small for a copy to pay
         digest = _sha256(data)
         copy = self._copies.path(os.path.basename(directory), name.removesuffix(SUFFIX))
         entry = self._copies.entry(copy, digest, len(data), where, key)
         if entry is not None:
             return entry
         entry = load_entry(data, where, expected_key=key)
-        if remember and self.write_copies:
+        if remember and self.copies_from is not None:
             self._pending[copy] = (digest, entry)
         return entry
 
@@ -219,7 +223,7 @@ class FileStore:
             write_atomic(path, data)
         except OSError as exc:
             raise StoreError.from_os_error(str(path), exc) from None
-        if self.write_copies:
+        if self.copies_from is not None and len(data) >= self.copies_from:
             self._pending[self._copies.path(directory.name, path.stem)] = (_sha256(data), entry)
         return str(path)
 
