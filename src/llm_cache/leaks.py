@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -128,7 +129,7 @@ def find_entry_secrets(
     # an ASCII credential reads as itself; other bytes become U+FFFD, which ends a word
     for where, raw in (*_binary_bodies(entry), *_embedded_base64(entry)):
         found += _searched(where, raw.decode("ascii", "replace"), raw, allow, known, values)
-    for where, joined in _streamed_fields(entry):
+    for where, joined in (*_streamed_fields(entry), *_escaped_events(entry)):
         found += _searched(where, joined, None, allow, known, values)
     return found
 
@@ -185,6 +186,18 @@ def _masked_known(value: str) -> str:
     """A value known to be secret, shown by its length only: of a short one, the six
     characters a pattern's match keeps would be most of it."""
     return f"<{len(value)} characters>"
+
+
+def _escaped_events(entry: Entry) -> Iterator[tuple[str, str]]:
+    """A streamed answer's JSON, unescaped, when its events escape characters (``\\u0073``
+    for ``s``, ``\\/`` for ``/`` as PHP writes a slash): a secret written so is not itself
+    in the events' text, which redaction and the YAML's search read."""
+    body = entry.response_body
+    if body.kind not in ("events", "lines") or not any("\\u" in e or "\\/" in e for e in body.value):
+        return
+    yield "the streamed response, unescaped", "\n".join(
+        json.dumps(value, ensure_ascii=False) for value in body.json_values()
+    )
 
 
 def _streamed_fields(entry: Entry) -> Iterator[tuple[str, str]]:

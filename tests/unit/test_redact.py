@@ -374,6 +374,28 @@ def test_a_secret_split_over_a_streams_events_is_found():
     assert find_entry_secrets(ordinary, dump_entry(ordinary)) == []
 
 
+@pytest.mark.parametrize("lines", [False, True], ids=["SSE", "NDJSON"])
+def test_a_secret_a_stream_writes_with_json_escapes_is_found(lines: bool) -> None:
+    """A server may escape any character of a JSON string (``\\u0073`` for ``s``, ``\\/`` for
+    ``/``, as PHP and some Java servers write a slash): the event's text then holds no secret
+    shape and no known value as such, in one event or joined."""
+    key = "sk-proj-" + "A1b2C3d4" * 4
+    escaped = "".join(f"\\u{ord(c):04x}" if c in "sp" else c for c in key)
+    aws = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKEY"
+    for secret, raw, known in ((key, escaped, {}), (aws, aws.replace("/", "\\/"), {aws: "secret environment value"})):
+        data = '{"choices": [{"index": 0, "delta": {"content": "it is ' + raw + '"}}]}'
+        entry = _entry(b"", "request")
+        entry.response_body = Body("lines", [data]) if lines else Body("events", [f"data: {data}", "data: [DONE]"])
+        assert json.loads(data)["choices"][0]["delta"]["content"] == "it is " + secret
+        text = dump_entry(entry)
+        assert secret not in text
+        [finding] = find_entry_secrets(entry, text, known=known)
+        assert finding.kind == (known[secret] if known else "openai or anthropic key")
+        assert "unescaped" in finding.where
+    plain = _streamed(["caf\u00e9 ", "au lait"])  # escapes of ordinary text find nothing
+    assert find_entry_secrets(plain, dump_entry(plain)) == []
+
+
 # The literal-prefix prefilters only skip patterns that cannot match: the findings are
 # those of the patterns alone, on texts made of secret shapes, near-misses and words.
 _PIECES = [
