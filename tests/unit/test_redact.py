@@ -454,6 +454,9 @@ def test_a_pattern_replaced_or_added_gets_its_own_prefilter(monkeypatch: pytest.
         ("sort_key", "created_at", False),  # ordinary words: redacting them would corrupt answers
         ("max_tokens", "1024", False),
         ("purpose", "zq9Xv2Lm4Np7Rt1Wy8Kb", False),  # not named as a credential
+        ("code_verifier", "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk", True),  # PKCE's secret
+        ("passphrase", "Hs7Bd2Wq8Zt3Lm6Xv1Np", True),
+        ("ssh_passphrase", "Hs7Bd2Wq8Zt3Lm6Xv1Np", True),
     ],
 )
 def test_which_fields_carry_a_credential(name: str, value: str, credential: bool) -> None:
