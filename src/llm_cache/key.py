@@ -65,10 +65,10 @@ DEFAULT_IGNORED_FIELDS = ("user", "safety_identifier", "prompt_cache_key", "meta
 
 # Query parameters that carry credentials (names compared in lower case): neither in the
 # key nor in a cassette. API keys and tokens, signed URLs (AWS SigV4, Azure SAS ``sig``),
-# OAuth codes and passwords.
+# OAuth codes (and PKCE's ``code_verifier``) and passwords.
 SECRET_QUERY_PARAMS = frozenset({
     "key", "api-key", "api_key", "apikey", "token", "access_token", "refresh_token", "id_token",
-    "client_secret", "password", "sig", "signature", "code",
+    "client_secret", "password", "sig", "signature", "code", "code_verifier",
     "x-amz-signature", "x-amz-credential", "x-amz-security-token", "x-goog-signature", "x-goog-credential",
 })
 

@@ -189,15 +189,42 @@ def _masked_known(value: str) -> str:
 
 
 def _escaped_events(entry: Entry) -> Iterator[tuple[str, str]]:
-    """A streamed answer's JSON, unescaped, when its events escape characters (``\\u0073``
-    for ``s``, ``\\/`` for ``/`` as PHP writes a slash): a secret written so is not itself
-    in the events' text, which redaction and the YAML's search read."""
+    """The strings of a streamed answer's JSON, decoded, one a line, when its events hold a
+    backslash: a secret written with escapes (``\\u0073`` for ``s``, ``\\/`` for ``/`` as PHP
+    writes a slash, ``\\"`` inside a value) is not itself in the events' text, which
+    redaction and the YAML's search read, and one right after a ``\\n`` has no word
+    boundary there. Each event's ``data:`` lines are joined as SSE does; a data that is a
+    bare JSON string counts too."""
     body = entry.response_body
-    if body.kind not in ("events", "lines") or not any("\\u" in e or "\\/" in e for e in body.value):
+    if body.kind not in ("events", "lines") or not any("\\" in item for item in body.value):
         return
-    yield "the streamed response, unescaped", "\n".join(
-        json.dumps(value, ensure_ascii=False) for value in body.json_values()
-    )
+    if body.kind == "lines":
+        datas = list(body.value)
+    else:
+        datas = ["\n".join(line[5:].removeprefix(" ") for line in event.split("\n") if line.startswith("data:"))
+                 for event in body.value]
+    strings: list[str] = []
+
+    def walk(value: object, depth: int) -> None:
+        if isinstance(value, str):
+            strings.append(value)
+        elif depth < 16 and isinstance(value, dict):
+            for name, item in value.items():
+                strings.append(name)
+                walk(item, depth + 1)
+        elif depth < 16 and isinstance(value, list):
+            for item in value:
+                walk(item, depth + 1)
+
+    for data in datas:
+        if "\\" not in data:
+            continue
+        try:
+            walk(json.loads(data), 0)
+        except ValueError:  # not JSON: its text is what the YAML's search read
+            continue
+    if strings:
+        yield "the streamed response's strings, unescaped", "\n".join(strings)
 
 
 def _streamed_fields(entry: Entry) -> Iterator[tuple[str, str]]:

@@ -67,7 +67,7 @@ CREDENTIAL_HEADERS = (
     "openai-organization", "openai-project", "cookie", "x-amz-security-token",
 )
 # ... and so is the value of any header whose name says it holds one.
-_CREDENTIAL_NAME = re.compile(r"auth|key|token|secret|passw|passphrase|verifier|cookie|session|signature|credential")
+_CREDENTIAL_NAME = re.compile(r"auth|key|token|secret|passw|passphrase|cookie|session|signature|credential")
 # Headers of the protocol or the SDK that never carry a credential; every other header
 # outside the allow-list is taken as one when its value could be a secret.
 _PROTOCOL_HEADERS = frozenset({

@@ -396,6 +396,29 @@ def test_a_secret_a_stream_writes_with_json_escapes_is_found(lines: bool) -> Non
     assert find_entry_secrets(plain, dump_entry(plain)) == []
 
 
+@pytest.mark.parametrize(
+    "event",
+    [
+        'data: {"choices": [{"delta": {"content": "Here:\\nKEY"}}]}',  # no word boundary after \n
+        'data: "a bare JSON string:\\tKEY"',
+        'data: {"choices": [{"delta":\ndata: {"content": "split data lines:\\nKEY"}}]}',
+    ],
+    ids=["after a newline escape", "a bare string", "over two data lines"],
+)
+def test_a_secret_in_a_single_event_behind_an_escape_is_found(event: str) -> None:
+    key = "sk-proj-" + "A1b2C3d4" * 4
+    entry = _entry(b"", "request")
+    entry.response_body = Body("events", [event.replace("KEY", key), "data: [DONE]"])
+    text = dump_entry(entry)
+    assert find_secrets(text) == []  # the YAML's search, and so redaction, cannot see it
+    [finding] = find_entry_secrets(entry, text)
+    assert finding.kind == "openai or anthropic key" and "unescaped" in finding.where
+    quoted = 'pa"ss\\word-9f8e7d6c5b'  # a known value holding a quote, echoed escaped
+    entry.response_body = Body("events", ['data: {"text": "echo: pa\\"ss\\\\word-9f8e7d6c5b"}'])
+    [known] = find_entry_secrets(entry, dump_entry(entry), known={quoted: "secret environment value"})
+    assert known.kind == "secret environment value"
+
+
 # The literal-prefix prefilters only skip patterns that cannot match: the findings are
 # those of the patterns alone, on texts made of secret shapes, near-misses and words.
 _PIECES = [
@@ -454,9 +477,10 @@ def test_a_pattern_replaced_or_added_gets_its_own_prefilter(monkeypatch: pytest.
         ("sort_key", "created_at", False),  # ordinary words: redacting them would corrupt answers
         ("max_tokens", "1024", False),
         ("purpose", "zq9Xv2Lm4Np7Rt1Wy8Kb", False),  # not named as a credential
-        ("code_verifier", "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk", True),  # PKCE's secret
+        ("code_verifier", "short", True),  # PKCE's secret: a credential field, any value
         ("passphrase", "Hs7Bd2Wq8Zt3Lm6Xv1Np", True),
         ("ssh_passphrase", "Hs7Bd2Wq8Zt3Lm6Xv1Np", True),
+        ("verifier", "gpt-4o-mini-2024-07-18", False),  # a verifier model is no credential
     ],
 )
 def test_which_fields_carry_a_credential(name: str, value: str, credential: bool) -> None:
