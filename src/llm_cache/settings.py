@@ -174,7 +174,8 @@ class Settings:
     # after a run of the whole collection: list the cassettes no test used, or fail on them
     unused: str = "report"
     # the smallest cassette whose parsed copy is written (under .llm-cache/parsed/), None
-    # for none: auto is COPY_MIN_BYTES (16 KiB), none in CI; on is every one
+    # for none: auto is COPY_MIN_BYTES (16 KiB), every one when warming, none in CI; on is
+    # every one
     parsed_copies: int | None = COPY_MIN_BYTES
     # an expired cassette in replay: served, served and listed, or a failed test
     stale: str = "serve"
@@ -283,7 +284,7 @@ def resolve(
         max_cassette_bytes=parse_size(ini.get("max_cassette_size"), "llm_cache_max_cassette_size")
         or DEFAULT_MAX_CASSETTE_BYTES,
         unused=parse_choice(unused_source[1], unused_source[0], UNUSED_POLICIES) if unused_source else "report",
-        parsed_copies=_parsed_copies(ini.get("parsed_copies"), environ),
+        parsed_copies=_parsed_copies(ini.get("parsed_copies"), environ, warm_source is not None),
         stale=parse_choice(stale_source[1], stale_source[0], STALE_POLICIES) if stale_source else "serve",
         html_path=rootdir / str(html_source[1]) if html_source else None,
         metrics_path=rootdir / str(metrics_source[1]) if metrics_source else None,
@@ -294,11 +295,15 @@ def resolve(
     )
 
 
-def _parsed_copies(value: object, environ: Mapping[str, str]) -> int | None:
+def _parsed_copies(value: object, environ: Mapping[str, str], warm: bool) -> int | None:
+    """The smallest cassette copied: on, every one; auto, none in CI, else every one when the
+    session warms (it reads every cassette, as the next run will), else 16 KiB or more."""
     choice = parse_choice(value or "auto", "llm_cache_parsed_copies", PARSED_COPIES)
     if choice == "on":
         return 0
-    return COPY_MIN_BYTES if choice == "auto" and not in_ci(environ) else None
+    if choice == "off" or in_ci(environ):
+        return None
+    return 0 if warm else COPY_MIN_BYTES
 
 
 def check_paths(settings: Settings) -> None:

@@ -373,3 +373,15 @@ def test_redis_going_down_mid_run_passes_through(srv: FakeLLMServer, redis_targe
 
         with pytest.raises(StoreUnavailable):
             chat(make_client(srv, strict), "after")
+
+
+def test_an_application_keeps_a_parsed_copy_of_every_cassette(srv: FakeLLMServer, tmp_path: Path) -> None:
+    """A test run copies only cassettes of 16 KiB or more; an application, which restarts and
+    reads (or warms) the same cassettes again, copies every one, small ones included."""
+    cache = LLMCache("file://cassettes", root=tmp_path)
+    chat(make_client(srv, cache), "a small answer")
+    cache.close()
+    [cassette] = (tmp_path / "cassettes").rglob("*.yaml")
+    assert cassette.stat().st_size < 16 * 1024
+    copies = list((tmp_path / "cassettes" / ".llm-cache" / "parsed").rglob("*.json"))
+    assert [c.stem for c in copies] == [cassette.stem]

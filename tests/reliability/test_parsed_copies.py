@@ -230,3 +230,22 @@ def test_by_default_only_cassettes_of_16_kib_or_more_get_a_copy_and_have_theirs_
     path = Path(ci.put(_entry("y" * (20 * 1024))))
     ci.close()
     assert not ci._parsed_copy(path).exists()
+
+
+def test_a_cassette_rewritten_below_16_kib_gets_no_copy_of_what_it_was(tmp_path: Path) -> None:
+    """A refresh that shrinks a large cassette: the copy queued when its large version was read
+    is not written at close (it would be stale at once)."""
+    large = _entry("x" * (20 * 1024))
+    store = FileStore(tmp_path)
+    path = Path(store.put(large))
+    store.close()
+    copy = store._parsed_copy(path)
+    copy.unlink()
+    store = FileStore(tmp_path)
+    assert store.get(large.key, "gpt-4o") == large  # read from the YAML: its copy is queued
+    small = _entry("small now")
+    assert small.key == large.key
+    store.put(small)
+    store.close()
+    assert not copy.exists()
+    assert _answer(FileStore(tmp_path).get(small.key, "gpt-4o")) == "small now"

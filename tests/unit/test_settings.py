@@ -323,3 +323,7 @@ def test_parsed_copies_auto_follows_ci_and_on_off_do_not(tmp_path: Path) -> None
     assert copies({}, {"CI": "true"}) is None
     assert copies({"parsed_copies": "on"}, {"CI": "true"}) == 0  # every cassette
     assert copies({"parsed_copies": "OFF"}, {}) is None
+    # a session that warms reads every cassette, as the next run will: every copy pays
+    assert copies({"warm": "all"}, {}) == 0
+    assert copies({"warm": "all"}, {"CI": "true"}) is None
+    assert copies({"warm": "all", "parsed_copies": "off"}, {}) is None

@@ -223,8 +223,11 @@ class FileStore:
             write_atomic(path, data)
         except OSError as exc:
             raise StoreError.from_os_error(str(path), exc) from None
+        copy = self._copies.path(directory.name, path.stem)
         if self.copies_from is not None and len(data) >= self.copies_from:
-            self._pending[self._copies.path(directory.name, path.stem)] = (_sha256(data), entry)
+            self._pending[copy] = (_sha256(data), entry)
+        else:  # a copy queued when the cassette was read would be stale as soon as written
+            self._pending.pop(copy, None)
         return str(path)
 
     def quarantine(self, key: str, model_version: str) -> str | None:
