@@ -147,26 +147,36 @@ def _embedded_base64(entry: Entry) -> Iterator[tuple[str, bytes]]:
     for side, body in (("request", entry.request_body), ("response", entry.response_body)):
         if body.kind != "json":
             continue
-        stack: list[tuple[object, int]] = [(body.value, 0)]
-        while stack:
-            value, depth = stack.pop()
-            if isinstance(value, str):
-                if len(value) < 32:
-                    continue
-                match = _BASE64_RUN.search(value[: MAX_EMBEDDED * 2])
-                if match is None:
-                    continue
-                run = match.group(1)
-                try:
-                    urlsafe = "-" in run or "_" in run
-                    decoded = base64.b64decode(run + "=" * (-len(run) % 4), altchars=b"-_" if urlsafe else None)
-                except (binascii.Error, ValueError):
-                    continue
-                yield f"base64 inside the {side}'s JSON", decoded
-            elif depth < 32 and isinstance(value, dict):
-                stack.extend((item, depth + 1) for item in value.values())
-            elif depth < 32 and isinstance(value, list):
-                stack.extend((item, depth + 1) for item in value)
+        for _, value in _json_strings(body.value, limit=32):
+            if len(value) < 32:
+                continue
+            match = _BASE64_RUN.search(value[: MAX_EMBEDDED * 2])
+            if match is None:
+                continue
+            run = match.group(1)
+            try:
+                urlsafe = "-" in run or "_" in run
+                decoded = base64.b64decode(run + "=" * (-len(run) % 4), altchars=b"-_" if urlsafe else None)
+            except (binascii.Error, ValueError):
+                continue
+            yield f"base64 inside the {side}'s JSON", decoded
+
+
+def _json_strings(
+    value: object, path: str = "", depth: int = 0, limit: int = 16, keys: bool = False
+) -> Iterator[tuple[str, str]]:
+    """The strings in a JSON value, in order, each with its path (``.choices.*.delta.content``),
+    to ``limit`` levels deep; with ``keys``, each object's keys too (at the object's path)."""
+    if isinstance(value, str):
+        yield path, value
+    elif depth < limit and isinstance(value, dict):
+        for name, item in value.items():
+            if keys:
+                yield path, str(name)
+            yield from _json_strings(item, f"{path}.{name}", depth + 1, limit, keys)
+    elif depth < limit and isinstance(value, list):
+        for item in value:
+            yield from _json_strings(item, f"{path}.*", depth + 1, limit, keys)
 
 
 def _searched(
@@ -204,25 +214,14 @@ def _escaped_events(entry: Entry) -> Iterator[tuple[str, str]]:
         datas = ["\n".join(line[5:].removeprefix(" ") for line in event.split("\n") if line.startswith("data:"))
                  for event in body.value]
     strings: list[str] = []
-
-    def walk(value: object, depth: int) -> None:
-        if isinstance(value, str):
-            strings.append(value)
-        elif depth < 16 and isinstance(value, dict):
-            for name, item in value.items():
-                strings.append(name)
-                walk(item, depth + 1)
-        elif depth < 16 and isinstance(value, list):
-            for item in value:
-                walk(item, depth + 1)
-
     for data in datas:
         if "\\" not in data:
             continue
         try:
-            walk(json.loads(data), 0)
+            value = json.loads(data)
         except ValueError:  # not JSON: its text is what the YAML's search read
             continue
+        strings.extend(text for _, text in _json_strings(value, keys=True))
     if strings:
         yield "the streamed response's strings, unescaped", "\n".join(strings)
 
@@ -236,19 +235,9 @@ def _streamed_fields(entry: Entry) -> Iterator[tuple[str, str]]:
     if body.kind not in ("events", "lines", "eventstream"):
         return
     texts: dict[str, list[str]] = {}
-
-    def walk(value: object, path: str, depth: int) -> None:
-        if isinstance(value, str):
-            texts.setdefault(path, []).append(value)
-        elif depth < 16 and isinstance(value, dict):
-            for name, item in value.items():
-                walk(item, f"{path}.{name}", depth + 1)
-        elif depth < 16 and isinstance(value, list):
-            for item in value:
-                walk(item, f"{path}.*", depth + 1)
-
     for value in body.json_values():
-        walk(value, "", 0)
+        for path, text in _json_strings(value):
+            texts.setdefault(path, []).append(text)
     for path, pieces in texts.items():
         if len(pieces) > 1 and len(set(pieces)) > 1:
             yield f"the streamed response's {path.lstrip('.')}, joined", "".join(pieces)
