@@ -449,8 +449,8 @@ def print_suite(res: dict[str, Any]) -> None:
         "interleaved rounds);"
     )
     say(f"   fresh: {META_DIR}/ removed before the run; warm: the same run again right after;")
-    say("   in CI: fresh again with CI=true, which writes no parsed copies (llm_cache_parsed_copies = auto;")
-    say("   outside CI auto writes them for cassettes of 16 KiB or more only, which these are not);")
+    say("   in CI: fresh again with CI=true, which writes no parsed copies (llm_cache_parsed_copies = auto,")
+    say("   which outside CI writes one of every cassette read, for the warm run to read instead of the YAML);")
     say("   every test misses: an empty cassette dir, so each test fails at its first call (a prompt change)")
     say("   ms/test over: (median - floor median) / tests; cpu: the child's user + system time")
     say(

@@ -40,7 +40,7 @@ from .settings import (
     parse_mode,
     parse_size,
 )
-from .stores import FileStore, MemoryStore, Store, open_store
+from .stores import MemoryStore, Store, open_store
 from .values import parse_choice, parse_lines, parse_mapping, parse_seconds
 from .warming import WarmReport
 
@@ -155,11 +155,7 @@ class LLMCache:
                 resolved = open_store("memory://?max_entries=1", Path(root), ttl_value)
                 self._down = True
             else:
-                self._down = False
-                if isinstance(resolved, FileStore):
-                    # an application restarts and reads (or warms) the same cassettes again:
-                    # every cassette's parsed copy pays, not only a large one's as in a test run
-                    resolved.copies_from = 0
+                self._down = False  # a file store copies every cassette it parses, in CI too
         else:
             resolved, self._down = store, False
         self.session = CacheSession(settings, store=resolved, clock=clock, passthrough=fallback == "passthrough")

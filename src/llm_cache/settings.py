@@ -20,7 +20,6 @@ from .keyrules import KeyRules
 from .modes import MODES, Mode
 from .policy import EVICTIONS, Cap, Eviction
 from .values import (  # noqa: F401 - re-exported: settings is where users look
-    COPY_MIN_BYTES,
     DEFAULT_MAX_CASSETTE_BYTES,
     DEFAULT_TTL,
     DURATION_FORM,
@@ -174,9 +173,8 @@ class Settings:
     # after a run of the whole collection: list the cassettes no test used, or fail on them
     unused: str = "report"
     # the smallest cassette whose parsed copy is written (under .llm-cache/parsed/), None
-    # for none: auto is COPY_MIN_BYTES (16 KiB), every one when warming, none in CI; on is
-    # every one
-    parsed_copies: int | None = COPY_MIN_BYTES
+    # for none: auto is every one (0), none in CI; on is every one, off none
+    parsed_copies: int | None = 0
     # an expired cassette in replay: served, served and listed, or a failed test
     stale: str = "serve"
     # the self-contained HTML report, written at session end
@@ -284,7 +282,7 @@ def resolve(
         max_cassette_bytes=parse_size(ini.get("max_cassette_size"), "llm_cache_max_cassette_size")
         or DEFAULT_MAX_CASSETTE_BYTES,
         unused=parse_choice(unused_source[1], unused_source[0], UNUSED_POLICIES) if unused_source else "report",
-        parsed_copies=_parsed_copies(ini.get("parsed_copies"), environ, warm_source is not None),
+        parsed_copies=_parsed_copies(ini.get("parsed_copies"), environ),
         stale=parse_choice(stale_source[1], stale_source[0], STALE_POLICIES) if stale_source else "serve",
         html_path=rootdir / str(html_source[1]) if html_source else None,
         metrics_path=rootdir / str(metrics_source[1]) if metrics_source else None,
@@ -295,15 +293,15 @@ def resolve(
     )
 
 
-def _parsed_copies(value: object, environ: Mapping[str, str], warm: bool) -> int | None:
-    """The smallest cassette copied: on, every one; auto, none in CI, else every one when the
-    session warms (it reads every cassette, as the next run will), else 16 KiB or more."""
+def _parsed_copies(value: object, environ: Mapping[str, str]) -> int | None:
+    """The smallest cassette copied: on, every one; off, none; auto, none in CI (a clone
+    thrown away after its run), else every one."""
     choice = parse_choice(value or "auto", "llm_cache_parsed_copies", PARSED_COPIES)
     if choice == "on":
         return 0
     if choice == "off" or in_ci(environ):
         return None
-    return 0 if warm else COPY_MIN_BYTES
+    return 0
 
 
 def check_paths(settings: Settings) -> None:

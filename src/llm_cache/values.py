@@ -15,7 +15,6 @@ from datetime import timedelta
 from .errors import ConfigError
 
 __all__ = [
-    "COPY_MIN_BYTES",
     "DEFAULT_MAX_CASSETTE_BYTES",
     "DEFAULT_TTL",
     "DURATION_FORM",
@@ -40,9 +39,6 @@ __all__ = [
 
 # The largest cassette recorded or read unless llm_cache_max_cassette_size says otherwise.
 DEFAULT_MAX_CASSETTE_BYTES = 64 * 1024 * 1024
-# The smallest cassette whose parsed copy is written by default (``stores.parsed``): at
-# 16 KiB a copy saves about 0.4 ms a read, so it pays for its write by the second run.
-COPY_MIN_BYTES = 16 * 1024
 # How old a cassette may be before it is stale, unless a setting says otherwise.
 DEFAULT_TTL = timedelta(days=30)
 

@@ -375,9 +375,12 @@ def test_redis_going_down_mid_run_passes_through(srv: FakeLLMServer, redis_targe
             chat(make_client(srv, strict), "after")
 
 
-def test_an_application_keeps_a_parsed_copy_of_every_cassette(srv: FakeLLMServer, tmp_path: Path) -> None:
-    """A test run copies only cassettes of 16 KiB or more; an application, which restarts and
-    reads (or warms) the same cassettes again, copies every one, small ones included."""
+def test_an_application_keeps_a_parsed_copy_of_every_cassette(
+    srv: FakeLLMServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An application, which restarts and reads (or warms) the same cassettes again, copies
+    every one, small ones included, in CI too."""
+    monkeypatch.setenv("CI", "true")
     cache = LLMCache("file://cassettes", root=tmp_path)
     chat(make_client(srv, cache), "a small answer")
     cache.close()

@@ -1,7 +1,7 @@
 """llm_cache_parsed_copies: parsed copies of the cassettes read are written for the next
-run: by default (auto) of cassettes of 16 KiB or more only, whose copy saves the YAML's
-parse, and none in CI (a clone thrown away after its run would pay to write them for
-nothing); of every cassette (on); or never (off). Copies already there are read either way.
+run, which reads them instead of parsing the YAML: by default (auto) of every cassette, and
+none in CI (a clone thrown away after its run would pay to write them for nothing); of
+every cassette in CI too (on); or never (off). Copies already there are read either way.
 The first two tests run under no xdist, -n 0 and -n 2; the rest only choose the setting."""
 
 from __future__ import annotations
@@ -35,23 +35,23 @@ def _recorded(project: Project) -> None:
     project.run("--llm-cache=record").assert_outcomes(passed=3)
 
 
-def _largest(project: Project) -> Path:
-    return max(project.files(), key=lambda p: p.stat().st_size)
+def _stems(paths: list[Path]) -> list[str]:
+    return sorted(p.stem for p in paths)
 
 
 @pytest.mark.all_xdist_modes
-def test_written_by_default_outside_ci_for_large_cassettes_only(
+def test_written_by_default_outside_ci_for_every_cassette(
     project: Project, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("CI", raising=False)
     _recorded(project)
     sizes = sorted(p.stat().st_size for p in project.files())
-    assert sizes[-1] >= 16 * 1024 > sizes[1]  # one large cassette, two small ones
-    assert [p.stem for p in _copies(project)] == [_largest(project).stem]
+    assert sizes[-1] >= 16 * 1024 > sizes[1]  # small cassettes get theirs as a large one does
+    assert _stems(_copies(project)) == _stems(project.files())
     for copy in _copies(project):
         copy.unlink()
-    project.run().assert_outcomes(passed=3)  # replay writes the large one's copy again, only that
-    assert [p.stem for p in _copies(project)] == [_largest(project).stem]
+    project.run().assert_outcomes(passed=3)  # replay writes them again
+    assert _stems(_copies(project)) == _stems(project.files())
     assert project.result("long") == "echo: " + LONG
 
 
@@ -73,7 +73,7 @@ def test_not_written_in_ci_by_default_and_replay_still_passes(
 def test_ci_false_is_not_ci(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CI", "false")
     _recorded(project)
-    assert len(_copies(project)) == 1
+    assert len(_copies(project)) == 3
 
 
 def test_on_writes_them_in_ci_and_off_never(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -319,11 +319,10 @@ def test_parsed_copies_auto_follows_ci_and_on_off_do_not(tmp_path: Path) -> None
     def copies(ini: dict[str, object], environ: dict[str, str]) -> int | None:
         return resolve({}, ini, environ, tmp_path).parsed_copies
 
-    assert copies({}, {}) == 16 * 1024  # auto: copies of cassettes of 16 KiB or more
+    assert copies({}, {}) == 0  # auto: a copy of every cassette read
     assert copies({}, {"CI": "true"}) is None
     assert copies({"parsed_copies": "on"}, {"CI": "true"}) == 0  # every cassette
     assert copies({"parsed_copies": "OFF"}, {}) is None
-    # a session that warms reads every cassette, as the next run will: every copy pays
     assert copies({"warm": "all"}, {}) == 0
     assert copies({"warm": "all"}, {"CI": "true"}) is None
     assert copies({"warm": "all", "parsed_copies": "off"}, {}) is None

@@ -78,8 +78,8 @@ _INI_ONLY: list[tuple[str, str, str, Any]] = [
      "hosts never intercepted nor recorded, one a line (*.example.com allowed)", []),
     ("llm_cache_hosts", "linelist", "when set, only requests to these hosts are intercepted, one a line", []),
     ("llm_cache_parsed_copies", "string",
-     ("write parsed copies of the cassettes read, for a faster next run: auto (default: of cassettes of 16 KiB "
-      "or more, of every one when warming, of none when CI is set), on (every one), off"),
+     ("write parsed copies of the cassettes read, for a faster next run: auto (default: of every one, "
+      "of none when CI is set), on (every one, in CI too), off"),
      ""),
     ("llm_cache_max_cassette_size", "string",
      "largest cassette recorded or read, like 200MiB (default 64MiB); a larger answer is not stored", ""),

@@ -41,7 +41,7 @@ from .census import CASSETTE_NAME, SWEEP_AFTER, Listed, proves, swept, take_cens
 from .derived import Derived
 from .digests import DIGESTS_FORMAT, DIGESTS_KEPT, RequestDigests
 from .locks import KeyLock, LockTable, lock_kind
-from .parsed import COPY_FORMAT, COPY_MIN_BYTES, ParsedCopies, copy_body
+from .parsed import COPY_FORMAT, ParsedCopies, copy_body
 from .parsed import sha256 as _sha256
 from .paths import KEY_PREFIX_LENGTH, NOT_FOLLOWED, SUFFIX, Tree, cassette_path, safe_dirname
 from .protocol import EntryMeta
@@ -68,7 +68,7 @@ log = logging.getLogger("llm_cache")
 class FileStore:
     """Cassettes as YAML files under ``root``."""
 
-    def __init__(self, root: str | os.PathLike[str], *, copies_from: int | None = COPY_MIN_BYTES) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, copies_from: int | None = 0) -> None:
         self.root = Path(root)
         self._tree = Tree(self.root)
         self._derived = Derived(self._tree)
@@ -82,7 +82,7 @@ class FileStore:
         # the smallest cassette (bytes of YAML) whose parsed copy is written; None: none is
         # (llm_cache_parsed_copies; a CI clone, thrown away after its run, would pay to write
         # them for nothing). Copies already there are read, of cassettes this size or more
-        # (COPY_MIN_BYTES or more when none is written).
+        # (of every one when none is written: a CI that keeps .llm-cache/ in its cache).
         self.copies_from = copies_from
         # answers a recording did not keep, so that replay's miss can say why
         self.refusals = Refusals(self.root, KEY_PREFIX_LENGTH)
@@ -141,7 +141,7 @@ class FileStore:
             raise CassetteError(path=where, reason=f"it {exc.strerror}{fix}") from None
         except OSError as exc:
             raise CassetteError(path=where, reason=f"cannot be read: {exc.strerror}") from None
-        if len(data) < (COPY_MIN_BYTES if self.copies_from is None else self.copies_from):
+        if self.copies_from is not None and len(data) < self.copies_from:
             return load_entry(data, where, expected_key=key)  # too small for a copy to pay
         digest = _sha256(data)
         copy = self._copies.path(os.path.basename(directory), name.removesuffix(SUFFIX))

@@ -1,12 +1,12 @@
-"""Parsed copies: each large cassette the file store parsed, kept as JSON for the next read.
+"""Parsed copies: each cassette the file store parsed, kept as JSON for the next read.
 
 Reading a cassette's YAML costs about 60 us a KiB (``cassette._read_yaml``), its JSON copy
-a third of that. So each cassette of at least ``COPY_MIN_BYTES`` parsed once gets a
-derived copy in JSON under ``.llm-cache/parsed/``, which holds the SHA-256 of the YAML it
-was made from. A smaller one gets none by default: its copy saves under 0.1 ms a read,
-and writing it (a new file, at 0.1 to 0.7 ms on this project's machine) cost a replayed
-suite of 300 tests 0.4 s on its first run, more than later runs got back (measured in
-``benchmarks/bench_suite.py``). A read
+a third of that. So each cassette parsed once gets a derived copy in JSON under
+``.llm-cache/parsed/``, which holds the SHA-256 of the YAML it was made from (none in CI by
+default: ``llm_cache_parsed_copies``). In a replayed suite of 300 tests a copy saved about
+0.4 ms a read, 0.24 s a run, against 0.04 to 0.5 ms to write it once (a new file: its cost
+on this project's machine varies tenfold from one hour to the next; measured with the
+suite of ``benchmarks/bench_suite.py``). A read
 takes the YAML's bytes (one read: a few microseconds), hashes them, and uses the copy
 only when its hash is theirs; otherwise it parses those same bytes. So a copy is used
 only for the very text it was made from, whatever the file's size and mtime say (an
@@ -30,11 +30,10 @@ from typing import Any
 from ..atomic import overwrite, read_regular, write_atomic
 from ..cassette import Entry, parse_entry
 from ..usage import META_DIR
-from ..values import COPY_MIN_BYTES
 from .derived import Derived
 from .paths import Tree
 
-__all__ = ["COPY_FORMAT", "COPY_MIN_BYTES", "COPY_RATIO", "ParsedCopies", "copy_body", "sha256"]
+__all__ = ["COPY_FORMAT", "COPY_RATIO", "ParsedCopies", "copy_body", "sha256"]
 
 log = logging.getLogger("llm_cache")
 
