@@ -15,7 +15,7 @@ import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .cassette import Entry
@@ -198,46 +198,135 @@ def _masked_known(value: str) -> str:
     return f"<{len(value)} characters>"
 
 
+# Content types of streams a client reads event by event, whatever the body's kind.
+_STREAM_TYPES = ("text/event-stream", "ndjson", "jsonl", "json-seq")
+# A JSON string escape: \uXXXX, or one character after the backslash.
+_JSON_ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})|([\"\\/bfnrt]))")
+_ESCAPED = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+
+
+def _unescape(text: str) -> str:
+    """``text`` with its JSON string escapes decoded, wherever they are (a JSONP body, an
+    event whose data is not JSON as a whole): ``\u0073`` is ``s`` to the client that reads it."""
+
+    def decoded(match: re.Match[str]) -> str:
+        hexa, char = match.groups()
+        return chr(int(hexa, 16)) if hexa else _ESCAPED.get(char, char)
+
+    return _JSON_ESCAPE.sub(decoded, text)
+
+
+def _stream_datas(entry: Entry) -> list[str]:
+    """The data of each event of a streamed answer, in order, as a client reads it, whatever
+    kind the body was kept as: a stream that the encoder keeps as text (its events are not
+    byte for byte what it would write again: a last event without its blank line, mixed
+    line ends, a comment line, blank NDJSON lines) is split here as a client splits it."""
+    body = entry.response_body
+    if body.kind == "lines":
+        return [line for line in body.value if line.strip()]
+    if body.kind == "eventstream":
+        return [json.dumps(event["json"]) if "json" in event else event["text"]
+                for event in body.value if "json" in event or "text" in event]
+    if body.kind == "events":
+        events = list(body.value)
+    elif body.kind == "text" and isinstance(body.value, str):
+        ctype = next((v for k, v in entry.response_headers.items() if k.lower() == "content-type"), "").lower()
+        text = body.value.replace("\r\n", "\n").replace("\r", "\n")
+        sse = "text/event-stream" in ctype or text.startswith("data:") or "\ndata:" in text
+        if not sse:
+            if any(kind in ctype for kind in _STREAM_TYPES):
+                return [line for line in text.split("\n") if line.strip()]
+            return []
+        events = text.split("\n\n")
+    else:
+        return []
+    datas = ["\n".join(line[5:].removeprefix(" ") for line in event.split("\n") if line.startswith("data:"))
+             for event in events]
+    return [data for data in datas if data]
+
+
+def _parsed(data: str) -> Any:
+    """An event's data as JSON, or None when it is not JSON."""
+    if data.lstrip()[:1] not in ("{", "[", '"'):
+        return None
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None
+
+
 def _escaped_events(entry: Entry) -> Iterator[tuple[str, str]]:
     """The strings of a streamed answer's JSON, decoded, one a line, when its events hold a
     backslash: a secret written with escapes (``\\u0073`` for ``s``, ``\\/`` for ``/`` as PHP
     writes a slash, ``\\"`` inside a value) is not itself in the events' text, which
     redaction and the YAML's search read, and one right after a ``\\n`` has no word
     boundary there. Each event's ``data:`` lines are joined as SSE does; a data that is a
-    bare JSON string counts too."""
-    body = entry.response_body
-    if body.kind not in ("events", "lines") or not any("\\" in item for item in body.value):
-        return
-    if body.kind == "lines":
-        datas = list(body.value)
-    else:
-        datas = ["\n".join(line[5:].removeprefix(" ") for line in event.split("\n") if line.startswith("data:"))
-                 for event in body.value]
+    bare JSON string counts too, and one that is not JSON has its escapes decoded where
+    they are. So has a text body's (a JSONP answer, an error page quoting JSON)."""
     strings: list[str] = []
-    for data in datas:
+    for data in _stream_datas(entry):
         if "\\" not in data:
             continue
-        try:
-            value = json.loads(data)
-        except ValueError:  # not JSON: its text is what the YAML's search read
-            continue
-        strings.extend(text for _, text in _json_strings(value, keys=True))
+        value = _parsed(data)
+        if value is None:
+            strings.append(_unescape(data))
+        else:
+            strings.extend(text for _, text in _json_strings(value, keys=True))
     if strings:
         yield "the streamed response's strings, unescaped", "\n".join(strings)
+    for side, body in (("request", entry.request_body), ("response", entry.response_body)):
+        if body.kind == "text" and isinstance(body.value, str) and "\\" in body.value:
+            unescaped = _unescape(body.value)
+            if unescaped != body.value:
+                yield f"the {side}'s text, unescaped", unescaped
+
+
+def _indexed_strings(
+    value: object, at: tuple[str, ...] = (), path: str = "", depth: int = 0
+) -> Iterator[tuple[tuple[str, ...], str, str]]:
+    """The strings of one event's JSON, each with a key made of the ``index`` of every object
+    on its way (a choice's, a content block's, a tool call's) and its own field's name, and
+    with its path (``choices[0].delta.content``): the key is the same for one choice's or one
+    block's text however the events shape it (Anthropic's block start holds
+    ``content_block.text``, its deltas ``delta.text``)."""
+    if depth >= 16:
+        return
+    if isinstance(value, dict):
+        index = value.get("index")
+        indexed = isinstance(index, int) and not isinstance(index, bool)
+        here = (*at, f"#{index}") if indexed else at
+        shown = f"{path}[{index}]" if indexed and path else path
+        for name, item in value.items():
+            where = f"{shown}.{name}" if shown else str(name)
+            if isinstance(item, str):
+                yield (*here, str(name)), where, item
+            else:
+                yield from _indexed_strings(item, here, where, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _indexed_strings(item, at, path, depth + 1)
+    elif isinstance(value, str):
+        yield at, path, value
 
 
 def _streamed_fields(entry: Entry) -> Iterator[tuple[str, str]]:
-    """For a streamed answer, each field's text joined across its events, in order
-    (``choices.*.delta.content``, a tool call's ``arguments``): a value the API split over
-    several events, as models split their tokens, is in no one event's text, which is what
-    redaction and the YAML's search see. Fields whose every event says the same are left out."""
-    body = entry.response_body
-    if body.kind not in ("events", "lines", "eventstream"):
-        return
-    texts: dict[str, list[str]] = {}
-    for value in body.json_values():
-        for path, text in _json_strings(value):
-            texts.setdefault(path, []).append(text)
-    for path, pieces in texts.items():
+    """For a streamed answer, each field's text joined across its events, in order, one per
+    choice or content block (``choices[i].delta.content``, a tool call's ``arguments``,
+    Anthropic's ``text``): a value the API split over several events, as models split their
+    tokens, is in no one event's text, which is what redaction and the YAML's search see.
+    Fields whose every event says the same are left out. Events whose data is not JSON are
+    joined as they are."""
+    texts: dict[tuple[str, ...], tuple[str, list[str]]] = {}
+    plain: list[str] = []
+    for data in _stream_datas(entry):
+        value = _parsed(data)
+        if value is None:
+            plain.append(data)
+            continue
+        for key, where, text in _indexed_strings(value):
+            texts.setdefault(key, (where, []))[1].append(text)
+    for where, pieces in texts.values():
         if len(pieces) > 1 and len(set(pieces)) > 1:
-            yield f"the streamed response's {path.lstrip('.')}, joined", "".join(pieces)
+            yield f"the streamed response's {where or 'data'}, joined", "".join(pieces)
+    if len(plain) > 1:
+        yield "the streamed response's data, joined", "".join(plain)

@@ -366,7 +366,7 @@ def test_a_secret_split_over_a_streams_events_is_found():
     text = dump_entry(entry)
     assert key not in text and find_secrets(text) == []  # no one event holds it
     [shaped] = find_entry_secrets(entry, text)
-    assert shaped.kind == "openai or anthropic key" and "choices.*.delta.content, joined" in shaped.where
+    assert shaped.kind == "openai or anthropic key" and "choices[0].delta.content, joined" in shaped.where
     split = _streamed(["a token: db-Pw_", "9f8e7d6c", "5b4a3928"])
     [known] = find_entry_secrets(split, dump_entry(split), known={"db-Pw_9f8e7d6c5b4a3928": "secret environment value"})
     assert known.kind == "secret environment value"
@@ -485,3 +485,96 @@ def test_a_pattern_replaced_or_added_gets_its_own_prefilter(monkeypatch: pytest.
 )
 def test_which_fields_carry_a_credential(name: str, value: str, credential: bool) -> None:
     assert field_credential(name, value) is credential
+
+
+TOKEN = "tok_9f8e7d6c5b4a39281706ZQ"  # known only from the request: no secret shape
+
+
+def _chunk(text: str, index: int = 0) -> str:
+    return json.dumps({"id": "c1", "object": "chat.completion.chunk",
+                       "choices": [{"index": index, "delta": {"content": text}}]})
+
+
+@pytest.mark.parametrize(
+    "body, ctype",
+    [
+        (f"data: {_chunk('key is tok_9f8e7d6c5')}\n\ndata: {_chunk('b4a39281706ZQ ok')}\n\ndata: [DONE]\n",
+         "text/event-stream"),  # the last event without its blank line
+        (f"data: {_chunk('key is tok_9f8e7d6c5')}\r\n\r\ndata: {_chunk('b4a39281706ZQ ok')}\n\n",
+         "text/event-stream"),  # mixed line ends
+        (f": keepalive\n\ndata: {_chunk('key is tok_9f8e7d6c5')}\n\ndata: {_chunk('b4a39281706ZQ ok')}\n\n: ping\n",
+         "text/event-stream"),  # comment lines
+        ('{"message": {"content": "key is tok_9f8e7d6c5"}}\n\n{"message": {"content": "b4a39281706ZQ"}}\n',
+         "application/x-ndjson"),  # a blank NDJSON line
+        ('{"message": {"content": "key is tok_9f8e7d6c5"}}\r\n{"message": {"content": "b4a39281706ZQ"}}\r\n',
+         "application/x-ndjson"),  # CRLF NDJSON
+        ("data: key is tok_9f8e7d6c5\n\ndata: b4a39281706ZQ\n\n", "text/event-stream"),  # data that is not JSON
+    ],
+    ids=["no final blank line", "mixed line ends", "comments", "blank ndjson line", "crlf ndjson", "plain data"],
+)
+def test_a_secret_split_over_a_stream_kept_as_text_is_found(body: str, ctype: str) -> None:
+    """A stream the encoder keeps as text (not byte for byte what it would write back) is
+    split as the client splits it, and its fields joined, as a stream kept as events is."""
+    from llm_cache.body import encode_body
+
+    stored = encode_body(body.encode(), ctype)
+    entry = _entry(b"", "request")
+    entry.response_headers = {"content-type": ctype}
+    entry.response_body = stored
+    text = dump_entry(entry)
+    assert TOKEN not in text
+    found = find_entry_secrets(entry, text, known={TOKEN: "credential of the request"})
+    assert [f.kind for f in found] == ["credential of the request"], (stored.kind, found)
+
+
+def test_a_secret_split_over_interleaved_choices_or_an_anthropic_block_is_found() -> None:
+    """With n=2 the choices' deltas interleave; each choice is joined on its own. Anthropic's
+    block start holds the block's first text, its deltas the rest."""
+    entry = _entry(b"", "request")
+    events = [_chunk("key tok_9f8e7d6c5", 0), _chunk("Hello", 1), _chunk("b4a39281706ZQ", 0), _chunk(" there", 1)]
+    entry.response_body = Body("events", [f"data: {e}" for e in events])
+    [found] = find_entry_secrets(entry, dump_entry(entry), known={TOKEN: "credential"})
+    assert found.where == "the streamed response's choices[0].delta.content, joined"
+    start = {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": "key tok_9f8e7d6c5"}}
+    delta = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "b4a39281706ZQ"}}
+    entry.response_body = Body("events", [f"event: {d['type']}\ndata: {json.dumps(d)}" for d in (start, delta)])
+    assert [f.kind for f in find_entry_secrets(entry, dump_entry(entry), known={TOKEN: "credential"})] == ["credential"]
+    two = [_chunk("an ordinary", 0), _chunk("the other", 1), _chunk(" answer", 0), _chunk(" one", 1)]
+    entry.response_body = Body("events", [f"data: {e}" for e in two])
+    assert find_entry_secrets(entry, dump_entry(entry), known={TOKEN: "credential"}) == []
+
+
+def test_an_escaped_or_split_secret_in_an_aws_event_stream_text_payload_is_found() -> None:
+    """A Bedrock payload that json.dumps does not give back byte for byte is kept as text:
+    it is decoded as JSON all the same, its escapes and its split fields."""
+    from llm_cache import eventstream
+    from llm_cache.body import encode_body
+
+    escaped = "".join(f"\\u{ord(c):04x}" for c in TOKEN)
+    for payloads in (
+        ['{"contentBlockIndex":0,"delta":{"text":"' + escaped + '"}}'],
+        ['{"contentBlockIndex":0,"delta":{"text":"caf\\u00e9 key tok_9f8e7d6c5"}}',
+         '{"contentBlockIndex":0,"delta":{"text":"b4a39281706ZQ"}}'],
+    ):
+        raw = b"".join(eventstream.encode(eventstream.Message({":event-type": "contentBlockDelta"}, p.encode()))
+                       for p in payloads)
+        entry = _entry(b"", "request")
+        entry.response_body = encode_body(raw, "application/vnd.amazon.eventstream")
+        assert entry.response_body.kind == "eventstream"
+        assert "text" in entry.response_body.value[0]  # not kept as JSON
+        text = dump_entry(entry)
+        assert TOKEN not in text
+        assert [f.kind for f in find_entry_secrets(entry, text, known={TOKEN: "credential"})] == ["credential"]
+
+
+def test_an_escaped_secret_in_a_text_body_is_found() -> None:
+    """A JSONP answer, or an error page quoting JSON: the text's escapes are decoded."""
+    escaped = "".join(f"\\u{ord(c):04x}" for c in TOKEN)
+    entry = _entry(b"", "request")
+    entry.response_body = Body("text", 'callback({"echo": "' + escaped + '"})')
+    text = dump_entry(entry)
+    assert TOKEN not in text
+    [found] = find_entry_secrets(entry, text, known={TOKEN: "credential"})
+    assert found.where == "the response's text, unescaped"
+    entry.response_body = Body("text", 'callback({"echo": "caf\\u00e9"})')
+    assert find_entry_secrets(entry, dump_entry(entry), known={TOKEN: "credential"}) == []
