@@ -14,6 +14,7 @@ __all__ = [
     "CacheMiss",
     "CassetteError",
     "ConfigError",
+    "ControlError",
     "LLMCacheError",
     "LLMCacheWarning",
     "NetworkBlocked",
@@ -62,6 +63,16 @@ class ConfigError(LLMCacheError, ValueError):
 
     def __str__(self) -> str:
         return f"{self.setting} must be {self.expected}, got {self.value!r}"
+
+
+class ControlError(LLMCacheError, ValueError):
+    """A per-request control (the ``x-llm-cache`` header, ``cache.options()``, ``@cached``)
+    of a form the cache does not take; the message names the accepted forms, and shows a
+    value that could be a secret by its length only."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(message)
 
 
 class CassetteError(LLMCacheError):

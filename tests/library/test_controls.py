@@ -18,6 +18,7 @@ import pytest
 from fakeapi import FakeLLMServer
 
 from llm_cache import LLMCache, LLMCacheWarning, carry
+from llm_cache.engine.controls import parse_controls
 from llm_cache.verify import check_file
 
 
@@ -125,6 +126,28 @@ def test_a_bad_directive_is_a_value_error_naming_the_forms_before_any_call(
             http.post(f"{fake_api.openai_base_url}/chat/completions", headers={"x-llm-cache": directive},
                       json={"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]})
     assert fake_api.count() == 0
+
+
+SECRET = "tok_9f8e7d6c5b4a39281706ZQ"
+
+
+@pytest.mark.parametrize("directive", [f"no-store, {SECRET}", f"ttl={SECRET}", f"namespace={SECRET}+x",
+                                       f"ttl=1h, ttl={SECRET}"])
+def test_a_bad_directive_that_could_be_a_secret_is_shown_by_its_length(directive: str) -> None:
+    """A credential put in the header by mistake (or meant for another header) is not
+    echoed in the error, which a log or a CI page would keep."""
+    from llm_cache import ControlError, LLMCacheError
+
+    with pytest.raises(ControlError) as info:
+        parse_controls(directive)
+    assert SECRET not in str(info.value) and SECRET[:12] not in str(info.value)
+    assert "characters>" in str(info.value)
+    assert isinstance(info.value, ValueError) and isinstance(info.value, LLMCacheError)
+    with pytest.raises(ControlError, match="'no-cashe' is not a directive"):  # an ordinary typo is shown
+        parse_controls("no-cashe")
+    with pytest.raises(ControlError) as options:
+        LLMCache().options(ttl=SECRET)
+    assert SECRET not in str(options.value)
 
 
 def test_bad_options_raise_at_once() -> None:

@@ -50,3 +50,28 @@ def test_status_and_directives_through_the_plugin(project: Project) -> None:
     project.run("-k", "not not_kept").assert_outcomes(passed=2)
     assert [project.result(n) for n in ("sdk", "requests")] == ["hit", "hit"]
     assert project.server.count() == 4
+
+
+BAD = """
+import os
+
+def test_bad(client, llm_cache):
+    client.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "x"}],
+        extra_headers={"x-llm-cache": "no-store, " + os.environ["SERVICE_CREDENTIAL"]})
+"""
+
+
+def test_a_bad_directive_fails_its_test_without_showing_a_value_that_could_be_a_secret(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The error is the cache's (its frames, which show their arguments, are left out of the
+    report) and shows the value by its length."""
+    monkeypatch.setenv("SERVICE_CREDENTIAL", "tok_9f8e7d6c5b4a39281706ZQ")
+    project.pytester.makepyfile(test_bad=BAD)
+    result = project.run("--llm-cache=record", "--tb=long")
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str() + result.stderr.str()
+    assert "ControlError: x-llm-cache: <a value of" in out
+    assert "9f8e7d6c5b4a" not in out
+    assert project.server.count() == 0

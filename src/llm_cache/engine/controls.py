@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ControlError
 from ..values import parse_duration
 
 __all__ = ["HEADER", "STATUS_HEADER", "Controls", "carry", "current", "make", "parse_controls", "strip", "take", "using"]
@@ -75,14 +75,26 @@ def make(
         try:
             parsed_ttl = parse_duration(ttl, f"{where} ttl")
         except ConfigError as exc:
-            raise ValueError(f"{exc}; {HEADER} directives are {FORMS}") from None
+            raise ControlError(f"{where} ttl must be {exc.expected}, got {_shown(ttl)}; "
+                               f"{HEADER} directives are {FORMS}") from None
     if namespace is not None and (not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace)):
         raise _bad(where, namespace, "namespace: 1 to 64 letters, digits, '.', '_' or '-', not starting with '.'")
     return Controls(no_cache, no_store, parsed_ttl, namespace)
 
 
-def _bad(where: str, value: object, what: str) -> ValueError:
-    return ValueError(f"{where}: {value!r} is not a cache directive ({what}); {HEADER} directives are {FORMS}")
+def _bad(where: str, value: object, what: str) -> ControlError:
+    return ControlError(f"{where}: {_shown(value)} is not a cache directive ({what}); {HEADER} directives are {FORMS}")
+
+
+def _shown(value: object) -> str:
+    """``value`` for a message: by its length only when it could be a secret (a credential
+    put in the header by mistake, or meant for another header)."""
+    from ..redact import plausible_secret
+
+    text = str(value)
+    if isinstance(value, str) and any(plausible_secret(word, 8) for word in re.split(r"[\s=,;:]+", text)):
+        return f"<a value of {len(text)} characters>"
+    return repr(value)
 
 
 @functools.lru_cache(maxsize=256)
@@ -101,14 +113,16 @@ def parse_controls(text: str) -> Controls:
             flags[name.replace("-", "_")] = True
         elif name == "ttl" and sep:
             if ttl is not _UNSET and ttl != value:  # which one was meant cannot be guessed
-                raise ValueError(f"{HEADER}: ttl is given twice ({ttl}, {value}); give each once: {FORMS}")
+                raise ControlError(f"{HEADER}: ttl is given twice ({_shown(ttl)}, {_shown(value)}); give each once: {FORMS}")
             ttl = value
         elif name == "namespace" and sep:
             if namespace is not None and namespace != value:
-                raise ValueError(f"{HEADER}: namespace is given twice ({namespace}, {value}); give each once: {FORMS}")
+                raise ControlError(
+                    f"{HEADER}: namespace is given twice ({_shown(namespace)}, {_shown(value)}); give each once: {FORMS}"
+                )
             namespace = value
         else:
-            raise ValueError(f"{HEADER}: {directive!r} is not a directive; the directives are {FORMS}")
+            raise ControlError(f"{HEADER}: {_shown(directive)} is not a directive; the directives are {FORMS}")
     return make(ttl=ttl, namespace=namespace, where=HEADER, **flags)
 
 
