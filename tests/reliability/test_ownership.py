@@ -293,3 +293,31 @@ def test_reads_are_bounded_no_link_to_dev_zero_or_fifo_is_read(project: Project,
         assert out.returncode == (1 if command == "verify" and where == "cassette" else 0), (command, out.stdout)
     if where == "cassette":
         assert planted.is_symlink() or planted.is_fifo()  # left as it was: not ours to change
+
+
+def test_a_damaged_cassette_is_moved_aside_without_overwriting_what_is_there(tmp_path: Path) -> None:
+    """Quarantine names a file that is free: an earlier ``.corrupt``, or a user's file of
+    that name, is kept."""
+    from datetime import datetime, timezone
+
+    from llm_cache.cassette import Body, Entry
+    from llm_cache.errors import CassetteError
+    from llm_cache.stores.files import FileStore
+
+    store = FileStore(tmp_path)
+    entry = Entry(key="ab" * 32, recorded_at=datetime.now(timezone.utc), model="gpt-4o", model_version="gpt-4o",
+                  method="POST", path="/v1/chat/completions", query=[], request_headers={},
+                  request_body=Body("json", {"model": "gpt-4o"}), status=200,
+                  response_headers={"content-type": "application/json"}, response_body=Body("json", {"ok": 1}))
+    path = Path(store.put(entry))
+    notes = path.with_name(path.name + ".corrupt")
+    notes.write_text("MY NOTES: do not delete\n")
+    moved = []
+    for damage in ("garbage: [\n", "more garbage: [\n"):
+        path.write_text(damage)
+        with pytest.raises(CassetteError):
+            store.get(entry.key, "gpt-4o")
+        moved.append(store.quarantine(entry.key, "gpt-4o"))
+    assert notes.read_text() == "MY NOTES: do not delete\n"
+    assert moved == [f"{notes}.2", f"{notes}.3"]
+    assert [Path(m).read_text() for m in moved] == ["garbage: [\n", "more garbage: [\n"]

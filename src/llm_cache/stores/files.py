@@ -241,7 +241,7 @@ class FileStore:
             raise CassetteError(
                 path=str(path), reason=f"its directory {exc.strerror}: {NOT_FOLLOWED}; not moving anything there"
             ) from None
-        target = path.with_name(path.name + ".corrupt")
+        target = _free_name(path.with_name(path.name + ".corrupt"))
         try:
             os.replace(path, target)
         except FileNotFoundError:
@@ -363,6 +363,16 @@ class FileStore:
         pending, self._pending = self._pending, {}
         if pending:
             self._copies.write(pending)
+
+
+def _free_name(target: Path) -> Path:
+    """``target``, or ``<target>.2``, ``.3``... when a file is there already: a cassette moved
+    aside earlier, or a file of the user's, which the cache never overwrites."""
+    candidate, number = target, 1
+    while os.path.lexists(candidate):
+        number += 1
+        candidate = target.with_name(f"{target.name}.{number}")
+    return candidate
 
 
 def _size_of(path: str) -> int:
