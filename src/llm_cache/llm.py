@@ -247,25 +247,33 @@ def is_generation(body: Body) -> bool:
     return False
 
 
-def refusal_reason(body: Body) -> str | None:
-    """Why an answer should not be kept: ``empty`` or ``truncated`` (cut off by the token limit)."""
-    if not is_generation(body):
-        return None
+def truncation(body: Body) -> str | None:
+    """What says an answer was cut off by the token limit, as the provider wrote it
+    (``finish_reason: length``), or None."""
     for value in body.json_values():
         if not isinstance(value, dict):
             continue
         for choice in value.get("choices") or []:
             if isinstance(choice, dict) and choice.get("finish_reason") == "length":
-                return "truncated"
+                return "finish_reason: length"
         delta = value.get("delta")
         delta_stop = delta.get("stop_reason") if isinstance(delta, dict) else None
         if "max_tokens" in (value.get("stop_reason"), delta_stop):
-            return "truncated"
+            return "stop_reason: max_tokens"
         for obj in (value, value.get("response")):
             if isinstance(obj, dict) and obj.get("status") == "incomplete":
                 details = obj.get("incomplete_details") or {}
                 if isinstance(details, dict) and details.get("reason") == "max_output_tokens":
-                    return "truncated"
+                    return "incomplete_details.reason: max_output_tokens"
+    return None
+
+
+def refusal_reason(body: Body) -> str | None:
+    """Why an answer should not be kept: ``empty`` or ``truncated`` (cut off by the token limit)."""
+    if not is_generation(body):
+        return None
+    if truncation(body) is not None:
+        return "truncated"
     if not completion_text(body).strip() and not tool_calls(body) and not _has_other_output(body):
         return "empty"
     return None

@@ -100,7 +100,7 @@ def examine_data(
         else:
             problems.append(Problem(where, f"its key is not the key of its request ({actual[:12]}...)"))
     for finding in find_entry_secrets(entry, text, allow):
-        problems.append(Problem(where, f"{finding.where}: looks like a {finding.kind} ({finding.excerpt})"))
+        problems.append(Problem(where, f"{finding.where}: looks like {'an' if finding.kind[:1] in 'aeiou' else 'a'} {finding.kind} ({finding.excerpt})"))
     # written before the parameter was known to carry a credential
     for name in sorted({name for name, _ in entry.query if name.lower() in SECRET_QUERY_PARAMS}):
         problems.append(Problem(where, f"the query parameter {name!r} carries a credential: re-record it"))

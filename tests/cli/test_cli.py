@@ -253,7 +253,7 @@ def test_verify_sound_then_each_kind_of_problem(cassettes: tuple[Path, dict[str,
     lines = out.stdout.splitlines()
     assert any(str(path("old")) in line and "not valid YAML" in line for line in lines)
     assert any(str(path("new")) in line and "its key is not the key of its request" in line for line in lines)
-    assert any(str(path("mini")) in line and "looks like a openai or anthropic key (sk-pro...ab)" in line for line in lines)
+    assert any(str(path("mini")) in line and "looks like an openai or anthropic key (sk-pro...ab)" in line for line in lines)
     assert any(str(moved) in line and "belongs in gpt-4o@2024-08-06/" in line for line in lines)
     assert "LEAKED" not in out.stdout
     assert lines[-1] == "6 cassettes checked, 4 with problems"

@@ -115,12 +115,12 @@ def test_verify_allows_what_the_project_allows(tmp_path: Path) -> None:
     path = next((tmp_path / "tests" / "cassettes").rglob("*.yaml"))
     path.write_text(path.read_text().replace("an answer", "key sk-proj-EXAMPLEEXAMPLE1234567890ab"))
     flagged = run("verify", cwd=tmp_path)
-    assert flagged.returncode == 1 and "looks like a openai or anthropic key" in flagged.stdout
+    assert flagged.returncode == 1 and "looks like an openai or anthropic key" in flagged.stdout
     (tmp_path / "pytest.ini").write_text("[pytest]\nllm_cache_dir = tests/cassettes\n"
                                          "llm_cache_secret_allowlist =\n    sk-proj-EXAMPLE\n")
     allowed = run("verify", cwd=tmp_path)
     assert allowed.returncode == 0, allowed.stdout
-    assert "1 cassettes checked, all sound" in allowed.stdout
+    assert "1 cassette checked, all sound" in allowed.stdout
 
 
 @pytest.mark.parametrize(("name", "text", "expected"), [

@@ -317,7 +317,7 @@ def test_verify_on_redis_finds_each_kind_of_problem(redis_target: RedisTarget) -
     lines = out.stdout.splitlines()
     assert any(line.startswith(where["old"]) and "not valid YAML" in line for line in lines), lines
     assert any(line.startswith(where["new"]) and "its key is not the key of its request" in line for line in lines)
-    assert any(line.startswith(where["mini"]) and "looks like a openai or anthropic key (sk-pro...ab)" in line
+    assert any(line.startswith(where["mini"]) and "looks like an openai or anthropic key (sk-pro...ab)" in line
                for line in lines)
     assert any(line.startswith(where["pinned"]) and "holds the entry of another key" in line for line in lines)
     assert any(line.startswith(where["ignored"]) and "indexed under model version 'gpt-4o-mini'" in line

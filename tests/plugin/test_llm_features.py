@@ -108,6 +108,9 @@ def test_empty_and_truncated_answers_are_not_kept_but_reach_the_test(project: Pr
         assert out.count(f"To keep such answers: llm_cache_record_{reason} = true") == 2, out
         result.stdout.fnmatch_lines([f"*NotStoredWarning: not storing *.yaml: {why}*; a replay will miss it, "
                                      "and a recording asks again. *"])
+    # the field that said it was cut off, as each provider wrote it
+    assert out.count("cut off by the token limit (finish_reason: length)") == 1, out
+    assert out.count("cut off by the token limit (stop_reason: max_tokens)") == 1, out
 
 
 TRUNCATED = """
@@ -125,7 +128,7 @@ def test_replay_of_an_answer_not_kept_says_why_and_the_setting_that_keeps_it(pro
     missed = project.run()
     missed.assert_outcomes(failed=1)
     missed.stdout.fnmatch_lines([
-        "*recorded, not kept: the answer was cut off by the token limit*",
+        "*recorded, not kept: the answer was cut off by the token limit (finish_reason: length)",
         "*fix: keep such answers with llm_cache_record_truncated = true, then record it with --llm-cache=record*",
     ])
     # kept once the setting says so: the note is gone, and replay passes

@@ -173,7 +173,7 @@ def _verify(root: Path) -> subprocess.CompletedProcess[str]:
 def test_verify_checks_the_parsed_copies(tmp_path: Path) -> None:
     _, path, copy = _stored(tmp_path, answer="what the YAML says")
     ok = _verify(tmp_path)
-    assert ok.returncode == 0 and ok.stdout.splitlines()[-1] == "1 cassettes checked, all sound"
+    assert ok.returncode == 0 and ok.stdout.splitlines()[-1] == "1 cassette checked, all sound"
 
     # a copy that claims the YAML's bytes but holds another answer: replay would serve it
     doc = json.loads(copy.read_bytes())["doc"]
@@ -182,7 +182,7 @@ def test_verify_checks_the_parsed_copies(tmp_path: Path) -> None:
     out = _verify(tmp_path)
     assert out.returncode == 1
     assert f"{path}: its parsed copy {copy} claims to be made from this file but holds another entry" in out.stdout
-    assert out.stdout.splitlines()[-1] == "1 cassettes checked, 1 with problems"
+    assert out.stdout.splitlines()[-1] == "1 cassette checked, 1 with problems"
 
     # a damaged copy is only a note: replay ignores it and writes it again
     copy.write_bytes(NESTED.encode())

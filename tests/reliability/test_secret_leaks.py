@@ -165,7 +165,7 @@ def test_verify_flags_a_secret_in_a_base64_body(tmp_path: Path, capsys: pytest.C
     assert cli.main(["verify", "--dir", str(store.root)]) == 1
     out = capsys.readouterr().out
     assert out.splitlines() == [
-        f"{path}: base64 response body: looks like a openai or anthropic key (sk-pro...ef)",
+        f"{path}: base64 response body: looks like an openai or anthropic key (sk-pro...ef)",
         "2 cassettes checked, 1 with problems",
     ]
 

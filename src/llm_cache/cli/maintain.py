@@ -81,8 +81,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     lines += [f"{n.path}: note: {n.text}" for n in notes]
     lines += [f"{path}: not a cassette; left alone" for path in foreign]
     bad = len({p.path for p in problems})
-    lines.append((f"{count} cassettes checked, {bad} with problems" if problems else
-                  f"{count} cassettes checked, all sound")
+    lines.append((f"{_plural(count, 'cassette')} checked, {bad} with problems" if problems else
+                  f"{_plural(count, 'cassette')} checked, all sound")
                  + (f"; {_plural(len(foreign), 'file')} not cassettes" if foreign else ""))
     data = {"checked": count, "problems": [{"path": p.path, "reason": p.reason} for p in problems],
             "notes": [{"path": n.path, "note": n.text} for n in notes], "not_cassettes": foreign}

@@ -22,7 +22,7 @@ from ..encoding import UndecodableBody, decode_content
 from ..errors import CassetteError, NotStoredWarning
 from ..key import SECRET_QUERY_PARAMS, is_urlencoded, plain_body
 from ..leaks import find_entry_secrets
-from ..llm import completion_text, read_response, refusal_reason
+from ..llm import completion_text, read_response, refusal_reason, truncation
 from ..modes import Action
 from ..providers import stream_complete
 from ..redact import (
@@ -89,7 +89,7 @@ async def akeep(
 
 _REFUSED = {
     "empty": "the answer is empty (no choices, or no text and no tool call)",
-    "truncated": "the answer was cut off by the token limit (finish_reason length, stop_reason max_tokens)",
+    "truncated": "the answer was cut off by the token limit ({})",
 }
 
 
@@ -176,7 +176,8 @@ def _storable(
     reason = refusal_reason(entry.response_body) if 200 <= status < 300 else None
     if (reason == "empty" and not settings.record_empty) or (reason == "truncated" and not settings.record_truncated):
         stats.not_stored(scope.stats, reason, rk.model_version)
-        _refused(flight, _REFUSED[reason], f"llm_cache_record_{reason} = true")
+        why = _REFUSED[reason].format(truncation(entry.response_body)) if reason == "truncated" else _REFUSED[reason]
+        _refused(flight, why, f"llm_cache_record_{reason} = true")
         return None
     text = dump_entry(entry)
     location = session.store.location(rk.key, rk.model_version)
