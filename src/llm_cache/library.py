@@ -173,20 +173,21 @@ class LLMCache:
         """A transport that answers from the cache and sends misses to ``wrapped``.
 
         ``wrapped`` defaults to the HTTP transport of ``httpx`` (httpx2 when installed,
-        else httpx), so retries, proxies and timeouts of the client keep working::
+        else httpx; the client's own, httpx or httpx2, once it sends through it), so
+        retries, proxies and timeouts of the client keep working::
 
             OpenAI(http_client=httpx2.Client(transport=cache.transport()))
         """
         module = httpx or (_module_of(wrapped) if wrapped is not None else _default_httpx())
         inner = wrapped if wrapped is not None else module.HTTPTransport()
-        return _sync_transport_class(module)(self, inner, module)
+        return _sync_transport_class(module)(self, inner, module, chosen=wrapped is None and httpx is None)
 
     def async_transport(self, wrapped: Any = None, *, httpx: ModuleType | None = None) -> Any:
         """The asynchronous twin of ``transport()``, for ``AsyncOpenAI``/``AsyncAnthropic``."""
         module = httpx or (_module_of(wrapped) if wrapped is not None else _default_httpx())
         inner = wrapped if wrapped is not None else module.AsyncHTTPTransport()
         _load_request_path(self.session.store)
-        return _async_transport_class(module)(self, inner, module)
+        return _async_transport_class(module)(self, inner, module, chosen=wrapped is None and httpx is None)
 
     # -- interception and functions ----------------------------------------------
 
@@ -325,6 +326,21 @@ def _grace(value: str | timedelta | None, setting: str) -> timedelta | None:
     return parse_duration(value, setting)
 
 
+def _client_module(transport: Any, request: Any, factory: str) -> None:
+    """A cache transport made for one httpx given to the other's client (httpx and httpx2
+    each check that requests are their own): one whose wrapped transport the cache chose
+    takes the client's module's instead; one given a transport says what to give it."""
+    module = importlib.import_module(type(request).__module__.partition(".")[0])
+    if not transport.chosen:
+        name = module.__name__
+        raise TypeError(
+            f"this cache transport wraps a {transport.httpx.__name__} transport and a {name} client sends "
+            f"through it: give it an {name} transport, cache.transport({name}.{factory}()), or use a "
+            f"{transport.httpx.__name__} client"
+        )
+    transport.wrapped, transport.httpx, transport.chosen = getattr(module, factory)(), module, False
+
+
 @functools.cache
 def _sync_transport_class(httpx: ModuleType) -> type:
     from .adapters.httpx import handle
@@ -333,10 +349,12 @@ def _sync_transport_class(httpx: ModuleType) -> type:
         """Answers from an LLMCache; sends misses to the wrapped transport and records them
         as their stream is read, so the caller sees chunks as they arrive."""
 
-        def __init__(self, cache: LLMCache, wrapped: Any, module: ModuleType) -> None:
-            self.cache, self.wrapped, self.httpx = cache, wrapped, module
+        def __init__(self, cache: LLMCache, wrapped: Any, module: ModuleType, chosen: bool = False) -> None:
+            self.cache, self.wrapped, self.httpx, self.chosen = cache, wrapped, module, chosen
 
         def handle_request(self, request: Any) -> Any:
+            if type(request).__module__.partition(".")[0] != self.httpx.__name__:
+                _client_module(self, request, "HTTPTransport")
             return handle(self.cache._scope, self.httpx, request, lambda: self.wrapped.handle_request(request))
 
         def close(self) -> None:
@@ -352,10 +370,12 @@ def _async_transport_class(httpx: ModuleType) -> type:
     class AsyncCachingTransport(httpx.AsyncBaseTransport):  # type: ignore[misc,name-defined]
         """The asynchronous twin: concurrent identical requests wait for the first."""
 
-        def __init__(self, cache: LLMCache, wrapped: Any, module: ModuleType) -> None:
-            self.cache, self.wrapped, self.httpx = cache, wrapped, module
+        def __init__(self, cache: LLMCache, wrapped: Any, module: ModuleType, chosen: bool = False) -> None:
+            self.cache, self.wrapped, self.httpx, self.chosen = cache, wrapped, module, chosen
 
         async def handle_async_request(self, request: Any) -> Any:
+            if type(request).__module__.partition(".")[0] != self.httpx.__name__:
+                _client_module(self, request, "AsyncHTTPTransport")
             return await ahandle(
                 self.cache._scope, self.httpx, request, lambda: self.wrapped.handle_async_request(request)
             )

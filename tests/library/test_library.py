@@ -388,3 +388,26 @@ def test_an_application_keeps_a_parsed_copy_of_every_cassette(
     assert cassette.stat().st_size < 16 * 1024
     copies = list((tmp_path / "cassettes" / ".llm-cache" / "parsed").rglob("*.json"))
     assert [c.stem for c in copies] == [cassette.stem]
+
+
+def test_the_default_transports_serve_an_httpx_client_as_well_as_an_httpx2_one(srv: FakeLLMServer) -> None:
+    """cache.transport() wraps httpx2's transport by default; a plain httpx client sending
+    through it gets httpx's instead (httpx2's refuses httpx's requests), sync and async."""
+    cache = LLMCache("memory://")
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "plain httpx"}]}
+    url = f"{srv.openai_base_url}/chat/completions"
+    with httpx.Client(transport=cache.transport()) as client:
+        statuses = [client.post(url, json=body).headers["x-llm-cache-status"] for _ in range(2)]
+    assert statuses == ["miss", "hit"]
+
+    async def twice() -> list[str]:
+        async with httpx.AsyncClient(transport=cache.async_transport()) as client:
+            other = {**body, "messages": [{"role": "user", "content": "async httpx"}]}
+            return [(await client.post(url, json=other)).headers["x-llm-cache-status"] for _ in range(2)]
+
+    assert asyncio.run(twice()) == ["miss", "hit"]
+    assert srv.count() == 2
+    # a transport given explicitly is not swapped: the error says what to give instead
+    fix = r"give it an httpx transport, cache.transport\(httpx.HTTPTransport\(\)\)"
+    with httpx.Client(transport=cache.transport(httpx2.HTTPTransport())) as client, pytest.raises(TypeError, match=fix):
+        client.post(url, json=body)
