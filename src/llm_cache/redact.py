@@ -182,18 +182,31 @@ def _forms(item: str) -> tuple[str, ...]:
     return (item, quote(item, safe=""), quote_plus(item), json.dumps(item)[1:-1])
 
 
+# Fields of a JSON body whose value is a credential whatever it looks like (of 8 characters
+# or more): a password of words or an API key of digits is no less one. ``key``, ``token``
+# and ``code`` are not among them: a logprob's ``token``, a code interpreter's ``code``.
+_JSON_CREDENTIAL_FIELDS = frozenset({
+    "api_key", "api-key", "apikey", "password", "passphrase", "client_secret", "access_token",
+    "refresh_token", "id_token", "code_verifier",
+})
+
+
 def json_credentials(value: Any, depth: int = 0) -> set[str]:
     """The values in a JSON body that a field's name says are credentials and that could
     be secrets (``{"api_key": "tvly-..."}``, ``{"auth": {"token": "..."}}``), as the same
-    rule takes them from headers; ``code``, ``key`` and the like by name alone are not
-    (a code interpreter's ``code`` is no secret)."""
+    rule takes them from headers, and any value of 8 characters or more of a credential
+    field (``_JSON_CREDENTIAL_FIELDS``); ``code``, ``key`` and the like by name alone are
+    not (a code interpreter's ``code`` is no secret)."""
     found: set[str] = set()
     if depth > 32:
         return found
     if isinstance(value, dict):
         for name, item in value.items():
             if isinstance(item, str):
-                if _CREDENTIAL_NAME.search(str(name).lower()) and plausible_secret(item, MIN_SECRET_LENGTH):
+                lower = str(name).lower()
+                if lower in _JSON_CREDENTIAL_FIELDS and len(item) >= MIN_SECRET_LENGTH and not item.isspace():
+                    found.add(item)  # a password of digits or words is one all the same
+                elif _CREDENTIAL_NAME.search(lower) and plausible_secret(item, MIN_SECRET_LENGTH):
                     found.add(item)
             elif isinstance(item, (dict, list)):
                 found |= json_credentials(item, depth + 1)

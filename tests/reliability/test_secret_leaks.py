@@ -425,6 +425,26 @@ def test_a_credential_field_of_a_json_body_is_redacted_and_ordinary_fields_are_n
     assert cli.main(["verify", "--dir", str(tmp_path / "c")]) == 0
 
 
+def test_a_credential_field_of_words_or_digits_is_redacted_and_its_echo_too(fake_api: Any, tmp_path: Path) -> None:
+    """A password of words or an API key of digits looks like no secret, but its field says
+    it is one (as a form's or a multipart part's does), from 8 characters."""
+    import httpx2
+
+    from llm_cache import LLMCache
+
+    cache = LLMCache("file://c", root=tmp_path)
+    body = {"api_key": "84629173058261947305", "password": "correcthorsebatterystaple",
+            "client_secret": "Correct Horse Battery", "token": "Hello", "model": "gpt-4o"}
+    with httpx2.Client(transport=cache.transport()) as http:
+        echoed = http.post(fake_api.url + "/v1/echo", json=body).json()["body"]
+    assert "correcthorsebatterystaple" in echoed
+    [kept] = (tmp_path / "c").rglob("*.yaml")
+    text = kept.read_text()
+    assert hits(text, ["84629173058261947305", "correcthorsebatterystaple", "Correct Horse Battery"]) == []
+    assert yaml.safe_load(text)["request"]["json"] == {
+        "api_key": REDACTED, "password": REDACTED, "client_secret": REDACTED, "token": "Hello", "model": "gpt-4o"}
+
+
 def test_an_environment_secret_in_the_path_percent_encoded_or_in_a_miss_never_shows(
     fake_api: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
