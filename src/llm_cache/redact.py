@@ -7,9 +7,9 @@
 - Every credential the request carried (``request_credentials``: its
   credential headers, any other header outside the allow-list whose value
   could be a secret, credential query values, cookies, URL userinfo) and the
-  value of every environment variable whose name ends in ``_API_KEY``,
-  ``_TOKEN`` or ``_SECRET`` (``environment_secrets``, when the value could be a
-  secret: ``plausible_secret``) is replaced by ``<redacted>`` wherever it
+  value of every environment variable whose name marks a credential (``_KEY``,
+  ``_TOKEN``, ``_SECRET``, ``_PASSWORD``... at its end: ``environment_secrets``,
+  when the value could be a secret: ``plausible_secret``) is replaced by ``<redacted>`` wherever it
   appears in a text or JSON body, an API that echoes it included.
 - A binary (base64) body is never rewritten: bytes cannot be redacted without
   corrupting what they encode. One that holds any of those values, or
@@ -76,7 +76,13 @@ _PROTOCOL_HEADERS = frozenset({
     "idempotency-key", "traceparent", "tracestate", "anthropic-dangerous-direct-browser-access",
 })
 _PROTOCOL_PREFIXES = ("x-stainless-",)
-SECRET_ENV_SUFFIXES = ("_API_KEY", "_TOKEN", "_SECRET")
+# The end of an environment variable's name that marks a credential: ``_KEY`` takes in
+# ``OPENAI_API_KEY``, ``OPENAI_KEY``, Django's ``SECRET_KEY`` and ``AWS_SECRET_ACCESS_KEY``.
+SECRET_ENV_SUFFIXES = (
+    "_KEY", "APIKEY", "_TOKEN", "_SECRET", "_SECRETS", "_PASSWORD", "_PASSWD", "_PASSPHRASE",
+    "_CREDENTIAL", "_CREDENTIALS",
+)
+SECRET_ENV_NAMES = frozenset({"TOKEN", "SECRET", "PASSWORD", "PASSWD"})
 # A credential the request carried: shorter values would redact ordinary words ("test", "1").
 MIN_SECRET_LENGTH = 8
 # An environment value is a guess (MY_TOKEN may hold anything): it must look like a secret.
@@ -113,7 +119,8 @@ _ENV_SEEN: tuple[dict[Any, Any], frozenset[str]] | None = None
 
 
 def environment_secrets(environ: Mapping[str, str] | None = None) -> set[str]:
-    """The values of ``*_API_KEY``, ``*_TOKEN`` and ``*_SECRET`` variables that could be secrets.
+    """The values of variables named as credentials (``SECRET_ENV_SUFFIXES``: ``*_KEY``,
+    ``*_TOKEN``, ``*_SECRET``, ``*_PASSWORD``...) that could be secrets.
 
     For the process environment the answer is kept while the environment is unchanged
     (tests change it): a recorded call then pays one comparison, not a scan."""
@@ -131,7 +138,8 @@ def environment_secrets(environ: Mapping[str, str] | None = None) -> set[str]:
         return found
     return {
         value for name, value in environ.items()
-        if name.upper().endswith(SECRET_ENV_SUFFIXES) and plausible_secret(value)
+        if (name.upper().endswith(SECRET_ENV_SUFFIXES) or name.upper() in SECRET_ENV_NAMES)
+        and plausible_secret(value)
     }
 
 

@@ -30,7 +30,15 @@ from llm_cache.redact import (
 )
 
 
-@pytest.mark.parametrize("name", ["OPENAI_API_KEY", "GITHUB_TOKEN", "CLIENT_SECRET", "my_api_key"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "OPENAI_API_KEY", "GITHUB_TOKEN", "CLIENT_SECRET", "my_api_key",
+        # names that mark a credential without ending in _API_KEY, _TOKEN or _SECRET
+        "OPENAI_KEY", "SECRET_KEY", "AWS_SECRET_ACCESS_KEY", "DB_PASSWORD", "SMTP_PASSWD",
+        "GPG_PASSPHRASE", "SERVICE_CREDENTIALS", "MISTRAL_APIKEY", "APP_SECRETS", "PASSWORD",
+    ],
+)
 def test_secret_env_names(name):
     assert secret_values({}, {name: "s3cr3t-value-0123456"}) == ["s3cr3t-value-0123456"]
 
@@ -42,6 +50,9 @@ def test_secret_env_names(name):
         {"OPENAI_API_KEY": "s3cr3t-value"},
         {"HOME": "/home/someone"},  # not a secret-looking name
         {"API_KEY_FILE": "/run/secrets/key"},  # suffix, not infix
+        {"TOKENIZERS_PARALLELISM": "s3cr3t-value-0123456"},  # TOKEN inside a word
+        {"MONKEY": "s3cr3t-value-0123456"},  # KEY ending a word, not after _
+        {"SORT_KEY": "created_at"},  # a credential name, not a secret's value
     ],
 )
 def test_env_values_ignored(environ):
