@@ -65,7 +65,7 @@ def test_warn_lists_each_stale_cassette_with_its_age_and_test(project: Project) 
     assert project.result("old") == "echo: old question"  # served
     result.stdout.fnmatch_lines([
         "stale (1): cassettes past the TTL of 30d, served (llm_cache_stale = warn)",
-        f"  {old}  *d old  test_st.py::test_old",
+        f"  {old.relative_to(project.pytester.path)}  *d old  test_st.py::test_old",
         "re-record them with --llm-cache=refresh",
     ])
     [stale] = json.loads(report.read_text())["stale_cassettes"]

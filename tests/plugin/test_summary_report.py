@@ -25,12 +25,21 @@ def test_summary_section_after_record_and_replay(project: Project) -> None:
     project.run("--llm-cache=record").stdout.fnmatch_lines(
         [
             "*- llm-cache -*",
-            f"mode: record   store: {project.cassettes} (2 entries, * KB)",
+            f"mode: record   store: {project.cassettes.relative_to(project.pytester.path)} (2 entries, * KB)",
             "hits: 1   misses: 0   recorded: 2   refreshed: 0   stale: 0   hit rate: 33%",
             "tokens served from cassettes: * (gpt-4o *)",
         ],
         consecutive=True,
     )
+
+
+def test_a_store_outside_the_starting_directory_is_shown_whole(
+    project: Project, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    elsewhere = tmp_path_factory.mktemp("shared") / "cassettes"
+    project.pytester.makepyfile(test_sum=TESTS)
+    result = project.run("--llm-cache=record", f"--llm-cache-dir={elsewhere}")
+    result.stdout.fnmatch_lines([f"mode: record   store: {elsewhere} (2 entries, * KB)"])
 
 
 @pytest.mark.all_xdist_modes

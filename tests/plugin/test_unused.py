@@ -34,6 +34,11 @@ def _cassette_of(project: Project, text: str) -> Path:
     return path
 
 
+def _shown(project: Project, path: Path) -> str:
+    """A path as the summary shows it: relative to where the run started (pytester's dir)."""
+    return str(path.relative_to(project.pytester.path))
+
+
 def _recorded(project: Project) -> Path:
     project.pytester.makepyfile(test_u=THREE)
     project.run("--llm-cache=record").assert_outcomes(passed=3)
@@ -49,8 +54,8 @@ def test_a_whole_run_lists_the_cassettes_no_test_used(project: Project) -> None:
     result.assert_outcomes(passed=2)
     assert result.ret == 0  # report (the default) never fails a run
     result.stdout.fnmatch_lines([
-        f"unused: 1 (llm-cache prune --unused-in {report} or --llm-cache-unused=fail)",
-        f"  {orphan}",
+        "unused: 1 (llm-cache prune --unused-in report.json or --llm-cache-unused=fail)",
+        f"  {_shown(project, orphan)}",
     ])
     data = json.loads(report.read_text())
     assert data["unused"] == [str(orphan)]
@@ -64,7 +69,7 @@ def test_fail_exits_1_after_the_summary(project: Project) -> None:
     result = project.run("--llm-cache-unused=fail")
     result.assert_outcomes(passed=2)
     assert result.ret == 1
-    result.stdout.fnmatch_lines(["*llm-cache*", "unused: 1 (failing the run, --llm-cache-unused=fail; remove them with llm-cache prune --unused-in *)", f"  {orphan}"])
+    result.stdout.fnmatch_lines(["*llm-cache*", "unused: 1 (failing the run, --llm-cache-unused=fail; remove them with llm-cache prune --unused-in *)", f"  {_shown(project, orphan)}"])
 
 
 def test_fail_passes_when_every_cassette_is_used(project: Project) -> None:
@@ -136,7 +141,7 @@ def test_a_skipped_test_without_the_cache_does_not(project: Project) -> None:
     result = project.run("--llm-cache-unused=fail")
     result.assert_outcomes(passed=2, skipped=1)
     assert result.ret == 1
-    result.stdout.fnmatch_lines([f"  {orphan}"])
+    result.stdout.fnmatch_lines([f"  {_shown(project, orphan)}"])
 
 
 def test_a_run_whose_tests_never_use_the_cache_lists_every_cassette(project: Project) -> None:
@@ -196,7 +201,7 @@ def test_the_rootdir_or_a_testpath_on_the_command_line_is_the_whole_collection(p
         result = project.run("--llm-cache-unused=fail", *args)
         result.assert_outcomes(passed=2)
         assert result.ret == 1, args
-        result.stdout.fnmatch_lines([f"  {orphan}"])
+        result.stdout.fnmatch_lines([f"  {_shown(project, orphan)}"])
     result = project.run("--llm-cache-unused=fail", "suite/test_u.py")
     assert result.ret == 0
     result.stdout.fnmatch_lines(["unused: cannot tell, only suite/test_u.py ran"])
@@ -215,9 +220,9 @@ def test_an_expired_cassette_whose_refresh_is_not_kept_is_still_used(project: Pr
     result = project.run("--llm-cache=refresh", "--llm-cache-unused=fail")
     project.server.fail_status = None
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["not stored: 1 (error status 1)*", "unused: 1 (*", f"  {orphan}"])
+    result.stdout.fnmatch_lines(["not stored: 1 (error status 1)*", "unused: 1 (*", f"  {_shown(project, orphan)}"])
     unused_list = result.stdout.str().split("\nunused: 1 (", 1)[1]
-    assert str(kept) not in unused_list
+    assert _shown(project, kept) not in unused_list and _shown(project, orphan) in unused_list
     # the refusal is said, and that the expired cassette stays
     result.stdout.fnmatch_lines([f"*NotStoredWarning: not storing {kept}: the API answered HTTP 500; "
                                  "the cassette recorded before stays. To keep such answers: "

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+from datetime import datetime, timezone
 
+from llm_cache.meta import EntryMeta
 from llm_cache.report import Report, report_json, summary_lines
-from llm_cache.stats import Counts, Miss, SessionStats
+from llm_cache.report.model import Unused
+from llm_cache.stats import Counts, Miss, SessionStats, StaleUse
 
 
 def miss(i: int) -> Miss:
@@ -173,3 +178,28 @@ def test_merge_adds_the_unseen_of_workers():
     for worker in (one, two):
         controller.merge(json.loads(json.dumps(worker.to_dict())))
     assert [(u.host, u.test_id) for u in controller.unseen] == [("h:1", "t.py::a"), ("h:1", "t.py::b")]
+
+
+def test_summary_paths_relative_to_where_the_run_started():
+    """Paths under the invocation directory are shown as the user can type them there; a
+    store elsewhere, a URL, and a sibling directory with the same prefix stay whole."""
+    sep = os.sep
+    base = f"{sep}work{sep}proj"
+    s = stats(hits=1)
+    s.stale_uses = [StaleUse("t::a", "ab" * 32, f"{base}{sep}cassettes{sep}gpt-4o{sep}ab.yaml", 90_000, 3600)]
+    when = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    unused = Unused(None, tuple(EntryMeta("cd" * 32, "gpt-4o", when, 10, where) for where in (
+        f"{base}{sep}cassettes{sep}gpt-4o{sep}cd.yaml", f"{base}-other{sep}cassettes{sep}ef.yaml")))
+    report = Report(s, "replay", f"{base}{sep}cassettes", 1, 10, stale_policy="warn", unused=unused,
+                    report_path=f"{base}{sep}out{sep}r.json", shown_from=base)
+    lines = summary_lines(report)
+    assert lines[0].startswith("mode: replay   store: cassettes (1 entry")
+    assert f"  cassettes{sep}gpt-4o{sep}ab.yaml  1d old  t::a" in lines
+    assert f"  cassettes{sep}gpt-4o{sep}cd.yaml" in lines
+    assert f"  {base}-other{sep}cassettes{sep}ef.yaml" in lines
+    assert any(f"llm-cache prune --unused-in out{sep}r.json" in line for line in lines)
+    # without a starting directory (the library's stats()), every path is whole
+    whole = summary_lines(dataclasses.replace(report, shown_from=None))
+    assert whole[0].startswith(f"mode: replay   store: {base}{sep}cassettes (")
+    assert summary_lines(dataclasses.replace(report, location="redis://h:6379/0"))[0].startswith(
+        "mode: replay   store: redis://h:6379/0 (")

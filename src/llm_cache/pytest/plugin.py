@@ -324,7 +324,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     cache = state.session
     cache.finish()
     report = state.report = build_report(
-        cache, Run(partial, inventory=bool(settings.report_path or settings.html_path))
+        cache, Run(partial, inventory=bool(settings.report_path or settings.html_path),
+                   shown_from=str(config.invocation_params.dir))
     )
     cache.close()
     if report.unused_failed and session.exitstatus == pytest.ExitCode.OK:

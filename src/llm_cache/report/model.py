@@ -135,6 +135,8 @@ class Run:
 
     partial: str | None = None
     inventory: bool = False
+    # the directory the run was started from: paths under it are shown relative to it
+    shown_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,9 @@ class Report:
     inventory: Inventory | None = None
     # where the JSON report was written, for the command that prunes what it lists
     report_path: str | None = None
+    # the terminal summary shows paths under this directory relative to it (pytest's
+    # invocation directory); the JSON and HTML reports keep them whole
+    shown_from: str | None = None
     created_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
     @property
@@ -219,6 +224,7 @@ def build_report(session: CacheSession, run: Run | None = None) -> Report:
         unused=unused,
         inventory=inventory,
         report_path=str(settings.report_path) if settings.report_path is not None else None,
+        shown_from=run.shown_from if run is not None else None,
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from ..policy import Cap
 from ..values import DEFAULT_TTL, format_age, format_duration
 from .model import Report, cost_saved
@@ -30,6 +32,15 @@ def _size(n: int) -> str:
     raise AssertionError("unreachable")
 
 
+def _path(report: Report, path: str) -> str:
+    """``path`` as the user can type it where they ran the tests: relative to that directory
+    when it lies under it (as pytest shows test files), else whole. A store URL is left as is."""
+    base = report.shown_from
+    if base and path.startswith(base.rstrip("/\\") + os.sep):
+        return path[len(base.rstrip("/\\")) + 1:]
+    return path
+
+
 def _cap(cap: Cap) -> str:
     parts = []
     if cap.max_bytes is not None:
@@ -48,7 +59,7 @@ def summary_lines(report: Report) -> list[str]:
     c = stats.counts
     tokens = sum(stats.tokens_saved.values())
     lines = [
-        f"mode: {report.mode}   store: {report.location} "
+        f"mode: {report.mode}   store: {_path(report, report.location)} "
         f"({_plural(report.entries, 'entry', 'entries')}, {_size(report.bytes)})",
         f"hits: {c.hits}   misses: {c.misses}   recorded: {c.recorded}   refreshed: {c.refreshed}"
         f"   stale: {c.stale}   hit rate: {c.hit_rate:.0%}",
@@ -120,7 +131,7 @@ def _stale_lines(report: Report) -> list[str]:
     failed = sum(u.failed for u in uses)
     verb = f"{failed} failed their test (llm_cache_stale = fail)" if failed else "served (llm_cache_stale = warn)"
     lines = [f"stale ({len(uses)}): cassettes past the TTL of {ttl}, {verb}"]
-    lines.extend(f"  {u.location}  {format_age(u.age_seconds)} old  {u.test_id}" for u in uses[:MAX_MISSES_SHOWN])
+    lines.extend(f"  {_path(report, u.location)}  {format_age(u.age_seconds)} old  {u.test_id}" for u in uses[:MAX_MISSES_SHOWN])
     if len(uses) > MAX_MISSES_SHOWN:
         lines.append(f"  ... and {len(uses) - MAX_MISSES_SHOWN} more")
     lines.append(f"re-record them with {refresh_command(report)}")
@@ -136,7 +147,7 @@ def _unused_lines(report: Report) -> list[str]:
     if not unused.entries:
         return ["unused: none (every cassette was used)"] if report.unused_policy == "fail" else []
     n = len(unused.entries)
-    where = report.report_path or "REPORT.json"
+    where = _path(report, report.report_path) if report.report_path else "REPORT.json"
     prune = f"llm-cache prune --unused-in {where}"
     if report.report_path is None:
         prune += " after a run with --llm-cache-report=REPORT.json"
@@ -144,7 +155,7 @@ def _unused_lines(report: Report) -> list[str]:
         lines = [f"unused: {n} (failing the run, --llm-cache-unused=fail; remove them with {prune})"]
     else:
         lines = [f"unused: {n} ({prune} or --llm-cache-unused=fail)"]
-    lines.extend(f"  {m.location}" for m in unused.entries[:MAX_MISSES_SHOWN])
+    lines.extend(f"  {_path(report, m.location)}" for m in unused.entries[:MAX_MISSES_SHOWN])
     if n > MAX_MISSES_SHOWN:
         lines.append(f"  ... and {n - MAX_MISSES_SHOWN} more")
     return lines
