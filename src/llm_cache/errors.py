@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import errno as errnos
 import inspect
+import os
+import sys
+import warnings
+from functools import cache as functools_cache
 from typing import Any
 
 __all__ = [
@@ -22,6 +26,7 @@ __all__ = [
     "StaleCassette",
     "StoreError",
     "StoreUnavailable",
+    "warn",
 ]
 
 
@@ -359,3 +364,45 @@ class NotStoredWarning(LLMCacheWarning):
     """A response was not written (an error status, empty, truncated, secret-looking, ...):
     a class of its own, so that a suite run with ``-W error`` can let it pass
     (``filterwarnings = ignore::llm_cache.NotStoredWarning``) and still fail on the others."""
+
+
+_HERE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+@functools_cache
+def _installed() -> tuple[str, ...]:
+    """Where the standard library and installed packages live: not the user's code."""
+    import site
+    import sysconfig  # on the first warning only
+
+    paths = sysconfig.get_paths()
+    found = [paths[name] for name in ("stdlib", "platstdlib", "purelib", "platlib") if name in paths]
+    found += getattr(site, "getsitepackages", list)()
+    if site.ENABLE_USER_SITE:
+        found.append(site.getusersitepackages())
+    return tuple({os.path.join(os.path.abspath(path), "") for path in found})
+
+
+def _caller_level() -> int:
+    """``warnings.warn``'s stacklevel, from ``warn``, of the frame that made the call the
+    warning is about: the first outside this package, the standard library and installed
+    packages (a test's line, not an SDK's or ours); else the first outside this package
+    (a thread the cache started, a call made from an installed package only)."""
+    frame: Any = sys._getframe(2)
+    level, fallback = 2, None
+    installed = _installed()
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not filename.startswith(_HERE):
+            if fallback is None:
+                fallback = level
+            if not filename.startswith(installed) and not filename.startswith("<frozen "):
+                return level
+        frame, level = frame.f_back, level + 1
+    return fallback or 2
+
+
+def warn(warning: Warning) -> None:
+    """Issue ``warning`` at the user's line that led to it, where pytest's summary, and
+    Python's once-per-location filter, place it: not at the line of the cache that noticed."""
+    warnings.warn(warning, stacklevel=_caller_level())

@@ -411,3 +411,27 @@ def test_the_default_transports_serve_an_httpx_client_as_well_as_an_httpx2_one(s
     fix = r"give it an httpx transport, cache.transport\(httpx.HTTPTransport\(\)\)"
     with httpx.Client(transport=cache.transport(httpx2.HTTPTransport())) as client, pytest.raises(TypeError, match=fix):
         client.post(url, json=body)
+
+
+@pytest.mark.parametrize("client_kind", ["sync", "async"])
+def test_a_warning_points_at_the_applications_line(srv: FakeLLMServer, tmp_path: Path, client_kind: str) -> None:
+    """A damaged cassette moved aside is told at the line of the application's call, not
+    at the cache's (Python shows a warning once per location: at ours, one per process)."""
+    cache = LLMCache("file://cassettes", root=tmp_path)
+    chat(make_client(srv, cache), "damaged later")
+    [path] = (tmp_path / "cassettes").rglob("*.yaml")
+    path.write_text("not: [a cassette")
+    again = LLMCache("file://cassettes", root=tmp_path)
+    with pytest.warns(LLMCacheWarning, match="is unusable") as caught:
+        if client_kind == "sync":
+            chat(make_client(srv, again), "damaged later")
+        else:
+            async def call() -> None:
+                client = openai.AsyncOpenAI(base_url=srv.openai_base_url, api_key="sk-lib-test-00000000",
+                                            max_retries=0, http_client=httpx2.AsyncClient(transport=again.async_transport()))
+                await client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "damaged later"}])
+
+            asyncio.run(call())
+    [warning] = [w for w in caught if "is unusable" in str(w.message)]
+    assert warning.filename == __file__, warning.filename
+    assert srv.count() == 2  # recorded again

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import shutil
 from typing import Any
 
@@ -336,3 +337,33 @@ def test_a_last_event_longer_than_the_tail_still_ends_the_stream() -> None:
               *(piece.encode() for piece in (BIG_COMPLETED[:3000], BIG_COMPLETED[3000:], "\n\n"))]
     assert stream_ended(chunks)
     assert not stream_ended(chunks[:1] + [_sse('event: response.output_text.delta\ndata: {"delta":"x"}')])
+
+
+# -- where a warning points ----------------------------------------------------------------
+
+WHERE = """
+import httpx2
+
+def test_too_large(client, llm_cache):
+    client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "word " * 1500}])
+
+def test_error_status(llm_cache):
+    with httpx2.Client(base_url=client_base()) as http:
+        http.post("/v1/chat/completions", json={"model": "error-500", "messages": []})
+"""
+
+
+def test_a_warning_points_at_the_users_line_not_the_caches(project: Project) -> None:
+    """pytest's warnings summary places a not-stored warning at the test's line that made
+    the call (through the SDK, httpx and the cache), where the user can act on it."""
+    base = project.server.url
+    project.pytester.makepyfile(test_where=WHERE.replace("client_base()", repr(base)))
+    project.pytester.makeini("[pytest]\nllm_cache_max_cassette_size = 8KiB\n")
+    result = project.run("--llm-cache=record")
+    result.assert_outcomes(passed=2, warnings=2)
+    text = result.stdout.str()
+    result.stdout.fnmatch_lines([
+        "*test_where.py:4: NotStoredWarning: not storing *: it would be * bytes*",
+        "*test_where.py:8: NotStoredWarning: not storing *: the API answered HTTP 500;*",
+    ], consecutive=False)
+    assert f"llm_cache{os.sep}" not in text.split("warnings summary")[1]

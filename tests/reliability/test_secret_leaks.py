@@ -45,7 +45,7 @@ CARRIED = {
     "S_CODE": "oauth-c0de-81f2a9b7e6d5",
     "S_TOK": "Tok-q9W8e7R6t5Y4u3I2",
     "S_SCHEME": "schemed-3e9f1a7c5b2d8e4f",
-    "S_APIKEY": "xk-2b4d6f8h0j2l4n6p8r",
+    "S_XAPI": "xk-2b4d6f8h0j2l4n6p8r",
     "S_USER": "svc-account",
     "S_PW": "pa55-w0rd-7f3e9d1c5b",
 }
@@ -110,8 +110,8 @@ def test_request_credential_in_binary(llm_cache):
 
 def test_api_key_header_in_binary(llm_cache):
     # a credential that has no known shape: only the request gives it away
-    r = httpx2.get(os.environ["FAKE_LLM_URL"] + "/v1/echo?as=binary&n=2", headers={"x-api-key": os.environ["S_APIKEY"]})
-    assert os.environ["S_APIKEY"].encode() in r.content
+    r = httpx2.get(os.environ["FAKE_LLM_URL"] + "/v1/echo?as=binary&n=2", headers={"x-api-key": os.environ["S_XAPI"]})
+    assert os.environ["S_XAPI"].encode() in r.content
 
 def test_plain_binary(llm_cache):
     r = httpx2.get(os.environ["FAKE_LLM_URL"] + "/v1/echo?as=binary", headers={"X-Debug": "nothing to hide"})
@@ -128,7 +128,7 @@ def test_a_secret_in_a_binary_body_is_not_stored(project: Project, carried: dict
     assert "base64:" in stored.read_text()
     report = (project.pytester.path / "report.json").read_text()
     assert json.loads(report)["not_stored_reasons"] == {"secret-looking": 3}
-    assert hits(written(project, report, output(result)), [LEAKED, carried["S_CRED"], carried["S_APIKEY"]]) == []
+    assert hits(written(project, report, output(result)), [LEAKED, carried["S_CRED"], carried["S_XAPI"]]) == []
     # the warnings say what and where, masked
     warning = "*not storing *: it would contain what looks like a secret: "
     result.stdout.fnmatch_lines([
@@ -203,7 +203,7 @@ def test_sdk_headers_and_query(llm_cache, save):
 def test_other_schemes(llm_cache, save):
     for auth in ("Token " + E["S_SCHEME"], "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20260101/us-east-1/bedrock/aws4_request, "
                  "SignedHeaders=host, Signature=" + E["S_AMZSIG"]):
-        r = httpx2.get(URL + "/v1/echo?as=json&n=" + auth[:3], headers={"Authorization": auth, "x-api-key": E["S_APIKEY"]})
+        r = httpx2.get(URL + "/v1/echo?as=json&n=" + auth[:3], headers={"Authorization": auth, "x-api-key": E["S_XAPI"]})
         save("scheme-" + auth[:3], r.json()["headers"])
 
 def test_credential_query_values(llm_cache, save):
@@ -222,7 +222,7 @@ def test_every_credential_the_request_carried_is_redacted_where_the_answer_echoe
     live = {name: json.dumps(project.result(name)) for name in ("sdk", "scheme-Tok", "scheme-AWS", "query")}
     # the server did echo them (otherwise there would be nothing to find)
     for name, values in {"sdk": ("S_CRED", "S_ORG", "S_PROJ", "S_COOKIE", "S_GOOG", "S_AMZ", "S_QKEY", "S_CODE"),
-                         "scheme-Tok": ("S_SCHEME", "S_APIKEY"), "scheme-AWS": ("S_AMZSIG",),
+                         "scheme-Tok": ("S_SCHEME", "S_XAPI"), "scheme-AWS": ("S_AMZSIG",),
                          "query": ("S_QKEY", "S_TOK")}.items():
         assert all(carried[v] in live[name] for v in values), name
     files = project.files()

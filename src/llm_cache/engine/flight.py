@@ -272,14 +272,12 @@ class Flight:
 
     def fall_back(self, why: str) -> Response:
         """Serve the expired entry in place of a failed refresh, with a warning; releases the lock."""
-        import warnings
-
-        from ..errors import LLMCacheWarning
+        from ..errors import LLMCacheWarning, warn
 
         assert self.entry is not None
-        warnings.warn(LLMCacheWarning(
+        warn(LLMCacheWarning(
             f"serving the expired answer of {self.entry.key[:12]} (stale_if_error): the API failed: {why}"
-        ), stacklevel=3)
+        ))
         self._finish()
         self.action = Action.SERVE_STALE
         self.scope.session.stats.stale_served_bump()

@@ -12,14 +12,13 @@ import bisect
 import contextlib
 import logging
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..body import STREAM_KINDS, Body, encode_body, encode_request_body
 from ..cassette import Entry, dump_entry
 from ..encoding import UndecodableBody, decode_content
-from ..errors import CassetteError, NotStoredWarning
+from ..errors import CassetteError, NotStoredWarning, warn
 from ..key import SECRET_QUERY_PARAMS, is_urlencoded, plain_body
 from ..leaks import find_entry_secrets
 from ..llm import completion_text, read_response, refusal_reason, truncation
@@ -126,8 +125,7 @@ def _refused(flight: Flight, why: str, keep: str) -> None:
     then = ("the cassette recorded before stays" if flight.entry is not None
             else "a replay will miss it, and a recording asks again")
     _note(flight, why, keep)
-    warnings.warn(NotStoredWarning(f"not storing {location}: {why}; {then}. To keep such answers: {keep}"),
-                  stacklevel=3)
+    warn(NotStoredWarning(f"not storing {location}: {why}; {then}. To keep such answers: {keep}"))
 
 
 def _note(flight: Flight, why: str, keep: str) -> None:
@@ -158,19 +156,18 @@ def _storable(
         entry, known = _entry(flight, status, joined, raw, arrivals)
     except UndecodableBody as exc:  # the live client could not read it either, or read it cut short
         stats.not_stored(scope.stats, "undecodable", rk.model_version)
-        warnings.warn(NotStoredWarning(f"not storing {rk.prefix}: {exc}"), stacklevel=2)
+        warn(NotStoredWarning(f"not storing {rk.prefix}: {exc}"))
         return None
     body = entry.response_body  # a stream: events, lines or frames; text or bytes when cut mid-event
     if 200 <= status < 300 and body.kind != "json" and not stream_complete(
         body.to_bytes(), joined.get("content-type")
     ):
         stats.not_stored(scope.stats, "incomplete", rk.model_version)
-        warnings.warn(
+        warn(
             NotStoredWarning(
                 f"not storing {rk.prefix}: the stream ended without its provider's last event "
                 "([DONE], message_stop, response.completed): it was cut short"
-            ),
-            stacklevel=2,
+            )
         )
         return None
     reason = refusal_reason(entry.response_body) if 200 <= status < 300 else None
@@ -184,13 +181,12 @@ def _storable(
     size = len(text) if text.isascii() else len(text.encode("utf-8"))
     if size > settings.max_cassette_bytes:  # the loader would refuse it: it could never replay
         stats.not_stored(scope.stats, "too large", rk.model_version)
-        warnings.warn(
+        warn(
             NotStoredWarning(
                 f"not storing {location}: it would be {size} bytes, more than the limit of "
                 f"{settings.max_cassette_bytes} bytes a cassette may hold; raise it with the ini "
                 "setting llm_cache_max_cassette_size (default 64MiB)"
-            ),
-            stacklevel=2,
+            )
         )
         return None
     findings = find_entry_secrets(entry, text, settings.secret_allow, known)
@@ -199,12 +195,11 @@ def _storable(
         _note(flight, "it would contain what looks like a secret (the warning of the recording said where)",
               "a regex in llm_cache_secret_allowlist if it is not one")
         kinds = ", ".join(sorted({f"{f.kind} ({f.where}: {f.excerpt})" for f in findings}))
-        warnings.warn(
+        warn(
             NotStoredWarning(
                 f"not storing {location}: it would contain what looks like a secret: {kinds}. "
                 "If it is not one, allow it with a regex in llm_cache_secret_allowlist."
-            ),
-            stacklevel=2,
+            )
         )
         return None
     return entry, text

@@ -11,13 +11,12 @@ import dataclasses
 import logging
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 from ..cassette import Entry
-from ..errors import CassetteError, LLMCacheWarning, OversizeCassette, StoreUnavailable
+from ..errors import CassetteError, LLMCacheWarning, OversizeCassette, StoreUnavailable, warn
 from ..key import RequestKey
 from ..modes import Found, Mode
 from ..policy import plan_eviction
@@ -161,7 +160,7 @@ class CacheSession(KeyLocks):
                     raise
                 self._count_unusable(exc, rk, mode, counts)
                 moved = await aio.quarantine(rk.key, rk.model_version)  # awaited too
-                return self._moved_aside(exc, moved, stacklevel=3)
+                return self._moved_aside(exc, moved)
             return self._read(entry, ttl)
         return self._fresh(entry, ttl)
 
@@ -189,11 +188,8 @@ class CacheSession(KeyLocks):
         if mode is Mode.REPLAY:
             raise exc
 
-    def _moved_aside(self, exc: CassetteError, moved: str | None, stacklevel: int = 4) -> tuple[Found, None]:
-        warnings.warn(
-            LLMCacheWarning(f"{exc.path} is unusable ({exc.reason}); moved to {moved}, recording again"),
-            stacklevel=stacklevel,  # the caller of find (through _unusable) or of afind
-        )
+    def _moved_aside(self, exc: CassetteError, moved: str | None) -> tuple[Found, None]:
+        warn(LLMCacheWarning(f"{exc.path} is unusable ({exc.reason}); moved to {moved}, recording again"))
         return Found.MISSING, None
 
     async def arecall(
@@ -235,7 +231,7 @@ class CacheSession(KeyLocks):
         try:
             self._finish(force)
         except (StoreUnavailable, OSError) as exc:  # OSError: a disk that refuses, StoreError included
-            warnings.warn(LLMCacheWarning(f"usage and eviction skipped: {str(exc).splitlines()[0]}"), stacklevel=2)
+            warn(LLMCacheWarning(f"usage and eviction skipped: {str(exc).splitlines()[0]}"))
 
     def size(self) -> tuple[int, int]:
         """(entries, bytes) of the store, (0, 0) when it cannot be reached."""
@@ -275,13 +271,10 @@ class CacheSession(KeyLocks):
         keep = {m.key for m in metas if m.location not in evicted}
         self.store.touch(dict(stats.used), keep=keep)
         if plan.short:
-            warnings.warn(
-                LLMCacheWarning(
-                    f"the cache cap ({cap.describe()}) is smaller than what this session used "
-                    f"({plan.entries_after} entries, {plan.bytes_after} bytes kept); raise it"
-                ),
-                stacklevel=2,
-            )
+            warn(LLMCacheWarning(
+                f"the cache cap ({cap.describe()}) is smaller than what this session used "
+                f"({plan.entries_after} entries, {plan.bytes_after} bytes kept); raise it"
+            ))
 
     def close(self) -> None:
         """At the end of this process's part of the session: let the store write and release.
@@ -291,8 +284,7 @@ class CacheSession(KeyLocks):
         except StoreUnavailable:
             pass
         except OSError as exc:
-            warnings.warn(LLMCacheWarning(f"the store did not finish writing: {str(exc).splitlines()[0]}"),
-                          stacklevel=2)
+            warn(LLMCacheWarning(f"the store did not finish writing: {str(exc).splitlines()[0]}"))
 
     def counted(self) -> None:
         """After each lookup: every ``log_every`` lookups, an INFO line with the hit rate."""

@@ -11,12 +11,11 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 from ..atomic import UnsafePath, is_temporary, write_atomic
-from ..errors import LLMCacheWarning, describe_os_error
+from ..errors import LLMCacheWarning, describe_os_error, warn
 from ..usage import META_DIR
 from .paths import Tree
 
@@ -47,9 +46,8 @@ class Derived:
         meta = self.root / META_DIR
         return os.access(meta if os.path.isdir(meta) else self.root, os.W_OK)
 
-    def failed(self, what: str, path: Path, exc: OSError, stacklevel: int = 3) -> None:
-        """One warning per kind of derived data; none after the disk refused writes.
-        ``stacklevel`` is ``warnings.warn``'s: 3 names the caller of this method's caller."""
+    def failed(self, what: str, path: Path, exc: OSError) -> None:
+        """One warning per kind of derived data; none after the disk refused writes."""
         # a disk that refuses writes, or a .llm-cache that is not a real directory: no more tries
         unusable_meta = isinstance(exc, UnsafePath) and exc.filename == str(self.root / META_DIR)
         if exc.errno in _REFUSING or unusable_meta:
@@ -66,10 +64,7 @@ class Derived:
         where = str(exc.filename) if named and not is_temporary(named) else str(path)
         consequence = ("hits of this session are not counted for eviction"
                        if what == "usage index" else "the next run is only slower")
-        warnings.warn(
-            LLMCacheWarning(f"{what} not written: {where}: {cause}. The cache works without it; {consequence}."),
-            stacklevel=stacklevel,
-        )
+        warn(LLMCacheWarning(f"{what} not written: {where}: {cause}. The cache works without it; {consequence}."))
 
     def write(self, what: str, path: Path, body: Callable[[], str | bytes]) -> None:
         """Write ``body()`` to ``path`` (under ``.llm-cache``) atomically, when worth it."""

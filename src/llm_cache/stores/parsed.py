@@ -162,7 +162,7 @@ class ParsedCopies:
                 if not overwrite(target, body):
                     write_atomic(target, body)
             except OSError as exc:
-                self._derived.failed("parsed copies", target, exc, stacklevel=4)
+                self._derived.failed("parsed copies", target, exc)
                 if self._derived.refused:
                     return
             except (TypeError, ValueError):
