@@ -644,9 +644,16 @@ class _Handler(BaseHTTPRequestHandler):
     # Opt-in echoes of what the request carried, for the secret tests: nothing else calls them.
     def ep_echo(self, req: JsonDict) -> None:
         """GET /v1/echo: the request's headers and target as JSON; with ``?as=binary``, the
-        same wrapped in bytes that are not UTF-8 (application/octet-stream)."""
+        same wrapped in bytes that are not UTF-8 (application/octet-stream); with ``?as=gzip``,
+        gzipped without a Content-Encoding (a file served as it is stored); with ``?as=html``,
+        in an HTML page that writes every letter and digit as a character reference."""
         if "as=binary" in self.path:
             self._send_bytes("application/octet-stream", b"\x89BIN\xff\xfe\x00" + self._echoed() + b"\x00\xff")
+        elif "as=gzip" in self.path:
+            self._send_bytes("application/gzip", gzip.compress(self._echoed()))
+        elif "as=html" in self.path:
+            text = "".join(f"&#{ord(c)};" if c.isalnum() else c for c in self._echoed().decode())
+            self._send_bytes("text/html; charset=utf-8", f"<html><body><pre>{text}</pre></body></html>".encode())
         else:
             self._send_json(200, json.loads(self._echoed()))
 

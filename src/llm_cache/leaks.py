@@ -2,8 +2,8 @@
 ``llm-cache verify`` over stored ones.
 
 The YAML text is searched for anything shaped like a credential (``SECRET_PATTERNS``); the
-bodies the text does not show as they are (base64 ones, text with NUL bytes) are searched
-decoded, for those shapes and for the values ``redact`` replaced in text but cannot
+bodies the text does not show as they are (base64 ones, gzip or zlib data in them, text
+with NUL bytes or HTML entities) are searched decoded, for those shapes and for the values ``redact`` replaced in text but cannot
 replace in bytes. Each finding is reported masked, so the report itself leaks nothing.
 """
 
@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import html
 import json
 import re
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -115,6 +117,26 @@ def _binary_bodies(entry: Entry) -> Iterator[tuple[str, bytes]]:
             yield f"{body.kind} {side} body", raw.replace(b"\x00", b"")
         elif body.kind == "base64":
             yield f"base64 {side} body", raw
+        inflated = _inflated(raw) if body.kind == "base64" else None
+        if inflated is not None:
+            yield f"gzip or zlib data in the base64 {side} body", inflated
+
+
+# The first bytes of gzip data, and of zlib data at each compression level.
+_COMPRESSED = (b"\x1f\x8b", b"\x78\x01", b"\x78\x5e", b"\x78\x9c", b"\x78\xda")
+
+
+def _inflated(raw: bytes) -> bytes | None:
+    """The bytes that gzip or zlib data decompress to, up to ``MAX_EMBEDDED`` of them, or None
+    when ``raw`` is not such data: a body compressed without a ``Content-Encoding`` (a file
+    sent gzipped, a server that compresses on its own terms) hides its text from the search."""
+    if not raw.startswith(_COMPRESSED):
+        return None
+    try:
+        out = zlib.decompressobj(wbits=47).decompress(raw, MAX_EMBEDDED)  # 47: gzip or zlib header
+    except zlib.error:
+        return None
+    return out or None
 
 
 def find_entry_secrets(
@@ -160,6 +182,9 @@ def _embedded_base64(entry: Entry) -> Iterator[tuple[str, bytes]]:
             except (binascii.Error, ValueError):
                 continue
             yield f"base64 inside the {side}'s JSON", decoded
+            inflated = _inflated(decoded)
+            if inflated is not None:
+                yield f"gzip or zlib data in base64 inside the {side}'s JSON", inflated
 
 
 def _json_strings(
@@ -279,6 +304,11 @@ def _escaped_events(entry: Entry) -> Iterator[tuple[str, str]]:
             unescaped = _unescape(body.value)
             if unescaped != body.value:
                 yield f"the {side}'s text, unescaped", unescaped
+        if body.kind == "text" and isinstance(body.value, str) and "&" in body.value:
+            # an HTML page (an error page, a form echoed back) writes &#115; for s, &#x2d; for -
+            decoded = html.unescape(body.value)
+            if decoded != body.value:
+                yield f"the {side}'s text, HTML entities decoded", decoded
 
 
 def _indexed_strings(

@@ -92,6 +92,39 @@ def test_the_secret_values_are_not_taken_from_the_environment(carried: dict[str,
     assert set(secret_values({}, dict(os.environ))).isdisjoint(carried.values())
 
 
+# -- compressed bodies and HTML pages ------------------------------------------------------
+
+ENCODED_TESTS = """
+import os, httpx2
+
+def test_gzip_without_a_content_encoding(llm_cache):
+    r = httpx2.get(os.environ["FAKE_LLM_URL"] + "/v1/echo?as=gzip", headers={"x-api-key": os.environ["S_XAPI"]})
+    assert r.status_code == 200 and r.content[:2] == b"\\x1f\\x8b"
+
+def test_html_character_references(llm_cache):
+    r = httpx2.get(os.environ["FAKE_LLM_URL"] + "/v1/echo?as=html", headers={"X-Debug": os.environ["S_LEAKED"]})
+    assert r.status_code == 200 and "&#" in r.text and os.environ["S_LEAKED"] not in r.text
+
+def test_html_without_a_secret(llm_cache):
+    r = httpx2.get(os.environ["FAKE_LLM_URL"] + "/v1/echo?as=html", headers={"X-Debug": "nothing to hide"})
+    assert r.status_code == 200
+"""
+
+
+def test_a_secret_gzipped_or_behind_html_references_is_not_stored(project: Project, carried: dict[str, str]) -> None:
+    """Bytes compressed without a Content-Encoding are kept as the client got them (base64),
+    and an HTML page's character references are what the YAML shows: neither shows the key
+    as it is, to redaction or to the search for secret shapes."""
+    project.pytester.makepyfile(test_encoded=ENCODED_TESTS)
+    result = project.run("--llm-cache=record")
+    result.assert_outcomes(passed=3, warnings=2)
+    result.stdout.fnmatch_lines(["not stored: 2 (secret-looking 2)"])
+    [stored] = project.files()  # the page without a secret is kept
+    assert "&#" in stored.read_text() and "text/html" in stored.read_text()
+    assert carried["S_XAPI"] not in written(project, output(result))
+    assert LEAKED not in written(project, output(result))
+
+
 # -- binary bodies -------------------------------------------------------------------------
 
 BINARY_TESTS = """

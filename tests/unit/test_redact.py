@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import json
+import zlib
 from datetime import datetime, timezone
 
 import hypothesis
@@ -336,6 +338,47 @@ def test_a_known_value_in_a_base64_body_is_found():
     [finding] = find_entry_secrets(entry, dump_entry(entry), known={"xk-2b4d6f8h0j2l": "credential the request carried"})
     assert (finding.kind, finding.where) == ("credential the request carried", "base64 response body")
     assert find_entry_secrets(entry, dump_entry(entry), known={"something-else-1": "x"}) == []
+
+
+@pytest.mark.parametrize("side", ["request", "response"])
+@pytest.mark.parametrize("compress", [gzip.compress, zlib.compress, lambda b: zlib.compress(b, 9)])
+def test_a_secret_in_compressed_bytes_without_a_content_encoding_is_found(side, compress):
+    """A body gzipped or zlib-compressed on its own terms (no Content-Encoding: kept as the
+    bytes the client got) hides the key from the plain search; it is searched inflated."""
+    key = "sk-proj-" + "A1b2C3d4" * 4
+    entry = _entry(compress(f"notes\nOPENAI_API_KEY={key}\n".encode()), side)
+    text = dump_entry(entry)
+    assert key.encode() not in base64.b64decode(entry.request_body.value if side == "request"
+                                                else entry.response_body.value)
+    [finding] = find_entry_secrets(entry, text)
+    assert finding.kind == "openai or anthropic key" and finding.where.startswith("gzip or zlib data")
+    echoed = _entry(compress(b"echo: xk-2b4d6f8h0j2l, done"), side)
+    [known] = find_entry_secrets(echoed, dump_entry(echoed), known={"xk-2b4d6f8h0j2l": "credential the request carried"})
+    assert known.kind == "credential the request carried"
+    # data that only starts like gzip is searched as it is, and finds nothing
+    assert find_entry_secrets(_entry(b"\x1f\x8bnot gzip at all"), dump_entry(_entry(b"\x1f\x8bnot gzip at all"))) == []
+
+
+def test_a_secret_in_gzip_inside_base64_inside_json_is_found() -> None:
+    key = "sk-proj-" + "A1b2C3d4" * 4
+    entry = _entry(b"", "request")
+    entry.request_body = Body("json", {"file": base64.b64encode(gzip.compress(f"KEY={key}".encode())).decode()})
+    [finding] = find_entry_secrets(entry, dump_entry(entry))
+    assert finding.where == "gzip or zlib data in base64 inside the request's JSON"
+
+
+@pytest.mark.parametrize("written", ["&#115;k-proj-", "&#x73;k&#x2d;proj&#45;", "s&#107;-proj-"])
+def test_a_secret_behind_html_entities_is_found(written: str) -> None:
+    key = "A1b2C3d4" * 4
+    entry = _entry(b"", "request")
+    entry.response_body = Body("text", f"<html><body><p>Your key: {written}{key}</p></body></html>")
+    entry.response_headers = {"content-type": "text/html"}
+    text = dump_entry(entry)
+    assert find_secrets(text) == []
+    [finding] = find_entry_secrets(entry, text)
+    assert finding.kind == "openai or anthropic key" and finding.where == "the response's text, HTML entities decoded"
+    assert find_entry_secrets(entry, text, known={"sk-proj-" + key: "secret environment value"})[-1].kind == \
+        "secret environment value"
 
 
 def test_a_known_value_is_shown_by_its_length_only():
