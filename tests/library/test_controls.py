@@ -150,6 +150,32 @@ def test_a_bad_directive_that_could_be_a_secret_is_shown_by_its_length(directive
     assert SECRET not in str(options.value)
 
 
+@pytest.mark.parametrize("how", ["header", "options", "cached"])
+def test_a_namespace_that_is_a_credential_is_refused_before_any_call(
+    fake_api: FakeLLMServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """A namespace is written into cassette paths, the summary and the reports: a tenant's
+    API key given as its name (a key's shape, or a secret environment value) is refused,
+    and the error shows it by its length only."""
+    shaped = "sk-" + "T3nantKey" * 5  # an OpenAI key's shape, 48 characters: a valid name otherwise
+    monkeypatch.setenv("TENANT_API_KEY", "tnt-4f9a2c7e1b8d6053")
+    cache = LLMCache("file://cassettes", root=tmp_path)
+    for namespace in (shaped, "tnt-4f9a2c7e1b8d6053"):
+        with pytest.raises(ValueError) as info:
+            if how == "header":
+                ask(client_of(fake_api, cache), directives=f"namespace={namespace}")
+            elif how == "options":
+                cache.options(namespace=namespace)
+            else:
+                cache.cached(namespace=namespace)
+        message = str(info.value)
+        assert namespace not in message and namespace[:10] not in message
+        assert f"<a value of {len(namespace)} characters>" in message and "tenant's name or id" in message
+    assert fake_api.count() == 0 and not (tmp_path / "cassettes").exists()
+    with cache.options(namespace="tenant-a"):  # an ordinary name is taken
+        pass
+
+
 def test_bad_options_raise_at_once() -> None:
     cache = LLMCache()
     with pytest.raises(ValueError, match="namespace"):

@@ -79,7 +79,24 @@ def make(
                                f"{HEADER} directives are {FORMS}") from None
     if namespace is not None and (not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace)):
         raise _bad(where, namespace, "namespace: 1 to 64 letters, digits, '.', '_' or '-', not starting with '.'")
+    if namespace is not None:
+        _not_a_credential(where, namespace)
     return Controls(no_cache, no_store, parsed_ttl, namespace)
+
+
+def _not_a_credential(where: str, namespace: str) -> None:
+    """A namespace goes into cassette paths, the summary and the reports: one that is a
+    credential (a tenant's API key taken as its name) is refused, shown by its length."""
+    from ..leaks import find_secrets
+    from ..redact import environment_secrets
+
+    found = find_secrets(namespace)
+    if found or namespace in environment_secrets():
+        what = f"looks like a credential ({found[0].kind})" if found else "is a secret environment value"
+        raise ControlError(
+            f"{where}: the namespace <a value of {len(namespace)} characters> {what}; a namespace is written "
+            "into cassette paths, the summary and the reports: give the tenant's name or id, or a hash of the key"
+        )
 
 
 def _bad(where: str, value: object, what: str) -> ControlError:
