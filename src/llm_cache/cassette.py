@@ -251,6 +251,21 @@ def _check_expansion(doc: Any, path: str) -> None:
             stack.extend((v, depth + 1) for v in node)
 
 
+def _marked(exc: Any) -> str:
+    """A PyYAML parse error as one line: its problem at its line and column, after what it
+    was reading (``while parsing a flow sequence, line 3: expected ',' or ']', but got
+    '<scalar>', line 4, column 3``). The snippet of the file PyYAML prints is left out."""
+    def at(mark: Any) -> str:
+        return f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+
+    problem = f"{exc.problem or 'unreadable'}{at(exc.problem_mark)}"
+    if exc.context:
+        context_mark = exc.context_mark
+        where = f", line {context_mark.line + 1}" if context_mark is not None else ""
+        return f"{exc.context}{where}: {problem}"
+    return problem
+
+
 def load_doc(text: str | bytes, path: str) -> Any:
     """A cassette's YAML document, parsed with the safe loader in bounded time and memory
     but not yet validated (``parse_entry`` does that); a failure is a CassetteError naming ``path``."""
@@ -264,6 +279,8 @@ def load_doc(text: str | bytes, path: str) -> Any:
         mark = exc.problem_mark
         where = f", line {mark.line + 1}" if mark is not None else ""
         raise _fail(path, f"not valid YAML: {exc.problem}{where}") from None
+    except yaml.MarkedYAMLError as exc:  # what is wrong and where, without the file's lines
+        raise _fail(path, f"not valid YAML: {_marked(exc)}") from None
     except yaml.YAMLError as exc:
         raise _fail(path, f"not valid YAML: {str(exc).splitlines()[0]}") from None
     except (ValueError, TypeError, RecursionError, MemoryError) as exc:

@@ -154,6 +154,11 @@ def _mutated(path: str, value):
     "text, reason",
     [
         ("llm_cache: 1\nkey: [unclosed\n", "not valid YAML"),
+        # what PyYAML found, and where, in one line
+        ("llm_cache: 1\nkey: [unclosed\n",
+         "not valid YAML: while parsing a flow sequence, line 2: did not find expected ',' or ']', line 3, column 1"),
+        ("llm_cache: 1\n\tkey: x\n", "not valid YAML: while scanning a plain scalar, line 1: found a tab character "
+         "that violates indentation, line 2, column 1"),
         ("- 1\n- 2\n", "expected a mapping at the top (key:, request:, response:), got a list"),
         ("", "it is empty: no YAML document in it"),
         ("# a comment only\n\n", "it is empty: no YAML document in it"),
