@@ -86,6 +86,27 @@ def _mask(text: str) -> str:
     return text[:6] + "..." + text[-2:] if len(text) > 10 else "..."
 
 
+# Shapes that prose matches too ("Bearer tokens/credentials", "bearer authentication",
+# "sk-learn-preprocessing-pipelines"): a match is a secret only when what follows its
+# prefix could be one (``redact.plausible_secret``: not words, numbers and versions alone).
+_PROSE_PRONE = {
+    "openai or anthropic key": re.compile(r"sk-(?:ant-|proj-|svcacct-|admin-)?"),
+    "bearer token": re.compile(r"[Bb]earer\s+"),
+}
+
+
+def shaped(kind: str, value: str) -> bool:
+    """Whether ``value``, matched by ``SECRET_PATTERNS[kind]``, is taken for a secret: not
+    prose that has a key's prefix, nor AWS's documented example key (``AKIAIOSFODNN7EXAMPLE``)."""
+    prefix = _PROSE_PRONE.get(kind)
+    if prefix is not None:
+        from .redact import plausible_secret  # redact imports this module
+
+        head = prefix.match(value)
+        return plausible_secret(value[head.end():] if head else value, 8)
+    return not (kind == "aws access key" and value.endswith("EXAMPLE"))
+
+
 def find_secrets(text: str, allow: Iterable[str] = (), body: str = "") -> list[SecretFinding]:
     """Secret-looking values in ``text``, except those matching an ``allow`` regex."""
     allowed = [re.compile(a) for a in allow]
@@ -96,7 +117,7 @@ def find_secrets(text: str, allow: Iterable[str] = (), body: str = "") -> list[S
             continue
         for match in pattern.finditer(text):
             value = match.group(0)
-            if any(a.search(value) for a in allowed):
+            if not shaped(kind, value) or any(a.search(value) for a in allowed):
                 continue
             line = 0 if body else text.count("\n", 0, match.start()) + 1
             found.append(SecretFinding(kind, line, _mask(value), body))
@@ -119,24 +140,58 @@ def _binary_bodies(entry: Entry) -> Iterator[tuple[str, bytes]]:
             yield f"base64 {side} body", raw
         inflated = _inflated(raw) if body.kind == "base64" else None
         if inflated is not None:
-            yield f"gzip or zlib data in the base64 {side} body", inflated
+            yield f"compressed data in the base64 {side} body", inflated
 
 
-# The first bytes of gzip data, and of zlib data at each compression level.
-_COMPRESSED = (b"\x1f\x8b", b"\x78\x01", b"\x78\x5e", b"\x78\x9c", b"\x78\xda")
+# The first bytes of gzip data, and of zlib data at each compression level; of bzip2, xz
+# and a zip file's first entry.
+_ZLIB = (b"\x1f\x8b", b"\x78\x01", b"\x78\x5e", b"\x78\x9c", b"\x78\xda")
+_BZ2, _XZ, _ZIP = b"BZh", b"\xfd7zXZ\x00", b"PK\x03\x04"
 
 
-def _inflated(raw: bytes) -> bytes | None:
-    """The bytes that gzip or zlib data decompress to, up to ``MAX_EMBEDDED`` of them, or None
-    when ``raw`` is not such data: a body compressed without a ``Content-Encoding`` (a file
-    sent gzipped, a server that compresses on its own terms) hides its text from the search."""
-    if not raw.startswith(_COMPRESSED):
-        return None
+def _inflated(raw: bytes, depth: int = 0) -> bytes | None:
+    """The bytes that gzip, zlib, bzip2, xz or zip data decompress to (a layer within a layer
+    too: gzip of gzip), up to ``MAX_EMBEDDED`` of them, or None when ``raw`` is none of those:
+    a body compressed without a ``Content-Encoding`` (a file sent gzipped, a server that
+    compresses on its own terms) hides its text from the search."""
+    out: bytes | None = None
     try:
-        out = zlib.decompressobj(wbits=47).decompress(raw, MAX_EMBEDDED)  # 47: gzip or zlib header
-    except zlib.error:
+        if raw.startswith(_ZLIB):
+            out = zlib.decompressobj(wbits=47).decompress(raw, MAX_EMBEDDED)  # 47: gzip or zlib header
+        elif raw.startswith(_BZ2):
+            import bz2
+
+            out = bz2.BZ2Decompressor().decompress(raw, MAX_EMBEDDED)
+        elif raw.startswith(_XZ):
+            import lzma  # not in every Python build
+
+            out = lzma.LZMADecompressor().decompress(raw, MAX_EMBEDDED)
+        elif raw.startswith(_ZIP):
+            out = _unzipped(raw)
+    except (zlib.error, OSError, EOFError, ValueError, ImportError):
         return None
-    return out or None
+    if not out:
+        return None
+    inner = _inflated(out, depth + 1) if depth < 2 else None
+    return out + b"\x00" + inner if inner else out
+
+
+def _unzipped(raw: bytes) -> bytes:
+    """The members of a zip file, joined, up to ``MAX_EMBEDDED`` bytes in all."""
+    import io
+    import zipfile
+
+    parts: list[bytes] = []
+    left = MAX_EMBEDDED
+    with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+        for info in archive.infolist()[:64]:
+            if left <= 0:
+                break
+            with archive.open(info) as member:
+                data = member.read(left)
+            parts.append(data)
+            left -= len(data)
+    return b"\x00".join(parts)
 
 
 def find_entry_secrets(
@@ -149,42 +204,88 @@ def find_entry_secrets(
     found = find_secrets(text, allow)
     values = sorted(known, key=len, reverse=True)
     # an ASCII credential reads as itself; other bytes become U+FFFD, which ends a word
-    for where, raw in (*_binary_bodies(entry), *_embedded_base64(entry)):
+    strings = list(_strings(entry))
+    for where, raw in (*_binary_bodies(entry), *_embedded(strings)):
         found += _searched(where, raw.decode("ascii", "replace"), raw, allow, known, values)
-    for where, joined in (*_streamed_fields(entry), *_escaped_events(entry)):
+    for where, joined in (*_streamed_fields(entry), *_escaped_events(entry), *_entities_decoded(strings)):
         found += _searched(where, joined, None, allow, known, values)
     return found
 
 
-# A run of base64 in a JSON string: a data URL's payload (a document or an image sent to a
-# model), or a long string of nothing else. Decoded up to MAX_EMBEDDED bytes each.
-_BASE64_RUN = re.compile(r"(?:base64,|^)([A-Za-z0-9+/_-]{32,}={0,2})$")
+# A run of base64 (either alphabet) or of hex digits in a string: a data URL's payload (a
+# document or an image sent to a model), a file's bytes in a JSON field or a text body,
+# lines of MIME base64, a streamed chunk. Decoded up to MAX_EMBEDDED bytes each.
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/_-]{24,}(?:={1,2}|(?:\r?\n[A-Za-z0-9+/_-]{4,})+={0,2})?")
+_HEX_RUN = re.compile(r"(?:[0-9a-fA-F]{2}){16,}")
+_URLSAFE = bytes.maketrans(b"-_", b"+/")
 MAX_EMBEDDED = 4 * 1024 * 1024
 
 
-def _embedded_base64(entry: Entry) -> Iterator[tuple[str, bytes]]:
-    """The decoded bytes of base64 inside the strings of JSON bodies: a file sent as
-    ``data:text/plain;base64,...`` is a secret's usual way into a request, and its text,
-    which the YAML shows encoded, is where the key is."""
-    for side, body in (("request", entry.request_body), ("response", entry.response_body)):
-        if body.kind != "json":
+def _base64_decoded(run: str) -> list[bytes]:
+    """``run``'s bytes read as base64 from each of its first four characters: a secret's
+    encoding lines up with only one of them when the run starts before the data it encodes
+    (``k=`` glued in front)."""
+    data = re.sub(r"[\r\n=]", "", run).encode("ascii").translate(_URLSAFE)[: MAX_EMBEDDED * 2]
+    out = []
+    for start in range(4):
+        chunk = data[start:]
+        chunk = chunk[: len(chunk) - len(chunk) % 4]
+        try:
+            out.append(base64.b64decode(chunk))
+        except (binascii.Error, ValueError):
             continue
-        for _, value in _json_strings(body.value, limit=32):
-            if len(value) < 32:
-                continue
-            match = _BASE64_RUN.search(value[: MAX_EMBEDDED * 2])
-            if match is None:
-                continue
-            run = match.group(1)
-            try:
-                urlsafe = "-" in run or "_" in run
-                decoded = base64.b64decode(run + "=" * (-len(run) % 4), altchars=b"-_" if urlsafe else None)
-            except (binascii.Error, ValueError):
-                continue
-            yield f"base64 inside the {side}'s JSON", decoded
-            inflated = _inflated(decoded)
-            if inflated is not None:
-                yield f"gzip or zlib data in base64 inside the {side}'s JSON", inflated
+    return out
+
+
+def _strings(entry: Entry) -> Iterator[tuple[str, str]]:
+    """Each string of the entry's bodies, with where it is: the JSON strings of JSON bodies, a
+    text body, each streamed event's data (its JSON strings, or the data itself)."""
+    for side, body in (("request", entry.request_body), ("response", entry.response_body)):
+        if body.kind == "json":
+            for _, value in _json_strings(body.value, limit=32):
+                yield f"the {side}'s JSON", value
+        elif body.kind == "text" and isinstance(body.value, str):
+            yield f"the {side}'s text", body.value
+    for data in _stream_datas(entry):
+        value = _parsed(data)
+        if value is None:
+            yield "the streamed response", data
+        else:
+            for _, text in _json_strings(value, limit=32):
+                yield "the streamed response", text
+
+
+def _embedded(strings: list[tuple[str, str]]) -> Iterator[tuple[str, bytes]]:
+    """The decoded bytes of base64 and hex inside the bodies' strings (and what they
+    decompress to): a file sent as ``data:text/plain;base64,...`` is a secret's usual way into
+    a request, and its text, which the YAML shows encoded, is where the key is."""
+    for where, value in strings:
+        if len(value) < 24:
+            continue
+        for match in _BASE64_RUN.finditer(value):
+            decoded = _base64_decoded(match.group(0))
+            if decoded:
+                # joined by NULs, which no secret holds: one search for the four readings
+                yield f"base64 inside {where}", b"\x00".join(decoded)
+                inflated = _inflated(decoded[0])
+                if inflated is not None:
+                    yield f"compressed data in base64 inside {where}", inflated
+        for match in _HEX_RUN.finditer(value[: MAX_EMBEDDED * 2]):
+            yield f"hex inside {where}", bytes.fromhex(match.group(0))
+
+
+def _entities_decoded(strings: list[tuple[str, str]]) -> Iterator[tuple[str, str]]:
+    """The bodies' strings with HTML character references decoded (``&#115;k-...``), where
+    they hold one: an HTML page, or such text in a JSON field or a streamed chunk, reads as
+    the key to whoever renders it."""
+    seen: dict[str, list[str]] = {}
+    for where, value in strings:
+        if "&" in value:
+            decoded = html.unescape(value)
+            if decoded != value:
+                seen.setdefault(where, []).append(decoded)
+    for where, values in seen.items():
+        yield f"{where}, HTML entities decoded", "\n".join(values)
 
 
 def _json_strings(
@@ -304,11 +405,6 @@ def _escaped_events(entry: Entry) -> Iterator[tuple[str, str]]:
             unescaped = _unescape(body.value)
             if unescaped != body.value:
                 yield f"the {side}'s text, unescaped", unescaped
-        if body.kind == "text" and isinstance(body.value, str) and "&" in body.value:
-            # an HTML page (an error page, a form echoed back) writes &#115; for s, &#x2d; for -
-            decoded = html.unescape(body.value)
-            if decoded != body.value:
-                yield f"the {side}'s text, HTML entities decoded", decoded
 
 
 def _indexed_strings(

@@ -41,6 +41,7 @@ __all__ = [
     "SECRET_PATTERNS",
     "SecretFinding",
     "base64_forms",
+    "credential_named",
     "echo_forms",
     "environment_secrets",
     "field_credential",
@@ -67,7 +68,21 @@ CREDENTIAL_HEADERS = (
     "openai-organization", "openai-project", "cookie", "x-amz-security-token",
 )
 # ... and so is the value of any header whose name says it holds one.
-_CREDENTIAL_NAME = re.compile(r"auth|key|token|secret|passw|passphrase|cookie|session|signature|credential")
+_CREDENTIAL_NAME = re.compile(r"auth|key|token|secret|passw|passphrase|pwd|cookie|session|signature|credential")
+# Names that hold a credential word and no credential: OpenAI's prompt_cache_key, a sort or
+# partition key, a tokenizer, max_tokens, keywords. Taken out of a name before it is read.
+_INNOCENT_NAME = re.compile(
+    r"(?:prompt[_-]?cache|cache|sort|primary|partition|foreign|idempotency|row|range|hash|object)[_-]?key"
+    r"|tokeni[sz]\w*|\w*tokens\b|(?<![a-z])tokens?[_-]?(?:count|usage|limit|ids?)|keywords?|keyboard|keystrokes?"
+    r"|(?:mon|don|tur|hoc|joc|whis)key"
+)
+
+
+def credential_named(name: str) -> bool:
+    """Whether a header's, field's or JSON key's name (lowercased) says it holds a credential:
+    ``x-api-key``, ``access_token``, ``client_secret``, ``db_pwd``; not ``prompt_cache_key``,
+    ``tokenizer``, ``max_tokens`` or ``keywords``."""
+    return _CREDENTIAL_NAME.search(name) is not None and _CREDENTIAL_NAME.search(_INNOCENT_NAME.sub("", name)) is not None
 # Headers of the protocol or the SDK that never carry a credential; every other header
 # outside the allow-list is taken as one when its value could be a secret.
 _PROTOCOL_HEADERS = frozenset({
@@ -79,10 +94,18 @@ _PROTOCOL_PREFIXES = ("x-stainless-",)
 # The end of an environment variable's name that marks a credential: ``_KEY`` takes in
 # ``OPENAI_API_KEY``, ``OPENAI_KEY``, Django's ``SECRET_KEY`` and ``AWS_SECRET_ACCESS_KEY``.
 SECRET_ENV_SUFFIXES = (
-    "_KEY", "APIKEY", "_TOKEN", "_SECRET", "_SECRETS", "_PASSWORD", "_PASSWD", "_PASSPHRASE",
-    "_CREDENTIAL", "_CREDENTIALS",
+    "_KEY", "APIKEY", "SECRETKEY", "_TOKEN", "_SECRET", "_SECRETS", "_PASSWORD", "_PASSWD", "_PASSPHRASE",
+    "_PASS", "_PWD", "_CREDENTIAL", "_CREDENTIALS", "_PAT", "_AUTH",
 )
 SECRET_ENV_NAMES = frozenset({"TOKEN", "SECRET", "PASSWORD", "PASSWD"})
+# Names of passwords and passphrases: their values are words as often as not
+# ("correct-horse-battery-staple", "purple monkey dishwasher"), so any of 12 characters counts.
+_PASSWORD_ENV = ("PASSWORD", "PASSWD", "PASSPHRASE", "_PASS", "_PWD")
+MIN_ENV_PASSWORD_LENGTH = 12
+# A numbered variable (OPENAI_API_KEY_2) is named as its first is.
+_ENV_NUMBER = re.compile(r"_?\d+$")
+# The password of a URL in any variable (DATABASE_URL=postgres://app:PW@db/app).
+_URL_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:([^@/\s]+)@")
 # A credential the request carried: shorter values would redact ordinary words ("test", "1").
 MIN_SECRET_LENGTH = 8
 # An environment value is a guess (MY_TOKEN may hold anything): it must look like a secret.
@@ -136,11 +159,20 @@ def environment_secrets(environ: Mapping[str, str] | None = None) -> set[str]:
         found = environment_secrets(dict(os.environ))
         _ENV_SEEN = (snapshot, frozenset(found))
         return found
-    return {
-        value for name, value in environ.items()
-        if (name.upper().endswith(SECRET_ENV_SUFFIXES) or name.upper() in SECRET_ENV_NAMES)
-        and plausible_secret(value)
-    }
+    found = set()
+    for name, value in environ.items():
+        upper = _ENV_NUMBER.sub("", name.upper()) or name.upper()
+        if upper.endswith(SECRET_ENV_SUFFIXES) or upper in SECRET_ENV_NAMES:
+            if plausible_secret(value) or (
+                upper.endswith(_PASSWORD_ENV) and len(value.strip()) >= MIN_ENV_PASSWORD_LENGTH
+            ):
+                found.add(value)
+        url = _URL_PASSWORD.match(value)
+        if url is not None:
+            password = unquote(url.group(1))
+            if plausible_secret(password, MIN_SECRET_LENGTH) or len(password) >= MIN_ENV_PASSWORD_LENGTH:
+                found.add(password)
+    return found
 
 
 def _text(item: Any) -> str:
@@ -194,8 +226,9 @@ def _forms(item: str) -> tuple[str, ...]:
 # or more): a password of words or an API key of digits is no less one. ``key``, ``token``
 # and ``code`` are not among them: a logprob's ``token``, a code interpreter's ``code``.
 _JSON_CREDENTIAL_FIELDS = frozenset({
-    "api_key", "api-key", "apikey", "password", "passphrase", "client_secret", "access_token",
-    "refresh_token", "id_token", "code_verifier",
+    "api_key", "api-key", "apikey", "api_keys", "password", "passwd", "pwd", "passphrase", "client_secret",
+    "access_token", "refresh_token", "id_token", "code_verifier", "secret", "secret_key", "private_key",
+    "session_token", "auth_token", "api_token",
 })
 
 
@@ -210,13 +243,17 @@ def json_credentials(value: Any, depth: int = 0) -> set[str]:
         return found
     if isinstance(value, dict):
         for name, item in value.items():
-            if isinstance(item, str):
-                lower = str(name).lower()
-                if lower in _JSON_CREDENTIAL_FIELDS and len(item) >= MIN_SECRET_LENGTH and not item.isspace():
-                    found.add(item)  # a password of digits or words is one all the same
-                elif _CREDENTIAL_NAME.search(lower) and plausible_secret(item, MIN_SECRET_LENGTH):
-                    found.add(item)
-            elif isinstance(item, (dict, list)):
+            lower = str(name).lower()
+            # a number is a password too ({"password": 8675309123456}), and so is each of a list
+            # of strings under a credential's name ({"api_keys": ["...", "..."]})
+            items = [str(item)] if isinstance(item, (str, int)) and not isinstance(item, bool) else (
+                [v for v in item if isinstance(v, str)] if isinstance(item, list) else [])
+            for text in items:
+                if lower in _JSON_CREDENTIAL_FIELDS and len(text) >= MIN_SECRET_LENGTH and not text.isspace():
+                    found.add(text)  # a password of digits or words is one all the same
+                elif credential_named(lower) and plausible_secret(text, MIN_SECRET_LENGTH):
+                    found.add(text)
+            if isinstance(item, (dict, list)):
                 found |= json_credentials(item, depth + 1)
     elif isinstance(value, list):
         for item in value:
@@ -253,7 +290,7 @@ def _header_credentials(name: str, value: str) -> Iterator[str]:
     lower = name.lower()
     if lower in REQUEST_HEADERS or lower in _PROTOCOL_HEADERS or lower.startswith(_PROTOCOL_PREFIXES):
         return
-    if lower in CREDENTIAL_HEADERS or _CREDENTIAL_NAME.search(lower):
+    if lower in CREDENTIAL_HEADERS or credential_named(lower):
         found = [value]
         if "authorization" in lower:
             found += _authorization(value)
@@ -304,7 +341,7 @@ def field_credential(name: str, value: str) -> bool:
     lower = name.lower()
     if lower in SECRET_QUERY_PARAMS:
         return True
-    return bool(_CREDENTIAL_NAME.search(lower)) and plausible_secret(value, MIN_SECRET_LENGTH)
+    return credential_named(lower) and plausible_secret(value, MIN_SECRET_LENGTH)
 
 
 def redact_form(encoded: str) -> str:
@@ -356,7 +393,8 @@ def secret_values(
 
 
 def redact(value: Any, secrets: Iterable[str]) -> Any:
-    """``value`` with every secret replaced by ``<redacted>``, in strings and mapping keys."""
+    """``value`` with every secret replaced by ``<redacted>``, in strings and mapping keys,
+    and a number that is a secret of digits replaced by the string ``<redacted>``."""
     secrets = list(secrets)
     if not secrets:
         return value
@@ -371,8 +409,11 @@ def redact(value: Any, secrets: Iterable[str]) -> Any:
             return {walk(k): walk(v) for k, v in item.items()}
         if isinstance(item, list):
             return [walk(v) for v in item]
+        if isinstance(item, int) and not isinstance(item, bool) and str(item) in numbers:
+            return REDACTED  # a password that is a number: its JSON number is the secret
         return item
 
+    numbers = {s for s in secrets if s.isdigit()}
     return walk(value)
 
 

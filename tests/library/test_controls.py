@@ -176,6 +176,27 @@ def test_a_namespace_that_is_a_credential_is_refused_before_any_call(
         pass
 
 
+def test_a_namespace_holding_the_requests_own_key_or_an_environment_secret_is_refused(
+    fake_api: FakeLLMServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tenant's key of no known shape, sent as the request's API key and given as its
+    namespace (or inside one), is known by the request it came with."""
+    tenant_key = "tnt-9f8e7d6c5b4a39281706"
+    monkeypatch.setenv("SVC_TOKEN", "zq9f8e7d6c5b4a39281706xx")
+    cache = LLMCache("file://cassettes", root=tmp_path)
+    client = openai.OpenAI(base_url=fake_api.openai_base_url, api_key=tenant_key, max_retries=0,
+                           http_client=httpx2.Client(transport=cache.transport()))
+    for namespace in (tenant_key, f"acme_{tenant_key}"):
+        with pytest.raises(ValueError, match="holds a credential the request carries") as info:
+            ask(client, directives=f"namespace={namespace}")
+        assert tenant_key not in str(info.value)
+    with pytest.raises(ValueError, match="holds a secret environment value") as env:
+        cache.options(namespace="acme_zq9f8e7d6c5b4a39281706xx")
+    assert "zq9f8e7d6c5b" not in str(env.value)
+    assert fake_api.count() == 0 and not list(tmp_path.rglob("*.yaml"))
+    assert ask(client, directives="namespace=acme")[1] == "miss"  # a tenant's name is taken
+
+
 def test_bad_options_raise_at_once() -> None:
     cache = LLMCache()
     with pytest.raises(ValueError, match="namespace"):

@@ -14,7 +14,7 @@ from roundtrip import docs, everything_under, record_then_replay
 
 from llm_cache.verify import check_file
 
-ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE"  # shaped like an AWS access key id: the secret scan knows it
+ACCESS_KEY = "AKIAQ7ZR2LM9XC4VB8NT"  # shaped like an AWS access key id: the secret scan knows it
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 SESSION_TOKEN = "IQoJb3JpZ2luX2VjEXAMPLEsessionTOKEN0123456789"
 MODEL = "anthropic.claude-3-haiku-20240307-v1:0"

@@ -478,6 +478,35 @@ def test_a_credential_field_of_words_or_digits_is_redacted_and_its_echo_too(fake
         "api_key": REDACTED, "password": REDACTED, "client_secret": REDACTED, "token": "Hello", "model": "gpt-4o"}
 
 
+def test_numbers_lists_and_pwd_fields_are_credentials_and_innocent_names_are_not(fake_api: Any, tmp_path: Path) -> None:
+    """A password that is a JSON number, a list of keys under a credential's name and a
+    ``pwd`` are redacted, in the request and in the echo; ``prompt_cache_key``, a
+    tokenizer's name and keywords are not, so a replay gives them back as they were."""
+    import httpx2
+
+    from llm_cache import LLMCache
+
+    cache = LLMCache("file://c", root=tmp_path)
+    body = {"model": "gpt-4o", "password": 8675309123456, "api_keys": ["lst-9Hq2Wm4Zr8Tx1Kc7", "lst-3Zr8Tx1Kc79Hq2Wm"],
+            "db": {"pwd": "Pwd-7Gh2Kd9Lq4Zs"}, "prompt_cache_key": "user_7f3a9c2e",
+            "metadata": {"tokenizer": "cl100k_base", "keywords": "gpt4o,claude3"}}
+    with httpx2.Client(transport=cache.transport()) as http:
+        echoed = http.post(fake_api.url + "/v1/echo", json=body).json()["body"]
+    assert "lst-9Hq2Wm4Zr8Tx1Kc7" in echoed and "8675309123456" in echoed  # the live answer is whole
+    [kept] = (tmp_path / "c").rglob("*.yaml")
+    text = kept.read_text()
+    assert hits(text, ["8675309123456", "lst-9Hq2Wm4Zr8Tx1Kc7", "lst-3Zr8Tx1Kc79Hq2Wm", "Pwd-7Gh2Kd9Lq4Zs"]) == []
+    request = yaml.safe_load(text)["request"]["json"]
+    assert request["password"] == REDACTED and request["api_keys"] == [REDACTED, REDACTED]
+    assert request["db"] == {"pwd": REDACTED}
+    assert request["prompt_cache_key"] == "user_7f3a9c2e"
+    assert request["metadata"] == {"tokenizer": "cl100k_base", "keywords": "gpt4o,claude3"}
+    replay = LLMCache("file://c", root=tmp_path, mode="replay")
+    with httpx2.Client(transport=replay.transport()) as http:
+        again = http.post(fake_api.url + "/v1/echo", json=body).json()["body"]
+    assert "user_7f3a9c2e" in again and "cl100k_base" in again and "<redacted>" in again
+
+
 def test_an_environment_secret_in_the_path_percent_encoded_or_in_a_miss_never_shows(
     fake_api: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

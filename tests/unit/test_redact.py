@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import bz2
 import gzip
 import json
+import lzma
 import zlib
 from datetime import datetime, timezone
 
@@ -14,6 +16,7 @@ from hypothesis import strategies as st
 
 from llm_cache.cassette import Body, Entry, dump_entry
 from llm_cache.key import KeyRules, make_key
+from llm_cache.leaks import shaped
 from llm_cache.redact import (
     REDACTED,
     REQUEST_HEADERS,
@@ -39,6 +42,7 @@ from llm_cache.redact import (
         # names that mark a credential without ending in _API_KEY, _TOKEN or _SECRET
         "OPENAI_KEY", "SECRET_KEY", "AWS_SECRET_ACCESS_KEY", "DB_PASSWORD", "SMTP_PASSWD",
         "GPG_PASSPHRASE", "SERVICE_CREDENTIALS", "MISTRAL_APIKEY", "APP_SECRETS", "PASSWORD",
+        "DB_PASS", "SMTP_PWD", "SECRETKEY", "OPENAI_API_KEY_2", "GH_PAT", "API_AUTH",
     ],
 )
 def test_secret_env_names(name):
@@ -55,10 +59,27 @@ def test_secret_env_names(name):
         {"TOKENIZERS_PARALLELISM": "s3cr3t-value-0123456"},  # TOKEN inside a word
         {"MONKEY": "s3cr3t-value-0123456"},  # KEY ending a word, not after _
         {"SORT_KEY": "created_at"},  # a credential name, not a secret's value
+        {"PWD": "/home/someone/projects/app-9f8e7d6c"},  # the shell's directory: no _PWD
+        {"OLDPWD": "/home/someone/projects/app-9f8e7d6c"},
+        {"DB_PASSWORD": "postgres"},  # a password of words: from 12 characters
+        {"REDIS_URL": "redis://localhost:6379/0"},  # a URL without a password
     ],
 )
 def test_env_values_ignored(environ):
     assert secret_values({}, environ) == []
+
+
+@pytest.mark.parametrize(
+    ("environ", "secret"),
+    [
+        ({"GPG_PASSPHRASE": "purple monkey dishwasher rocket"}, "purple monkey dishwasher rocket"),
+        ({"DB_PASSWORD": "correct-horse-battery-staple"}, "correct-horse-battery-staple"),
+        ({"DATABASE_URL": "postgres://app:Pw-9f8e7d6c5b@db:5432/app"}, "Pw-9f8e7d6c5b"),
+        ({"CACHE": "redis://:long%20enough%20words@h:6379/0"}, "long enough words"),
+    ],
+)
+def test_passwords_of_words_and_url_passwords_in_the_environment_are_secrets(environ, secret):
+    assert secret in secret_values({}, environ)
 
 
 def test_bearer_authorization_gives_header_and_token():
@@ -132,7 +153,7 @@ def test_response_allow_list_drops_encoding_and_ids():
         ("key: sk-proj-" + "A1b2C3d4" * 4, "openai or anthropic key"),
         ("key: sk-ant-api03-" + "x" * 40, "openai or anthropic key"),
         ("authorization: Bearer abcdefghijklmnop1234", "bearer token"),
-        ("aws: AKIAIOSFODNN7EXAMPLE", "aws access key"),
+        ("aws: AKIAQ7ZR2LM9XC4VB8NT", "aws access key"),
         ("t: eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U", "jwt"),
         ("g: AIza" + "B" * 35, "google api key"),
         ("gh: ghp_" + "a1" * 18, "github token"),
@@ -159,8 +180,8 @@ def test_find_secrets_leaves_ordinary_text(text):
 def test_find_secrets_allow_list():
     from llm_cache.redact import find_secrets
 
-    text = "sk-proj-" + "Z" * 30
-    assert find_secrets(text, allow=[r"sk-proj-Z+"]) == []
+    text = "sk-proj-" + "Z9" * 15
+    assert find_secrets(text, allow=[r"sk-proj-(Z9)+"]) == []
     assert len(find_secrets(text, allow=[r"something-else"])) == 1
 
 
@@ -351,7 +372,7 @@ def test_a_secret_in_compressed_bytes_without_a_content_encoding_is_found(side, 
     assert key.encode() not in base64.b64decode(entry.request_body.value if side == "request"
                                                 else entry.response_body.value)
     [finding] = find_entry_secrets(entry, text)
-    assert finding.kind == "openai or anthropic key" and finding.where.startswith("gzip or zlib data")
+    assert finding.kind == "openai or anthropic key" and finding.where.startswith("compressed data")
     echoed = _entry(compress(b"echo: xk-2b4d6f8h0j2l, done"), side)
     [known] = find_entry_secrets(echoed, dump_entry(echoed), known={"xk-2b4d6f8h0j2l": "credential the request carried"})
     assert known.kind == "credential the request carried"
@@ -364,7 +385,74 @@ def test_a_secret_in_gzip_inside_base64_inside_json_is_found() -> None:
     entry = _entry(b"", "request")
     entry.request_body = Body("json", {"file": base64.b64encode(gzip.compress(f"KEY={key}".encode())).decode()})
     [finding] = find_entry_secrets(entry, dump_entry(entry))
-    assert finding.where == "gzip or zlib data in base64 inside the request's JSON"
+    assert finding.where == "compressed data in base64 inside the request's JSON"
+
+
+_KEY = "sk-proj-" + "A1b2C3d4" * 4
+_PLAIN = f"notes\nOPENAI_API_KEY={_KEY}\n".encode()
+
+
+def _zipped(data: bytes) -> bytes:
+    import io
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("notes.txt", data)
+    return out.getvalue()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _sse(content: str) -> Body:
+    chunk = {"choices": [{"index": 0, "delta": {"content": content}}]}
+    return Body("events", [f"data: {json.dumps(chunk)}", "data: [DONE]"])
+
+
+@pytest.mark.parametrize(("body", "headers"), [
+    # base64 that is not a whole string: glued after other text, so the key's encoding is at
+    # another alignment; line-wrapped as MIME writes it; in a text body; in streamed chunks
+    (Body("text", _b64(b"k=" + _PLAIN)), {"content-type": "text/plain"}),
+    (Body("json", {"content": "b64:" + _b64(b"xy" + _PLAIN)}), {}),
+    (Body("json", {"content": base64.encodebytes(b"header " * 20 + _PLAIN).decode()}), {}),
+    (_sse(_b64(b"x" + _PLAIN)), {"content-type": "text/event-stream"}),
+    (Body("lines", [json.dumps({"response": _b64(_PLAIN)}), json.dumps({"done": True})]),
+     {"content-type": "application/x-ndjson"}),
+    # hex, in JSON and in a stream
+    (Body("json", {"content": _PLAIN.hex()}), {}),
+    (_sse(_PLAIN.hex()), {"content-type": "text/event-stream"}),
+    # HTML character references inside JSON and inside a streamed chunk
+    (Body("json", {"content": "".join(f"&#{ord(c)};" for c in _KEY)}), {}),
+    (_sse("your key: " + "".join(f"&#x{ord(c):x};" for c in _KEY)), {"content-type": "text/event-stream"}),
+])
+def test_a_secret_encoded_inside_a_string_is_found(body: Body, headers: dict[str, str]) -> None:
+    entry = _entry(b"", "request")
+    entry.response_body, entry.response_headers = body, headers
+    text = dump_entry(entry)
+    assert _KEY not in text and find_secrets(text) == []
+    found = find_entry_secrets(entry, text)
+    assert found and {f.kind for f in found} == {"openai or anthropic key"}
+
+
+@pytest.mark.parametrize("pack", [
+    bz2.compress, lzma.compress, _zipped, lambda b: gzip.compress(gzip.compress(b)),
+    lambda b: zlib.compress(gzip.compress(b)),
+])
+def test_a_secret_in_other_compressions_and_in_layers_is_found(pack) -> None:
+    entry = _entry(pack(_PLAIN))
+    [finding] = find_entry_secrets(entry, dump_entry(entry))
+    assert finding.kind == "openai or anthropic key" and finding.where == "compressed data in the base64 response body"
+
+
+def test_ordinary_long_ids_and_digests_find_nothing() -> None:
+    entry = _entry(b"", "request")
+    entry.response_body = Body("json", {
+        "id": "chatcmpl-AbCdEfGhIjKlMnOpQrStUvWxYz0123", "sha256": "9f" * 32, "system_fingerprint": "fp_44709d6fcb",
+        "content": "Use &amp; and &lt;b&gt; in HTML; the key is set in OPENAI_API_KEY.",
+    })
+    assert find_entry_secrets(entry, dump_entry(entry), known={"xk-2b4d6f8h0j2l": "credential"}) == []
 
 
 @pytest.mark.parametrize("written", ["&#115;k-proj-", "&#x73;k&#x2d;proj&#45;", "s&#107;-proj-"])
@@ -485,8 +573,30 @@ _PIECES = [
 def _unfiltered(text: str) -> list[tuple[str, int, str]]:
     return sorted(
         (kind, text.count("\n", 0, m.start()) + 1, m.group(0))
-        for kind, pattern in SECRET_PATTERNS.items() for m in pattern.finditer(text)
+        for kind, pattern in SECRET_PATTERNS.items() for m in pattern.finditer(text) if shaped(kind, m.group(0))
     )
+
+
+@pytest.mark.parametrize("prose", [
+    "Send it as Bearer tokens/credentials in the header.",
+    "This is bearer authentication/authorization, as RFC 6750 names it.",
+    "The bearer instrument-to-instrument transfer settles at once.",
+    "Authorization: Bearer YOUR_ACCESS_TOKEN_HERE_PLEASE",
+    "Use the sk-learn-preprocessing-pipelines package.",
+    "AWS's documented example key AKIAIOSFODNN7EXAMPLE is no key.",
+])
+def test_prose_with_a_keys_prefix_is_not_a_secret(prose: str) -> None:
+    """An answer that explains bearer tokens, or names a package, is stored: refused, its
+    replay would miss."""
+    assert find_secrets(prose) == []
+
+
+@pytest.mark.parametrize("key", [
+    "Bearer " + "q7Zr2Lm9Xc4Vb8Nt", "bearer eyJhbGciOiJIUzI1NiJ9.abc123", "sk-proj-" + "A1b2C3d4" * 4,
+    "sk-" + "q7Zr2Lm9Xc4Vb8Nt1Kp6", "AKIA" + "Q7ZR2LM9XC4VB8NT",
+])
+def test_keys_beside_that_prose_still_are(key: str) -> None:
+    assert len(find_secrets(f"the answer: {key} end")) == 1
 
 
 @hypothesis.settings(max_examples=500, deadline=None)
@@ -535,6 +645,13 @@ def test_a_pattern_replaced_or_added_gets_its_own_prefilter(monkeypatch: pytest.
         ("passphrase", "Hs7Bd2Wq8Zt3Lm6Xv1Np", True),
         ("ssh_passphrase", "Hs7Bd2Wq8Zt3Lm6Xv1Np", True),
         ("verifier", "gpt-4o-mini-2024-07-18", False),  # a verifier model is no credential
+        ("db_pwd", "Hs7Bd2Wq8Zt3Lm6Xv1Np", True),
+        # a credential word inside a name that holds none
+        ("prompt_cache_key", "user_7f3a9c2e", False),
+        ("tokenizer", "cl100k_base_v2x9", False),
+        ("keywords", "gpt4o,claude3x9", False),
+        ("monkey", "Hs7Bd2Wq8Zt3Lm6Xv1Np", False),
+        ("max_completion_tokens", "Hs7Bd2Wq8Zt3Lm6Xv1Np", False),
     ],
 )
 def test_which_fields_carry_a_credential(name: str, value: str, credential: bool) -> None:

@@ -17,7 +17,7 @@ import contextlib
 import contextvars
 import functools
 import re
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -84,19 +84,34 @@ def make(
     return Controls(no_cache, no_store, parsed_ttl, namespace)
 
 
-def _not_a_credential(where: str, namespace: str) -> None:
-    """A namespace goes into cassette paths, the summary and the reports: one that is a
-    credential (a tenant's API key taken as its name) is refused, shown by its length."""
+def _not_a_credential(where: str, namespace: str, carried: Iterable[str] = ()) -> None:
+    """A namespace goes into cassette paths, the summary and the reports: one that is or holds
+    a credential (a tenant's API key taken as its name: a key's shape, a secret environment
+    value, or one of ``carried``, the request's own) is refused, shown by its length."""
     from ..leaks import find_secrets
-    from ..redact import environment_secrets
+    from ..redact import MIN_SECRET_LENGTH, environment_secrets
 
     found = find_secrets(namespace)
-    if found or namespace in environment_secrets():
-        what = f"looks like a credential ({found[0].kind})" if found else "is a secret environment value"
-        raise ControlError(
-            f"{where}: the namespace <a value of {len(namespace)} characters> {what}; a namespace is written "
-            "into cassette paths, the summary and the reports: give the tenant's name or id, or a hash of the key"
-        )
+    if found:
+        what = f"looks like a credential ({found[0].kind})"
+    elif any(secret in namespace for secret in environment_secrets()):
+        what = "holds a secret environment value"
+    elif any(len(secret) >= MIN_SECRET_LENGTH and secret in namespace for secret in carried):
+        what = "holds a credential the request carries"
+    else:
+        return
+    raise ControlError(
+        f"{where}: the namespace <a value of {len(namespace)} characters> {what}; a namespace is written "
+        "into cassette paths, the summary and the reports: give the tenant's name or id, or a hash of the key"
+    )
+
+
+def check_namespace(controls: Controls, headers: Mapping[str, Any], url: str) -> None:
+    """Refuse a namespace that holds a credential of the request it came with."""
+    if controls.namespace is not None:
+        from ..redact import request_credentials
+
+        _not_a_credential(HEADER, controls.namespace, request_credentials(headers, url))
 
 
 def _bad(where: str, value: object, what: str) -> ControlError:

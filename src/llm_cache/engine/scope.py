@@ -24,7 +24,7 @@ from ..key import KeyRules, RequestKey, make_key, sequenced
 from ..modes import Action, Found, Mode, decide
 from ..stats import Counts, Miss, StaleUse
 from .controls import NONE as NO_CONTROLS
-from .controls import Controls, take
+from .controls import Controls, check_namespace, take
 from .flight import DROPPED, Flight, given_back, settle_dropped
 
 if TYPE_CHECKING:
@@ -79,6 +79,7 @@ class Scope:
     def key(self, request: Request, controls: Controls = NO_CONTROLS) -> RequestKey:
         rules = self.rules
         if controls.namespace is not None:
+            check_namespace(controls, request.headers, request.url)
             rules = dataclasses.replace(rules, namespace=controls.namespace)
         rk = make_key(request.method, request.url, request.body, request.headers, rules)
         if self.sequence:
