@@ -31,7 +31,8 @@ class Counts:
     them answered from an expired one; ``misses`` were refused (replay);
     ``recorded`` were new and written, ``refreshed`` replaced an expired
     cassette; ``not_stored`` went upstream but were not written (an error
-    status, say).
+    status, say); ``refused`` were stale cassettes refused under
+    ``llm_cache_stale = fail`` (counted in ``stale`` too, never hits).
     """
 
     hits: int = 0
@@ -41,10 +42,11 @@ class Counts:
     stale: int = 0
     not_stored: int = 0
     corrupt: int = 0
+    refused: int = 0
 
     @property
     def lookups(self) -> int:
-        return self.hits + self.misses + self.recorded + self.refreshed + self.not_stored
+        return self.hits + self.misses + self.recorded + self.refreshed + self.not_stored + self.refused
 
     @property
     def hit_rate(self) -> float:

@@ -131,7 +131,7 @@ def test_merge_of_workers_equals_one_process():
         controller.merge(json.loads(json.dumps(worker.to_dict())))  # what crosses the process boundary
     assert controller.to_dict() == one.to_dict()
     assert controller.to_dict()["counts"] == {
-        "hits": 3, "misses": 3, "recorded": 3, "refreshed": 1, "stale": 1, "not_stored": 1, "corrupt": 1
+        "hits": 3, "misses": 3, "recorded": 3, "refreshed": 1, "stale": 1, "not_stored": 1, "corrupt": 1, "refused": 0
     }
     assert controller.tokens_saved == {"gpt-4o": 35, "claude": 7}
     assert controller.tokens_io == {"gpt-4o": [12, 23], "claude": [3, 4]}

@@ -356,6 +356,7 @@ class Scope:
         session.stats.add_stale(StaleUse(self.test_id, rk.key, location, age, ttl, failed=fail))
         if fail:
             session.stats.bump(self.stats, "stale")  # refused, not served: stale, never a hit
+            session.stats.bump(self.stats, "refused")  # a request all the same: in the hit rate's count
             session.stats.use(rk.key, session.clock(), hit=False)  # the test's own cassette, not unused
             raise StaleCassette(path=location, age_seconds=age, ttl_seconds=ttl or 0.0, test_id=self.test_id)
 
