@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from conftest import Project
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-def test_the_first_example_passes_when_recording_and_when_replaying(
+def test_the_first_example_passes_when_recording_replaying_and_refreshing(
     project: Project, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     use = README.read_text().split("\n## Use\n", 1)[1].split("\n## ", 1)[0]
@@ -24,3 +25,8 @@ def test_the_first_example_passes_when_recording_and_when_replaying(
     monkeypatch.delenv("OPENAI_API_KEY")
     project.run().assert_outcomes(passed=1)
     assert project.server.count() == 1
+    # and the refresh the README shows next, with the TTL passed
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-readme-0000000000000000")
+    time.sleep(1.1)
+    project.run("--llm-cache=refresh", "--llm-cache-ttl=1s").assert_outcomes(passed=1)
+    assert project.server.count() == 2
