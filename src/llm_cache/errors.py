@@ -188,6 +188,7 @@ class CacheMiss(LLMCacheError):
         host: str | None = None,
         port: int | None = None,
         refused: tuple[str, str] | None = None,
+        empty_store: str | None = None,
     ) -> None:
         self.method = method
         self.endpoint = endpoint
@@ -203,6 +204,8 @@ class CacheMiss(LLMCacheError):
         self.port = port
         # why a recording did not keep this request's answer, and the setting that keeps such answers
         self.refused = refused
+        # the store's directory when it holds no cassette at all: the wrong one, most likely
+        self.empty_store = empty_store
         super().__init__(str(self))
 
     @property
@@ -226,7 +229,10 @@ class CacheMiss(LLMCacheError):
             f"  key:       {self.key}",
             f"  looked in: {self.path}",
         ]
-        if self.closest_path is None:
+        if self.empty_store is not None:
+            lines.append(f"  closest:   none: {self.empty_store} holds no cassette at all")
+            lines.append(f"  check:     {EMPTY_STORE_HINT}")
+        elif self.closest_path is None:
             lines.append("  closest:   no stored request for this model and endpoint")
         else:
             lines.append(f"  closest:   {self.closest_path}")
@@ -252,6 +258,13 @@ class CacheMiss(LLMCacheError):
             )
             lines.append(f"   or: {record}")
         return "\n".join(lines)
+
+
+EMPTY_STORE_HINT = (
+    "is it the directory the cassettes were recorded into? The plugin's is under pytest's "
+    "rootdir, which, with no pytest config file (pytest.ini, pyproject.toml's "
+    "[tool.pytest.ini_options], tox.ini, setup.cfg), is the directory pytest was started in"
+)
 
 
 def _host_port(host: str, port: int) -> str:

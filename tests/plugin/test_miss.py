@@ -99,11 +99,31 @@ def test_a_miss_after_ignore_fields_changed_names_the_rules(project: Project) ->
 
 
 def test_miss_with_nothing_stored_says_so(project: Project) -> None:
+    """An empty store is named whole, and the likely cause said: a run from a directory
+    whose rootdir is not the one the cassettes were recorded under."""
+    project.pytester.makepyfile(test_m=ONE.format(text="never recorded"))
+    result = project.run()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        f"E*  closest:   none: {project.cassettes} holds no cassette at all",
+        "E*  check:     is it the directory the cassettes were recorded into? The plugin's is under pytest's "
+        "rootdir, which, with no pytest config file (*), is the directory pytest was started in",
+    ])
+    result.stdout.fnmatch_lines([f"no cassette at all in {project.cassettes}: is it the directory*"])
+    assert project.server.count() == 0
+
+
+def test_miss_with_nothing_stored_for_this_model_says_so(project: Project) -> None:
+    project.pytester.makepyfile(test_m=ONE.format(text="recorded for another model").replace(
+        'chat(client, "recorded for another model")', 'chat(client, "recorded for another model", model="gpt-4o-mini")'))
+    project.run("--llm-cache=record").assert_outcomes(passed=1)
     project.pytester.makepyfile(test_m=ONE.format(text="never recorded"))
     result = project.run()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["E*  closest:   no stored request for this model and endpoint"])
-    assert project.server.count() == 0
+    result.stdout.no_fnmatch_line("*holds no cassette at all*")
+    result.stdout.no_fnmatch_line("no cassette at all in*")
+    assert project.server.count() == 1  # the recording's call only
 
 
 def test_miss_is_not_retried_by_the_sdk(project: Project) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -318,7 +319,21 @@ class Scope:
             host=host or None,
             port=port if host else None,
             refused=self._refused(rk),
+            empty_store=self._empty_store() if closest_path is None else None,
         )
+
+    def _empty_store(self) -> str | None:
+        """The file store's directory when it holds no cassette of any model version."""
+        root = getattr(self.session.store, "root", None)
+        if root is None:
+            return None
+        try:
+            with os.scandir(root) as entries:
+                if any(e.is_dir() and not e.name.startswith(".") for e in entries):
+                    return None
+        except OSError:
+            pass  # missing: empty
+        return str(root)
 
     def _refused(self, rk: RequestKey) -> tuple[str, str] | None:
         """Why a recording did not keep this request's answer, and what keeps it, when one said so."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from ..errors import EMPTY_STORE_HINT
 from ..policy import Cap
 from ..values import DEFAULT_TTL, format_age, format_duration
 from .model import Report, cost_saved
@@ -94,6 +95,8 @@ def summary_lines(report: Report) -> list[str]:
         if c.misses > len(shown):
             lines.append(f"  ... and {c.misses - len(shown)} more")
         lines.append("record them with --llm-cache=record")
+        if report.entries == 0 and "://" not in report.location:  # shown whole: the relative path misleads here
+            lines.append(f"no cassette at all in {report.location}: {EMPTY_STORE_HINT}")
     if stats.drift:
         lines.append(f"drift ({len(stats.drift)}): re-recorded answers that changed")
         lines.extend(f"  {d.test_id}  {d.key}  {d.field}: {_short(d.old)!r} -> {_short(d.new)!r}" for d in stats.drift[:MAX_MISSES_SHOWN])
