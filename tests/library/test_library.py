@@ -173,6 +173,45 @@ def test_cached_sync_and_async_functions() -> None:
     assert calls.count("hey") == 1
 
 
+def test_cached_methods_are_keyed_by_their_other_arguments() -> None:
+    """A method's instance (a classmethod's class) is no JSON: it is left out of the key, which
+    holds the method's qualified name, so two classes' methods of one name stay apart."""
+    cache = LLMCache()
+    calls: list[str] = []
+
+    class Summarizer:
+        @cache.cached
+        def summarize(self, text: str) -> str:
+            calls.append(f"{type(self).__name__}.summarize({text})")
+            return text[:3]
+
+        @classmethod
+        @cache.cached
+        def title(cls, text: str) -> str:
+            calls.append(f"title({text})")
+            return text.title()
+
+    class Other:
+        @cache.cached
+        def summarize(self, text: str) -> str:
+            calls.append(f"Other.summarize({text})")
+            return text[-3:]
+
+    assert Summarizer().summarize("abcdef") == Summarizer().summarize("abcdef") == "abc"
+    assert Summarizer().summarize("xyz123") == "xyz"
+    assert Summarizer.title("hello") == Summarizer().title("hello") == "Hello"
+    assert Other().summarize("abcdef") == "def"
+    assert calls == ["Summarizer.summarize(abcdef)", "Summarizer.summarize(xyz123)", "title(hello)",
+                     "Other.summarize(abcdef)"]
+
+    def plain(self: str) -> str:  # a function's first argument named self is still an argument
+        calls.append(self)
+        return self
+
+    keyed = cache.cached(plain)
+    assert keyed("a") == "a" and keyed("b") == "b" and calls[-2:] == ["a", "b"]
+
+
 def test_cached_model_version_is_part_of_the_key() -> None:
     cache = LLMCache()
     calls: list[int] = []

@@ -4,7 +4,8 @@ A call becomes a request to ``function://local/<qualified name>`` whose JSON bod
 holds the bound arguments (and the model version given), so it is keyed, stored,
 expired and evicted like any API call; its JSON-serialisable result is the body.
 Arguments are keyed by their JSON form: values JSON does not tell apart (a tuple and a
-list, ``1`` and ``1.0``, ``{1: x}`` and ``{"1": x}``) share an entry.
+list, ``1`` and ``1.0``, ``{1: x}`` and ``{"1": x}``) share an entry. A method's ``self`` (or a
+classmethod's ``cls``) is left out: the class is in its qualified name.
 """
 
 from __future__ import annotations
@@ -28,15 +29,34 @@ F = TypeVar("F", bound=Callable[..., Any])
 _JSON = [("content-type", "application/json")]
 
 
+def _owner_parameter(func: Callable[..., Any], signature: inspect.Signature) -> str | None:
+    """The name of a method's first parameter (``self`` or ``cls``) when ``func`` is defined in
+    a class body, else None: an instance is no JSON, and a method's answer is keyed by its
+    other arguments."""
+    parts = func.__qualname__.split(".")
+    if len(parts) < 2 or parts[-2] == "<locals>":
+        return None
+    first = next(iter(signature.parameters.values()), None)
+    if first is None or first.name not in ("self", "cls") or first.kind not in (
+        inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD
+    ):
+        return None
+    return first.name
+
+
 def cached_function(scope: Scope, func: F, model_version: str | None, controls: Controls = NO_CONTROLS) -> F:
     """``func`` answered from ``scope`` (sync or async), under ``controls`` for every call."""
     qualname = f"{func.__module__}.{func.__qualname__}"
     signature = inspect.signature(func)
+    owner = _owner_parameter(func, signature)
 
     def request_for(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Request:
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
-        payload: dict[str, Any] = {"function": qualname, "arguments": dict(bound.arguments)}
+        arguments = dict(bound.arguments)
+        if owner is not None:
+            arguments.pop(owner, None)  # the instance or class: its qualified name is in the key already
+        payload: dict[str, Any] = {"function": qualname, "arguments": arguments}
         if model_version:
             payload["model"] = model_version
         try:
