@@ -120,7 +120,8 @@ def _offsets(section: dict[str, Any], body: Body, path: str) -> list[float] | No
         raise _fail(path, f"response.offsets_ms must be a list of numbers, got {type(value).__name__}")
     if len(value) != len(body.value):
         raise _fail(
-            path, f"response.offsets_ms has {len(value)} numbers for {len(body.value)} events: it needs one per event"
+            path, f"response.offsets_ms has {len(value)} numbers for {len(body.value)} events: it needs one per event "
+            "(after a hand edit of the events, delete the offsets_ms line: the events then replay at once)"
         )
     previous = 0.0
     for index, ms in enumerate(value):

@@ -196,7 +196,8 @@ def _with_offsets(value: object, body: Body = STREAM) -> str:
     ("value", "reason"),
     [
         ("fast", "response.offsets_ms must be a list of numbers, got str"),
-        ([0.0, 1.0], "response.offsets_ms has 2 numbers for 3 events: it needs one per event"),
+        ([0.0, 1.0], "response.offsets_ms has 2 numbers for 3 events: it needs one per event (after a hand edit "
+                     "of the events, delete the offsets_ms line: the events then replay at once)"),
         ([0.0, 1.0, 2.0, 3.0], "response.offsets_ms has 4 numbers for 3 events"),
         ([0.0, "1", 2.0], "response.offsets_ms[1] must be a number, got '1'"),
         ([0.0, True, 2.0], "response.offsets_ms[1] must be a number, got True"),
