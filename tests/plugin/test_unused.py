@@ -81,6 +81,15 @@ def test_fail_passes_when_every_cassette_is_used(project: Project) -> None:
     result.stdout.fnmatch_lines(["unused: none (every cassette was used)"])
 
 
+def test_a_test_whose_setup_errors_is_said_so(project: Project) -> None:
+    _recorded(project)
+    project.pytester.makepyfile(test_u="import pytest\n" + TWO.replace(
+        "def test_a(client, llm_cache):", "@pytest.mark.llm_cache(nonsense=1)\ndef test_a(client, llm_cache):"))
+    result = project.run("--llm-cache-unused=fail")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["unused: cannot tell, 1 test failed or errored: *"])
+
+
 @pytest.mark.parametrize(
     ("args", "why"),
     [
@@ -88,7 +97,7 @@ def test_fail_passes_when_every_cassette_is_used(project: Project) -> None:
         (("--deselect", "test_u.py::test_b"), "--deselect selected part of the tests"),
         (("test_u.py::test_a",), "only test_u.py::test_a ran"),
         (("-x",), "the run stopped early"),
-        (("--fail-a",), "1 test failed: what a failed test did not reach would look unused"),
+        (("--fail-a",), "1 test failed or errored: what a test that stopped early did not reach would look unused"),
     ],
 )
 def test_a_partial_run_cannot_tell_and_does_not_fail(project: Project, args: tuple[str, ...], why: str) -> None:

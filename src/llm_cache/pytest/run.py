@@ -109,7 +109,9 @@ def partial_reason(session: pytest.Session, facts: RunFacts) -> str | None:
         return "a pytest-xdist worker crashed"
     if session.testsfailed:
         n = session.testsfailed
-        return f"{n} {'test' if n == 1 else 'tests'} failed: what a failed test did not reach would look unused"
+        # pytest counts a test whose setup raised (an error, not a failure) here too
+        return (f"{n} {'test' if n == 1 else 'tests'} failed or errored: "
+                "what a test that stopped early did not reach would look unused")
     reason = _selection(config) or _paths(config)
     if reason:
         return reason
