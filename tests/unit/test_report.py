@@ -8,6 +8,7 @@ import os
 from datetime import datetime, timezone
 
 from llm_cache.meta import EntryMeta
+from llm_cache.policy import Cap
 from llm_cache.report import Report, report_json, summary_lines
 from llm_cache.report.model import Unused
 from llm_cache.stats import Counts, Miss, SessionStats, StaleUse
@@ -203,3 +204,13 @@ def test_summary_paths_relative_to_where_the_run_started():
     assert whole[0].startswith(f"mode: replay   store: {base}{sep}cassettes (")
     assert summary_lines(dataclasses.replace(report, location="redis://h:6379/0"))[0].startswith(
         "mode: replay   store: redis://h:6379/0 (")
+
+
+def test_the_cap_line_only_after_a_session_that_could_evict():
+    """Eviction runs after a session that recorded: a replay's summary has no 'evicted: 0'."""
+    cap = Cap(max_entries=3)
+    assert not any(line.startswith("evicted") for line in summary_lines(Report(stats(hits=2), "replay", "c", 2, 10, cap)))
+    assert "evicted: 0 (cap 3 entries, lru)" in summary_lines(Report(stats(recorded=1), "record", "c", 2, 10, cap))[2]
+    evicted = stats(hits=1)
+    evicted.evicted = 2
+    assert "evicted: 2 (cap 3 entries, lru)" in summary_lines(Report(evicted, "replay", "c", 1, 10, cap))[2]

@@ -66,7 +66,9 @@ def summary_lines(report: Report) -> list[str]:
         f"   stale: {c.stale}   hit rate: {c.hit_rate:.0%}",
     ]
     extra = []
-    if report.cap.active:
+    # eviction runs after a session that recorded (llm-cache prune evicts on its own): a
+    # replay's "evicted: 0" would say it ran
+    if report.cap.active and (stats.evicted or c.recorded or c.refreshed):
         extra.append(f"evicted: {stats.evicted} (cap {_cap(report.cap)})")
     if c.not_stored:
         why = ", ".join(f"{reason} {n}" for reason, n in sorted(stats.not_stored_reasons.items()))
