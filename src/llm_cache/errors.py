@@ -231,7 +231,8 @@ class CacheMiss(LLMCacheError):
         ]
         if self.empty_store is not None:
             lines.append(f"  closest:   none: {self.empty_store} holds no cassette at all")
-            lines.append(f"  check:     {EMPTY_STORE_HINT}")
+            if self.refused is None and self.not_llm is None:  # else that is the cause to tell
+                lines.append(f"  check:     {EMPTY_STORE_HINT}")
         elif self.closest_path is None:
             lines.append("  closest:   no stored request for this model and endpoint")
         else:
