@@ -12,6 +12,7 @@ import bisect
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..redact import mask_url
@@ -53,13 +54,19 @@ _REASONED = ("model_version", "store", "reason")
 
 
 def store_label(session: CacheSession) -> str:
-    """The store as the metrics name it: its URL or directory, any password masked."""
+    """The store as the metrics name it: its URL as given or its directory, any password
+    masked; a directory under the project's root relative to it (``cassettes``), so that
+    checkouts in different places report one series."""
     url = session.settings.store_url
     if url:
         return mask_url(url)
     store = session.store
     root = getattr(store, "root", None)
     if root is not None:
+        base = Path(session.settings.root)
+        for under, top in ((Path(root), base), (Path(root).resolve(), base.resolve())):
+            if under.is_relative_to(top):
+                return under.relative_to(top).as_posix() or "."
         return str(root)
     url = getattr(store, "url", None)  # a RedisStore given as an object
     if url:
