@@ -168,7 +168,7 @@ def _inflated(raw: bytes, depth: int = 0) -> bytes | None:
             out = lzma.LZMADecompressor().decompress(raw, MAX_EMBEDDED)
         elif raw.startswith(_ZIP):
             out = _unzipped(raw)
-    except (zlib.error, OSError, EOFError, ValueError, ImportError):
+    except Exception:  # damaged, encrypted or of a method not read here: nothing found, never a failed call
         return None
     if not out:
         return None
@@ -222,12 +222,13 @@ MAX_EMBEDDED = 4 * 1024 * 1024
 
 
 def _base64_decoded(run: str) -> list[bytes]:
-    """``run``'s bytes read as base64 from each of its first four characters: a secret's
-    encoding lines up with only one of them when the run starts before the data it encodes
-    (``k=`` glued in front)."""
+    """``run``'s bytes read as base64 from its start and, when its length is no multiple of
+    four, from where a whole encoding ending at its end would start: letters glued in front
+    of the base64 (``b64QUJD...``) shift it, which only the second reading undoes."""
     data = re.sub(r"[\r\n=]", "", run).encode("ascii").translate(_URLSAFE)[: MAX_EMBEDDED * 2]
+    starts = (0,) if len(data) % 4 == 0 else (0, len(data) % 4)
     out = []
-    for start in range(4):
+    for start in starts:
         chunk = data[start:]
         chunk = chunk[: len(chunk) - len(chunk) % 4]
         try:
@@ -259,19 +260,29 @@ def _embedded(strings: list[tuple[str, str]]) -> Iterator[tuple[str, bytes]]:
     """The decoded bytes of base64 and hex inside the bodies' strings (and what they
     decompress to): a file sent as ``data:text/plain;base64,...`` is a secret's usual way into
     a request, and its text, which the YAML shows encoded, is where the key is."""
+    budget = 4 * MAX_EMBEDDED  # bytes decoded for one entry, in all
     for where, value in strings:
         if len(value) < 24:
             continue
         for match in _BASE64_RUN.finditer(value):
             decoded = _base64_decoded(match.group(0))
-            if decoded:
-                # joined by NULs, which no secret holds: one search for the four readings
-                yield f"base64 inside {where}", b"\x00".join(decoded)
+            if decoded and budget > 0:
+                # joined by NULs, which no secret holds: one search for both readings
+                joined = b"\x00".join(decoded)
+                budget -= len(joined)
+                yield f"base64 inside {where}", joined
                 inflated = _inflated(decoded[0])
                 if inflated is not None:
+                    budget -= len(inflated)
                     yield f"compressed data in base64 inside {where}", inflated
         for match in _HEX_RUN.finditer(value[: MAX_EMBEDDED * 2]):
-            yield f"hex inside {where}", bytes.fromhex(match.group(0))
+            if budget <= 0:
+                return
+            raw = bytes.fromhex(match.group(0))
+            budget -= len(raw)
+            yield f"hex inside {where}", raw
+        if budget <= 0:
+            return
 
 
 def _entities_decoded(strings: list[tuple[str, str]]) -> Iterator[tuple[str, str]]:

@@ -201,10 +201,12 @@ class LLMCache:
 
     def cached(
         self, fn: F | None = None, *, ttl: str | timedelta | None | object = ..., model_version: str | None = None,
-        no_cache: bool = False, no_store: bool = False, namespace: str | None = None,
+        no_cache: bool = False, no_store: bool = False, namespace: str | None = None, key_self: bool = True,
     ) -> Any:
         """Cache a function's JSON-serialisable result, keyed by its qualified name, its
-        arguments and ``model_version``. Works on sync and async functions::
+        arguments and ``model_version``. Works on sync and async functions, and on methods:
+        the instance is keyed by its class and its attributes (which must be JSON), or, with
+        ``key_self=False``, by its class alone (its answer does not depend on its state)::
 
             @cache.cached(ttl="7d", model_version="gpt-4o-2024-08-06")
             def summarize_document(document: str) -> str: ...
@@ -222,7 +224,7 @@ class LLMCache:
         def decorate(func: F) -> F:
             scope = self.session.scope(f"{func.__module__}.{func.__qualname__}", ttl=scope_ttl,
                                        mode=Mode.OFF if self._down else None)
-            return cached_function(scope, func, model_version, controls)
+            return cached_function(scope, func, model_version, controls, key_self=key_self)
 
         return decorate(fn) if fn is not None else decorate
 

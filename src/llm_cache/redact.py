@@ -72,8 +72,11 @@ _CREDENTIAL_NAME = re.compile(r"auth|key|token|secret|passw|passphrase|pwd|cooki
 # Names that hold a credential word and no credential: OpenAI's prompt_cache_key, a sort or
 # partition key, a tokenizer, max_tokens, keywords. Taken out of a name before it is read.
 _INNOCENT_NAME = re.compile(
-    r"(?:prompt[_-]?cache|cache|sort|primary|partition|foreign|idempotency|row|range|hash|object)[_-]?key"
-    r"|tokeni[sz]\w*|\w*tokens\b|(?<![a-z])tokens?[_-]?(?:count|usage|limit|ids?)|keywords?|keyboard|keystrokes?"
+    r"(?:prompt[_-]?cache|cache|sort|partition|foreign|idempotency|row|range|hash|object)[_-]?key"
+    r"|tokeni[sz](?:ers?|ed|ation)?(?![a-z])"
+    r"|^tokens$|(?:max|num|total|prompt|completion|input|output|cached|reasoning)[_-]?"
+    r"(?:(?:completion|output|new)[_-]?)?tokens(?![a-z])"
+    r"|(?<![a-z])tokens?[_-]?(?:count|usage|limit|ids?)(?![a-z])|keywords?|keyboard|keystrokes?"
     r"|(?:mon|don|tur|hoc|joc|whis)key"
 )
 
@@ -104,6 +107,9 @@ _PASSWORD_ENV = ("PASSWORD", "PASSWD", "PASSPHRASE", "_PASS", "_PWD")
 MIN_ENV_PASSWORD_LENGTH = 12
 # A numbered variable (OPENAI_API_KEY_2) is named as its first is.
 _ENV_NUMBER = re.compile(r"_?\d+$")
+# A file's path (absolute, from home, relative, or a Windows drive's): an environment value
+# that names where a key is kept, not the key.
+_FILE_PATH = re.compile(r"(?:/|~/|\./|\.\./|[A-Za-z]:[\\/])\S*$")
 # The password of a URL in any variable (DATABASE_URL=postgres://app:PW@db/app).
 _URL_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:([^@/\s]+)@")
 # A credential the request carried: shorter values would redact ordinary words ("test", "1").
@@ -162,6 +168,8 @@ def environment_secrets(environ: Mapping[str, str] | None = None) -> set[str]:
     found = set()
     for name, value in environ.items():
         upper = _ENV_NUMBER.sub("", name.upper()) or name.upper()
+        if _FILE_PATH.match(value):  # SSH_KEY=/home/runner/.ssh/id_ed25519 names a file, holds no secret
+            continue
         if upper.endswith(SECRET_ENV_SUFFIXES) or upper in SECRET_ENV_NAMES:
             if plausible_secret(value) or (
                 upper.endswith(_PASSWORD_ENV) and len(value.strip()) >= MIN_ENV_PASSWORD_LENGTH
@@ -394,7 +402,8 @@ def secret_values(
 
 def redact(value: Any, secrets: Iterable[str]) -> Any:
     """``value`` with every secret replaced by ``<redacted>``, in strings and mapping keys,
-    and a number that is a secret of digits replaced by the string ``<redacted>``."""
+    and a number under a credential's name that is a secret of digits replaced by the
+    string ``<redacted>``."""
     secrets = list(secrets)
     if not secrets:
         return value
@@ -406,12 +415,18 @@ def redact(value: Any, secrets: Iterable[str]) -> Any:
                     item = item.replace(secret, REDACTED)
             return item
         if isinstance(item, dict):
-            return {walk(k): walk(v) for k, v in item.items()}
+            return {walk(k): _number(k, v) if numbers and isinstance(v, int) else walk(v) for k, v in item.items()}
         if isinstance(item, list):
             return [walk(v) for v in item]
-        if isinstance(item, int) and not isinstance(item, bool) and str(item) in numbers:
-            return REDACTED  # a password that is a number: its JSON number is the secret
         return item
+
+    def _number(name: Any, item: int) -> Any:
+        """A password that is a number, under a credential's name: its JSON number is the
+        secret (anywhere else a number equal to one, a timestamp, stays)."""
+        if isinstance(item, bool) or str(item) not in numbers:
+            return item
+        lower = str(name).lower()
+        return REDACTED if lower in _JSON_CREDENTIAL_FIELDS or credential_named(lower) else item
 
     numbers = {s for s in secrets if s.isdigit()}
     return walk(value)

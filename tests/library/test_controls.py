@@ -187,7 +187,7 @@ def test_a_namespace_holding_the_requests_own_key_or_an_environment_secret_is_re
     client = openai.OpenAI(base_url=fake_api.openai_base_url, api_key=tenant_key, max_retries=0,
                            http_client=httpx2.Client(transport=cache.transport()))
     for namespace in (tenant_key, f"acme_{tenant_key}"):
-        with pytest.raises(ValueError, match="holds a credential the request carries") as info:
+        with pytest.raises(ValueError, match="holds the API key the request carries") as info:
             ask(client, directives=f"namespace={namespace}")
         assert tenant_key not in str(info.value)
     with pytest.raises(ValueError, match="holds a secret environment value") as env:
@@ -195,6 +195,13 @@ def test_a_namespace_holding_the_requests_own_key_or_an_environment_secret_is_re
     assert "zq9f8e7d6c5b" not in str(env.value)
     assert fake_api.count() == 0 and not list(tmp_path.rglob("*.yaml"))
     assert ask(client, directives="namespace=acme")[1] == "miss"  # a tenant's name is taken
+    # and so is a tenant's id that the request carries in a header of its own
+    tenant_id = "3f2a9c1e-7b4d-4e8a-9c21-5d6f7a8b9c0d"
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hello"}],
+        extra_headers={"x-llm-cache": f"namespace={tenant_id}", "x-tenant-id": tenant_id},
+    )
+    assert raw.headers["x-llm-cache-status"] == "miss"
 
 
 def test_bad_options_raise_at_once() -> None:

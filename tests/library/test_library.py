@@ -173,9 +173,9 @@ def test_cached_sync_and_async_functions() -> None:
     assert calls.count("hey") == 1
 
 
-def test_cached_methods_are_keyed_by_their_other_arguments() -> None:
-    """A method's instance (a classmethod's class) is no JSON: it is left out of the key, which
-    holds the method's qualified name, so two classes' methods of one name stay apart."""
+def test_cached_methods_are_keyed_by_their_instance_and_arguments() -> None:
+    """A method's instance is no JSON: it is keyed by its class and attributes (a
+    classmethod's class by its name), so instances of other state or class never share."""
     cache = LLMCache()
     calls: list[str] = []
 
@@ -210,6 +210,34 @@ def test_cached_methods_are_keyed_by_their_other_arguments() -> None:
 
     keyed = cache.cached(plain)
     assert keyed("a") == "a" and keyed("b") == "b" and calls[-2:] == ["a", "b"]
+
+    class Model:
+        def __init__(self, name: str, client: object = None) -> None:
+            self.name = name
+            if client is not None:
+                self.client = client
+
+        @cache.cached
+        def say(self, text: str) -> str:
+            calls.append(f"{self.name}: {text}")
+            return f"{self.name} says: {text}"
+
+        @cache.cached(key_self=False)
+        def version(self) -> str:
+            calls.append("version")
+            return "1.0"
+
+    class Sub(Model):
+        pass
+
+    assert Model("gpt-4o").say("hi") == "gpt-4o says: hi"
+    assert Model("claude").say("hi") == "claude says: hi"  # another state: never the first's answer
+    assert Model("gpt-4o").say("hi") == "gpt-4o says: hi" and calls[-1] == "claude: hi"  # a hit
+    assert Sub("gpt-4o").say("hi") == "gpt-4o says: hi" and calls[-1] == "gpt-4o: hi"  # its own class
+    with pytest.raises(TypeError, match=r"keyed by its instance's attributes.*key_self=False"):
+        Model("gpt-4o", client=object()).say("hi")
+    assert Model("a", client=object()).version() == Model("b").version() == "1.0"
+    assert calls.count("version") == 1
 
 
 def test_cached_model_version_is_part_of_the_key() -> None:

@@ -749,3 +749,40 @@ def test_an_escaped_secret_in_a_text_body_is_found() -> None:
     assert found.where == "the response's text, unescaped"
     entry.response_body = Body("text", 'callback({"echo": "caf\\u00e9"})')
     assert find_entry_secrets(entry, dump_entry(entry), known={TOKEN: "credential"}) == []
+
+
+@pytest.mark.parametrize("raw", [
+    b"PK\x03\x04" + b"not a zip at all" * 4,  # damaged zip
+    b"\xfd7zXZ\x00" + b"garbage" * 8,  # damaged xz
+    b"BZh9" + b"garbage" * 8,
+    b"\x1f\x8b" + b"garbage" * 8,
+])
+def test_damaged_compressed_data_finds_nothing_and_never_raises(raw: bytes) -> None:
+    """The search only reads: data that merely starts like a compressed file, in a body or
+    in base64 inside an answer, is searched as it is."""
+    entry = _entry(raw)
+    assert find_entry_secrets(entry, dump_entry(entry)) == []
+    echoed = _entry(b"", "request")
+    echoed.response_body = Body("json", {"content": "it begins " + base64.b64encode(raw).decode()})
+    assert find_entry_secrets(echoed, dump_entry(echoed)) == []
+
+
+def test_a_number_is_redacted_only_under_a_credentials_name() -> None:
+    """A digit credential's number under its name is redacted; the same number elsewhere (a
+    timestamp equal to a header's value) stays a number."""
+    body = {"created": 1717171717, "password": 8675309123456, "nested": {"pin_code": 1, "ids": [1717171717]}}
+    assert redact(body, ["1717171717", "8675309123456"]) == {
+        "created": 1717171717, "password": REDACTED, "nested": {"pin_code": 1, "ids": [1717171717]}}
+
+
+@pytest.mark.parametrize("name", ["auth_tokens", "access_tokens", "api_tokens", "tokenized_secret", "primarykey"])
+def test_credential_names_that_hold_an_innocent_word_are_still_credentials(name: str) -> None:
+    assert field_credential(name, "Zx9kQ2mP7vR4tY8wL3nB1")
+
+
+@pytest.mark.parametrize("environ", [
+    {"SSH_KEY": "/home/runner/.ssh/id_ed25519"}, {"SERVICE_CREDENTIALS": "~/.config/gcloud/adc_9f8e7d.json"},
+    {"TLS_KEY": "C:\\keys\\a9f8e7d6c5b4a3.pem"}, {"X_PWD": "/home/someone/projects/abc"},
+])
+def test_an_environment_value_that_is_a_files_path_is_no_secret(environ: dict[str, str]) -> None:
+    assert secret_values({}, environ) == []

@@ -4,8 +4,9 @@ A call becomes a request to ``function://local/<qualified name>`` whose JSON bod
 holds the bound arguments (and the model version given), so it is keyed, stored,
 expired and evicted like any API call; its JSON-serialisable result is the body.
 Arguments are keyed by their JSON form: values JSON does not tell apart (a tuple and a
-list, ``1`` and ``1.0``, ``{1: x}`` and ``{"1": x}``) share an entry. A method's ``self`` (or a
-classmethod's ``cls``) is left out: the class is in its qualified name.
+list, ``1`` and ``1.0``, ``{1: x}`` and ``{"1": x}``) share an entry. A method's ``self`` is
+keyed by its class and its attributes (``key_self=False``: its class alone), a classmethod's
+``cls`` by its name: an instance is no JSON, and two instances of other state must not share.
 """
 
 from __future__ import annotations
@@ -31,8 +32,7 @@ _JSON = [("content-type", "application/json")]
 
 def _owner_parameter(func: Callable[..., Any], signature: inspect.Signature) -> str | None:
     """The name of a method's first parameter (``self`` or ``cls``) when ``func`` is defined in
-    a class body, else None: an instance is no JSON, and a method's answer is keyed by its
-    other arguments."""
+    a class body, else None: an instance is no JSON, so it is keyed by what ``_owner_key`` takes."""
     parts = func.__qualname__.split(".")
     if len(parts) < 2 or parts[-2] == "<locals>":
         return None
@@ -44,7 +44,21 @@ def _owner_parameter(func: Callable[..., Any], signature: inspect.Signature) -> 
     return first.name
 
 
-def cached_function(scope: Scope, func: F, model_version: str | None, controls: Controls = NO_CONTROLS) -> F:
+def _owner_key(value: Any, key_self: bool) -> Any:
+    """What of a method's instance (or a classmethod's class) goes into the key: its class's
+    qualified name, and an instance's attributes unless ``key_self`` is off."""
+    if isinstance(value, type):
+        return {"class": f"{value.__module__}.{value.__qualname__}"}
+    kind = type(value)
+    key: dict[str, Any] = {"class": f"{kind.__module__}.{kind.__qualname__}"}
+    if key_self:
+        key["state"] = getattr(value, "__dict__", {})
+    return key
+
+
+def cached_function(
+    scope: Scope, func: F, model_version: str | None, controls: Controls = NO_CONTROLS, key_self: bool = True,
+) -> F:
     """``func`` answered from ``scope`` (sync or async), under ``controls`` for every call."""
     qualname = f"{func.__module__}.{func.__qualname__}"
     signature = inspect.signature(func)
@@ -54,14 +68,25 @@ def cached_function(scope: Scope, func: F, model_version: str | None, controls: 
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
         arguments = dict(bound.arguments)
-        if owner is not None:
-            arguments.pop(owner, None)  # the instance or class: its qualified name is in the key already
+        if owner is not None and owner in arguments:
+            arguments[owner] = _owner_key(arguments[owner], key_self)
         payload: dict[str, Any] = {"function": qualname, "arguments": arguments}
         if model_version:
             payload["model"] = model_version
         try:
             body = json.dumps(payload, sort_keys=True).encode("utf-8")
         except TypeError as exc:
+            if owner is not None and key_self:
+                try:
+                    json.dumps({k: v for k, v in arguments.items() if k != owner})
+                except TypeError:
+                    pass
+                else:  # the instance's attributes are what JSON cannot hold
+                    raise TypeError(
+                        f"@cached {qualname}: a method is keyed by its instance's attributes, which must be "
+                        f"JSON-serialisable ({exc}); when its answer does not depend on them, leave them out "
+                        "with @cache.cached(key_self=False)"
+                    ) from None
             raise TypeError(f"@cached {qualname}: arguments must be JSON-serialisable ({exc})") from None
         return Request("POST", f"function://local/{qualname}", body, {"content-type": "application/json"})
 

@@ -97,7 +97,7 @@ def _not_a_credential(where: str, namespace: str, carried: Iterable[str] = ()) -
     elif any(secret in namespace for secret in environment_secrets()):
         what = "holds a secret environment value"
     elif any(len(secret) >= MIN_SECRET_LENGTH and secret in namespace for secret in carried):
-        what = "holds a credential the request carries"
+        what = "holds the API key the request carries"
     else:
         return
     raise ControlError(
@@ -106,12 +106,22 @@ def _not_a_credential(where: str, namespace: str, carried: Iterable[str] = ()) -
     )
 
 
-def check_namespace(controls: Controls, headers: Mapping[str, Any], url: str) -> None:
-    """Refuse a namespace that holds a credential of the request it came with."""
-    if controls.namespace is not None:
-        from ..redact import request_credentials
+# The headers that carry a request's API key: a namespace holding one of their values is a
+# tenant's key taken as its name. Other headers (a tenant id, an organisation) may rightly
+# be the namespace itself.
+_KEY_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
 
-        _not_a_credential(HEADER, controls.namespace, request_credentials(headers, url))
+
+def check_namespace(controls: Controls, headers: Mapping[str, Any], url: str) -> None:
+    """Refuse a namespace that holds the API key of the request it came with."""
+    if controls.namespace is None:
+        return
+    keys = []
+    for name, value in headers.items():
+        if isinstance(name, str) and name.lower() in _KEY_HEADERS:
+            text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+            keys.append(text.split(None, 1)[-1] if name.lower() == "authorization" else text)
+    _not_a_credential(HEADER, controls.namespace, keys)
 
 
 def _bad(where: str, value: object, what: str) -> ControlError:

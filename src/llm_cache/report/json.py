@@ -27,6 +27,8 @@ def report_json(report: Report) -> dict[str, Any]:
         "stale": c.stale,
         "not_stored": c.not_stored,
         "corrupt": c.corrupt,
+        # stale cassettes refused under llm_cache_stale = fail: requests, no hits
+        "refused": c.refused,
         "hit_rate": round(c.hit_rate, 4),
         "tokens_saved": sum(stats.tokens_saved.values()),
         "tokens_saved_by_model": dict(sorted(stats.tokens_saved.items())),
