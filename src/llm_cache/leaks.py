@@ -168,7 +168,7 @@ def _inflated(raw: bytes, depth: int = 0) -> bytes | None:
             out = lzma.LZMADecompressor().decompress(raw, MAX_EMBEDDED)
         elif raw.startswith(_ZIP):
             out = _unzipped(raw)
-    except Exception:  # damaged, encrypted or of a method not read here: nothing found, never a failed call
+    except Exception:  # noqa: BLE001 - damaged, encrypted, of a method not read here: nothing found, never a failed call
         return None
     if not out:
         return None

@@ -170,11 +170,11 @@ def environment_secrets(environ: Mapping[str, str] | None = None) -> set[str]:
         upper = _ENV_NUMBER.sub("", name.upper()) or name.upper()
         if _FILE_PATH.match(value):  # SSH_KEY=/home/runner/.ssh/id_ed25519 names a file, holds no secret
             continue
-        if upper.endswith(SECRET_ENV_SUFFIXES) or upper in SECRET_ENV_NAMES:
-            if plausible_secret(value) or (
-                upper.endswith(_PASSWORD_ENV) and len(value.strip()) >= MIN_ENV_PASSWORD_LENGTH
-            ):
-                found.add(value)
+        named = upper.endswith(SECRET_ENV_SUFFIXES) or upper in SECRET_ENV_NAMES
+        if named and (plausible_secret(value) or (
+            upper.endswith(_PASSWORD_ENV) and len(value.strip()) >= MIN_ENV_PASSWORD_LENGTH
+        )):
+            found.add(value)
         url = _URL_PASSWORD.match(value)
         if url is not None:
             password = unquote(url.group(1))
