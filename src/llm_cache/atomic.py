@@ -23,7 +23,20 @@ import os
 import stat
 from pathlib import Path
 
-__all__ = ["UnsafePath", "file_kind", "is_temporary", "overwrite", "read_head", "read_regular", "real_dir", "write_atomic"]
+__all__ = [
+    "UnsafePath", "file_kind", "holds_subdirectory", "is_temporary", "overwrite", "read_head", "read_regular", "real_dir",
+    "write_atomic",
+]
+
+
+def holds_subdirectory(path: str | os.PathLike[str]) -> bool:
+    """Whether the directory ``path`` holds a directory whose name does not start with ``.``
+    (a file store's model versions; ``.llm-cache`` is not one); False when it cannot be read."""
+    try:
+        with os.scandir(path) as entries:
+            return any(e.is_dir(follow_symlinks=False) and not e.name.startswith(".") for e in entries)
+    except OSError:
+        return False
 
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 _ATTEMPTS = 100

@@ -2,9 +2,9 @@
 ``llm-cache verify`` over stored ones.
 
 The YAML text is searched for anything shaped like a credential (``SECRET_PATTERNS``); the
-bodies the text does not show as they are (base64 ones, gzip or zlib data in them, text
-with NUL bytes or HTML entities) are searched decoded, for those shapes and for the values ``redact`` replaced in text but cannot
-replace in bytes. Each finding is reported masked, so the report itself leaks nothing.
+bodies and strings the text does not show as they are (base64 and hex, compressed data in
+them, text with NUL bytes, JSON escapes or HTML entities) are searched decoded, for those
+shapes and for the values ``redact`` replaced in text but cannot replace in bytes. Each finding is reported masked, so the report itself leaks nothing.
 """
 
 from __future__ import annotations
@@ -204,10 +204,12 @@ def find_entry_secrets(
     found = find_secrets(text, allow)
     values = sorted(known, key=len, reverse=True)
     # an ASCII credential reads as itself; other bytes become U+FFFD, which ends a word
-    strings = list(_strings(entry))
+    # each event's data, and its JSON (None when it is none), split and parsed once for every search
+    events = [(data, _parsed(data)) for data in _stream_datas(entry)]
+    strings = list(_strings(entry, events))
     for where, raw in (*_binary_bodies(entry), *_embedded(strings)):
         found += _searched(where, raw.decode("ascii", "replace"), raw, allow, known, values)
-    for where, joined in (*_streamed_fields(entry), *_escaped_events(entry), *_entities_decoded(strings)):
+    for where, joined in (*_streamed_fields(events), *_escaped_events(entry, events), *_entities_decoded(strings)):
         found += _searched(where, joined, None, allow, known, values)
     return found
 
@@ -238,7 +240,7 @@ def _base64_decoded(run: str) -> list[bytes]:
     return out
 
 
-def _strings(entry: Entry) -> Iterator[tuple[str, str]]:
+def _strings(entry: Entry, events: list[tuple[str, Any]]) -> Iterator[tuple[str, str]]:
     """Each string of the entry's bodies, with where it is: the JSON strings of JSON bodies, a
     text body, each streamed event's data (its JSON strings, or the data itself)."""
     for side, body in (("request", entry.request_body), ("response", entry.response_body)):
@@ -247,8 +249,7 @@ def _strings(entry: Entry) -> Iterator[tuple[str, str]]:
                 yield f"the {side}'s JSON", value
         elif body.kind == "text" and isinstance(body.value, str):
             yield f"the {side}'s text", body.value
-    for data in _stream_datas(entry):
-        value = _parsed(data)
+    for data, value in events:
         if value is None:
             yield "the streamed response", data
         else:
@@ -392,7 +393,7 @@ def _parsed(data: str) -> Any:
         return None
 
 
-def _escaped_events(entry: Entry) -> Iterator[tuple[str, str]]:
+def _escaped_events(entry: Entry, events: list[tuple[str, Any]]) -> Iterator[tuple[str, str]]:
     """The strings of a streamed answer's JSON, decoded, one a line, when its events hold a
     backslash: a secret written with escapes (``\\u0073`` for ``s``, ``\\/`` for ``/`` as PHP
     writes a slash, ``\\"`` inside a value) is not itself in the events' text, which
@@ -401,10 +402,9 @@ def _escaped_events(entry: Entry) -> Iterator[tuple[str, str]]:
     bare JSON string counts too, and one that is not JSON has its escapes decoded where
     they are. So has a text body's (a JSONP answer, an error page quoting JSON)."""
     strings: list[str] = []
-    for data in _stream_datas(entry):
+    for data, value in events:
         if "\\" not in data:
             continue
-        value = _parsed(data)
         if value is None:
             strings.append(_unescape(data))
         else:
@@ -446,7 +446,7 @@ def _indexed_strings(
         yield at, path, value
 
 
-def _streamed_fields(entry: Entry) -> Iterator[tuple[str, str]]:
+def _streamed_fields(events: list[tuple[str, Any]]) -> Iterator[tuple[str, str]]:
     """For a streamed answer, each field's text joined across its events, in order, one per
     choice or content block (``choices[i].delta.content``, a tool call's ``arguments``,
     Anthropic's ``text``): a value the API split over several events, as models split their
@@ -455,8 +455,7 @@ def _streamed_fields(entry: Entry) -> Iterator[tuple[str, str]]:
     joined as they are."""
     texts: dict[tuple[str, ...], tuple[str, list[str]]] = {}
     plain: list[str] = []
-    for data in _stream_datas(entry):
-        value = _parsed(data)
+    for data, value in events:
         if value is None:
             plain.append(data)
             continue

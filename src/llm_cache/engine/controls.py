@@ -17,10 +17,10 @@ import contextlib
 import contextvars
 import functools
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from ..errors import ConfigError, ControlError
 from ..values import parse_duration
@@ -84,22 +84,21 @@ def make(
     return Controls(no_cache, no_store, parsed_ttl, namespace)
 
 
-def _not_a_credential(where: str, namespace: str, carried: Iterable[str] = ()) -> None:
+def _not_a_credential(where: str, namespace: str) -> None:
     """A namespace goes into cassette paths, the summary and the reports: one that is or holds
-    a credential (a tenant's API key taken as its name: a key's shape, a secret environment
-    value, or one of ``carried``, the request's own) is refused, shown by its length."""
+    a credential (a tenant's API key taken as its name: a key's shape, or a secret environment
+    value) is refused, shown by its length. Every namespace passes here (``make``), once."""
     from ..leaks import find_secrets
-    from ..redact import MIN_SECRET_LENGTH, environment_secrets
+    from ..redact import environment_secrets
 
     found = find_secrets(namespace)
     if found:
-        what = f"looks like a credential ({found[0].kind})"
-    elif any(secret in namespace for secret in environment_secrets()):
-        what = "holds a secret environment value"
-    elif any(len(secret) >= MIN_SECRET_LENGTH and secret in namespace for secret in carried):
-        what = "holds the API key the request carries"
-    else:
-        return
+        _refuse(where, namespace, f"looks like a credential ({found[0].kind})")
+    if any(secret in namespace for secret in environment_secrets()):
+        _refuse(where, namespace, "holds a secret environment value")
+
+
+def _refuse(where: str, namespace: str, what: str) -> NoReturn:
     raise ControlError(
         f"{where}: the namespace <a value of {len(namespace)} characters> {what}; a namespace is written "
         "into cassette paths, the summary and the reports: give the tenant's name or id, or a hash of the key"
@@ -112,16 +111,20 @@ def _not_a_credential(where: str, namespace: str, carried: Iterable[str] = ()) -
 _KEY_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
 
 
-def check_namespace(controls: Controls, headers: Mapping[str, Any], url: str) -> None:
-    """Refuse a namespace that holds the API key of the request it came with."""
-    if controls.namespace is None:
+def check_namespace(controls: Controls, headers: Mapping[str, Any]) -> None:
+    """Refuse a namespace that holds the API key of the request it came with (what ``make``
+    could not know: its shape and the environment were checked there)."""
+    namespace = controls.namespace
+    if namespace is None:
         return
-    keys = []
+    from ..redact import MIN_SECRET_LENGTH
+
     for name, value in headers.items():
         if isinstance(name, str) and name.lower() in _KEY_HEADERS:
             text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
-            keys.append(text.split(None, 1)[-1] if name.lower() == "authorization" else text)
-    _not_a_credential(HEADER, controls.namespace, keys)
+            key = text.split(None, 1)[-1] if name.lower() == "authorization" else text
+            if len(key) >= MIN_SECRET_LENGTH and key in namespace:
+                _refuse(HEADER, namespace, "holds the API key the request carries")
 
 
 def _bad(where: str, value: object, what: str) -> ControlError:

@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, NoReturn
 
+from ..atomic import holds_subdirectory
 from ..errors import CacheMiss, LLMCacheError, StaleCassette, StoreUnavailable
 from ..exchange import Request
 from ..hosts import any_match, url_host
@@ -80,7 +80,7 @@ class Scope:
     def key(self, request: Request, controls: Controls = NO_CONTROLS) -> RequestKey:
         rules = self.rules
         if controls.namespace is not None:
-            check_namespace(controls, request.headers, request.url)
+            check_namespace(controls, request.headers)
             rules = dataclasses.replace(rules, namespace=controls.namespace)
         rk = make_key(request.method, request.url, request.body, request.headers, rules)
         if self.sequence:
@@ -325,15 +325,7 @@ class Scope:
     def _empty_store(self) -> str | None:
         """The file store's directory when it holds no cassette of any model version."""
         root = getattr(self.session.store, "root", None)
-        if root is None:
-            return None
-        try:
-            with os.scandir(root) as entries:
-                if any(e.is_dir() and not e.name.startswith(".") for e in entries):
-                    return None
-        except OSError:
-            pass  # missing: empty
-        return str(root)
+        return None if root is None or holds_subdirectory(root) else str(root)
 
     def _refused(self, rk: RequestKey) -> tuple[str, str] | None:
         """Why a recording did not keep this request's answer, and what keeps it, when one said so."""

@@ -16,7 +16,6 @@ was less than that, or None when it was the whole collection:
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from ..atomic import holds_subdirectory
 from ..settings import Settings
 
 __all__ = ["RunFacts", "has_cassettes", "partial_reason", "uses_cache", "write_report"]
@@ -126,13 +126,7 @@ def partial_reason(session: pytest.Session, facts: RunFacts) -> str | None:
 def has_cassettes(settings: Settings) -> bool:
     """Whether the file store's directory holds a model-version directory: a run whose
     tests never used the cache lists its cassettes only then (and costs nothing else)."""
-    if settings.store_url is not None:
-        return False
-    try:
-        with os.scandir(settings.cassette_dir) as entries:
-            return any(e.is_dir(follow_symlinks=False) and not e.name.startswith(".") for e in entries)
-    except OSError:
-        return False
+    return settings.store_url is None and holds_subdirectory(settings.cassette_dir)
 
 
 def write_report(path: Path, what: str, text: Callable[[], str]) -> None:

@@ -36,9 +36,9 @@ def _size(n: int) -> str:
 def _path(report: Report, path: str) -> str:
     """``path`` as the user can type it where they ran the tests: relative to that directory
     when it lies under it (as pytest shows test files), else whole. A store URL is left as is."""
-    base = report.shown_from
-    if base and path.startswith(base.rstrip("/\\") + os.sep):
-        return path[len(base.rstrip("/\\")) + 1:]
+    base = (report.shown_from or "").rstrip("/\\")
+    if base and path.startswith(base + os.sep):
+        return path[len(base) + 1:]
     return path
 
 
