@@ -81,6 +81,13 @@ def _module_of(transport: object) -> ModuleType:
     return importlib.import_module(type(transport).__module__.split(".")[0])
 
 
+# The JSON report's fields that only a pytest run fills: an application's figures leave them out.
+_TEST_RUN_ONLY = (
+    "tests", "per_test", "unseen", "stale_policy", "stale_cassettes", "unused_policy", "unused",
+    "unused_entries", "unused_why_not", "inventory",
+)
+
+
 class LLMCache:
     """An LLM response cache for application code.
 
@@ -269,11 +276,17 @@ class LLMCache:
         return warm(self, source, base_url=base_url, headers=headers, transport=transport, progress=progress)
 
     def stats(self) -> dict[str, Any]:
-        """The cache's figures: hits, misses, recorded, hit_rate, tokens_saved, entries, bytes, ..."""
+        """The cache's figures: hits, misses, recorded, hit_rate, tokens_saved, entries, bytes, ...
+
+        The JSON report's figures, less those only a test run has (tests, per test,
+        unused and stale cassettes, the store's inventory)."""
         from .engine.flight import settle_dropped
 
         settle_dropped()  # answers let go unclosed are counted as they end
-        return report_json(build_report(self.session))
+        figures = report_json(build_report(self.session))
+        for name in _TEST_RUN_ONLY:
+            del figures[name]
+        return figures
 
     @property
     def metrics(self) -> Metrics:

@@ -387,6 +387,19 @@ def test_a_store_url_is_named_as_given_without_its_stale_parameters() -> None:
     assert LLMCache("memory://?max_entries=5&stale_if_error=1d").stats()["store"] == "memory://?max_entries=5"
 
 
+def test_stats_leave_out_what_only_a_test_run_has(srv: FakeLLMServer) -> None:
+    cache = LLMCache("memory://")
+    client = make_client(srv, cache)
+    for _ in range(2):
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "stats"}])
+    stats = cache.stats()
+    assert (stats["hits"], stats["recorded"], stats["entries"], stats["hit_rate"]) == (1, 1, 1, 0.5)
+    # an application has no tests, no unused or stale cassettes of a run, no inventory of one
+    for name in ("tests", "per_test", "unused", "unused_entries", "unused_policy", "unused_why_not", "inventory",
+                 "stale_policy", "stale_cassettes", "unseen"):
+        assert name not in stats, name
+
+
 def test_a_string_of_ignored_fields_is_a_field_not_its_letters(srv: FakeLLMServer) -> None:
     cache = LLMCache("memory://", ignore_fields="temperature", model_versions="gpt-4o = 2024-08-06")
     client = make_client(srv, cache)
