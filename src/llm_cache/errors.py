@@ -84,8 +84,11 @@ class CassetteError(LLMCacheError):
     """A cassette file cannot be read, parsed or validated."""
 
     def __init__(self, *, path: str, reason: str) -> None:
+        from .redact import masked
+
         self.path = path
-        self.reason = reason
+        # a field's value quoted in the reason may be what a hand edit pasted: a key is redacted
+        self.reason = masked(reason)
         super().__init__(str(self))
 
     def __str__(self) -> str:

@@ -31,7 +31,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlencode, urlsplit, urlunsplit
 
 from .key import SECRET_QUERY_PARAMS
-from .leaks import SECRET_PATTERNS, SecretFinding, find_entry_secrets, find_secrets
+from .leaks import SECRET_PATTERNS, SecretFinding, find_entry_secrets, find_secrets, shaped
 
 __all__ = [
     "CREDENTIAL_HEADERS",
@@ -50,6 +50,7 @@ __all__ = [
     "json_credentials",
     "keep_headers",
     "mask_url",
+    "masked",
     "plausible_secret",
     "redact",
     "redact_form",
@@ -276,6 +277,21 @@ def redact_shown(text: str, headers: Mapping[str, Any] = {}, url: str = "") -> s
     carries them: a token in the path (``/bot<token>/sendMessage``) is shown redacted."""
     secrets = request_credentials(headers, url) | {f for v in environment_secrets() for f in _forms(v)}
     return str(redact(text, sorted(secrets, key=lambda v: (-len(v), v))))
+
+
+def masked(text: str) -> str:
+    """``text`` as a report, a message or the CLI shows it when it did not come through the
+    redaction of a recorded request: a test id (``test_x[<a key as a parameter>]``), an
+    old cassette's answer in a drift, a hand-edited cassette's field in an error, what
+    ``llm-cache show`` prints. The environment's secrets and anything shaped like a
+    credential (``SECRET_PATTERNS``) are replaced with ``<redacted>``."""
+    if not text:
+        return text
+    text = redact_shown(text)
+    for kind, pattern in SECRET_PATTERNS.items():
+        if pattern.search(text) is not None:
+            text = pattern.sub(lambda m, k=kind: REDACTED if shaped(k, m.group(0)) else m.group(0), text)
+    return text
 
 
 def echo_forms(item: str) -> tuple[str, ...]:

@@ -106,9 +106,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _say(line: str) -> None:
+    """A line on stderr, any secret in it redacted (an error may quote a stored cassette)."""
+    from ..redact import masked
+
+    print(masked(line), file=sys.stderr)
+
+
 def _warning_line(command: str) -> Callable[..., None]:
     def show(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
-        print(f"llm-cache {command}: warning: {message}", file=sys.stderr)
+        _say(f"llm-cache {command}: warning: {message}")
 
     return show
 
@@ -135,23 +142,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.showwarning = _warning_line(args.command)
             return int(args.func(args))
     except UsageError as exc:
-        print(f"llm-cache {args.command}: error: {exc}", file=sys.stderr)
+        _say(f"llm-cache {args.command}: error: {exc}")
         return USAGE
     except Problem as exc:
-        print(f"llm-cache {args.command}: {exc}", file=sys.stderr)
+        _say(f"llm-cache {args.command}: {exc}")
         return PROBLEM
     except ConfigError as exc:
-        print(f"llm-cache {args.command}: error: {exc}", file=sys.stderr)
+        _say(f"llm-cache {args.command}: error: {exc}")
         return USAGE
     except StoreUnavailable as exc:
-        print(f"llm-cache {args.command}: {str(exc).splitlines()[0]}", file=sys.stderr)
+        _say(f"llm-cache {args.command}: {str(exc).splitlines()[0]}")
         return PROBLEM
     except BrokenPipeError:  # `llm-cache ls | head`: the reader has what it wanted; nothing to say
         _quiet_stdout()
         return PROBLEM
     except OSError as exc:  # a file system that refuses (read-only, permissions, full): said, not a traceback
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"llm-cache {args.command}: {where}{exc.strerror or exc}", file=sys.stderr)
+        _say(f"llm-cache {args.command}: {where}{exc.strerror or exc}")
         return PROBLEM
 
 

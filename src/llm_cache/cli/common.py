@@ -69,7 +69,11 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
-    print(json.dumps(data, indent=2, default=str) if getattr(args, "json", False) else text)
+    """Print a command's output, any secret in it redacted: a stored cassette may hold one
+    that no recording put there (a hand edit, another tool's file); ``verify`` names it."""
+    from ..redact import masked
+
+    print(masked(json.dumps(data, indent=2, default=str) if getattr(args, "json", False) else text))
 
 
 def _plural(count: int, noun: str) -> str:

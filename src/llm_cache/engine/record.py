@@ -346,7 +346,11 @@ def _drift(flight: Flight, old: Entry, new: Entry) -> None:
 
 
 def _clip(text: str) -> str:
-    """A drift's side as it is, up to MAX_DRIFT_TEXT characters."""
+    """A drift's side as it is, up to MAX_DRIFT_TEXT characters, any secret in it redacted
+    (the old side is a stored cassette's, which a hand edit may have given one)."""
+    from ..redact import masked
+
+    text = masked(text)
     return text if len(text) <= MAX_DRIFT_TEXT else text[: MAX_DRIFT_TEXT - 3] + "..."
 
 

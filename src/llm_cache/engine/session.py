@@ -101,8 +101,13 @@ class CacheSession(KeyLocks):
         ignore_fields: Iterable[str] = (),
         sequence: bool = False,
     ) -> Scope:
-        """A scope for one test; ``mode`` and ``ttl`` are the marker's, already validated."""
+        """A scope for one test; ``mode`` and ``ttl`` are the marker's, already validated.
+        The test id is kept as reports and messages show it: a secret in it (a key as a
+        parametrized argument) is redacted."""
+        from ..redact import masked
         from .scope import Scope
+
+        test_id = masked(test_id)
 
         s = self.settings
         # Mode: command line > marker > environment > ini > default (see settings.resolve).
