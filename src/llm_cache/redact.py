@@ -290,7 +290,11 @@ def masked(text: str) -> str:
     text = redact_shown(text)
     for kind, pattern in SECRET_PATTERNS.items():
         if pattern.search(text) is not None:
-            text = pattern.sub(lambda m, k=kind: REDACTED if shaped(k, m.group(0)) else m.group(0), text)
+
+            def replaced(match: re.Match[str], kind: str = kind) -> str:
+                return REDACTED if shaped(kind, match.group(0)) else match.group(0)
+
+            text = pattern.sub(replaced, text)
     return text
 
 
