@@ -165,7 +165,8 @@ class LLMCache:
                 self._down = False  # a file store copies every cassette it parses, in CI too
         else:
             resolved, self._down = store, False
-        self.session = CacheSession(settings, store=resolved, clock=clock, passthrough=fallback == "passthrough")
+        self.session = CacheSession(settings, store=resolved, clock=clock, passthrough=fallback == "passthrough",
+                                    long_lived=True)
         self.session.stale_while_revalidate = _grace(stale_while_revalidate, "stale_while_revalidate")
         self.session.stale_if_error = _grace(stale_if_error, "stale_if_error")
         # counting from the start: an exporter registered late (the first scrape) still sees

@@ -341,15 +341,38 @@ def test_cap_enforced_by_evict_and_close(srv: FakeLLMServer, tmp_path: Path) -> 
     client = make_client(srv, cache)
     for text in "abcd":
         chat(client, text)
+    chat(client, "a")  # used again: the most recently used with d
     assert len(list((tmp_path / "cassettes").rglob("*.yaml"))) == 4
-    with pytest.warns(LLMCacheWarning, match=r"the cache cap \(2 entries, lru\) is smaller than what this session used"):
-        cache.close()
-    # the cache used all four in this session: none is evicted, a warning says so
-    assert len(list((tmp_path / "cassettes").rglob("*.yaml"))) == 4
-    later = LLMCache("file://cassettes", root=tmp_path, max_entries=2)
-    chat(make_client(srv, later), "a")
-    assert later.evict() == 2
+    # an application's session is its lifetime: what it used is evicted like any entry, least
+    # recently used first (a test run keeps what it used: tests/plugin/test_eviction.py)
+    assert cache.evict() == 2
     assert len(list((tmp_path / "cassettes").rglob("*.yaml"))) == 2
+    asked = srv.count()
+    for text in "ad":
+        chat(client, text)
+    assert srv.count() == asked, "the two most recently used were kept"
+    # the usage went to the store at the pass: a new process (another worker) orders by it
+    chat(client, "e")
+    later = LLMCache("file://cassettes", root=tmp_path, max_entries=2)
+    chat(make_client(srv, later), "e")
+    later.close()
+    assert cache.evict() == 1  # a, used before d, goes (from memory too)
+    for text in "de":
+        chat(client, text)
+    assert srv.count() == asked + 1
+    chat(client, "a")
+    assert srv.count() == asked + 2
+
+
+def test_a_long_lived_cache_holds_no_usage_between_passes(srv: FakeLLMServer, tmp_path: Path) -> None:
+    cache = LLMCache("file://cassettes", root=tmp_path, max_entries=100)
+    client = make_client(srv, cache)
+    for text in "abc":
+        chat(client, text)
+    assert len(cache.session.stats.used) == 3
+    cache.evict()
+    assert cache.session.stats.used == {}  # handed to the store, not kept for the process's life
+    assert len(cache.session.store.usage()) == 3
 
 
 def test_intercept_context_manager(srv: FakeLLMServer, tmp_path: Path) -> None:

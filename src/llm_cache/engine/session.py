@@ -24,6 +24,7 @@ from ..settings import Settings
 from ..stats import Counts, SessionStats
 from ..stores import FileStore, MemoryStore, Store, open_store
 from ..stores.tier import MemoryTier
+from ..usage import Usage
 from .claims import KeyLocks
 from .gate import Gates
 
@@ -64,8 +65,13 @@ class CacheSession(KeyLocks):
         store: Store | None = None,
         clock: Callable[[], datetime] = utcnow,
         passthrough: bool = False,
+        long_lived: bool = False,
     ) -> None:
         self.settings = settings
+        # an application's cache (the library): its session is the process's lifetime, so
+        # what it used is no reason to keep an entry past the cap, and the usage it keeps
+        # is handed to the store at each eviction pass, not held until the process ends
+        self.long_lived = long_lived
         self.store: Store = store if store is not None else open_settings_store(settings)
         self.clock = clock
         self.passthrough = passthrough
@@ -238,6 +244,24 @@ class CacheSession(KeyLocks):
         except (StoreUnavailable, OSError) as exc:  # OSError: a disk that refuses, StoreError included
             warn(LLMCacheWarning(f"usage and eviction skipped: {str(exc).splitlines()[0]}"))
 
+    def _used_now(self) -> dict[str, Usage]:
+        """The usage to hand to the store: a copy, or for a long-lived session all it holds,
+        taken out (the next pass hands over what was used since)."""
+        stats = self.stats
+        with stats._lock:
+            if not self.long_lived:
+                return dict(stats.used)
+            used, stats.used = stats.used, {}
+            return used
+
+    def _used_back(self, used: dict[str, Usage]) -> None:
+        if not self.long_lived:
+            return
+        stats = self.stats
+        with stats._lock:
+            for key, use in used.items():
+                stats.used[key] = stats.used[key].merged(use) if key in stats.used else use
+
     def size(self) -> tuple[int, int]:
         """(entries, bytes) of the store, (0, 0) when it cannot be reached."""
         try:
@@ -259,22 +283,30 @@ class CacheSession(KeyLocks):
         now = self.clock()
         cap = self.settings.cap
         recorded = stats.counts.recorded + stats.counts.refreshed
-        if not (cap.active and (recorded or force)):
-            if stats.used:
-                self.store.touch(dict(stats.used))
-            return
-        metas = list(self.store.scan())
-        usage = self.store.usage()
-        for key, use in stats.used.items():
-            usage[key] = usage[key].merged(use) if key in usage else use
-        plan = plan_eviction(metas, cap, usage, now, self.settings.ttl, protected=set(stats.used))
-        for meta in plan.evict:
-            self.store.delete(meta)
-        stats.evicted += len(plan.evict)
-        stats.cap_short = plan.short
-        evicted = {m.location for m in plan.evict}
-        keep = {m.key for m in metas if m.location not in evicted}
-        self.store.touch(dict(stats.used), keep=keep)
+        used = self._used_now()
+        try:
+            if not (cap.active and (recorded or force)):
+                if used:
+                    self.store.touch(used)
+                return
+            metas = list(self.store.scan())
+            usage = self.store.usage()
+            for key, use in used.items():
+                usage[key] = usage[key].merged(use) if key in usage else use
+            protected = set() if self.long_lived else set(used)
+            plan = plan_eviction(metas, cap, usage, now, self.settings.ttl, protected=protected)
+            for meta in plan.evict:
+                self.store.delete(meta)
+                if self.tier is not None:  # an evicted entry is not served from memory either
+                    self.tier.discard(meta.key)
+            stats.evicted += len(plan.evict)
+            stats.cap_short = plan.short
+            evicted = {m.location for m in plan.evict}
+            keep = {m.key for m in metas if m.location not in evicted}
+            self.store.touch(used, keep=keep)
+        except BaseException:
+            self._used_back(used)  # kept for the next pass
+            raise
         if plan.short:
             warn(LLMCacheWarning(
                 f"the cache cap ({cap.describe()}) is smaller than what this session used "
