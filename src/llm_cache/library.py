@@ -34,6 +34,7 @@ from .settings import (
     DEFAULT_TTL,
     REPLAY_TIMINGS,
     Settings,
+    parse_bool,
     parse_count,
     parse_duration,
     parse_eviction,
@@ -79,6 +80,12 @@ def _default_httpx() -> ModuleType:
 
 def _module_of(transport: object) -> ModuleType:
     return importlib.import_module(type(transport).__module__.split(".")[0])
+
+
+def _whole(value: object, setting: str, expected: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(setting=setting, value=value, expected=expected)
+    return value
 
 
 # The JSON report's fields that only a pytest run fills: an application's figures leave them out.
@@ -139,7 +146,7 @@ class LLMCache:
             # a string is one field (or lines of them), not its characters; a bad value says its form
             rules=KeyRules(ignore_fields=parse_lines(ignore_fields, "ignore_fields"),
                            model_versions=parse_mapping(model_versions, "model_versions")),
-            record_errors=record_errors,
+            record_errors=parse_bool(record_errors, "record_errors"),  # "false" from a variable is false
             cap=Cap(
                 max_bytes=parse_size(max_size, "max_size"),
                 max_entries=parse_count(max_entries, "max_entries"),
@@ -147,8 +154,8 @@ class LLMCache:
             ),
             store_url=store if isinstance(store, str) else None,
             root=Path(root),
-            memory_entries=memory_entries,
-            log_every=log_every,
+            memory_entries=_whole(memory_entries, "memory_entries", "a whole number, 0 for no memory tier"),
+            log_every=parse_count(log_every, "log_every") if log_every else None,
             lock_timeout=parse_seconds(lock_timeout, "lock_timeout"),
             replay_timing=parse_choice(replay_timing, "replay_timing", REPLAY_TIMINGS),
         )
@@ -226,6 +233,11 @@ class LLMCache:
         from .adapters.functions import cached_function
         from .engine.controls import make
 
+        if not isinstance(key_self, bool):
+            raise ConfigError(setting="cached(key_self=...)", value=key_self, expected="True or False")
+        if model_version is not None and not (isinstance(model_version, str) and model_version.strip()):
+            raise ConfigError(setting="cached(model_version=...)", value=model_version,
+                              expected="a version label like 'gpt-4o-2024-08-06'")
         scope_ttl = ... if ttl is ... else parse_duration(ttl, "ttl")
         controls = make(no_cache=no_cache, no_store=no_store, namespace=namespace, where="cached")
 

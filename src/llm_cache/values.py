@@ -68,6 +68,12 @@ def parse_duration(value: object, setting: str) -> timedelta | None:
         return value
     if value is None:
         return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):  # from Python: seconds
+        if not value > 0:  # NaN too
+            raise ConfigError(setting=setting, value=value, expected=_ZERO)
+        if value > MAX_DURATION.total_seconds():
+            raise ConfigError(setting=setting, value=value, expected=_TOO_LONG)
+        return timedelta(seconds=value)
     text = str(value).strip().lower()
     if text in ("never", "none", "inf"):
         return None

@@ -398,11 +398,40 @@ def test_intercept_context_manager(srv: FakeLLMServer, tmp_path: Path) -> None:
         ({"model_versions": "gpt-4o"}, "model_versions must be lines 'alias = version'"),
         ({"store": "file:///tmp/c?ttl=1s"}, r"store must be file://PATH with no parameters \(got ttl\)"),
         ({"ignore_fields": "not a path"}, "ignore_fields must be dotted field paths"),
+        ({"record_errors": "maybe"}, "record_errors must be true or false, got 'maybe'"),
+        ({"memory_entries": "lots"}, "memory_entries must be a whole number, 0 for no memory tier, got 'lots'"),
+        ({"memory_entries": -5}, "memory_entries must be a whole number, 0 for no memory tier, got -5"),
+        ({"log_every": "often"}, "log_every must be a whole number above 0, like 1000, got 'often'"),
+        ({"ttl": 0}, "ttl must be a duration above 0"),
+        ({"ttl": True}, "ttl must be a duration like 90s"),
     ],
 )
 def test_bad_arguments(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         LLMCache(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"key_self": "no"}, r"cached\(key_self=...\) must be True or False, got 'no'"),
+        ({"model_version": 4}, r"cached\(model_version=...\) must be a version label"),
+        ({"model_version": " "}, r"cached\(model_version=...\) must be a version label"),
+    ],
+)
+def test_bad_cached_arguments_are_said_at_once(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        LLMCache("memory://").cached(**kwargs)
+
+
+def test_settings_given_as_python_values_mean_what_they_say(srv: FakeLLMServer) -> None:
+    # "false" read from an environment variable is false: a 500 answer is not kept
+    cache = LLMCache("memory://", record_errors="false", ttl=3600, log_every=0)
+    assert cache.session.settings.ttl.total_seconds() == 3600  # a number of seconds, as lock_timeout takes
+    client = make_client(srv, cache)
+    with pytest.raises(openai.InternalServerError):
+        client.chat.completions.create(model="error-500", messages=[{"role": "user", "content": "fail"}])
+    assert cache.stats()["entries"] == 0 and cache.stats()["not_stored"] == 1
 
 
 def test_a_store_url_is_named_as_given_without_its_stale_parameters() -> None:
