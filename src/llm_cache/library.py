@@ -162,16 +162,19 @@ class LLMCache:
         if isinstance(store, str):
             try:
                 resolved = open_store(store, Path(root), ttl_value, setting="store")
-            except StoreUnavailable:
+            except StoreUnavailable as exc:
                 if fallback != "passthrough":
                     raise
-                log.warning("llm_cache: store %s unavailable; passing every call through", mask_url(store))
-                resolved = open_store("memory://?max_entries=1", Path(root), ttl_value)
-                self._down = True
-            else:
-                self._down = False  # a file store copies every cassette it parses, in CI too
+                # calls go to the API while it is away, and it is tried again every few seconds
+                # (an application and its Redis started together): the cache is not off for good
+                log.warning("llm_cache: store %s unavailable; passing calls through until it is reached",
+                            mask_url(store))
+                from .stores.later import Later
+
+                url = store
+                resolved = Later(lambda: open_store(url, Path(root), ttl_value, setting="store"), exc)
         else:
-            resolved, self._down = store, False
+            resolved = store
         self.session = CacheSession(settings, store=resolved, clock=clock, passthrough=fallback == "passthrough",
                                     long_lived=True)
         self.session.stale_while_revalidate = _grace(stale_while_revalidate, "stale_while_revalidate")
@@ -179,8 +182,7 @@ class LLMCache:
         # counting from the start: an exporter registered late (the first scrape) still sees
         # what came before; a few microseconds a call
         Metrics.of(self.session)
-        # a store that could not be reached at start: every call goes to the API
-        self._scope = self.session.scope("llm_cache.transport", mode=Mode.OFF if self._down else None)
+        self._scope = self.session.scope("llm_cache.transport")
 
     # -- transports --------------------------------------------------------------
 
@@ -242,8 +244,7 @@ class LLMCache:
         controls = make(no_cache=no_cache, no_store=no_store, namespace=namespace, where="cached")
 
         def decorate(func: F) -> F:
-            scope = self.session.scope(f"{func.__module__}.{func.__qualname__}", ttl=scope_ttl,
-                                       mode=Mode.OFF if self._down else None)
+            scope = self.session.scope(f"{func.__module__}.{func.__qualname__}", ttl=scope_ttl)
             return cached_function(scope, func, model_version, controls, key_self=key_self)
 
         return decorate(fn) if fn is not None else decorate

@@ -8,6 +8,7 @@ import logging
 import subprocess
 import sys
 import textwrap
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -487,7 +488,34 @@ def test_unreachable_store_raises_or_passes_through(srv: FakeLLMServer, caplog: 
         assert chat(make_client(srv, cache), "through").choices[0].message.content == "echo: through"
         chat(make_client(srv, cache), "through")
     assert srv.count() == 2  # nothing cached, every call reached the API
-    assert any("unavailable; passing every call through" in r.getMessage() for r in caplog.records)
+    assert any("unavailable; passing calls through until it is reached" in r.getMessage() for r in caplog.records)
+
+
+def test_a_store_away_at_start_is_used_once_it_comes_up(srv: FakeLLMServer) -> None:
+    """An application and its Redis started together: the cache passes calls through while
+    the store is away, tries it again every few seconds, and caches once it answers."""
+    from redis_server import RedisServer, free_port
+
+    from llm_cache.stores.later import Later
+
+    port = free_port()
+    cache = LLMCache(f"redis://127.0.0.1:{port}/0?timeout=0.5&prefix=later:", fallback="passthrough")
+    store = cache.session.store
+    assert isinstance(store, Later) and not store.reached
+    store._retry_every, store._next = 0.2, time.monotonic() + 0.2  # the wait between tries, shortened for the test
+    client = make_client(srv, cache)
+    started = time.monotonic()
+    for _ in range(3):
+        assert chat(client, "early").choices[0].message.content == "echo: early"
+    assert time.monotonic() - started < 1.5, "a call while the store is away does not wait for it each time"
+    assert srv.count() == 3
+    with RedisServer(port=port):
+        time.sleep(0.3)
+        chat(client, "early")  # the store is reached: recorded
+        assert store.reached and srv.count() == 4
+        chat(client, "early")
+        assert srv.count() == 4 and cache.stats()["hits"] == 1
+        assert store.size()[0] == 1
 
 
 def test_redis_going_down_mid_run_passes_through(srv: FakeLLMServer, redis_target: Any, caplog: pytest.LogCaptureFixture) -> None:
