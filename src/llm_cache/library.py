@@ -14,6 +14,7 @@ import functools
 import importlib
 import logging
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
@@ -79,7 +80,18 @@ def _default_httpx() -> ModuleType:
 
 
 def _module_of(transport: object) -> ModuleType:
-    return importlib.import_module(type(transport).__module__.split(".")[0])
+    """The httpx or httpx2 module a transport is of: a subclass of the user's own
+    (``class Logged(httpx2.HTTPTransport)``, defined in any module) included."""
+    for name in ("httpx2", "httpx"):
+        module = sys.modules.get(name)
+        bases = tuple(getattr(module, b) for b in ("BaseTransport", "AsyncBaseTransport") if hasattr(module, b))
+        if bases and isinstance(transport, bases):
+            return module  # type: ignore[return-value]
+    name = type(transport).__module__.split(".")[0]
+    if name in ("httpx", "httpx2"):
+        return importlib.import_module(name)
+    raise TypeError(f"cache.transport() and async_transport() wrap an httpx or httpx2 transport (httpx2.HTTPTransport(), a "
+                    f"subclass of httpx2.BaseTransport), got {transport!r}")
 
 
 def _whole(value: object, setting: str, expected: str) -> int:
@@ -386,6 +398,10 @@ def _sync_transport_class(httpx: ModuleType) -> type:
                 _client_module(self, request, "HTTPTransport")
             return handle(self.cache._scope, self.httpx, request, lambda: self.wrapped.handle_request(request))
 
+        async def handle_async_request(self, request: Any) -> Any:  # an async client given it
+            raise TypeError("cache.transport() is for a sync client (OpenAI, httpx2.Client); an async one "
+                            "(AsyncOpenAI, httpx2.AsyncClient) takes cache.async_transport()")
+
         def close(self) -> None:
             self.wrapped.close()
 
@@ -401,6 +417,10 @@ def _async_transport_class(httpx: ModuleType) -> type:
 
         def __init__(self, cache: LLMCache, wrapped: Any, module: ModuleType, chosen: bool = False) -> None:
             self.cache, self.wrapped, self.httpx, self.chosen = cache, wrapped, module, chosen
+
+        def handle_request(self, request: Any) -> Any:  # a sync client given it
+            raise TypeError("cache.async_transport() is for an async client (AsyncOpenAI, httpx2.AsyncClient); "
+                            "a sync one (OpenAI, httpx2.Client) takes cache.transport()")
 
         async def handle_async_request(self, request: Any) -> Any:
             if type(request).__module__.partition(".")[0] != self.httpx.__name__:

@@ -246,6 +246,51 @@ def test_options_apply_inside_the_block_to_threads_given_them_and_tasks(fake_api
     assert fake_api.count() == 2
 
 
+def test_options_are_reusable_and_async_with_takes_them(fake_api: FakeLLMServer) -> None:
+    cache = LLMCache()
+    client = client_of(fake_api, cache)
+    tenant = cache.options(namespace="tenant-r")
+    with tenant:
+        assert ask(client)[1] == "miss"
+    with tenant:  # the same object again
+        assert ask(client)[1] == "hit"
+        with tenant:
+            assert ask(client)[1] == "hit"
+        assert ask(client)[1] == "hit"
+    assert ask(client)[1] == "miss"  # outside: the default cache, not the tenant's
+
+    async def main() -> list[str]:
+        aclient = openai.AsyncOpenAI(base_url=fake_api.openai_base_url, api_key="sk-ctl-test-0000000",
+                                     max_retries=0, http_client=httpx2.AsyncClient(transport=cache.async_transport()))
+
+        async def one(options: Any) -> str:
+            async with options:  # from concurrent tasks, the same object
+                await asyncio.sleep(0.01)
+                raw = await aclient.chat.completions.with_raw_response.create(
+                    model="gpt-4o", messages=[{"role": "user", "content": "hello"}])
+                return raw.headers["x-llm-cache-status"]
+
+        return list(await asyncio.gather(one(tenant), one(tenant), one(cache.options(no_store=True))))
+
+    assert asyncio.run(main()) == ["hit", "hit", "hit"]
+    assert fake_api.count() == 2
+
+
+def test_a_transport_given_to_the_wrong_kind_of_client_says_which_to_use(fake_api: FakeLLMServer) -> None:
+    cache = LLMCache()
+    sync_one = openai.OpenAI(base_url=fake_api.openai_base_url, api_key="sk-ctl-test-0000000", max_retries=0,
+                             http_client=httpx2.Client(transport=cache.async_transport()))
+    with pytest.raises(TypeError, match=r"a sync one \(OpenAI, httpx2.Client\) takes cache.transport\(\)"):
+        sync_one.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    async_one = openai.AsyncOpenAI(base_url=fake_api.openai_base_url, api_key="sk-ctl-test-0000000", max_retries=0,
+                                   http_client=httpx2.AsyncClient(transport=cache.transport()))
+    with pytest.raises(TypeError, match=r"an async one \(AsyncOpenAI, httpx2.AsyncClient\) takes cache.async_transport"):
+        asyncio.run(async_one.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}]))
+    with pytest.raises(TypeError, match="wrap an httpx or httpx2 transport .*got 'nope'"):
+        cache.transport("nope")
+    assert fake_api.count() == 0
+
+
 def test_cached_takes_the_directives_and_tells_its_last_status() -> None:
     cache = LLMCache()
     calls: list[str] = []

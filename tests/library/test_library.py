@@ -535,6 +535,42 @@ def test_redis_going_down_mid_run_passes_through(srv: FakeLLMServer, redis_targe
             chat(make_client(srv, strict), "after")
 
 
+@pytest.mark.parametrize("fallback", ["passthrough", "error"])
+def test_redis_gone_while_the_api_answers(srv: FakeLLMServer, redis_target: Any, fallback: str,
+                                          caplog: pytest.LogCaptureFixture) -> None:
+    """The answer paid for reaches the caller under passthrough (not stored, said); under
+    error the write's StoreUnavailable is raised, as a lookup's is."""
+    from redis_server import RedisServer
+
+    from llm_cache import StoreUnavailable
+
+    with RedisServer() as private:
+        cache = LLMCache(private.url + "?timeout=0.5&prefix=gone:", fallback=fallback)
+
+        class DiesMidway(httpx2.BaseTransport):
+            inner = httpx2.HTTPTransport()
+
+            def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+                response = self.inner.handle_request(request)
+                private.kill()  # the API answered; the store is gone before the answer is kept
+                return response
+
+        client = openai.OpenAI(base_url=srv.openai_base_url, api_key="sk-lib-test-00000000", max_retries=0,
+                               http_client=httpx2.Client(transport=cache.transport(DiesMidway())))
+        with caplog.at_level(logging.WARNING, logger="llm_cache"):
+            if fallback == "error":
+                with pytest.raises(StoreUnavailable):
+                    chat(client, "paid for")
+                return
+            raw = client.chat.completions.with_raw_response.create(
+                model="gpt-4o", messages=[{"role": "user", "content": "paid for"}])
+        assert raw.parse().choices[0].message.content == "echo: paid for"
+        assert raw.headers["x-llm-cache-status"] == "miss"
+        assert srv.count() == 1
+        assert cache.stats()["not_stored_reasons"] == {"store unavailable": 1}
+        assert any("the answer is passed on, not stored" in r.getMessage() for r in caplog.records)
+
+
 def test_an_application_keeps_a_parsed_copy_of_every_cassette(
     srv: FakeLLMServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

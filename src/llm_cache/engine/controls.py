@@ -13,11 +13,10 @@ and in the tasks it starts (a context variable); a thread is given them with ``c
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import functools
 import re
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, NoReturn, TypeVar
@@ -202,14 +201,31 @@ def current() -> Controls:
     return _current.get()
 
 
-@contextlib.contextmanager
-def using(controls: Controls) -> Iterator[Controls]:
-    """Apply ``controls`` (over the enclosing ones) to the calls made inside the block."""
-    token = _current.set(controls.over(_current.get()))
-    try:
-        yield _current.get()
-    finally:
-        _current.reset(token)
+class using:
+    """Apply ``controls`` (over the enclosing ones) to the calls made inside the block:
+    ``with`` or ``async with``, as often as wanted, nested, and from concurrent tasks (each
+    context keeps its own stack of what it entered)."""
+
+    def __init__(self, controls: Controls) -> None:
+        self.controls = controls
+        self._entered: contextvars.ContextVar[tuple[contextvars.Token[Any], ...]] = contextvars.ContextVar(
+            "llm_cache_using", default=())
+
+    def __enter__(self) -> Controls:
+        token = _current.set(self.controls.over(_current.get()))
+        self._entered.set((*self._entered.get(), token))
+        return _current.get()
+
+    def __exit__(self, *exc: object) -> None:
+        entered = self._entered.get()
+        self._entered.set(entered[:-1])
+        _current.reset(entered[-1])
+
+    async def __aenter__(self) -> Controls:
+        return self.__enter__()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.__exit__()
 
 
 def carry(func: Callable[..., T]) -> Callable[..., T]:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ..body import STREAM_KINDS, Body, encode_body, encode_request_body
 from ..cassette import Entry, dump_entry
 from ..encoding import UndecodableBody, decode_content
-from ..errors import CassetteError, NotStoredWarning, warn
+from ..errors import CassetteError, NotStoredWarning, StoreUnavailable, warn
 from ..key import SECRET_QUERY_PARAMS, is_urlencoded, plain_body
 from ..leaks import find_entry_secrets
 from ..llm import completion_text, read_response, refusal_reason, truncation
@@ -63,7 +63,25 @@ def keep(
             with contextlib.suppress(CassetteError):
                 old = store.get(old.key, old.model_version) or old
         _drift(flight, old, entry)
-    _stored(flight, entry, store.put(entry, text))
+    try:
+        where = store.put(entry, text)
+    except StoreUnavailable as exc:
+        _unkept(flight, entry, exc)
+        return
+    _stored(flight, entry, where)
+
+
+def _unkept(flight: Flight, entry: Entry, exc: StoreUnavailable) -> None:
+    """A write the store could not take (it went away while the API answered): under
+    ``fallback="passthrough"`` the answer, paid for, still reaches the caller, counted not
+    stored; otherwise the error is raised, as for a lookup."""
+    session = flight.scope.session
+    if not session.passthrough:
+        raise exc
+    log.warning("llm_cache: %s; the answer is passed on, not stored", str(exc).splitlines()[0])
+    if session.stats.listeners:
+        session.stats.emit("store_error", entry.model_version, "unavailable")
+    session.stats.not_stored(flight.scope.stats, "store unavailable", entry.model_version)
 
 
 async def akeep(
@@ -83,7 +101,12 @@ async def akeep(
             with contextlib.suppress(CassetteError):
                 old = await aio.get(old.key, old.model_version) or old
         _drift(flight, old, entry)
-    _stored(flight, entry, await aio.put(entry, text))
+    try:
+        where = await aio.put(entry, text)
+    except StoreUnavailable as exc:
+        _unkept(flight, entry, exc)
+        return
+    _stored(flight, entry, where)
 
 
 _REFUSED = {
