@@ -322,11 +322,13 @@ class StaleCassette(LLMCacheError):
     ``test_id`` the test that asked for it.
     """
 
-    def __init__(self, *, path: str, age_seconds: float, ttl_seconds: float, test_id: str) -> None:
+    def __init__(self, *, path: str, age_seconds: float, ttl_seconds: float, test_id: str,
+                 own_ttl: bool = False) -> None:
         self.path = path
         self.age_seconds = age_seconds
         self.ttl_seconds = ttl_seconds
         self.test_id = test_id
+        self.own_ttl = own_ttl  # the TTL is the test's (its marker's), which the command line does not change
         super().__init__(str(self))
 
     def __str__(self) -> str:
@@ -335,6 +337,15 @@ class StaleCassette(LLMCacheError):
         from .values import format_age, format_duration
 
         ttl = format_duration(timedelta(seconds=self.ttl_seconds))
+        if self.own_ttl:
+            return "\n".join([
+                f"stale cassette {self.path}: recorded {format_age(self.age_seconds)} ago, past the TTL of {ttl} "
+                "(the test's own, from its marker)",
+                f"  test: {self.test_id}",
+                f"  fix:  re-record it with: pytest --llm-cache=refresh {_quoted(self.test_id)}",
+                "   or:  serve it anyway with llm_cache_stale = serve (or warn), or a longer ttl in the test's "
+                "@pytest.mark.llm_cache(ttl=...)",
+            ])
         return "\n".join([
             f"stale cassette {self.path}: recorded {format_age(self.age_seconds)} ago, past the TTL of {ttl}",
             f"  test: {self.test_id}",

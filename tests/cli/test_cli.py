@@ -80,7 +80,7 @@ def test_a_reader_that_stops_early_gets_no_error(cassettes: tuple[Path, dict[str
     assert listing.stdout is not None and listing.stderr is not None
     listing.stdout.close()  # as `llm-cache ls | head -0` would
     error = listing.stderr.read().decode()
-    listing.wait(timeout=60)
+    assert listing.wait(timeout=60) == 0  # the same exit as when the reader took everything
     assert error == "", error
 
 

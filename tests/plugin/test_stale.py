@@ -103,6 +103,28 @@ def test_the_suggested_command_refreshes_a_cassette_stale_under_a_ttl_given_on_t
     assert old.read_bytes() != before
 
 
+def test_a_marker_ttl_is_the_one_the_summary_and_the_error_name(project: Project) -> None:
+    old = _aged(project, days=1)  # fresh under the default 30d, stale under the marker's 1h
+    (project.pytester.path / "test_st.py").write_text(
+        TESTS.replace("def test_old", "import pytest\n@pytest.mark.llm_cache(ttl='1h')\ndef test_old"))
+    warned = project.run("--llm-cache-stale=warn")
+    warned.assert_outcomes(passed=2)
+    warned.stdout.fnmatch_lines([
+        "stale (1): cassettes past their TTL, served (llm_cache_stale = warn)",
+        f"  {old.relative_to(project.pytester.path)}  1d old (TTL 1h)  test_st.py::test_old",
+    ])
+    assert "past the TTL of 30d" not in warned.stdout.str()
+    failed = project.run("--llm-cache-stale=fail")
+    failed.assert_outcomes(passed=1, failed=1)
+    out = failed.stdout.str()
+    assert "past the TTL of 1h (the test's own, from its marker)" in out
+    assert "a longer ttl in the test's @pytest.mark.llm_cache(ttl=...)" in out
+    assert "a longer --llm-cache-ttl" not in out  # the command line does not change a marker's TTL
+    suggested = re.search(r"fix:  re-record it with: pytest (.+)", out)
+    assert suggested is not None and "--llm-cache-ttl" not in suggested.group(1)
+    project.run(*suggested.group(1).split()).stdout.fnmatch_lines(["*refreshed: 1*"])
+
+
 def test_fail_from_the_ini_and_refresh_mends_it(project: Project) -> None:
     _aged(project)
     project.pytester.makeini("[pytest]\nllm_cache_stale = fail\n")

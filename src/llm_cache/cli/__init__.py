@@ -155,7 +155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return PROBLEM
     except BrokenPipeError:  # `llm-cache ls | head`: the reader has what it wanted; nothing to say
         _quiet_stdout()
-        return PROBLEM
+        # and no failure: whether the pipe closed before the output ended is a race, which
+        # would fail a script run with `set -o pipefail` now and then
+        return 0
     except OSError as exc:  # a file system that refuses (read-only, permissions, full): said, not a traceback
         where = f"{exc.filename}: " if exc.filename else ""
         _say(f"llm-cache {args.command}: {where}{exc.strerror or exc}")

@@ -365,7 +365,8 @@ class Scope:
             session.stats.bump(self.stats, "stale")  # refused, not served: stale, never a hit
             session.stats.bump(self.stats, "refused")  # a request all the same: in the hit rate's count
             session.stats.use(rk.key, session.clock(), hit=False)  # the test's own cassette, not unused
-            raise StaleCassette(path=location, age_seconds=age, ttl_seconds=ttl or 0.0, test_id=self.test_id)
+            raise StaleCassette(path=location, age_seconds=age, ttl_seconds=ttl or 0.0, test_id=self.test_id,
+                                own_ttl=ttl_given != session.settings.ttl)
 
     def used(self, key: str, model_version: str, location: str | None = None) -> None:
         """List the cassette of ``key`` as used by this scope; its location is worked out

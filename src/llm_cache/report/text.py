@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 
 from ..errors import EMPTY_STORE_HINT
 from ..policy import Cap
@@ -132,11 +133,20 @@ def _stale_lines(report: Report) -> list[str]:
         return ([f"{_plural(c.stale, 'cassette')} past the TTL served; re-record with {refresh_command(report)}"]
                 if c.stale else [])
     uses = stats.stale_uses
-    ttl = format_duration(report.ttl)
     failed = sum(u.failed for u in uses)
     verb = f"{failed} failed their test (llm_cache_stale = fail)" if failed else "served (llm_cache_stale = warn)"
-    lines = [f"stale ({len(uses)}): cassettes past the TTL of {ttl}, {verb}"]
-    lines.extend(f"  {_path(report, u.location)}  {format_age(u.age_seconds)} old  {u.test_id}" for u in uses[:MAX_MISSES_SHOWN])
+    # a marker's TTL is a test's own: each line then says the TTL it is past
+    ttls = {u.ttl_seconds for u in uses}
+    one = report.ttl.total_seconds() if report.ttl is not None else None
+    same = ttls == {one}
+    head = f"past the TTL of {format_duration(report.ttl)}" if same else "past their TTL"
+    lines = [f"stale ({len(uses)}): cassettes {head}, {verb}"]
+    lines.extend(
+        f"  {_path(report, u.location)}  {format_age(u.age_seconds)} old"
+        + ("" if same else f" (TTL {format_duration(timedelta(seconds=u.ttl_seconds)) if u.ttl_seconds else 'never'})")
+        + f"  {u.test_id}"
+        for u in uses[:MAX_MISSES_SHOWN]
+    )
     if len(uses) > MAX_MISSES_SHOWN:
         lines.append(f"  ... and {len(uses) - MAX_MISSES_SHOWN} more")
     lines.append(f"re-record them with {refresh_command(report)}")
