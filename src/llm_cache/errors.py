@@ -250,7 +250,7 @@ class CacheMiss(LLMCacheError):
         if self.refused is not None:  # recording it again would refuse it again
             reason, keep = self.refused
             lines.append(f"  recorded, not kept: {reason}")
-            lines.append(f"  fix: keep such answers with {keep}, then {record}")
+            lines.append(f"  fix: {keep}, then {record}")
         elif why is None:
             lines.append(f"  fix: {record}")
         else:

@@ -105,7 +105,7 @@ def test_empty_and_truncated_answers_are_not_kept_but_reach_the_test(project: Pr
     out = result.stdout.str()
     for reason, why in (("truncated", "the answer was cut off by the token limit"),
                         ("empty", "the answer is empty")):
-        assert out.count(f"To keep such answers: llm_cache_record_{reason} = true") == 2, out
+        assert out.count(f"To keep such answers: set llm_cache_record_{reason} = true") == 2, out
         result.stdout.fnmatch_lines([f"*NotStoredWarning: not storing *.yaml: {why}*; a replay will miss it, "
                                      "and a recording asks again. *"])
     # the field that said it was cut off, as each provider wrote it
@@ -129,7 +129,7 @@ def test_replay_of_an_answer_not_kept_says_why_and_the_setting_that_keeps_it(pro
     missed.assert_outcomes(failed=1)
     missed.stdout.fnmatch_lines([
         "*recorded, not kept: the answer was cut off by the token limit (finish_reason: length)",
-        "*fix: keep such answers with llm_cache_record_truncated = true, then record it with --llm-cache=record*",
+        "*fix: set llm_cache_record_truncated = true, then record it with --llm-cache=record*",
     ])
     # kept once the setting says so: the note is gone, and replay passes
     project.pytester.makeini("[pytest]\nllm_cache_record_truncated = true\n")
@@ -174,11 +174,11 @@ def test_a_stream_closed_early_or_a_no_store_answer_is_counted_and_its_miss_says
     missed.assert_outcomes(failed=2)
     missed.stdout.fnmatch_lines([
         "*recorded, not kept: the stream was closed before its provider's last event: it would replay cut short",
-        "*fix: keep such answers with the stream read to its end while recording *, then record it with --llm-cache=record*",
+        "*fix: read the stream to its end while recording *, then record it with --llm-cache=record*",
     ])
     missed.stdout.fnmatch_lines([
         "*recorded, not kept: the request asked not to store its answer (x-llm-cache: no-store)",
-        "*fix: keep such answers with no-store left out of this request where it must replay, then record it*",
+        "*fix: leave no-store out of this request where it must replay, then record it*",
     ])
 
 

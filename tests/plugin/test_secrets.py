@@ -105,7 +105,7 @@ def test_a_secret_looking_value_is_refused_and_the_test_still_gets_its_answer(pr
     missed = project.run()
     missed.assert_outcomes(failed=1)
     missed.stdout.fnmatch_lines(["*recorded, not kept: it would contain what looks like a secret*",
-                                 "*fix: keep such answers with a regex in llm_cache_secret_allowlist if it is not one*"])
+                                 "*fix: add a regex to llm_cache_secret_allowlist if it is not one*"])
     assert PASTED not in _everything_under(project)  # (pytest shows the test's own source, which has it)
 
 

@@ -235,4 +235,4 @@ def test_an_expired_cassette_whose_refresh_is_not_kept_is_still_used(project: Pr
     # the refusal is said, and that the expired cassette stays
     result.stdout.fnmatch_lines([f"*NotStoredWarning: not storing {kept}: the API answered HTTP 500; "
                                  "the cassette recorded before stays. To keep such answers: "
-                                 "llm_cache_record_errors = true"])
+                                 "set llm_cache_record_errors = true"])

@@ -124,7 +124,7 @@ def closed_early(flight: Flight) -> None:
     assert flight.rk is not None
     scope = flight.scope
     scope.session.stats.not_stored(scope.stats, "closed early", flight.rk.model_version)
-    _refused(flight, CLOSED_EARLY, "the stream read to its end while recording (replay hands it over event "
+    _refused(flight, CLOSED_EARLY, "read the stream to its end while recording (replay hands it over event "
                                    "by event: the code under test can still stop early)")
 
 
@@ -132,7 +132,7 @@ def remember_no_store(flight: Flight) -> None:
     """An answer its request asked not to keep: no warning (it was asked for), but replay's
     miss of it says so instead of "record it"."""
     _note(flight, "the request asked not to store its answer (x-llm-cache: no-store)",
-          "no-store left out of this request where it must replay")
+          "leave no-store out of this request where it must replay")
 
 
 def _refused(flight: Flight, why: str, keep: str) -> None:
@@ -172,7 +172,7 @@ def _storable(
     assert rk is not None
     if not 200 <= status < 300 and not settings.record_errors:
         stats.not_stored(scope.stats, "error status", rk.model_version)
-        _refused(flight, f"the API answered HTTP {status}", "llm_cache_record_errors = true")
+        _refused(flight, f"the API answered HTTP {status}", "set llm_cache_record_errors = true")
         return None
     joined = _joined(headers)
     try:
@@ -197,7 +197,7 @@ def _storable(
     if (reason == "empty" and not settings.record_empty) or (reason == "truncated" and not settings.record_truncated):
         stats.not_stored(scope.stats, reason, rk.model_version)
         why = _REFUSED[reason].format(truncation(entry.response_body)) if reason == "truncated" else _REFUSED[reason]
-        _refused(flight, why, f"llm_cache_record_{reason} = true")
+        _refused(flight, why, f"set llm_cache_record_{reason} = true")
         return None
     text = dump_entry(entry)
     location = session.store.location(rk.key, rk.model_version)
@@ -216,7 +216,7 @@ def _storable(
     if findings:
         stats.not_stored(scope.stats, "secret-looking", rk.model_version)
         _note(flight, "it would contain what looks like a secret (the warning of the recording said where)",
-              "a regex in llm_cache_secret_allowlist if it is not one")
+              "add a regex to llm_cache_secret_allowlist if it is not one")
         kinds = ", ".join(sorted({f"{f.kind} ({f.where}: {f.excerpt})" for f in findings}))
         warn(
             NotStoredWarning(
