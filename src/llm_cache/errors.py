@@ -6,11 +6,14 @@ pickles (pytest-xdist sends exceptions between processes).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import errno as errnos
 import inspect
 import os
 import sys
 import warnings
+from collections.abc import Iterator
 from functools import cache as functools_cache
 from typing import Any
 
@@ -433,4 +436,22 @@ def _caller_level() -> int:
 def warn(warning: Warning) -> None:
     """Issue ``warning`` at the user's line that led to it, where pytest's summary, and
     Python's once-per-location filter, place it: not at the line of the cache that noticed."""
+    if _at_end.get():
+        # no test's line led to it: said as the cache's session end, not at pluggy's or a runner's line
+        warnings.warn_explicit(warning, type(warning), "llm-cache (session end)", 0)
+        return
     warnings.warn(warning, stacklevel=_caller_level())
+
+
+_at_end: contextvars.ContextVar[bool] = contextvars.ContextVar("llm_cache_at_end", default=False)
+
+
+@contextlib.contextmanager
+def at_session_end() -> Iterator[None]:
+    """The test session's end (usage, eviction, reports): warnings issued inside have no
+    line of the user's to be placed at."""
+    token = _at_end.set(True)
+    try:
+        yield
+    finally:
+        _at_end.reset(token)

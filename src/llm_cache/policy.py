@@ -46,7 +46,7 @@ class Cap:
         if self.max_bytes is not None:
             parts.append(f"{self.max_bytes} bytes")
         if self.max_entries is not None:
-            parts.append(f"{self.max_entries} entries")
+            parts.append(f"{self.max_entries} {'entry' if self.max_entries == 1 else 'entries'}")
         return ", ".join(parts + [self.policy.value]) if parts else "none"
 
     def over(self, entries: int, size: int) -> bool:

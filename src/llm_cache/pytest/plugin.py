@@ -297,6 +297,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 @pytest.hookimpl
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    from ..errors import at_session_end
+
+    with at_session_end():  # a warning here has no test's line to be placed at
+        _finish_session(session)
+
+
+def _finish_session(session: pytest.Session) -> None:
     config = session.config
     state = config.stash.get(STATE, None)
     if state is None:
