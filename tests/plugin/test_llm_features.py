@@ -47,6 +47,11 @@ def test_refresh_reports_a_new_snapshot_fingerprint_and_text(project: Project) -
     drift = json.loads(report.read_text())["drift"]
     assert [d["field"] for d in drift] == ["response_model", "system_fingerprint", "text"]
     assert drift[0]["old"] == "gpt-4o-2024-08-06" and drift[0]["new"] == "gpt-4o-2024-11-20"
+    # the whole key, as misses_detail, stale_cassettes and unused_entries give it: a tool joins on it
+    [cassette] = [p for p in project.files() if "drifting" in p.read_text()]
+    assert {d["key"] for d in drift} == {cassette.read_text().split("key: ", 1)[1].split()[0]}
+    assert len(drift[0]["key"]) == 64
+    assert f"test_drift.py::test_it  {drift[0]['key'][:12]}  response_model" in result.stdout.str()
 
 
 def test_a_refresh_that_changed_nothing_reports_no_drift(project: Project) -> None:

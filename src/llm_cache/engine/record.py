@@ -364,7 +364,7 @@ def _drift(flight: Flight, old: Entry, new: Entry) -> None:
     for name, before, after in pairs:
         if (before or after) and before != after:
             flight.scope.session.stats.add_drift(
-                Drift(flight.scope.test_id, new.key[:12], name, _clip(before or ""), _clip(after or ""))
+                Drift(flight.scope.test_id, new.key, name, _clip(before or ""), _clip(after or ""))
             )
 
 

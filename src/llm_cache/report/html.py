@@ -203,7 +203,7 @@ def _drift(report: Report) -> str:
         items.append(
             f'<div class="drift" data-test="{esc(d.test_id)}" data-key="{esc(d.key)}" data-field="{esc(d.field)}">\n'
             f'<p><code class="test-id">{esc(d.test_id)}</code> <span class="muted">key</span> '
-            f'<code class="key">{esc(d.key)}</code> <span class="muted">field</span> '
+            f'<code class="key" title="{esc(d.key)}">{esc(d.key[:12])}</code> <span class="muted">field</span> '
             f'<code class="field">{esc(d.field)}</code></p>\n<div class="sides">'
             f'<div class="side old"><h4>old</h4><pre>{old}</pre></div>'
             f'<div class="side new"><h4>new</h4><pre>{new}</pre></div></div>\n</div>'

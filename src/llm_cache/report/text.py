@@ -102,7 +102,7 @@ def summary_lines(report: Report) -> list[str]:
             lines.append(f"no cassette at all in {report.location}: {EMPTY_STORE_HINT}")
     if stats.drift:
         lines.append(f"drift ({len(stats.drift)}): re-recorded answers that changed")
-        lines.extend(f"  {d.test_id}  {d.key}  {d.field}: {_short(d.old)!r} -> {_short(d.new)!r}" for d in stats.drift[:MAX_MISSES_SHOWN])
+        lines.extend(f"  {d.test_id}  {d.key[:12]}  {d.field}: {_short(d.old)!r} -> {_short(d.new)!r}" for d in stats.drift[:MAX_MISSES_SHOWN])
         if len(stats.drift) > MAX_MISSES_SHOWN:
             lines.append(f"  ... and {len(stats.drift) - MAX_MISSES_SHOWN} more")
     if stats.unseen:
