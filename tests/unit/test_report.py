@@ -195,7 +195,7 @@ def test_summary_paths_relative_to_where_the_run_started():
                     report_path=f"{base}{sep}out{sep}r.json", shown_from=base)
     lines = summary_lines(report)
     assert lines[0].startswith("mode: replay   store: cassettes (1 entry")
-    assert f"  cassettes{sep}gpt-4o{sep}ab.yaml  1d old  t::a" in lines
+    assert f"  cassettes{sep}gpt-4o{sep}ab.yaml  1d old (TTL 1h)  t::a" in lines  # 1h: not the report's TTL
     assert f"  cassettes{sep}gpt-4o{sep}cd.yaml" in lines
     assert f"  {base}-other{sep}cassettes{sep}ef.yaml" in lines
     assert any(f"llm-cache prune --unused-in out{sep}r.json" in line for line in lines)
