@@ -144,45 +144,75 @@ def _binary_bodies(entry: Entry) -> Iterator[tuple[str, bytes]]:
 
 
 # The first bytes of gzip data, and of zlib data at each compression level; of bzip2, xz
-# and a zip file's first entry.
+# and a zip file's first entry; of lzma's "alone" format at its usual settings; where a tar
+# archive says what it is.
 _ZLIB = (b"\x1f\x8b", b"\x78\x01", b"\x78\x5e", b"\x78\x9c", b"\x78\xda")
-_BZ2, _XZ, _ZIP = b"BZh", b"\xfd7zXZ\x00", b"PK\x03\x04"
+_BZ2, _XZ, _ZIP, _LZMA_ALONE = b"BZh", b"\xfd7zXZ\x00", b"PK\x03\x04", b"\x5d\x00\x00"
+_LAYERS = 4  # gzip of gzip of a tar of a zip
 
 
-def _inflated(raw: bytes, depth: int = 0) -> bytes | None:
-    """The bytes that gzip, zlib, bzip2, xz or zip data decompress to (a layer within a layer
-    too: gzip of gzip), up to ``MAX_EMBEDDED`` of them, or None when ``raw`` is none of those:
-    a body compressed without a ``Content-Encoding`` (a file sent gzipped, a server that
-    compresses on its own terms) hides its text from the search."""
-    out: bytes | None = None
+def _inflated(raw: bytes, depth: int = 0, budget: list[int] | None = None) -> bytes | None:
+    """The bytes that gzip, zlib, raw deflate, bzip2, xz, lzma, zip or tar data unpack to,
+    layer within layer (gzip of gzip, a zip in a zip, a zip in a .tar.gz) down to ``_LAYERS``,
+    ``MAX_EMBEDDED`` bytes in all, joined by NULs; None when ``raw`` is none of those. A body
+    compressed without a ``Content-Encoding`` (a file sent gzipped, a server that compresses
+    on its own terms) would otherwise hide its text from the search."""
+    budget = budget if budget is not None else [MAX_EMBEDDED]
     try:
-        if raw.startswith(_ZLIB):
-            out = zlib.decompressobj(wbits=47).decompress(raw, MAX_EMBEDDED)  # 47: gzip or zlib header
-        elif raw.startswith(_BZ2):
-            import bz2
-
-            out = bz2.BZ2Decompressor().decompress(raw, MAX_EMBEDDED)
-        elif raw.startswith(_XZ):
-            import lzma  # not in every Python build
-
-            out = lzma.LZMADecompressor().decompress(raw, MAX_EMBEDDED)
-        elif raw.startswith(_ZIP):
-            out = _unzipped(raw)
+        parts = _unpacked(raw, budget, raw_deflate=depth == 0)
     except Exception:  # noqa: BLE001 - damaged, encrypted, of a method not read here: nothing found, never a failed call
         return None
-    if not out:
-        return None
-    inner = _inflated(out, depth + 1) if depth < 2 else None
-    return out + b"\x00" + inner if inner else out
+    out = []
+    for part in parts:
+        out.append(part)
+        inner = _inflated(part, depth + 1, budget) if depth + 1 < _LAYERS and budget[0] > 0 else None
+        if inner:
+            out.append(inner)
+    return b"\x00".join(out) if out else None
 
 
-def _unzipped(raw: bytes) -> bytes:
-    """The members of a zip file, joined, up to ``MAX_EMBEDDED`` bytes in all."""
+def _unpacked(raw: bytes, budget: list[int], raw_deflate: bool) -> list[bytes]:
+    """One layer: what ``raw`` decompresses to, or its archive's members; taken from ``budget``."""
+    left = budget[0]
+    if left <= 0:
+        return []
+    if raw.startswith(_ZLIB):
+        parts = [zlib.decompressobj(wbits=47).decompress(raw, left)]  # 47: gzip or zlib header
+    elif raw.startswith(_BZ2):
+        import bz2
+
+        parts = [bz2.BZ2Decompressor().decompress(raw, left)]
+    elif raw.startswith((_XZ, _LZMA_ALONE)):
+        import lzma  # not in every Python build
+
+        kind = lzma.FORMAT_XZ if raw.startswith(_XZ) else lzma.FORMAT_ALONE
+        parts = [lzma.LZMADecompressor(format=kind).decompress(raw, left)]
+    elif raw.startswith(_ZIP):
+        parts = _unzipped(raw, left)
+    elif raw[257:262] == b"ustar":
+        parts = _untarred(raw, left)
+    elif raw_deflate and len(raw) >= 16:
+        # deflate with no header (zip's method, some servers' "deflate"): no signature to go
+        # by, so taken only when it decodes to its end
+        inflater = zlib.decompressobj(wbits=-15)
+        try:
+            data = inflater.decompress(raw, left)
+        except zlib.error:
+            return []
+        parts = [data] if inflater.eof or len(data) >= left else []
+    else:
+        return []
+    parts = [p for p in parts if p]
+    budget[0] -= sum(len(p) for p in parts)
+    return parts
+
+
+def _unzipped(raw: bytes, left: int) -> list[bytes]:
+    """The members of a zip file, up to ``left`` bytes in all."""
     import io
     import zipfile
 
     parts: list[bytes] = []
-    left = MAX_EMBEDDED
     with zipfile.ZipFile(io.BytesIO(raw)) as archive:
         for info in archive.infolist()[:64]:
             if left <= 0:
@@ -191,7 +221,25 @@ def _unzipped(raw: bytes) -> bytes:
                 data = member.read(left)
             parts.append(data)
             left -= len(data)
-    return b"\x00".join(parts)
+    return parts
+
+
+def _untarred(raw: bytes, left: int) -> list[bytes]:
+    """The files of a tar archive, up to ``left`` bytes in all."""
+    import io
+    import tarfile
+
+    parts: list[bytes] = []
+    with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as archive:
+        for _, info in zip(range(64), archive):
+            if left <= 0:
+                break
+            member = archive.extractfile(info) if info.isfile() else None
+            if member is not None:
+                data = member.read(left)
+                parts.append(data)
+                left -= len(data)
+    return parts
 
 
 def find_entry_secrets(

@@ -69,7 +69,10 @@ CREDENTIAL_HEADERS = (
     "openai-organization", "openai-project", "cookie", "x-amz-security-token",
 )
 # ... and so is the value of any header whose name says it holds one.
-_CREDENTIAL_NAME = re.compile(r"auth|key|token|secret|passw|passphrase|pwd|cookie|session|signature|credential")
+_CREDENTIAL_NAME = re.compile(
+    r"auth|key|token|secret|passw|passphrase|pwd|cookie|session|signature|credential"
+    r"|(?<![a-z])(?:pass|pw)(?![a-z])"  # pass, db_pass, pw, user-pw; not bypass, compass, passage
+)
 # Names that hold a credential word and no credential: OpenAI's prompt_cache_key, a sort or
 # partition key, a tokenizer, max_tokens, keywords. Taken out of a name before it is read.
 _INNOCENT_NAME = re.compile(
@@ -227,8 +230,16 @@ def _header_secrets(name: str, value: str) -> tuple[str, ...]:
 
 @functools.lru_cache(maxsize=1024)
 def _forms(item: str) -> tuple[str, ...]:
-    """A credential as an answer could echo it: raw, percent-encoded and JSON-escaped."""
-    return (item, quote(item, safe=""), quote_plus(item), json.dumps(item)[1:-1])
+    """A credential as an answer could echo it: raw, percent-encoded (every character, or
+    ``/`` kept as ``urllib.parse.quote`` does by default, ``+`` for a space, lower-case hex,
+    twice over) and JSON-escaped."""
+    encoded = quote(item, safe="")
+    forms = {item, encoded, quote(item), quote_plus(item), json.dumps(item)[1:-1], quote(encoded, safe="")}
+    forms |= {_PERCENT.sub(lambda m: m.group(0).lower(), f) for f in tuple(forms) if "%" in f}
+    return tuple(sorted(forms, key=lambda f: (f != item, f)))
+
+
+_PERCENT = re.compile(r"%[0-9A-F]{2}")
 
 
 # Fields of a JSON body whose value is a credential whatever it looks like (of 8 characters
@@ -237,8 +248,10 @@ def _forms(item: str) -> tuple[str, ...]:
 _JSON_CREDENTIAL_FIELDS = frozenset({
     "api_key", "api-key", "apikey", "api_keys", "password", "passwd", "pwd", "passphrase", "client_secret",
     "access_token", "refresh_token", "id_token", "code_verifier", "secret", "secret_key", "private_key",
-    "session_token", "auth_token", "api_token",
+    "session_token", "auth_token", "api_token", "pass", "pw",
 })
+# The password of a connection string in a JSON value ("Server=db;User Id=app;Password=...;").
+_CONNECTION_PASSWORD = re.compile(r"(?i)(?:^|[;\s])(?:password|pwd)\s*=\s*([^;\s][^;]*)")
 
 
 def json_credentials(value: Any, depth: int = 0) -> set[str]:
@@ -258,6 +271,9 @@ def json_credentials(value: Any, depth: int = 0) -> set[str]:
             items = [str(item)] if isinstance(item, (str, int)) and not isinstance(item, bool) else (
                 [v for v in item if isinstance(v, str)] if isinstance(item, list) else [])
             for text in items:
+                if "=" in text and ";" in text:
+                    found.update(m.group(1).strip() for m in _CONNECTION_PASSWORD.finditer(text)
+                                 if len(m.group(1).strip()) >= MIN_SECRET_LENGTH)
                 if lower in _JSON_CREDENTIAL_FIELDS and len(text) >= MIN_SECRET_LENGTH and not text.isspace():
                     found.add(text)  # a password of digits or words is one all the same
                 elif credential_named(lower) and plausible_secret(text, MIN_SECRET_LENGTH):
@@ -347,7 +363,7 @@ def _url_credentials(url: str) -> Iterator[str]:
 def _pair_credentials(encoded: str) -> Iterator[str]:
     """The credentials among the fields of a query string or an
     ``application/x-www-form-urlencoded`` body (``field_credential``), as sent and decoded."""
-    for pair in encoded.split("&"):
+    for pair in re.split(r"[&;]", encoded):  # ; separates fields too, for many servers
         name, _, item = pair.partition("=")
         if item:
             value = unquote(item.replace("+", " "))

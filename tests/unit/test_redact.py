@@ -402,6 +402,17 @@ def _zipped(data: bytes) -> bytes:
     return out.getvalue()
 
 
+def _zip_of(members: dict[str, bytes]) -> bytes:
+    import io
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return out.getvalue()
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
@@ -436,9 +447,33 @@ def test_a_secret_encoded_inside_a_string_is_found(body: Body, headers: dict[str
     assert found and {f.kind for f in found} == {"openai or anthropic key"}
 
 
+def _tarred(data: bytes) -> bytes:
+    import io
+    import tarfile
+
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as archive:
+        info = tarfile.TarInfo("notes.zip")
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def _raw_deflate(data: bytes) -> bytes:
+    packer = zlib.compressobj(wbits=-15)
+    return packer.compress(data) + packer.flush()
+
+
 @pytest.mark.parametrize("pack", [
     bz2.compress, lzma.compress, _zipped, lambda b: gzip.compress(gzip.compress(b)),
     lambda b: zlib.compress(gzip.compress(b)),
+    # four layers of gzip; a zip inside a .tar.gz; a zip as the second member of a zip; raw
+    # deflate with no header; lzma's "alone" format
+    lambda b: gzip.compress(gzip.compress(gzip.compress(gzip.compress(b)))),
+    lambda b: gzip.compress(_tarred(_zipped(b))),
+    lambda b: _zip_of({"a.txt": b"first", "b.zip": _zipped(b)}),
+    _raw_deflate,
+    lambda b: lzma.compress(b, format=lzma.FORMAT_ALONE),
 ])
 def test_a_secret_in_other_compressions_and_in_layers_is_found(pack) -> None:
     entry = _entry(pack(_PLAIN))
@@ -786,3 +821,36 @@ def test_credential_names_that_hold_an_innocent_word_are_still_credentials(name:
 ])
 def test_an_environment_value_that_is_a_files_path_is_no_secret(environ: dict[str, str]) -> None:
     assert secret_values({}, environ) == []
+
+
+def test_every_percent_encoding_of_a_secret_is_redacted() -> None:
+    """urllib's default quote() keeps '/', some servers write lower-case hex, a value can be
+    encoded twice: an AWS secret (which holds '/' and '+') echoed any of these ways is found."""
+    from urllib.parse import quote
+
+    from llm_cache.redact import echo_forms
+
+    secret = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYz9Qk3Lm"
+    forms = echo_forms(secret)
+    for written in (quote(secret), quote(secret, safe="").replace("%2F", "%2f").replace("%2B", "%2b"),
+                    quote(quote(secret, safe=""), safe="")):
+        assert redact(f"echo: {written}!", forms) == f"echo: {REDACTED}!", written
+
+
+@pytest.mark.parametrize("name", ["pass", "db_pass", "pw", "user-pw", "DB_PASS"])
+def test_short_password_names_are_credential_names(name: str) -> None:
+    assert field_credential(name.lower(), "Xy7#kL9!mQ2$vB")
+    assert request_credentials(body={name: "Xy7#kL9!mQ2$vB"}) >= {"Xy7#kL9!mQ2$vB"}
+
+
+@pytest.mark.parametrize("name", ["bypass", "compass", "passage", "passes"])
+def test_words_holding_pass_are_not(name: str) -> None:
+    assert not field_credential(name, "Xy7kL9mQ2vBsW3")
+    assert request_credentials(body={name: "Xy7kL9mQ2vBsW3"}) == set()
+
+
+def test_a_connection_strings_password_and_a_semicolon_separated_query_are_found() -> None:
+    found = request_credentials(body={"dsn": "Server=db;User Id=app;Password=Xy7#kL9!mQ2$vE;"})
+    assert "Xy7#kL9!mQ2$vE" in found and "app" not in found
+    assert request_credentials(body={"dsn": "Server=db;Password=short;"}) == set()  # under 8: ordinary words
+    assert "Qw3rTy7uIo9pAsDj" in request_credentials(url="https://h/v1/x?model=gpt-4o;api_key=Qw3rTy7uIo9pAsDj")

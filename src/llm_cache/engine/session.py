@@ -242,6 +242,9 @@ class CacheSession(KeyLocks):
         try:
             self._finish(force)
         except (StoreUnavailable, OSError) as exc:  # OSError: a disk that refuses, StoreError included
+            if self.passthrough and isinstance(exc, StoreUnavailable):  # logged, as every call it passed through
+                log.warning("llm_cache: usage and eviction skipped: %s", str(exc).splitlines()[0])
+                return
             warn(LLMCacheWarning(f"usage and eviction skipped: {str(exc).splitlines()[0]}"))
 
     def _used_now(self) -> dict[str, Usage]:
