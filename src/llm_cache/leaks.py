@@ -255,11 +255,48 @@ def find_entry_secrets(
     # each event's data, and its JSON (None when it is none), split and parsed once for every search
     events = [(data, _parsed(data)) for data in _stream_datas(entry)]
     strings = list(_strings(entry, events))
-    for where, raw in (*_binary_bodies(entry), *_embedded(strings)):
+    decoded, decoded_joined = _base64_events(events) if len(events) > 1 else ([], [])
+    for where, raw in (*_binary_bodies(entry), *_embedded(strings), *decoded_joined):
         found += _searched(where, raw.decode("ascii", "replace"), raw, allow, known, values)
-    for where, joined in (*_streamed_fields(events), *_escaped_events(entry, events), *_entities_decoded(strings)):
+    joined_decoded = ((f"{where}, from base64", text) for where, text in _streamed_fields(decoded))
+    for where, joined in (*_streamed_fields(events), *joined_decoded, *_escaped_events(entry, events),
+                          *_entities_decoded(strings)):
         found += _searched(where, joined, None, allow, known, values)
     return found
+
+
+# A string that is base64 and nothing else (Bedrock's ``chunk.bytes``, an audio delta's ``data``).
+_WHOLE_BASE64 = re.compile(r"[A-Za-z0-9+/]{8,}={0,2}")
+
+
+def _base64_events(events: list[tuple[str, Any]]) -> tuple[list[tuple[str, Any]], list[tuple[str, bytes]]]:
+    """A stream's events whose strings are whole base64, decoded: those that decode to JSON
+    as events of their own (Bedrock's chunks, whose text is then joined across them as any
+    stream's is), and the bytes of the others joined per field, in order (audio deltas): a
+    value split across two events' base64 is in neither event's decoding."""
+    decoded: list[tuple[str, Any]] = []
+    pieces: dict[tuple[str, ...], tuple[str, list[bytes]]] = {}
+    left = MAX_EMBEDDED
+    for _, value in events:
+        if value is None or left <= 0:
+            continue
+        for key, where, text in _indexed_strings(value):
+            if len(text) % 4 or not _WHOLE_BASE64.fullmatch(text):
+                continue
+            try:
+                raw = base64.b64decode(text, validate=True)
+            except (binascii.Error, ValueError):
+                continue
+            left -= len(raw)
+            if raw[:1] in (b"{", b"["):
+                parsed = _parsed(raw.decode("utf-8", "replace"))
+                if parsed is not None:
+                    decoded.append((raw.decode("utf-8", "replace"), parsed))
+                    continue
+            pieces.setdefault(key, (where, []))[1].append(raw)
+    joined = [(f"the streamed response's {where}, base64 decoded and joined", b"".join(parts))
+              for where, parts in pieces.values() if len(parts) > 1]
+    return decoded, joined
 
 
 # A run of base64 (either alphabet) or of hex digits in a string: a data URL's payload (a

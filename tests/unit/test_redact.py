@@ -9,6 +9,7 @@ import json
 import lzma
 import zlib
 from datetime import datetime, timezone
+from typing import Any
 
 import hypothesis
 import pytest
@@ -854,3 +855,41 @@ def test_a_connection_strings_password_and_a_semicolon_separated_query_are_found
     assert "Xy7#kL9!mQ2$vE" in found and "app" not in found
     assert request_credentials(body={"dsn": "Server=db;Password=short;"}) == set()  # under 8: ordinary words
     assert "Qw3rTy7uIo9pAsDj" in request_credentials(url="https://h/v1/x?model=gpt-4o;api_key=Qw3rTy7uIo9pAsDj")
+
+
+def _b64json(value: object) -> str:
+    return base64.b64encode(json.dumps(value).encode()).decode()
+
+
+@pytest.mark.parametrize("events", [
+    # Bedrock's InvokeModelWithResponseStream: each chunk's bytes are base64 of a JSON event
+    [{"json": {"bytes": _b64json({"type": "content_block_delta", "index": 0,
+                                  "delta": {"type": "text_delta", "text": "your key is " + _KEY[:14]}})}},
+     {"json": {"bytes": _b64json({"type": "content_block_delta", "index": 0,
+                                  "delta": {"type": "text_delta", "text": _KEY[14:]}})}}],
+])
+def test_a_secret_split_across_base64_stream_chunks_is_found(events: list[dict[str, Any]]) -> None:
+    entry = _entry(b"", "request")
+    entry.response_body = Body("eventstream", events)
+    entry.response_headers = {"content-type": "application/vnd.amazon.eventstream"}
+    text = dump_entry(entry)
+    found = find_entry_secrets(entry, text)
+    assert {f.kind for f in found} == {"openai or anthropic key"}
+    assert any("from base64" in f.where for f in found)
+    known = find_entry_secrets(entry, text, known={_KEY: "secret environment value"})
+    assert "secret environment value" in {f.kind for f in known}
+
+
+def test_a_secret_split_across_base64_audio_deltas_is_found() -> None:
+    raw = b"\x00\x01 audio " + _KEY.encode() + b" more audio \xff"
+    cut = 17  # in the key, and no multiple of three: each chunk is base64 of its own bytes
+    chunks = [base64.b64encode(part).decode() for part in (raw[:cut], raw[cut:])]
+    entry = _entry(b"", "request")
+    entry.response_body = Body("events", [
+        f"data: {json.dumps({'choices': [{'index': 0, 'delta': {'audio': {'data': c}}}]})}" for c in chunks
+    ] + ["data: [DONE]"])
+    entry.response_headers = {"content-type": "text/event-stream"}
+    text = dump_entry(entry)
+    assert find_secrets(text) == []
+    found = find_entry_secrets(entry, text, known={_KEY: "secret environment value"})
+    assert {f.where for f in found} >= {"the streamed response's choices[0].delta.audio.data, base64 decoded and joined"}
