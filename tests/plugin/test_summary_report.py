@@ -83,6 +83,24 @@ def test_report_path_from_ini(project: Project) -> None:
     assert json.loads((project.pytester.path / "r.json").read_text())["recorded"] == 2
 
 
+def test_reports_are_written_whole_and_replace_a_symlink_rather_than_follow_it(project: Project) -> None:
+    project.pytester.makepyfile(test_sum=TESTS)
+    outside = project.pytester.path / "elsewhere.txt"
+    outside.write_text("a file of the user's\n")
+    out = project.pytester.path / "out"
+    out.mkdir()
+    names = ("r.json", "r.html", "m.prom")
+    for name in names:
+        (out / name).symlink_to(outside)
+    project.run("--llm-cache=record", f"--llm-cache-report={out / 'r.json'}", f"--llm-cache-html={out / 'r.html'}",
+                f"--llm-cache-metrics={out / 'm.prom'}").assert_outcomes(passed=2)
+    assert outside.read_text() == "a file of the user's\n"
+    for name in names:
+        assert not (out / name).is_symlink() and (out / name).stat().st_size > 0, name
+    assert json.loads((out / "r.json").read_text())["recorded"] == 2
+    assert [p.name for p in out.iterdir() if p.name.endswith(".tmp")] == []  # no temporary file left
+
+
 def test_each_lookup_logs_at_debug(project: Project) -> None:
     project.pytester.makepyfile(test_sum=TESTS)
     result = project.run("--llm-cache=record", "--log-level=DEBUG", "-rA", "--log-format=%(name)s %(message)s")

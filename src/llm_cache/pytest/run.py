@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from ..atomic import holds_subdirectory
+from ..atomic import holds_subdirectory, write_atomic
 from ..settings import Settings
 
 __all__ = ["RunFacts", "has_cassettes", "partial_reason", "uses_cache", "write_report"]
@@ -133,7 +133,9 @@ def write_report(path: Path, what: str, text: Callable[[], str]) -> None:
     """Write a report file; one that cannot be written is a warning (the tests have their results)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text(), encoding="utf-8")
+        # whole or not at all (a metrics collector reads it any time), and a symlink at the
+        # path is replaced, not followed
+        write_atomic(path, text())
     except OSError as exc:
         from ..errors import LLMCacheWarning, describe_os_error
 
