@@ -631,3 +631,20 @@ def test_a_warning_points_at_the_applications_line(srv: FakeLLMServer, tmp_path:
     [warning] = [w for w in caught if "is unusable" in str(w.message)]
     assert warning.filename == __file__, warning.filename
     assert srv.count() == 2  # recorded again
+
+
+def test_a_warmed_embedding_as_the_readme_lists_it_is_what_the_sdk_asks(srv: FakeLLMServer, tmp_path: Path) -> None:
+    """The README's warm file lists the embedding with encoding_format: base64, as the openai
+    SDK sends it: the SDK's call after warming is a hit."""
+    import re as regex
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = regex.search(r"- path: /embeddings\n.*?\n  json: (\{[^\n]*\})", readme, regex.S)
+    assert block is not None
+    listed = tmp_path / "common.yaml"
+    listed.write_text(f"- path: /embeddings\n  json: {block.group(1)}\n")
+    cache = LLMCache("memory://")
+    assert cache.warm(listed, base_url=srv.openai_base_url).recorded == 1
+    client = make_client(srv, cache)
+    raw = client.embeddings.with_raw_response.create(model="text-embedding-3-small", input="opening hours")
+    assert raw.headers["x-llm-cache-status"] == "hit" and srv.count() == 1
