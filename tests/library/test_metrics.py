@@ -240,10 +240,32 @@ def test_prometheus_registry_scraped_over_http(srv: FakeLLMServer, tmp_path: Pat
     # each scrape reads the figures of the moment
     chat(make_client(srv, cache), "metrics please")
     assert value(scrape(registry), "llm_cache_hits_total", **series) == 3
-    with pytest.raises(ValueError, match="Duplicated"):
-        cache.metrics.to_prometheus(registry)
+    assert cache.metrics.to_prometheus(registry) is collector  # again: the same collector, nothing counted twice
+    assert value(scrape(registry), "llm_cache_hits_total", **series) == 3
     registry.unregister(collector)
     assert value(scrape(registry), "llm_cache_hits_total", **series) is None
+
+
+def test_two_caches_share_one_registry(srv: FakeLLMServer, tmp_path: Path, scrape: Any) -> None:
+    """An application with a file cache and a memory cache exports both from one registry,
+    told apart by store; two caches of one store add up."""
+    files, memory = LLMCache(STORE, root=tmp_path), LLMCache("memory://")
+    same_store = LLMCache(STORE, root=tmp_path)
+    registry = CollectorRegistry()
+    collector = files.metrics.to_prometheus(registry)
+    assert memory.metrics.to_prometheus(registry) is collector
+    same_store.metrics.to_prometheus(registry)
+    for cache, times in ((files, 2), (memory, 3), (same_store, 1)):
+        for _ in range(times):
+            chat(make_client(srv, cache), "shared registry")
+    parsed = scrape(registry)
+    # files: 1 recorded + 1 hit; same_store: a hit of what files recorded; memory: 1 recorded + 2 hits
+    assert value(parsed, "llm_cache_hits_total", model_version="gpt-4o", store=STORE) == 2
+    assert value(parsed, "llm_cache_recorded_total", model_version="gpt-4o", store=STORE) == 1
+    assert value(parsed, "llm_cache_hits_total", model_version="gpt-4o", store="memory://") == 2
+    assert value(parsed, "llm_cache_lookup_seconds_count", model_version="gpt-4o", store=STORE) == 3
+    collector.remove(memory.metrics)
+    assert value(scrape(registry), "llm_cache_hits_total", model_version="gpt-4o", store="memory://") is None
 
 
 def test_prometheus_default_registry(srv: FakeLLMServer) -> None:
