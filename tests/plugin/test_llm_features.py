@@ -233,6 +233,17 @@ def test_tokens_and_dollars_saved_from_the_prices_given(project: Project) -> Non
     result.stdout.fnmatch_lines([f"saved: ${expected:.6f} at the llm_cache_prices given (1 without a price: claude-x)"])
 
 
+def test_no_dollar_figure_when_no_model_served_has_a_price(project: Project) -> None:
+    project.pytester.makepyfile(test_cost="from conftest import chat\n"
+                                          "def test_it(client, llm_cache):\n    chat(client, 'x', model='claude-x')\n")
+    project.pytester.makeini("[pytest]\nllm_cache_prices =\n    gpt-4o = 2.50, 10.00\n")
+    project.run("--llm-cache=record").assert_outcomes(passed=1)
+    result = project.run()  # replayed: its tokens were served from a cassette
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["tokens served from cassettes: *", "saved: no price in llm_cache_prices for claude-x"])
+    result.stdout.no_fnmatch_line("saved: $*")
+
+
 def test_no_prices_no_dollars(project: Project) -> None:
     project.pytester.makepyfile(test_cost=COSTLY)
     report = project.pytester.path / "r.json"

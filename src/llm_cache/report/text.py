@@ -86,9 +86,12 @@ def summary_lines(report: Report) -> list[str]:
         per_model = ", ".join(f"{m} {t}" for m, t in sorted(stats.tokens_saved.items()))
         lines.append(f"tokens served from cassettes: {tokens} ({per_model})")
         if report.prices:
-            total, _, unpriced = cost_saved(report)
-            note = f" ({len(unpriced)} without a price: {', '.join(unpriced)})" if unpriced else ""
-            lines.append(f"saved: ${total:.6f} at the llm_cache_prices given{note}")
+            total, priced, unpriced = cost_saved(report)
+            if priced:  # none of the models served has a price: no dollar figure to give
+                note = f" ({len(unpriced)} without a price: {', '.join(unpriced)})" if unpriced else ""
+                lines.append(f"saved: ${total:.6f} at the llm_cache_prices given{note}")
+            else:
+                lines.append(f"saved: no price in llm_cache_prices for {', '.join(unpriced)}")
     if stats.misses_detail:
         shown = stats.misses_detail[:MAX_MISSES_SHOWN]
         lines.append(f"misses ({c.misses}):")
