@@ -63,8 +63,8 @@ def format_host(host: str, port: int | None) -> str:
 
 def _ipv6(host: str) -> bool:
     """An IPv6 address (with its zone, or a glob such as ``fe80::*``)."""
-    if "*" in host or "?" in host:
-        return all(c in "0123456789abcdef:.*?" for c in host)
+    if "*" in host or "?" in host:  # with a digit of its own: "*:*:*" is no address's glob
+        return all(c in "0123456789abcdef:.*?" for c in host) and any(c in "0123456789abcdef" for c in host)
     import ipaddress  # only for a pattern with a colon
 
     try:

@@ -115,7 +115,9 @@ def parse_allowed_hosts(ini: object, cli: object) -> tuple[HostPattern, ...]:
     else:
         base = parse_hosts(words, setting)
     items: Iterable[object] = cli if isinstance(cli, (list, tuple)) else [] if cli is None else [cli]
-    given = [str(v).strip() for v in items if str(v).strip()]
+    given = [str(v).strip() for v in items]
+    if "" in given:  # --llm-cache-allow-host= with nothing after it: said, not ignored
+        raise ConfigError(setting="--llm-cache-allow-host", value="", expected=f"{HOSTS_FORM}, or none")
     if any(g.lower() == "none" for g in given):
         base = ()
     added = tuple(parse_host(g, "--llm-cache-allow-host") for g in given if g.lower() != "none")

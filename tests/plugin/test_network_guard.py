@@ -300,6 +300,8 @@ def test_unseen_connections_of_workers_are_merged(raw: Project) -> None:
         ("llm_cache_allowed_hosts = http://example.com/", [], "llm_cache_allowed_hosts must be hosts or host:port*"),
         ("llm_cache_allowed_hosts =\n    none\n    localhost", [], "llm_cache_allowed_hosts must be * or the single word none*"),
         ("", ["--llm-cache-allow-host=example.com:http"], "--llm-cache-allow-host must be hosts or host:port*"),
+        ("", ["--llm-cache-allow-host="], "--llm-cache-allow-host must be hosts or host:port*, or none, got ''"),
+        ("llm_cache_allowed_hosts = *:*:*", [], "llm_cache_allowed_hosts must be hosts or host:port*"),
         ("llm_cache_block_network = sometimes", [], "llm_cache_block_network must be true or false, got 'sometimes'"),
     ],
 )

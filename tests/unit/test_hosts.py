@@ -27,7 +27,7 @@ def test_parse_host(text: str, pattern: HostPattern) -> None:
 
 @pytest.mark.parametrize(
     "text", ["", "http://example.com", "example.com/x", "a b", "host:", "host:http", "host:70000", "[::1",
-             "[::1]8080", "api.openai.com:443:1", "user@host"],
+             "[::1]8080", "api.openai.com:443:1", "user@host", "*:*:*", "?::*"],
 )
 def test_parse_host_refuses_what_is_not_a_host(text: str) -> None:
     with pytest.raises(ConfigError, match="must be hosts or host:port, one a line"):
