@@ -184,6 +184,23 @@ def test_prune_expired_dry_run_then_for_real(cassettes: tuple[Path, dict[str, En
     assert len(list(root.rglob("*.yaml"))) == 5
 
 
+def test_prune_a_model_in_every_namespace_and_say_when_none_is_there(tmp_path: Path) -> None:
+    import dataclasses
+
+    store = FileStore(tmp_path / "cassettes")
+    plain = chat_entry("plain", "a")
+    spaced = [dataclasses.replace(chat_entry(f"of {ns}", "a"), model_version=f"{ns}+gpt-4o") for ns in ("acme", "globex")]
+    mini = dataclasses.replace(chat_entry("mini", "a", model="gpt-4o-mini"), model_version="acme+gpt-4o-mini")
+    for entry in (plain, *spaced, mini):
+        store.put(entry)
+    out = run("prune", "--model", "*+gpt-4o", "--dir", str(store.root), "--json")
+    assert sorted(r["key"] for r in json.loads(out.stdout)["removed"]) == sorted(e.key for e in spaced)
+    assert len(list(store.root.rglob("*.yaml"))) == 2  # the plain gpt-4o and acme's gpt-4o-mini stay
+    none = run("prune", "--model", "gtp-4o", "--dir", str(store.root), "--dry-run")
+    assert none.returncode == 0
+    assert "no cassettes of model gtp-4o in the store (its model versions: acme+gpt-4o-mini, gpt-4o)" in none.stderr
+
+
 def test_prune_by_model_unused_and_caps(cassettes: tuple[Path, dict[str, Entry]]) -> None:
     root, entries = cassettes
     out = run("prune", "--model", "gpt-4o-mini", "--dir", str(root), "--json")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import fnmatch
 import json
 import sys
 from dataclasses import dataclass
@@ -108,14 +109,26 @@ def cmd_prune(args: argparse.Namespace) -> int:
         return _prune(args, stores, now, ttl, unused, cap, listed)
 
 
+def _of_model(version: str, wanted: str) -> bool:
+    """Whether a model version label (``gpt-4o``, ``gpt-4o@2024-08-06``, a namespace's
+    ``acme+gpt-4o``) is of ``wanted``: the label, its model before ``@``, or a glob over
+    either (``'*+gpt-4o'``: that model in every namespace)."""
+    model = version.split("@")[0]
+    if version == wanted or model == wanted:
+        return True
+    return any(c in wanted for c in "*?[") and (fnmatch.fnmatchcase(version, wanted) or fnmatch.fnmatchcase(model, wanted))
+
+
 def _prune(args: argparse.Namespace, stores: StoreArg, now: datetime, ttl: timedelta | None,
            unused: timedelta | None, cap: Cap, listed: dict[tuple[str, str], Listed] | None) -> int:
     store = stores.store
     metas = list(store.scan())
     usage = store.usage()
     chosen: dict[str, tuple[EntryMeta, str]] = {}
-    selected = [m for m in metas if not args.model or m.model_version == args.model or
-                m.model_version.split("@")[0] == args.model]
+    selected = [m for m in metas if not args.model or _of_model(m.model_version, args.model)]
+    if args.model and not selected:
+        print(f"llm-cache prune: no cassettes of model {args.model} in the store "
+              f"(its model versions: {', '.join(sorted({m.model_version for m in metas})) or 'none'})", file=sys.stderr)
     only_model = args.model and not (args.expired or unused or cap.active or listed is not None)
     for meta in selected:
         if only_model:
