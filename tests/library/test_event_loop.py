@@ -67,6 +67,37 @@ def test_tasks_that_waited_for_the_same_request_take_it_from_memory(tmp_path: Pa
     assert "get" not in after, events  # the seven that waited read no cassette back
 
 
+def test_tasks_waiting_behind_a_failed_request_go_upstream_side_by_side(tmp_path: Path) -> None:
+    """The API failing (a 500 after 0.3 s): the first request keeps no answer, and the seven
+    that waited for it go upstream together, not one after another (8 x 0.3 s, each past
+    its own timeout's wait)."""
+    upstream: list[int] = []
+    flying = [0]
+
+    async def failing(request: httpx2.Request) -> httpx2.Response:
+        flying[0] += 1
+        upstream.append(flying[0])  # how many are upstream at once, this one included
+        await asyncio.sleep(0.3)
+        flying[0] -= 1
+        return httpx2.Response(500, json={"error": {"message": "down", "type": "server_error"}})
+
+    async def main() -> list[Any]:
+        cache = LLMCache(FileStore(tmp_path / "cassettes"))
+        http, client = _openai_over(cache, failing)
+        client = client.with_options(max_retries=0)
+        ask = [{"role": "user", "content": "during the outage"}]
+        answers = await asyncio.gather(
+            *(client.chat.completions.create(model="gpt-4o", messages=ask) for _ in range(8)),  # type: ignore[arg-type]
+            return_exceptions=True)
+        await http.aclose()
+        return answers
+
+    answers = asyncio.run(main())
+    assert all(isinstance(a, openai.InternalServerError) for a in answers), answers
+    assert len(upstream) == 8
+    assert upstream[0] == 1 and max(upstream) == 7, upstream  # the first alone, then the seven at once
+
+
 class LockCountingStore(CountingStore):
     def lock(self, key: str) -> Any:
         self.events.append("lock")

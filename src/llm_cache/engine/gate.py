@@ -17,12 +17,15 @@ __all__ = ["Gates"]
 
 
 class _Slot:
-    __slots__ = ("holder", "lock", "waiters")
+    __slots__ = ("failed", "holder", "lock", "waiters")
 
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
         self.waiters = 0
         self.holder: Any = None
+        # the last holder's request kept no answer (the API failing, an answer not stored):
+        # those waiting have nothing to wait for, and go upstream side by side, not in turn
+        self.failed = False
 
 
 async def _acquire(lock: asyncio.Lock, wait: float | None) -> bool:
@@ -63,9 +66,10 @@ class Gates:
         self._slots: dict[tuple[int, str], _Slot] = {}
         self._guard = threading.Lock()
 
-    async def enter(self, key: str, wait: float | None = None) -> Callable[[], None] | None:
-        """Wait for the key's gate and return what opens it again; None when this task
-        holds it already (then there is nothing to open). Raises ``TimeoutError`` when
+    async def enter(self, key: str, wait: float | None = None) -> Callable[..., None] | None:
+        """Wait for the key's gate and return what opens it again (``leave(failed=True)`` when
+        no answer was kept); None when this task holds it already, or when the holder before
+        kept no answer (then there is nothing to open). Raises ``TimeoutError`` when
         another task held it for ``wait`` seconds (None: no limit)."""
         task = asyncio.current_task()
         name = (id(asyncio.get_running_loop()), key)
@@ -82,14 +86,19 @@ class Gates:
         except BaseException:
             self._forget(name, slot)
             raise
+        if slot.failed:  # passed on at once: the next waiter is let through as quickly
+            slot.lock.release()
+            self._forget(name, slot)
+            return None
         slot.holder = task
         done = False
 
-        def leave() -> None:
+        def leave(failed: bool = False) -> None:
             nonlocal done
             if not done:
                 done = True
                 slot.holder = None
+                slot.failed = failed
                 slot.lock.release()
                 self._forget(name, slot)
 

@@ -160,8 +160,8 @@ class Scope:
         except StoreUnavailable as exc:
             return self._unavailable(exc, request, rk)
         if leave is not None:
-            if flight.forwards:
-                flight.on_done(leave)
+            if flight.forwards:  # no answer kept (the API failed): the others waiting go up side by side
+                flight.on_done(lambda: leave(failed=not flight.stored))
             else:
                 leave()
         return flight
