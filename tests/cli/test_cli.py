@@ -201,6 +201,26 @@ def test_prune_a_model_in_every_namespace_and_say_when_none_is_there(tmp_path: P
     assert "no cassettes of model gtp-4o in the store (its model versions: acme+gpt-4o-mini, gpt-4o)" in none.stderr
 
 
+def test_verify_names_and_prune_removes_what_a_recording_moved_aside(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "cassettes")
+    entry = chat_entry("soon corrupt", "a")
+    where = Path(store.put(entry))
+    where.write_text("llm_cache: 2\nkey: [not closed\n")
+    aside = Path(store.quarantine(entry.key, entry.model_version) or "")
+    assert aside.name.endswith(".yaml.corrupt") and aside.exists()
+    mine = where.parent / "notes.corrupt"  # a file of the user's, named alike
+    mine.write_text("keep me")
+    verify = run("verify", "--dir", str(store.root))
+    assert verify.returncode == 0, verify.stdout
+    assert f"{aside}: note: a cassette a recording moved aside as corrupt" in verify.stdout
+    dry = run("prune", "--corrupt", "--dry-run", "--dir", str(store.root))
+    assert f"would remove {aside} (moved aside as corrupt)" in dry.stdout and aside.exists()
+    done = run("prune", "--corrupt", "--dir", str(store.root), "--json")
+    assert json.loads(done.stdout)["corrupt_removed"] == [str(aside)]
+    assert not aside.exists() and mine.read_text() == "keep me"
+    assert "moved aside" not in run("verify", "--dir", str(store.root)).stdout
+
+
 def test_prune_by_model_unused_and_caps(cassettes: tuple[Path, dict[str, Entry]]) -> None:
     root, entries = cassettes
     out = run("prune", "--model", "gpt-4o-mini", "--dir", str(root), "--json")

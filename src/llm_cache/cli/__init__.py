@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--max-entries", metavar="N", help="evict down to this many cassettes")
     prune.add_argument("--eviction", default="lru", help="order for --max-size/--max-entries: lru, lfu or fifo")
     prune.add_argument("--model", metavar="VERSION", help="only cassettes of this model (version); a glob such as '*+gpt-4o' takes it in every namespace")
+    prune.add_argument("--corrupt", action="store_true",
+                       help="remove the cassettes a recording moved aside as corrupt (*.yaml.corrupt; a file store)")
     prune.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
     verify = add("verify", cmd_verify, "check every cassette: parses, key matches, nothing secret-looking")
     verify.add_argument("--allow", action="append", default=[], metavar="REGEX",

@@ -45,6 +45,8 @@ def _verify_files(store: FileStore, allow: tuple[str, ...]) -> tuple[int, list[V
         found, noted = examine_file(listed.path, allow, store=store)
         problems.extend(found)
         notes.extend(noted)
+    notes += [Note(str(path), "a cassette a recording moved aside as corrupt; look at it, then remove it "
+                              "(llm-cache prune --corrupt)") for path in store.set_aside()]
     return count, problems, notes, foreign
 
 

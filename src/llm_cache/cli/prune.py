@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from ..errors import StoreError, describe_os_error
+from ..stores.files import FileStore
 from ..policy import Cap, is_expired, plan_eviction
 from ..settings import parse_eviction
 from ..stores.protocol import EntryMeta
@@ -100,13 +101,45 @@ def cmd_prune(args: argparse.Namespace) -> int:
         max_entries=_parse(parse_count, args.max_entries, "--max-entries") if args.max_entries else None,
         policy=_parse(parse_eviction, args.eviction, "--eviction"),
     )
-    if not (args.expired or unused or args.unused_in or cap.active or args.model):
+    if not (args.expired or unused or args.unused_in or cap.active or args.model or args.corrupt):
         raise UsageError("prune needs at least one of --expired, --unused-since, --unused-in, --max-size, "
-                         "--max-entries, --model")
+                         "--max-entries, --model, --corrupt")
     stores = StoreArg(args)  # bad usage is said before the report is read
     listed = {(e.key, e.model_version): e for e in read_unused(args.unused_in)} if args.unused_in else None
     with stores:
-        return _prune(args, stores, now, ttl, unused, cap, listed)
+        files = stores.store if isinstance(stores.store, FileStore) else None
+        if args.corrupt and files is None:
+            raise UsageError("--corrupt removes the *.yaml.corrupt files of a file store (--dir); "
+                             "another store keeps no such files")
+        if files is not None and args.corrupt and not (args.expired or unused or args.unused_in or cap.active
+                                                       or args.model):
+            return _prune_set_aside(args, files)
+        status = _prune(args, stores, now, ttl, unused, cap, listed)
+        if files is not None and args.corrupt:
+            status = max(status, _prune_set_aside(args, files))
+        return status
+
+
+def _prune_set_aside(args: argparse.Namespace, store: FileStore) -> int:
+    """Remove (or, in a dry run, name) the cassettes a recording moved aside as corrupt."""
+    verb = "would remove" if args.dry_run else "removed"
+    removed, failed = [], []
+    for path in store.set_aside():
+        try:
+            if not args.dry_run:
+                path.unlink()
+            removed.append(path)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            failed.append((path, describe_os_error(exc)))
+    lines = [f"{verb} {path} (moved aside as corrupt)" for path in removed]
+    lines += [f"could not remove {path}: {reason}" for path, reason in failed]
+    lines.append(f"{verb} {_plural(len(removed), 'cassette')} moved aside as corrupt")
+    data = {"dry_run": args.dry_run, "corrupt_removed": [str(p) for p in removed],
+            "failed": [{"path": str(p), "error": reason} for p, reason in failed]}
+    _emit(args, data, "\n".join(lines))
+    return PROBLEM if failed else OK
 
 
 def _of_model(version: str, wanted: str) -> bool:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import stat
 import threading
 import time
@@ -250,6 +251,19 @@ class FileStore:
             raise StoreError.from_os_error(str(path), exc, action="move aside the unusable cassette") from None
         return str(target)
 
+    def set_aside(self) -> list[Path]:
+        """The cassettes ``quarantine`` moved aside (``<name>.yaml.corrupt``, ``.corrupt.2``...),
+        regular files in the real model directories, for ``verify`` to name and ``prune
+        --corrupt`` to remove once looked at."""
+        found = []
+        for directory in self._tree.model_dirs():
+            try:
+                with os.scandir(directory) as it:
+                    found += [Path(e.path) for e in it if _SET_ASIDE.match(e.name) and e.is_file(follow_symlinks=False)]
+            except OSError:
+                continue
+        return sorted(found)
+
     # -- listing -----------------------------------------------------------------
 
     def entries(self, model_version: str | None = None, limit: int | None = None) -> Iterator[Entry]:
@@ -363,6 +377,10 @@ class FileStore:
         pending, self._pending = self._pending, {}
         if pending:
             self._copies.write(pending)
+
+
+# What quarantine names a cassette it moves aside.
+_SET_ASIDE = re.compile(r"[0-9a-f]{16}\.yaml\.corrupt(?:\.\d+)?\Z")
 
 
 def _free_name(target: Path) -> Path:
