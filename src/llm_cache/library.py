@@ -287,6 +287,7 @@ class LLMCache:
         headers: Mapping[str, str] | None = None,
         transport: Any = None,
         progress: Callable[[int, int], None] | None = None,
+        timeout: float | str = 60.0,
     ) -> WarmReport:
         """Make sure each request listed in ``source`` is cached and fresh.
 
@@ -295,11 +296,13 @@ class LLMCache:
         with ``base_url``; optional ``method`` (POST) and ``headers``. ``${VAR}`` in header
         values is read from the environment, so keys stay out of the file. Requests go
         through the cache: fresh ones are left alone, missing and expired ones are
-        recorded through the real API when the mode allows.
+        recorded through the real API when the mode allows. ``timeout``: each request's, in
+        seconds (or ``"30s"``); a start-up that must not wait long on a hung API sets it low.
         """
         from .warming import warm
 
-        return warm(self, source, base_url=base_url, headers=headers, transport=transport, progress=progress)
+        return warm(self, source, base_url=base_url, headers=headers, transport=transport, progress=progress,
+                    timeout=timeout)
 
     def stats(self) -> dict[str, Any]:
         """The cache's figures: hits, misses, recorded, hit_rate, tokens_saved, entries, bytes, ...

@@ -44,9 +44,13 @@ def warm(
     headers: Mapping[str, str] | None = None,
     transport: Any = None,
     progress: Callable[[int, int], None] | None = None,
+    timeout: float | str = 60.0,
 ) -> WarmReport:
     """``LLMCache.warm``: each request of ``source`` sent through ``cache``."""
     from .library import _default_httpx, _module_of
+    from .values import parse_seconds
+
+    timeout = parse_seconds(timeout, "warm(timeout=...)")
 
     requests = read_requests(Path(source))
     if not base_url:
@@ -55,7 +59,7 @@ def warm(
     report = WarmReport(total=len(requests))
     started = time.perf_counter()
     module = _module_of(transport) if transport is not None else _default_httpx()
-    client = module.Client(transport=cache.transport(transport, httpx=module), timeout=60)
+    client = module.Client(transport=cache.transport(transport, httpx=module), timeout=timeout or None)
     counts = cache._scope.stats
     try:
         for index, item in enumerate(requests, 1):

@@ -648,3 +648,23 @@ def test_a_warmed_embedding_as_the_readme_lists_it_is_what_the_sdk_asks(srv: Fak
     client = make_client(srv, cache)
     raw = client.embeddings.with_raw_response.create(model="text-embedding-3-small", input="opening hours")
     assert raw.headers["x-llm-cache-status"] == "hit" and srv.count() == 1
+
+
+def test_warm_takes_a_timeout_for_an_api_that_hangs(tmp_path: Path) -> None:
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # connections are taken by the kernel and never answered
+    try:
+        listed = tmp_path / "common.jsonl"
+        listed.write_text(json.dumps({"path": "/chat/completions", "json": {"model": "gpt-4o", "messages": []}}))
+        cache = LLMCache("memory://")
+        started = time.monotonic()
+        report = cache.warm(listed, base_url=f"http://127.0.0.1:{silent.getsockname()[1]}/v1", timeout="0.3s")
+        assert report.failed == 1 and report.recorded == 0
+        assert time.monotonic() - started < 10, "each request gave up at its timeout, not at 60 s"
+        with pytest.raises(ConfigError, match=r"warm\(timeout=...\) must be"):
+            cache.warm(listed, base_url="http://127.0.0.1:9/v1", timeout="soon")
+    finally:
+        silent.close()
