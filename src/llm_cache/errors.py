@@ -342,12 +342,12 @@ class StaleCassette(LLMCacheError):
         ttl = format_duration(timedelta(seconds=self.ttl_seconds))
         if self.own_ttl:
             return "\n".join([
-                f"stale cassette {self.path}: recorded {format_age(self.age_seconds)} ago, past the TTL of {ttl} "
-                "(the test's own, from its marker)",
+                (f"stale cassette {self.path}: recorded {format_age(self.age_seconds)} ago, past the TTL of {ttl} "
+                 "(the test's own, from its marker)"),
                 f"  test: {self.test_id}",
                 f"  fix:  re-record it with: pytest --llm-cache=refresh {_quoted(self.test_id)}",
-                "   or:  serve it anyway with llm_cache_stale = serve (or warn), or a longer ttl in the test's "
-                "@pytest.mark.llm_cache(ttl=...)",
+                ("   or:  serve it anyway with llm_cache_stale = serve (or warn), or a longer ttl in the test's "
+                 "@pytest.mark.llm_cache(ttl=...)"),
             ])
         return "\n".join([
             f"stale cassette {self.path}: recorded {format_age(self.age_seconds)} ago, past the TTL of {ttl}",

@@ -71,7 +71,7 @@ CREDENTIAL_HEADERS = (
 # ... and so is the value of any header whose name says it holds one.
 _CREDENTIAL_NAME = re.compile(
     r"auth|key|token|secret|passw|passphrase|pwd|cookie|session|signature|credential"
-    r"|(?<![a-z])(?:pass|pw)(?![a-z])"  # pass, db_pass, pw, user-pw; not bypass, compass, passage
+    r"|(?:^|[_-])(?:pass|pw)$"  # pass, db_pass, user-pw; not second_pass_model, pass_id, bypass
 )
 # Names that hold a credential word and no credential: OpenAI's prompt_cache_key, a sort or
 # partition key, a tokenizer, max_tokens, keywords. Taken out of a name before it is read.
@@ -250,8 +250,10 @@ _JSON_CREDENTIAL_FIELDS = frozenset({
     "access_token", "refresh_token", "id_token", "code_verifier", "secret", "secret_key", "private_key",
     "session_token", "auth_token", "api_token", "pass", "pw",
 })
-# The password of a connection string in a JSON value ("Server=db;User Id=app;Password=...;").
-_CONNECTION_PASSWORD = re.compile(r"(?i)(?:^|[;\s])(?:password|pwd)\s*=\s*([^;\s][^;]*)")
+# The password of a connection string in a JSON value ("Server=db;User Id=app;Password=...;"):
+# a value made of key=value pairs and nothing else, so a prompt's "password = getpass(); ..." is none.
+_CONNECTION_STRING = re.compile(r"\s*(?:[A-Za-z][A-Za-z ]{0,30}=[^;=]*;\s*)+(?:[A-Za-z][A-Za-z ]{0,30}=[^;=]*)?")
+_CONNECTION_PASSWORD = re.compile(r"(?i)(?:^|;)\s*(?:password|pwd)\s*=\s*([^;]*)")
 
 
 def json_credentials(value: Any, depth: int = 0) -> set[str]:
@@ -271,7 +273,7 @@ def json_credentials(value: Any, depth: int = 0) -> set[str]:
             items = [str(item)] if isinstance(item, (str, int)) and not isinstance(item, bool) else (
                 [v for v in item if isinstance(v, str)] if isinstance(item, list) else [])
             for text in items:
-                if "=" in text and ";" in text:
+                if "=" in text and ";" in text and _CONNECTION_STRING.fullmatch(text):
                     found.update(m.group(1).strip() for m in _CONNECTION_PASSWORD.finditer(text)
                                  if len(m.group(1).strip()) >= MIN_SECRET_LENGTH)
                 if lower in _JSON_CREDENTIAL_FIELDS and len(text) >= MIN_SECRET_LENGTH and not text.isspace():
@@ -304,7 +306,8 @@ def masked(text: str) -> str:
     if not text:
         return text
     text = redact_shown(text)
-    for kind, pattern in SECRET_PATTERNS.items():
+    for kind, found in SECRET_PATTERNS.items():
+        pattern = _shown_pattern(found)
         if pattern.search(text) is not None:
 
             def replaced(match: re.Match[str], kind: str = kind) -> str:
@@ -312,6 +315,23 @@ def masked(text: str) -> str:
 
             text = pattern.sub(replaced, text)
     return text
+
+
+_SHOWN_PATTERNS: dict[re.Pattern[str], re.Pattern[str]] = {}
+
+
+def _shown_pattern(pattern: re.Pattern[str]) -> re.Pattern[str]:
+    """A secret's pattern for text that shows strings escaped (a diff's ``"...\\nsk-..."``):
+    its leading word boundary also taken after a ``\\n``, ``\\t`` or ``\\r`` escape."""
+    shown = _SHOWN_PATTERNS.get(pattern)
+    if shown is None:
+        source = pattern.pattern
+        if source.startswith(r"\b"):
+            source = r"(?:\b|(?<=\\[nrt]))" + source[2:]
+        shown = re.compile(source, pattern.flags)
+        if len(_SHOWN_PATTERNS) < 64:
+            _SHOWN_PATTERNS[pattern] = shown
+    return shown
 
 
 def echo_forms(item: str) -> tuple[str, ...]:

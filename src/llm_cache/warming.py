@@ -51,6 +51,10 @@ def warm(
     from .values import parse_seconds
 
     timeout = parse_seconds(timeout, "warm(timeout=...)")
+    if not timeout > 0:  # 0 would be httpx's "no timeout": a hung API would hold start-up for good
+        from .errors import ConfigError
+
+        raise ConfigError(setting="warm(timeout=...)", value=timeout, expected="a number of seconds above 0, like 30")
 
     requests = read_requests(Path(source))
     if not base_url:
@@ -59,7 +63,7 @@ def warm(
     report = WarmReport(total=len(requests))
     started = time.perf_counter()
     module = _module_of(transport) if transport is not None else _default_httpx()
-    client = module.Client(transport=cache.transport(transport, httpx=module), timeout=timeout or None)
+    client = module.Client(transport=cache.transport(transport, httpx=module), timeout=timeout)
     counts = cache._scope.stats
     try:
         for index, item in enumerate(requests, 1):

@@ -276,6 +276,17 @@ def test_options_are_reusable_and_async_with_takes_them(fake_api: FakeLLMServer)
     assert fake_api.count() == 2
 
 
+def test_options_leave_nothing_behind_in_a_long_lived_context() -> None:
+    import contextvars
+
+    cache = LLMCache()
+    before = len(contextvars.copy_context())
+    for n in range(500):  # a server's thread: a block per request
+        with cache.options(namespace=f"t{n % 7}"):
+            pass
+    assert len(contextvars.copy_context()) <= before + 2  # the controls' own variables, not one per block
+
+
 def test_a_transport_given_to_the_wrong_kind_of_client_says_which_to_use(fake_api: FakeLLMServer) -> None:
     cache = LLMCache()
     sync_one = openai.OpenAI(base_url=fake_api.openai_base_url, api_key="sk-ctl-test-0000000", max_retries=0,

@@ -499,9 +499,9 @@ def test_a_store_away_at_start_is_used_once_it_comes_up(srv: FakeLLMServer) -> N
     from llm_cache.stores.later import Later
 
     port = free_port()
-    cache = LLMCache(f"redis://127.0.0.1:{port}/0?timeout=0.5&prefix=later:", fallback="passthrough")
+    cache = LLMCache(f"redis://127.0.0.1:{port}/0?timeout=0.5&prefix=later:&asyncio=yes", fallback="passthrough")
     store = cache.session.store
-    assert isinstance(store, Later) and not store.reached
+    assert isinstance(store, Later) and not store.reached and cache.session.aio is None
     store._retry_every, store._next = 0.2, time.monotonic() + 0.2  # the wait between tries, shortened for the test
     client = make_client(srv, cache)
     started = time.monotonic()
@@ -510,11 +510,18 @@ def test_a_store_away_at_start_is_used_once_it_comes_up(srv: FakeLLMServer) -> N
     assert time.monotonic() - started < 1.5, "a call while the store is away does not wait for it each time"
     assert srv.count() == 3
     with RedisServer(port=port):
-        time.sleep(0.3)
+        deadline = time.monotonic() + 20
+        while not store.reached and time.monotonic() < deadline:  # tried on a thread of its own
+            chat(client, "early")  # passed through meanwhile, never waiting for the store
+            time.sleep(0.05)
+        assert store.reached
+        assert cache.session.aio is not None  # an event loop's tasks now await the store, as its URL asks
+        asked = srv.count()
         chat(client, "early")  # the store is reached: recorded
-        assert store.reached and srv.count() == 4
+        assert srv.count() == asked + 1
+        asked += 1
         chat(client, "early")
-        assert srv.count() == 4 and cache.stats()["hits"] == 1
+        assert srv.count() == asked and cache.stats()["hits"] == 1
         assert store.size()[0] == 1
 
 

@@ -85,7 +85,7 @@ def test_the_cli_and_cassette_errors_redact_a_hand_edited_secret(
     project.run("--llm-cache=record").assert_outcomes(passed=1)
     first, second = project.files()
     doc = yaml.safe_load(first.read_text())
-    doc["request"]["json"]["messages"][0]["content"] = f"my key is {SECRET} and {SHAPED}"
+    doc["request"]["json"]["messages"][0]["content"] = f"my key is {SECRET} and\n{SHAPED}"
     first.write_text(yaml.safe_dump(doc, sort_keys=False))
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     where = str(project.cassettes)

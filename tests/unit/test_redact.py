@@ -844,7 +844,7 @@ def test_short_password_names_are_credential_names(name: str) -> None:
     assert request_credentials(body={name: "Xy7#kL9!mQ2$vB"}) >= {"Xy7#kL9!mQ2$vB"}
 
 
-@pytest.mark.parametrize("name", ["bypass", "compass", "passage", "passes"])
+@pytest.mark.parametrize("name", ["bypass", "compass", "passage", "passes", "second_pass_model", "pass_id", "pw_len"])
 def test_words_holding_pass_are_not(name: str) -> None:
     assert not field_credential(name, "Xy7kL9mQ2vBsW3")
     assert request_credentials(body={name: "Xy7kL9mQ2vBsW3"}) == set()
@@ -854,6 +854,10 @@ def test_a_connection_strings_password_and_a_semicolon_separated_query_are_found
     found = request_credentials(body={"dsn": "Server=db;User Id=app;Password=Xy7#kL9!mQ2$vE;"})
     assert "Xy7#kL9!mQ2$vE" in found and "app" not in found
     assert request_credentials(body={"dsn": "Server=db;Password=short;"}) == set()  # under 8: ordinary words
+    # prose and code in a prompt are no connection string: nothing of them is taken for a password
+    for prompt in ("password = getpass.getpass(); login(user, password)",
+                   "Set Password = the one from step two; then log in"):
+        assert request_credentials(body={"messages": [{"content": prompt}]}) == set(), prompt
     assert "Qw3rTy7uIo9pAsDj" in request_credentials(url="https://h/v1/x?model=gpt-4o;api_key=Qw3rTy7uIo9pAsDj")
 
 

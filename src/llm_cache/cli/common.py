@@ -73,7 +73,20 @@ def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
     that no recording put there (a hand edit, another tool's file); ``verify`` names it."""
     from ..redact import masked
 
-    print(masked(json.dumps(data, indent=2, default=str) if getattr(args, "json", False) else text))
+    if getattr(args, "json", False):  # each string masked as it is, before JSON escapes it
+        print(json.dumps(_masked_data(json.loads(json.dumps(data, default=str)), masked), indent=2))
+    else:
+        print(masked(text))
+
+
+def _masked_data(value: Any, mask: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return mask(value)
+    if isinstance(value, list):
+        return [_masked_data(v, mask) for v in value]
+    if isinstance(value, dict):
+        return {mask(k): _masked_data(v, mask) for k, v in value.items()}
+    return value
 
 
 def _plural(count: int, noun: str) -> str:

@@ -13,9 +13,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from ..errors import StoreError, describe_os_error
-from ..stores.files import FileStore
 from ..policy import Cap, is_expired, plan_eviction
 from ..settings import parse_eviction
+from ..stores.files import FileStore
 from ..stores.protocol import EntryMeta
 from ..values import format_duration, parse_count, parse_duration, parse_size
 from .common import (

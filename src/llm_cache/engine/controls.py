@@ -201,6 +201,12 @@ def current() -> Controls:
     return _current.get()
 
 
+# What each context entered, innermost last: (the using object, its token). One variable
+# for all of them: a variable per object would stay in a thread's context for good.
+_entered: contextvars.ContextVar[tuple[tuple[Any, contextvars.Token[Any]], ...]] = contextvars.ContextVar(
+    "llm_cache_entered", default=())
+
+
 class using:
     """Apply ``controls`` (over the enclosing ones) to the calls made inside the block:
     ``with`` or ``async with``, as often as wanted, nested, and from concurrent tasks (each
@@ -208,18 +214,18 @@ class using:
 
     def __init__(self, controls: Controls) -> None:
         self.controls = controls
-        self._entered: contextvars.ContextVar[tuple[contextvars.Token[Any], ...]] = contextvars.ContextVar(
-            "llm_cache_using", default=())
 
     def __enter__(self) -> Controls:
         token = _current.set(self.controls.over(_current.get()))
-        self._entered.set((*self._entered.get(), token))
+        _entered.set((*_entered.get(), (self, token)))
         return _current.get()
 
     def __exit__(self, *exc: object) -> None:
-        entered = self._entered.get()
-        self._entered.set(entered[:-1])
-        _current.reset(entered[-1])
+        entered = _entered.get()
+        # this object's last entry in this context (blocks of one context close in order)
+        at = max(i for i, (owner, _) in enumerate(entered) if owner is self)
+        _entered.set(entered[:at] + entered[at + 1:])
+        _current.reset(entered[at][1])
 
     async def __aenter__(self) -> Controls:
         return self.__enter__()

@@ -23,9 +23,10 @@ class _Slot:
         self.lock = asyncio.Lock()
         self.waiters = 0
         self.holder: Any = None
-        # the last holder's request kept no answer (the API failing, an answer not stored):
-        # those waiting have nothing to wait for, and go upstream side by side, not in turn
-        self.failed = False
+        # how many holders' requests kept no answer (the API failing, an answer not stored):
+        # a task that was waiting when one did has nothing to wait for, and goes upstream
+        # beside the others instead of in turn; one that comes later waits as usual
+        self.failed = 0
 
 
 async def _acquire(lock: asyncio.Lock, wait: float | None) -> bool:
@@ -80,13 +81,14 @@ class Gates:
             elif task is not None and slot.holder is task:
                 return None
             slot.waiters += 1
+            failures = slot.failed
         try:
             if not await _acquire(slot.lock, wait):
                 raise TimeoutError(f"another task held the gate for {wait:g} s")
         except BaseException:
             self._forget(name, slot)
             raise
-        if slot.failed:  # passed on at once: the next waiter is let through as quickly
+        if slot.failed > failures:  # passed on at once: the next waiter is let through as quickly
             slot.lock.release()
             self._forget(name, slot)
             return None
@@ -98,7 +100,7 @@ class Gates:
             if not done:
                 done = True
                 slot.holder = None
-                slot.failed = failed
+                slot.failed += failed
                 slot.lock.release()
                 self._forget(name, slot)
 

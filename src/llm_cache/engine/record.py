@@ -60,7 +60,7 @@ def keep(
     if flight.action is Action.REFRESH and flight.entry is not None:
         old = flight.entry
         if old._slim:  # the memory tier keeps no parsed body: read the one being replaced
-            with contextlib.suppress(CassetteError):
+            with contextlib.suppress(CassetteError, StoreUnavailable):  # a store gone: no drift said
                 old = store.get(old.key, old.model_version) or old
         _drift(flight, old, entry)
     try:
@@ -98,7 +98,7 @@ async def akeep(
     if flight.action is Action.REFRESH and flight.entry is not None:
         old = flight.entry
         if old._slim:
-            with contextlib.suppress(CassetteError):
+            with contextlib.suppress(CassetteError, StoreUnavailable):
                 old = await aio.get(old.key, old.model_version) or old
         _drift(flight, old, entry)
     try:

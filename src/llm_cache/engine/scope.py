@@ -283,7 +283,7 @@ class Scope:
             stats.emit("store_error", rk.model_version, "unavailable")
         if not self.session.passthrough:
             raise exc
-        log.warning("llm_cache: %s; passing the call through", str(exc).splitlines()[0])
+        self.session.say_passed_through(exc)
         return Flight(self, None, Found.MISSING, Action.PASS, None, request)
 
     # -- what a flight reports back ---------------------------------------------

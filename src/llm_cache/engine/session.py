@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 __all__ = ["CacheSession", "open_settings_store", "utcnow"]
 
 log = logging.getLogger("llm_cache")
+# The warning of calls passed through with the store away is said at most this often (s).
+PASSED_THROUGH_EVERY = 5.0
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -72,6 +74,7 @@ class CacheSession(KeyLocks):
         # what it used is no reason to keep an entry past the cap, and the usage it keeps
         # is handed to the store at each eviction pass, not held until the process ends
         self.long_lived = long_lived
+        self._passed, self._said_at = 0, float("-inf")  # calls passed through, the last warning of them
         self.store: Store = store if store is not None else open_settings_store(settings)
         self.clock = clock
         self.passthrough = passthrough
@@ -83,8 +86,6 @@ class CacheSession(KeyLocks):
         # a store across the network (Redis): in an event loop each of its round trips on
         # the way to a recording is a stretch of its own, the loop's other tasks run between
         self.remote = bool(getattr(self.store, "remote", False))
-        # and when it has one, its side for an event loop's tasks: each round trip an await
-        self.aio = getattr(self.store, "aio", None)
         self._lock = threading.Lock()
         self._warmed = settings.warm is None
         # keys this process is recording now -> how many recorders; and, per thread, the
@@ -246,6 +247,18 @@ class CacheSession(KeyLocks):
                 log.warning("llm_cache: usage and eviction skipped: %s", str(exc).splitlines()[0])
                 return
             warn(LLMCacheWarning(f"usage and eviction skipped: {str(exc).splitlines()[0]}"))
+
+    def say_passed_through(self, exc: StoreUnavailable) -> None:
+        """The warning of a call passed through with the store away: once every few seconds,
+        with how many since the last one, not once a call for the whole outage."""
+        now = time.monotonic()
+        with self._lock:
+            self._passed += 1
+            if now < self._said_at + PASSED_THROUGH_EVERY:
+                return
+            passed, self._passed, self._said_at = self._passed, 0, now
+        more = f" ({passed} calls since the last warning)" if passed > 1 else ""
+        log.warning("llm_cache: %s; passing the call through%s", str(exc).splitlines()[0], more)
 
     def _used_now(self) -> dict[str, Usage]:
         """The usage to hand to the store: a copy, or for a long-lived session all it holds,

@@ -56,7 +56,7 @@ class MetricsCollector:
     """A prometheus_client collector of one or more caches' ``Metrics``: each scrape reads
     their current values. The series of several caches are told apart by their ``store``
     label; two caches on the same store and model version add up (their gauges, which
-    measure the same store, are its latest reading)."""
+    measure the same store, are the reading of the cache registered last that has one)."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
@@ -72,10 +72,14 @@ class MetricsCollector:
         """Stop exporting one cache's metrics (``registry.unregister(collector)`` stops them all)."""
         with self._lock:
             self._all = [m for m in self._all if m is not metrics]
+            if self.metrics is metrics and self._all:  # not kept alive by the collector
+                self.metrics = self._all[0]
 
     def describe(self) -> Iterator[Metric]:
         """The families without samples: the registry learns the names, nothing is read."""
-        for family in self.metrics.families():
+        from .model import Metrics
+
+        for family in Metrics().families():  # the same names for every cache
             yield _family(family, with_samples=False)
 
     def collect(self) -> Iterator[Metric]:

@@ -4,11 +4,12 @@
 its Redis started together) takes a ``Later`` in place of the store: every call raises
 ``StoreUnavailable`` at once (the engine passes the request through, with a warning),
 and the store is opened again at most every ``retry_every`` seconds, on the call that
-finds the wait over. Once it opens, every call goes to it.
+finds the wait over, on a thread of its own. Once it opens, every call goes to it.
 """
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,10 +27,11 @@ __all__ = ["Later"]
 
 
 class Later:
-    """Opens the store with ``opener`` when a call needs it, no more than every ``retry_every`` s."""
+    """Opens the store with ``opener`` when a call finds the wait over, no more than every
+    ``retry_every`` s, on a thread of its own: no caller (no event loop) waits for the
+    connection; each gets ``StoreUnavailable`` at once until the store is reached."""
 
     remote = True  # a store across the network: in an event loop, the loop is given back between calls
-    aio = None  # reached later, through its blocking client
 
     def __init__(self, opener: Callable[[], Store], first: StoreUnavailable, retry_every: float = 5.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -40,6 +42,7 @@ class Later:
         self._clock = clock
         self._next = clock() + retry_every
         self._lock = threading.Lock()
+        self._trying = False
 
     def __repr__(self) -> str:
         return f"Later({self._store!r})" if self._store is not None else "Later(not reached yet)"
@@ -48,22 +51,35 @@ class Later:
     def reached(self) -> bool:
         return self._store is not None
 
+    @property
+    def aio(self) -> Any:
+        """The reached store's side for an event loop (Redis's ``redis.asyncio`` client), once reached."""
+        return getattr(self._store, "aio", None)
+
     def _real(self) -> Store:
         store = self._store
         if store is not None:
             return store
         with self._lock:
-            if self._store is not None:
-                return self._store
-            if self._clock() < self._next:
-                raise self._last
-            try:
-                self._store = self._opener()
-            except StoreUnavailable as exc:
-                self._last = exc
-                self._next = self._clock() + self._retry_every
-                raise
-            return self._store
+            if self._store is None and not self._trying and self._clock() >= self._next:
+                self._trying = True
+                threading.Thread(target=self._try, name="llm-cache-store-later", daemon=True).start()
+            last = self._last
+        raise copy.copy(last)  # a fresh exception each time: no traceback grows on a shared one
+
+    def _try(self) -> None:
+        try:
+            store = self._opener()
+        except StoreUnavailable as exc:
+            with self._lock:
+                self._last, self._next, self._trying = exc, self._clock() + self._retry_every, False
+            return
+        except BaseException:  # noqa: BLE001 - a thread of ours: tried again later, never a crash
+            with self._lock:
+                self._next, self._trying = self._clock() + self._retry_every, False
+            return
+        with self._lock:
+            self._store, self._trying = store, False
 
     def location(self, key: str, model_version: str) -> str:
         try:
