@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .usage import Usage
+from .usage import Usage, merge_usage
 
 __all__ = ["MAX_LISTED", "MAX_MISSES_KEPT", "MAX_TESTS_KEPT", "Counts", "Drift", "Miss", "SessionStats", "StaleUse",
            "Unseen"]
@@ -272,6 +272,4 @@ class SessionStats:
             self.warmed = max(self.warmed, data.get("warmed", 0))
             self.warm_seconds = max(self.warm_seconds, data.get("warm_seconds", 0.0))
             self.warm_none.extend(v for v in data.get("warm_none", []) if v not in self.warm_none)
-            for key, (last_used, hits) in data.get("used", {}).items():
-                use = Usage(last_used, hits)
-                self.used[key] = self.used[key].merged(use) if key in self.used else use
+            merge_usage(self.used, {key: Usage(last, hits) for key, (last, hits) in data.get("used", {}).items()})

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .atomic import UnsafePath, file_kind, read_regular, real_dir, write_atomic
 
-__all__ = ["MAX_INDEX_BYTES", "META_DIR", "Usage", "UsageIndex", "ensure_meta_dir"]
+__all__ = ["MAX_INDEX_BYTES", "META_DIR", "Usage", "UsageIndex", "ensure_meta_dir", "merge_usage"]
 
 log = logging.getLogger("llm_cache")
 
@@ -44,6 +44,13 @@ class Usage:
 
     def merged(self, other: Usage) -> Usage:
         return Usage(max(self.last_used, other.last_used), self.hits + other.hits)
+
+
+def merge_usage(into: dict[str, Usage], more: Mapping[str, Usage]) -> None:
+    """Add ``more`` into ``into``, key by key (``Usage.merged``)."""
+    for key, use in more.items():
+        old = into.get(key)
+        into[key] = use if old is None else old.merged(use)
 
 
 def ensure_meta_dir(root: Path) -> Path:
@@ -119,8 +126,7 @@ class UsageIndex:
 
         with FileLock(str(_lock_file(meta / "usage.lock")), timeout=LOCK_TIMEOUT):
             current = self.load()
-            for key, usage in deltas.items():
-                current[key] = current[key].merged(usage) if key in current else usage
+            merge_usage(current, deltas)
             if keep is not None:
                 current = {k: v for k, v in current.items() if k in keep}
             self._write(current)

@@ -62,16 +62,16 @@ class KeyLocks:
     # keys this process is recording now -> how many recorders; and, per thread, the keys
     # that thread holds (a thread-local object, never a reusable thread id)
     _inflight: dict[str, int]
+    # keys reserved for a refresh behind whose lock is not taken yet (``reserve``) -> the
+    # event loop of the task that will ask for it (None: a thread asks at once)
+    _refreshing: dict[str, asyncio.AbstractEventLoop | None]
+    _held: threading.local
 
     @property
     def aio(self) -> AsyncSide | None:
         """The store's side for an event loop's tasks, when it has one (each round trip an
         await): asked each time, since a store reached later (``stores.later``) gains one."""
         return getattr(self.store, "aio", None)
-    # keys reserved for a refresh behind whose lock is not taken yet (``reserve``) -> the
-    # event loop of the task that will ask for it (None: a thread asks at once)
-    _refreshing: dict[str, asyncio.AbstractEventLoop | None]
-    _held: threading.local
 
     if TYPE_CHECKING:  # CacheSession's
 

@@ -37,7 +37,7 @@ from ..atomic import UnsafePath, read_regular, write_atomic
 from ..cassette import Entry, dump_entry, load_entry
 from ..diagnose import Digests
 from ..errors import CassetteError, OversizeCassette, StoreError, describe_os_error
-from ..usage import META_DIR, Usage, UsageIndex
+from ..usage import META_DIR, Usage, UsageIndex, merge_usage
 from .census import CASSETTE_NAME, SWEEP_AFTER, Listed, proves, swept, take_census
 from .derived import Derived
 from .digests import DIGESTS_FORMAT, DIGESTS_KEPT, RequestDigests
@@ -361,8 +361,7 @@ class FileStore:
             except OSError as exc:  # filelock's Timeout is one too
                 self._derived.failed("usage index", index.path, exc)
         current = index.load()
-        for key, use in deltas.items():
-            current[key] = current[key].merged(use) if key in current else use
+        merge_usage(current, deltas)
         return {k: v for k, v in current.items() if keep is None or k in keep}
 
     def clear(self) -> int:

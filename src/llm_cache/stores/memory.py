@@ -11,7 +11,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 
 from ..cassette import Entry, dump_entry
-from ..usage import Usage
+from ..usage import Usage, merge_usage
 from .protocol import EntryMeta
 
 __all__ = ["MemoryStore"]
@@ -98,8 +98,7 @@ class MemoryStore:
 
     def touch(self, deltas: dict[str, Usage], keep: set[str] | None = None) -> dict[str, Usage]:
         with self._guard:
-            for key, use in deltas.items():
-                self._usage[key] = self._usage[key].merged(use) if key in self._usage else use
+            merge_usage(self._usage, deltas)
             if keep is not None:
                 self._usage = {k: v for k, v in self._usage.items() if k in keep}
             return dict(self._usage)
